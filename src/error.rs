@@ -1,0 +1,116 @@
+//! The library's one error type.
+//!
+//! Every variant carries the context a backup administrator needs to act on it: the file and, for
+//! anything read from disk, the byte offset. Context is added where a layer boundary is crossed
+//! (the extent reader knows its file; the chain knows which layer), never by string-pasting later.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors from every stage of vdar.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error on a named file, at a byte offset when one applies.
+    #[error("{}{}: {source}", path.display(), fmt_offset(*offset))]
+    Io {
+        /// The file being read or written.
+        path: PathBuf,
+        /// Byte offset of the failed operation, if it had one.
+        offset: Option<u64>,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Bytes on disk that violate their format.
+    #[error("{}: byte {offset:#x}: {what}", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte offset of the offending structure.
+        offset: u64,
+        /// What is wrong, with the bad value and the limit.
+        what: String,
+    },
+    /// A syntax error in a text file (descriptor, .vmx, .vmsd, block-map text).
+    #[error("{}: line {line}: {what}", path.display())]
+    Syntax {
+        /// The text file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What could not be understood.
+        what: String,
+    },
+    /// A well-formed input that uses a feature vdar does not implement.
+    #[error("{}: unsupported: {what}", path.display())]
+    Unsupported {
+        /// The file using the feature.
+        path: PathBuf,
+        /// The feature.
+        what: String,
+    },
+    /// A child's parentCID does not match its parent's CID.
+    #[error(
+        "{}: parentCID {child_pcid:08x} does not match CID {parent_cid:08x} of its parent {}: \
+         the parent was modified after the snapshot was taken (--ignore-cid overrides)",
+        child.display(),
+        parent.display()
+    )]
+    ChainMismatch {
+        /// The child descriptor.
+        child: PathBuf,
+        /// The parent descriptor.
+        parent: PathBuf,
+        /// The child's parentCID.
+        child_pcid: u32,
+        /// The parent's CID.
+        parent_cid: u32,
+    },
+    /// A structurally invalid snapshot chain (loop, missing parent, size mismatch).
+    #[error("{}: {what}", path.display())]
+    Chain {
+        /// The descriptor where the problem was found.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// Invalid request from the caller (bad option combination, unknown VM or snapshot name).
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn fmt_offset(offset: Option<u64>) -> String {
+    offset.map(|o| format!(": byte {o:#x}")).unwrap_or_default()
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An I/O error on `path` at `offset`.
+    pub fn io(path: impl Into<PathBuf>, offset: Option<u64>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            offset,
+            source,
+        }
+    }
+
+    /// Corrupt bytes in `path` at `offset`.
+    pub fn corrupt(path: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            offset,
+            what: what.into(),
+        }
+    }
+
+    /// An unsupported feature in `path`.
+    pub fn unsupported(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        Error::Unsupported {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! vdar: a streaming archiver for VMware virtual disks.
+//!
+//! Pipeline (one module per stage):
+//! 1. [`input`]: parse descriptors and open every extent of every layer of a snapshot chain.
+//! 2. [`chain`]: collapse the chain on the fly into ordered runs of the virtual disk (data or zero).
+#![deny(missing_docs)]
+
+pub mod chain;
+pub mod error;
+pub mod fixture;
+pub mod input;
+
+pub use error::{Error, Result};
