@@ -13,7 +13,7 @@
 pub mod read;
 pub mod source;
 
-pub use source::{ByteSource, FileId, FileTable, LocalFile, LocalOpener, SourceOpener};
+pub use source::{ByteSource, FileId, FileTable, LocalFile, LocalOpener, MemSource, SourceOpener};
 
 use crate::error::Result;
 

@@ -182,3 +182,49 @@ pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
 pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("invariant: 8-byte slice"))
 }
+
+/// An in-memory source, for unit tests and fuzz targets.
+#[derive(Debug)]
+pub struct MemSource {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl MemSource {
+    /// Wraps `bytes` under the display name `name`.
+    pub fn new(name: &str, bytes: Vec<u8>) -> Self {
+        MemSource {
+            path: PathBuf::from(name),
+            bytes,
+        }
+    }
+}
+
+impl ByteSource for MemSource {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.bytes.get(o..o.checked_add(buf.len())?))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    &self.path,
+                    offset,
+                    format!(
+                        "read of {} bytes runs past the end of the file ({} bytes)",
+                        buf.len(),
+                        self.bytes.len()
+                    ),
+                )
+            })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
