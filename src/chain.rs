@@ -65,3 +65,284 @@ pub fn read_run(files: &FileTable, run: &DiskRun, skip: u64, buf: &mut [u8]) -> 
     debug_assert!(skip + buf.len() as u64 <= run.len);
     read_source(files, &run.source_at(skip), buf)
 }
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::input::descriptor::CID_NO_PARENT;
+use crate::input::layer::Layer;
+use crate::input::{LocalOpener, SourceOpener, SECTOR};
+
+/// Most layers a chain may have. ESX allows 32 snapshots per disk; anything far beyond that is a
+/// loop the path check missed (different spellings of one file) or a hostile input.
+pub const MAX_CHAIN_LAYERS: usize = 256;
+
+/// How to open a chain.
+pub struct ChainOptions<'a> {
+    /// Accept a child whose parentCID does not match its parent's CID.
+    pub ignore_cid: bool,
+    /// Where the files come from.
+    pub opener: &'a dyn SourceOpener,
+}
+
+impl Default for ChainOptions<'_> {
+    fn default() -> Self {
+        ChainOptions {
+            ignore_cid: false,
+            opener: &LocalOpener,
+        }
+    }
+}
+
+/// An opened snapshot chain, top layer first.
+#[derive(Debug)]
+pub struct Chain {
+    /// Layers from the top (newest) down to the base.
+    pub layers: Vec<Layer>,
+    /// All files of all layers.
+    pub files: FileTable,
+    /// Non-fatal findings (unclean shutdown, CID override), for the user.
+    pub warnings: Vec<String>,
+}
+
+impl Chain {
+    /// Opens the chain whose top descriptor is `top`, following parentFileNameHint to the base.
+    pub fn open(top: &Path, opts: &ChainOptions<'_>) -> Result<Chain> {
+        let mut files = FileTable::default();
+        let mut layers: Vec<Layer> = Vec::new();
+        let mut warnings = Vec::new();
+        let mut seen: Vec<PathBuf> = Vec::new();
+        let mut path = top.to_path_buf();
+        loop {
+            let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if seen.contains(&key) {
+                return Err(Error::Chain {
+                    path: path.clone(),
+                    what: "snapshot chain loops back to this file".into(),
+                });
+            }
+            if layers.len() >= MAX_CHAIN_LAYERS {
+                return Err(Error::Chain {
+                    path: path.clone(),
+                    what: format!("chain deeper than {MAX_CHAIN_LAYERS} layers"),
+                });
+            }
+            seen.push(key);
+            let layer = Layer::open(&path, opts.opener, &mut files)?;
+            warnings.extend(layer.warnings());
+
+            if let Some(child) = layers.last() {
+                let (pcid, cid) = (child.descriptor.parent_cid, layer.descriptor.cid);
+                if pcid != cid {
+                    if !opts.ignore_cid {
+                        return Err(Error::ChainMismatch {
+                            child: child.path.clone(),
+                            parent: layer.path.clone(),
+                            child_pcid: pcid,
+                            parent_cid: cid,
+                        });
+                    }
+                    warnings.push(format!(
+                        "{}: parentCID {pcid:08x} does not match CID {cid:08x} of {} \
+                         (ignored by --ignore-cid)",
+                        child.path.display(),
+                        layer.path.display()
+                    ));
+                }
+                // VMware cannot grow a disk that has snapshots, so differing sizes mean the
+                // hint points at the wrong file.
+                if child.capacity != layer.capacity {
+                    return Err(Error::Chain {
+                        path: child.path.clone(),
+                        what: format!(
+                            "size {} sectors differs from parent {} ({} sectors)",
+                            child.capacity,
+                            layer.path.display(),
+                            layer.capacity
+                        ),
+                    });
+                }
+            }
+
+            let d = &layer.descriptor;
+            let next = match (&d.parent_hint, d.parent_cid) {
+                (None, CID_NO_PARENT) => None,
+                (Some(hint), pcid) if pcid != CID_NO_PARENT => {
+                    Some(resolve_parent(&layer.path, hint, opts.opener)?)
+                }
+                (Some(_), _) => {
+                    return Err(Error::Chain {
+                        path: layer.path.clone(),
+                        what: "parentFileNameHint given but parentCID is ffffffff (no parent)"
+                            .into(),
+                    })
+                }
+                (None, pcid) => {
+                    return Err(Error::Chain {
+                        path: layer.path.clone(),
+                        what: format!("parentCID {pcid:08x} given but no parentFileNameHint"),
+                    })
+                }
+            };
+            layers.push(layer);
+            match next {
+                Some(p) => path = p,
+                None => break,
+            }
+        }
+        Ok(Chain {
+            layers,
+            files,
+            warnings,
+        })
+    }
+
+    /// Virtual size in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.layers[0].capacity * SECTOR
+    }
+
+    /// The collapsed disk: per sector, the topmost layer that has it.
+    pub fn collapse(self) -> CollapsedDisk {
+        CollapsedDisk {
+            capacity: self.layers[0].capacity,
+            pos: 0,
+            pending: None,
+            chain: self,
+        }
+    }
+
+    /// Maps layer `index` alone over its whole capacity and returns
+    /// `(allocated bytes, explicit zero bytes)`.
+    pub fn layer_usage(&mut self, index: usize) -> Result<(u64, u64)> {
+        let layer = &mut self.layers[index];
+        let (mut data, mut zero, mut pos) = (0, 0, 0);
+        while pos < layer.capacity {
+            let run = layer.map(pos, layer.capacity - pos)?;
+            match run.source {
+                Source::Data { .. } | Source::Deflate { .. } => data += run.sectors,
+                Source::Zero => zero += run.sectors,
+                Source::Unallocated => {}
+            }
+            pos += run.sectors;
+        }
+        Ok((data * SECTOR, zero * SECTOR))
+    }
+}
+
+/// Finds the parent named by `hint`: as written (absolute, or relative to the child), then by
+/// its base name beside the child, because ESX writes absolute `/vmfs/volumes/...` hints that do
+/// not exist on a backup proxy holding a copy of the VM folder.
+fn resolve_parent(child: &Path, hint: &str, opener: &dyn SourceOpener) -> Result<PathBuf> {
+    let direct = crate::input::descriptor::resolve_relative(child, hint);
+    if opener.exists(&direct) {
+        return Ok(direct);
+    }
+    let base = Path::new(hint)
+        .file_name()
+        .map(|b| child.parent().unwrap_or_else(|| Path::new(".")).join(b));
+    match base {
+        Some(b) if b != direct && opener.exists(&b) => Ok(b),
+        _ => Err(Error::Chain {
+            path: child.to_path_buf(),
+            what: format!(
+                "parent {hint:?} not found (tried {}{})",
+                direct.display(),
+                base.filter(|b| *b != direct)
+                    .map(|b| format!(" and {}", b.display()))
+                    .unwrap_or_default()
+            ),
+        }),
+    }
+}
+
+/// A chain collapsed on the fly into [`DiskRun`]s.
+#[derive(Debug)]
+pub struct CollapsedDisk {
+    chain: Chain,
+    capacity: u64,
+    /// Next sector to resolve.
+    pos: u64,
+    /// A run held back to merge with its successor.
+    pending: Option<DiskRun>,
+}
+
+impl CollapsedDisk {
+    /// The chain behind this disk.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Resolves sectors from `pos` down the layers: the first layer with anything but
+    /// Unallocated wins; each lower layer is asked only about the span the upper one left open.
+    fn resolve(&mut self, pos: u64) -> Result<Run> {
+        let mut max = self.capacity - pos;
+        for layer in &mut self.chain.layers {
+            let run = layer.map(pos, max)?;
+            if run.source != Source::Unallocated {
+                return Ok(run);
+            }
+            max = run.sectors;
+        }
+        // Unallocated all the way down reads as zeros.
+        Ok(Run {
+            sectors: max,
+            source: Source::Zero,
+        })
+    }
+}
+
+use crate::input::Run;
+
+/// Merges `b` into `a` when it continues it in both the disk and the file.
+fn merge(a: &mut DiskRun, b: &DiskRun) -> bool {
+    let joins = match (a.source, b.source) {
+        (Source::Zero, Source::Zero) => true,
+        (
+            Source::Data {
+                file: f1,
+                offset: o1,
+            },
+            Source::Data {
+                file: f2,
+                offset: o2,
+            },
+        ) => f1 == f2 && o1 + a.len == o2,
+        _ => false,
+    };
+    if joins {
+        a.len += b.len;
+    }
+    joins
+}
+
+impl VirtualDisk for CollapsedDisk {
+    fn capacity(&self) -> u64 {
+        self.capacity * SECTOR
+    }
+
+    fn next_run(&mut self) -> Result<Option<DiskRun>> {
+        while self.pos < self.capacity {
+            let run = self.resolve(self.pos)?;
+            let next = DiskRun {
+                offset: self.pos * SECTOR,
+                len: run.sectors * SECTOR,
+                source: run.source,
+            };
+            self.pos += run.sectors;
+            match &mut self.pending {
+                Some(p) => {
+                    if !merge(p, &next) {
+                        return Ok(Some(std::mem::replace(p, next)));
+                    }
+                }
+                None => self.pending = Some(next),
+            }
+        }
+        Ok(self.pending.take())
+    }
+
+    fn files(&self) -> &FileTable {
+        &self.chain.files
+    }
+}

@@ -10,8 +10,14 @@
 //! Units: inside this module positions and lengths are 512-byte sectors ([`SECTOR`]); file offsets
 //! in [`Source`] are bytes.
 
+pub mod cowd;
+pub mod descriptor;
+pub mod flat;
+pub mod layer;
 pub mod read;
+pub mod sesparse;
 pub mod source;
+pub mod sparse;
 
 pub use source::{ByteSource, FileId, FileTable, LocalFile, LocalOpener, MemSource, SourceOpener};
 
