@@ -1,5 +1,7 @@
 //! The integration test binary. Modules, one per capability:
 //! - util: temp dirs, command runners, oracles (qemu-img, qemu-io)
+//! - chain: chain resolution and collapse via `vdar cat`/`inspect`, bad-input exit codes
 
 #[macro_use]
 mod util;
+mod chain;
