@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, as README's second command and CI (.ci/run) run it.
+# Installs the system packages the tests use as oracles when they are missing, then checks
+# formatting and lints, runs every test, and builds and briefly runs the fuzz targets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v qemu-img   >/dev/null || need+=(qemu-utils)
+command -v vmdkinfo   >/dev/null || need+=(libvmdk-utils)
+command -v debugvmfs  >/dev/null || need+=(vmfs-tools)
+command -v zstd       >/dev/null || need+=(zstd)
+command -v xmllint    >/dev/null || need+=(libxml2-utils)
+command -v tar        >/dev/null || need+=(tar)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "run-tests: installing ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo fmt --all --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked
+
+# Fuzz targets: built with cargo-fuzz (RUSTC_BOOTSTRAP lets the stable toolchain accept the
+# sanitizer flags), then each run briefly so a crash on the seed inputs fails CI.
+if [ "${VDAR_SKIP_FUZZ:-0}" != 1 ]; then
+  command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz >/dev/null
+  export RUSTC_BOOTSTRAP=1
+  for t in $(cargo fuzz list --fuzz-dir tools/fuzz); do
+    cargo fuzz run --fuzz-dir tools/fuzz "$t" -- -max_total_time="${VDAR_FUZZ_SECONDS:-20}" -rss_limit_mb=2048
+  done
+fi
+echo "run-tests: all passed"
