@@ -12,6 +12,8 @@
 
 pub mod read;
 pub mod source;
+pub mod vmsd;
+pub mod vmx;
 
 pub use source::{ByteSource, FileId, FileTable, LocalFile, LocalOpener, MemSource, SourceOpener};
 
