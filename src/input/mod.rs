@@ -18,6 +18,8 @@ pub mod read;
 pub mod sesparse;
 pub mod source;
 pub mod sparse;
+pub mod vmsd;
+pub mod vmx;
 
 pub use source::{ByteSource, FileId, FileTable, LocalFile, LocalOpener, MemSource, SourceOpener};
 
