@@ -12,6 +12,7 @@
 
 pub mod read;
 pub mod source;
+pub mod sparse;
 
 pub use source::{ByteSource, FileId, FileTable, LocalFile, LocalOpener, MemSource, SourceOpener};
 
