@@ -150,7 +150,7 @@ fn sparse_monolithic_odd_capacity() {
             "write -P 0x5a 16M 1536",
         ],
     );
-    let runs = compare_with_raw(&[img.clone()], &oracle(&img));
+    let runs = compare_with_raw(std::slice::from_ref(&img), &oracle(&img));
     let runs = &runs[0];
     // The 1 MiB write allocated 16 grains back to back: one data run, not 16.
     assert_eq!(runs[0].sectors, 2048, "{runs:?}");
@@ -182,7 +182,7 @@ fn sparse_zeroed_grain() {
         "8M",
     ]);
     qemu_io(&img, &["write -P 0x77 0 512k", "write -z 64k 128k"]);
-    let runs = compare_with_raw(&[img.clone()], &oracle(&img));
+    let runs = compare_with_raw(std::slice::from_ref(&img), &oracle(&img));
     let (_, mut extent) = open(&img);
     assert_eq!(extent.version(), 2);
     // Two whole aligned grains written with -z are explicit zero grains, one run.
@@ -254,7 +254,7 @@ fn sparse_stream_optimized_qemu_layout() {
         s(&src),
         s(&so),
     ]);
-    let runs = compare_with_raw(&[so.clone()], &oracle(&so));
+    let runs = compare_with_raw(std::slice::from_ref(&so), &oracle(&so));
     assert!(runs[0]
         .iter()
         .any(|r| matches!(r.source, Source::Deflate { marker: true, .. })));
@@ -297,7 +297,7 @@ fn sparse_stream_optimized_vmware_layout() {
         "qemu disagrees with the image"
     );
     // ...and so does our reader, through the footer.
-    let runs = compare_with_raw(&[path.clone()], &raw);
+    let runs = compare_with_raw(std::slice::from_ref(&path), &raw);
     assert!(runs[0]
         .iter()
         .all(|r| !matches!(r.source, Source::Data { .. })));

@@ -369,7 +369,7 @@ impl SparseExtent {
             return Ok(None);
         }
         let path = self.src.path();
-        let size = h.descriptor_size.checked_mul(SECTOR).unwrap_or(u64::MAX);
+        let size = h.descriptor_size.saturating_mul(SECTOR);
         if size > MAX_DESCRIPTOR_BYTES {
             return Err(Error::corrupt(
                 path,
