@@ -243,6 +243,7 @@ fn sparse_stream_optimized_qemu_layout() {
             "write -P 0x21 0 200k",
             "write -P 0x22 32704k 128k",
             "write -P 0x23 33279k 1k",
+            "write -P 0x24 33280k 512",
         ],
     );
     qemu_img(&[
@@ -258,6 +259,19 @@ fn sparse_stream_optimized_qemu_layout() {
     assert!(runs[0]
         .iter()
         .any(|r| matches!(r.source, Source::Deflate { marker: true, .. })));
+    // The one-sector final grain inflates to one sector.
+    let last = runs[0].last().expect("runs");
+    assert_eq!(last.sectors, 1);
+    assert!(
+        matches!(
+            last.source,
+            Source::Deflate {
+                grain_bytes: 512,
+                ..
+            }
+        ),
+        "{last:?}"
+    );
     let (_, extent) = open(&so);
     assert!(extent.is_stream_optimized());
     assert_eq!(extent.version(), 3);
@@ -301,6 +315,21 @@ fn sparse_stream_optimized_vmware_layout() {
     assert!(runs[0]
         .iter()
         .all(|r| !matches!(r.source, Source::Data { .. })));
+    let last = runs[0].last().expect("runs");
+    assert_eq!(last.sectors, 3);
+    assert!(
+        matches!(
+            last.source,
+            Source::Deflate {
+                grain_bytes: 1536,
+                ..
+            }
+        ),
+        "{last:?}"
+    );
+    // All-zero grains were omitted (GTE 0), so the zeros between the data grains come back as
+    // a few long Unallocated runs, not one run per grain.
+    assert!(runs[0].len() < 20, "{:?}", runs[0]);
     let (_, extent) = open(&path);
     assert!(extent.is_stream_optimized());
     assert_eq!(extent.capacity_sectors() * 512, image.len() as u64);
