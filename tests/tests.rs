@@ -1,7 +1,9 @@
 //! The integration test binary. Modules, one per capability:
 //! - util: temp dirs, command runners, oracles (qemu-img, qemu-io)
 //! - chain: chain resolution and collapse via `vdar cat`/`inspect`, bad-input exit codes
+//! - sparse: KDMV sparse extents (monolithic, split, both streamOptimized layouts) vs qemu-img
 
 #[macro_use]
 mod util;
 mod chain;
+mod sparse;
