@@ -260,3 +260,146 @@ fn chain_errors_cid_mismatch_loop_missing_parent() {
     fs::write(p("big.vmdk"), "version=1\nCID=cccccccc\nparentCID=aaaaaaaa\ncreateType=\"vmfs\"\nparentFileNameHint=\"base.vmdk\"\nRW 4 VMFS \"kid-flat.vmdk\"\n").unwrap();
     fails_with(&["cat", &s("big.vmdk")], &["big.vmdk", "differs"]);
 }
+
+fn qimg(args: &[&str]) {
+    run("qemu-img", args);
+}
+
+/// Hosted chain: monolithicSparse base (odd capacity) → sparse child → zeroed-grain child with
+/// an explicit zero grain and a partial-grain copy-on-write write → a fourth layer.
+#[test]
+fn hosted_sparse_chain_of_four_matches_qemu() {
+    require!("qemu-img");
+    let d = tempdir();
+    let p = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    qimg(&["create", "-q", "-f", "vmdk", &p("base.vmdk"), "33554944"]); // 32 MiB + 1 sector
+    qemu_io(
+        Path::new(&p("base.vmdk")),
+        &[
+            "write -P 0xab 0 1M",
+            "write -P 0xcd 4M 64k",
+            "write -P 0xef 32M 512",
+        ],
+    );
+    qimg(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-b",
+        "base.vmdk",
+        "-F",
+        "vmdk",
+        &p("c1.vmdk"),
+    ]);
+    qemu_io(
+        Path::new(&p("c1.vmdk")),
+        &["write -P 0x11 512k 64k", "write -P 0x22 8M 64k"],
+    );
+    qimg(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-o",
+        "zeroed_grain=on",
+        "-b",
+        "c1.vmdk",
+        "-F",
+        "vmdk",
+        &p("c2.vmdk"),
+    ]);
+    qemu_io(
+        Path::new(&p("c2.vmdk")),
+        &["write -z 0 128k", "write -P 0x33 4M 4k"],
+    );
+    qimg(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-b",
+        "c2.vmdk",
+        "-F",
+        "vmdk",
+        &p("c3.vmdk"),
+    ]);
+    qemu_io(
+        Path::new(&p("c3.vmdk")),
+        &["write -P 0x44 64k 1k", "write -P 0x55 31M 1M"],
+    );
+    cat_matches_qemu(Path::new(&p("c3.vmdk")), d.path());
+    // Every intermediate link too.
+    for top in ["c2.vmdk", "c1.vmdk", "base.vmdk"] {
+        cat_matches_qemu(Path::new(&p(top)), d.path());
+    }
+    let out = vdar(&["inspect", "--json", &p("c3.vmdk")]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["chain"].as_array().unwrap().len(), 4);
+    assert_eq!(v[0]["chain"][1]["zero_bytes"], 128 << 10);
+}
+
+/// A sparse child over an ESX-style flat base, and both streamOptimized layouts as bases.
+#[test]
+fn sparse_child_over_flat_and_stream_bases() {
+    require!("qemu-img");
+    let d = tempdir();
+    let p = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    let base = vmfs_base(d.path(), "vm", "8M", &["write -P 0xa0 0 8M"]);
+    assert_eq!(base, d.path().join("vm.vmdk"));
+    qimg(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-b",
+        "vm.vmdk",
+        "-F",
+        "vmdk",
+        &p("child.vmdk"),
+    ]);
+    qemu_io(Path::new(&p("child.vmdk")), &["write -P 0x0b 1M 100k"]);
+    cat_matches_qemu(Path::new(&p("child.vmdk")), d.path());
+
+    qimg(&[
+        "convert",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        &p("child.vmdk"),
+        &p("so.vmdk"),
+    ]);
+    cat_matches_qemu(Path::new(&p("so.vmdk")), d.path());
+    qimg(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-b",
+        "so.vmdk",
+        "-F",
+        "vmdk",
+        &p("so-child.vmdk"),
+    ]);
+    qemu_io(Path::new(&p("so-child.vmdk")), &["write -P 0x0c 3M 4k"]);
+    cat_matches_qemu(Path::new(&p("so-child.vmdk")), d.path());
+}
+
+#[test]
+fn corrupt_sparse_table_entry_is_named() {
+    require!("qemu-img");
+    let d = tempdir();
+    let p = d.path().join("s.vmdk");
+    qimg(&["create", "-q", "-f", "vmdk", p.to_str().unwrap(), "4M"]);
+    qemu_io(&p, &["write -P 0x61 0 64k"]);
+    // qemu's layout: GD at sector 26, its first GT at sector 27; point GTE 0 far past the end.
+    let mut b = fs::read(&p).unwrap();
+    let gt0 = u32::from_le_bytes(b[26 * 512..26 * 512 + 4].try_into().unwrap()) as usize * 512;
+    b[gt0..gt0 + 4].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+    fs::write(&p, &b).unwrap();
+    fails_with(
+        &["cat", p.to_str().unwrap()],
+        &["s.vmdk", &format!("{gt0:#x}")],
+    );
+}
