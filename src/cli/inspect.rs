@@ -111,12 +111,12 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let mut reports = Vec::new();
-    for input in &args.inputs {
-        let name = input
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        reports.push(inspect_disk(&name, input, &opts)?);
+    for sel in super::select_inputs(&args.inputs, args.chain.snapshot.as_deref())? {
+        for disk in &sel.disks {
+            let mut r = inspect_disk(&disk.name, &disk.top, &opts)?;
+            r.warnings.extend(sel.warnings.iter().cloned());
+            reports.push(r);
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);

@@ -12,6 +12,50 @@ use clap::Parser;
 
 pub use args::Cli;
 
+/// Groups command-line inputs into VMs: each .vmx is one VM; bare disk descriptors given
+/// together form one VM named after the first.
+pub fn select_inputs(
+    inputs: &[std::path::PathBuf],
+    snapshot: Option<&str>,
+) -> anyhow::Result<Vec<vdar::input::vm::VmSelection>> {
+    use vdar::input::vm::{is_vmx, select_vm, VmDisk, VmSelection};
+    let mut out = Vec::new();
+    let mut loose = Vec::new();
+    for input in inputs {
+        if is_vmx(input) {
+            let sel = select_vm(input, snapshot)?;
+            for w in &sel.warnings {
+                eprintln!("vdar: warning: {w}");
+            }
+            out.push(sel);
+        } else {
+            if snapshot.is_some() {
+                anyhow::bail!("--snapshot needs a .vmx, not {}", input.display());
+            }
+            let name = input
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            loose.push(VmDisk {
+                name,
+                top: input.clone(),
+            });
+        }
+    }
+    if let Some(first) = loose.first() {
+        let name = first.name.trim_end_matches(".vmdk").to_string();
+        out.push(VmSelection {
+            name,
+            vmx: None,
+            disks: loose,
+            config_files: Vec::new(),
+            snapshot: None,
+            warnings: Vec::new(),
+        });
+    }
+    Ok(out)
+}
+
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();

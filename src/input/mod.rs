@@ -18,6 +18,7 @@ pub mod read;
 pub mod sesparse;
 pub mod source;
 pub mod sparse;
+pub mod vm;
 pub mod vmsd;
 pub mod vmx;
 
