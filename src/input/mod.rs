@@ -10,7 +10,9 @@
 //! Units: inside this module positions and lengths are 512-byte sectors ([`SECTOR`]); file offsets
 //! in [`Source`] are bytes.
 
+pub mod cowd;
 pub mod read;
+pub mod sesparse;
 pub mod source;
 
 pub use source::{ByteSource, FileId, FileTable, LocalFile, LocalOpener, MemSource, SourceOpener};
