@@ -491,3 +491,321 @@ pub fn fuzz_cowd(data: &[u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::cowd::cowd_image;
+    use crate::fixture::{Content, Region};
+    use crate::input::read::read_source;
+    use crate::input::MemSource;
+
+    /// What a sector should read as.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Want {
+        Unalloc,
+        Zero,
+        Data(Vec<u8>),
+    }
+
+    fn table(bytes: Vec<u8>) -> (FileTable, FileId) {
+        let mut files = FileTable::default();
+        let id = files.add(Arc::new(MemSource::new("t-delta.vmdk", bytes)));
+        (files, id)
+    }
+
+    fn image(cap: u64, grain: u32, regions: &[Region]) -> Vec<u8> {
+        cowd_image(cap, grain, regions).expect("fixture").to_vec()
+    }
+
+    /// A sector-unique pattern, so misplaced sectors are caught.
+    fn pattern(lba: u64, sectors: u64) -> Vec<u8> {
+        (0..sectors * SECTOR)
+            .map(|i| ((lba * SECTOR + i) as u8) ^ (((lba * SECTOR + i) >> 9) as u8) ^ 0x5a)
+            .collect()
+    }
+
+    fn data(lba: u64, sectors: u64) -> Region {
+        Region {
+            offset: lba * SECTOR,
+            len: 0,
+            content: Content::Data(pattern(lba, sectors)),
+        }
+    }
+
+    fn zero(lba: u64, sectors: u64) -> Region {
+        Region {
+            offset: lba * SECTOR,
+            len: sectors * SECTOR,
+            content: Content::Zero,
+        }
+    }
+
+    fn want(cap: u64, regions: &[Region]) -> Vec<Want> {
+        let mut w = vec![Want::Unalloc; cap as usize];
+        for r in regions {
+            let first = r.offset / SECTOR;
+            for s in 0..r.byte_len() / SECTOR {
+                w[(first + s) as usize] = match &r.content {
+                    Content::Data(d) => {
+                        Want::Data(d[(s * SECTOR) as usize..((s + 1) * SECTOR) as usize].to_vec())
+                    }
+                    _ => Want::Zero,
+                };
+            }
+        }
+        w
+    }
+
+    /// Maps the whole extent with `max`-sector requests, checks every sector against `want`,
+    /// and returns the runs.
+    fn walk(files: &FileTable, ext: &mut dyn ExtentMap, want: &[Want], max: u64) -> Vec<Run> {
+        let cap = ext.sectors();
+        let mut runs = Vec::new();
+        let mut lba = 0;
+        while lba < cap {
+            let run = ext.map(lba, max.min(cap - lba)).expect("map");
+            assert!(run.sectors >= 1 && run.sectors <= max.min(cap - lba));
+            let mut buf = vec![0u8; (run.sectors * SECTOR) as usize];
+            read_source(files, &run.source, &mut buf).expect("read");
+            for s in 0..run.sectors {
+                let got = match run.source {
+                    Source::Unallocated => Want::Unalloc,
+                    Source::Zero => Want::Zero,
+                    _ => {
+                        Want::Data(buf[(s * SECTOR) as usize..((s + 1) * SECTOR) as usize].to_vec())
+                    }
+                };
+                assert_eq!(got, want[(lba + s) as usize], "sector {}", lba + s);
+            }
+            runs.push(run);
+            lba += run.sectors;
+        }
+        runs
+    }
+
+    fn corrupt_at(e: Error) -> u64 {
+        match e {
+            Error::Corrupt { offset, .. } => offset,
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    fn put(b: &mut [u8], at: usize, v: u32) {
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    #[test]
+    fn roundtrip_odd_capacity_grain_1() {
+        // Two full grain tables plus a partial one; data crossing a GT boundary, zeros,
+        // and data in the last partial table.
+        let cap = 2 * 4096 + 1003;
+        let regions = [
+            data(10, 40),
+            zero(5000, 3000),
+            data(8180, 30),
+            data(cap - 3, 3),
+        ];
+        let (files, id) = table(image(cap, 1, &regions));
+        let mut ext = open(&files, id).unwrap();
+        assert_eq!(ext.capacity_sectors(), cap);
+        assert!(ext.warnings().is_empty());
+        let w = want(cap, &regions);
+        for max in [1, 3, 4095, u64::MAX] {
+            walk(&files, &mut ext, &w, max);
+        }
+    }
+
+    #[test]
+    fn roundtrip_grain_8_partial_last_grain() {
+        let cap = 4096 * 8 + 13;
+        let regions = [
+            data(0, 64),
+            zero(64, 8),
+            data(cap - 13, 13),
+            data(32768 - 8, 8),
+        ];
+        let (files, id) = table(image(cap, 8, &regions));
+        let mut ext = open(&files, id).unwrap();
+        assert_eq!(ext.grain_sectors(), 8);
+        let w = want(cap, &regions);
+        for max in [1, 5, u64::MAX] {
+            walk(&files, &mut ext, &w, max);
+        }
+    }
+
+    #[test]
+    fn runs_coalesce() {
+        // 64 contiguous grains are written as 4 chunks of 16 in reverse order: 4 data runs.
+        // A zero region spanning three tables is one run; so is the unallocated tail, however
+        // large the disk.
+        let cap = u64::from(u32::MAX);
+        let regions = [data(0, 64), zero(100, 3 * 4096)];
+        let (files, id) = table(image(cap, 1, &regions));
+        let mut ext = open(&files, id).unwrap();
+        let runs: Vec<Run> = {
+            let mut v = Vec::new();
+            let mut lba = 0;
+            while lba < cap {
+                let r = ext.map(lba, cap - lba).unwrap();
+                lba += r.sectors;
+                v.push(r);
+            }
+            v
+        };
+        let summary: Vec<(u64, bool)> = runs
+            .iter()
+            .map(|r| (r.sectors, matches!(r.source, Source::Data { .. })))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (16, true),
+                (16, true),
+                (16, true),
+                (16, true),
+                (36, false),
+                (3 * 4096, false),
+                (cap - 100 - 3 * 4096, false)
+            ]
+        );
+        assert_eq!(runs[5].source, Source::Zero);
+        assert_eq!(runs[6].source, Source::Unallocated);
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        let good = image(5000, 1, &[data(0, 8)]);
+        let open_with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good.clone();
+            f(&mut b);
+            let (files, id) = table(b);
+            open(&files, id).map(|_| ())
+        };
+        assert!(open_with(&|_| ()).is_ok());
+        assert_eq!(corrupt_at(open_with(&|b| b[0] = b'K').unwrap_err()), 0);
+        assert!(matches!(
+            open_with(&|b| put(b, 4, 3)).unwrap_err(),
+            Error::Unsupported { what, .. } if what.contains("version 3")
+        ));
+        for g in [0, 3, 4096] {
+            assert_eq!(corrupt_at(open_with(&|b| put(b, 16, g)).unwrap_err()), 16);
+        }
+        assert_eq!(corrupt_at(open_with(&|b| put(b, 24, 7)).unwrap_err()), 24);
+        // GD in the header, GD past the end of the file.
+        assert_eq!(corrupt_at(open_with(&|b| put(b, 20, 2)).unwrap_err()), 20);
+        assert_eq!(
+            corrupt_at(open_with(&|b| put(b, 20, 1 << 20)).unwrap_err()),
+            20
+        );
+        // Shorter than the header.
+        let (files, id) = table(good[..100].to_vec());
+        assert_eq!(corrupt_at(open(&files, id).unwrap_err()), 0);
+    }
+
+    #[test]
+    fn absurd_counts_fail_without_allocating() {
+        // 2^32-1 sectors needs 2^20 GD entries (4 MiB), far more than the tiny file holds;
+        // the check must come before the allocation.
+        let mut b = image(5000, 1, &[]);
+        put(&mut b, 12, u32::MAX);
+        put(&mut b, 24, u32::MAX.div_ceil(4096));
+        let (files, id) = table(b);
+        assert_eq!(corrupt_at(open(&files, id).unwrap_err()), 20);
+    }
+
+    #[test]
+    fn bad_gd_entries_name_their_offset() {
+        let good = image(3 * 4096, 1, &[data(4096, 1)]);
+        // GD at sector 4; entry 1 is the one in use.
+        for bad in [0xFFFF_FF00u32, 2, 4] {
+            let mut b = good.clone();
+            put(&mut b, 2048 + 4, bad);
+            let (files, id) = table(b);
+            assert_eq!(
+                corrupt_at(open(&files, id).unwrap_err()),
+                2048 + 4,
+                "gde {bad}"
+            );
+        }
+        // An entry for an otherwise empty range pointing past the end.
+        let mut b = good.clone();
+        let len = b.len() as u32 / 512;
+        put(&mut b, 2048 + 8, len - 1);
+        let (files, id) = table(b);
+        assert_eq!(corrupt_at(open(&files, id).unwrap_err()), 2048 + 8);
+    }
+
+    #[test]
+    fn bad_gt_entries_fail_at_their_lba() {
+        let mut b = image(4096, 1, &[data(0, 16)]);
+        let gt = u64::from(le_u32(&b, 2048)) * SECTOR;
+        let len = b.len() as u32 / 512;
+        // Grain 5 past the end of the file, grain 6 inside the header.
+        put(&mut b, (gt + 5 * 4) as usize, len);
+        put(&mut b, (gt + 6 * 4) as usize, 3);
+        let (files, id) = table(b);
+        let mut ext = open(&files, id).unwrap();
+        let run = ext.map(0, 4096).unwrap();
+        assert_eq!(run.sectors, 5, "the run stops before the bad entry");
+        assert_eq!(corrupt_at(ext.map(5, 4091).unwrap_err()), gt + 5 * 4);
+        assert_eq!(corrupt_at(ext.map(6, 4090).unwrap_err()), gt + 6 * 4);
+        assert!(ext.map(7, 4089).is_ok());
+    }
+
+    #[test]
+    fn gte_1_is_zero_not_sector_1() {
+        // Fill header sector 1 with junk: ESX semantics say GTE 1 is a zero grain, so the junk
+        // must never be mapped as data.
+        let mut b = image(4096, 1, &[zero(7, 1)]);
+        b[512..1024].fill(b'x');
+        let (files, id) = table(b);
+        let mut ext = open(&files, id).unwrap();
+        assert_eq!(
+            ext.map(7, 1).unwrap(),
+            Run {
+                sectors: 1,
+                source: Source::Zero
+            }
+        );
+    }
+
+    #[test]
+    fn unclean_shutdown_warns() {
+        let mut b = image(4096, 1, &[]);
+        put(&mut b, 1648, 1);
+        let (files, id) = table(b);
+        let ext = open(&files, id).unwrap();
+        assert_eq!(ext.warnings().len(), 1);
+        assert!(ext.warnings()[0].contains("uncleanShutdown"));
+    }
+
+    #[test]
+    fn map_outside_extent_is_an_error() {
+        let (files, id) = table(image(100, 1, &[]));
+        let mut ext = open(&files, id).unwrap();
+        assert!(ext.map(100, 1).is_err());
+        assert!(ext.map(0, 0).is_err());
+    }
+
+    #[test]
+    fn fuzz_body_survives_mutations() {
+        let good = image(
+            3 * 4096 + 5,
+            1,
+            &[data(0, 40), zero(4096, 9), data(8200, 3)],
+        );
+        fuzz_cowd(&good);
+        fuzz_cowd(&[]);
+        fuzz_cowd(b"COWD");
+        // Flip bytes in the header fields, the GD and the first table.
+        let gt = le_u32(&good, 2048) as usize * 512;
+        for at in (0..32).chain(2048..2060).chain(gt..gt + 64) {
+            for v in [0x00, 0x01, 0x80, 0xff] {
+                let mut b = good.clone();
+                b[at] = v;
+                fuzz_cowd(&b);
+            }
+        }
+    }
+}
