@@ -593,3 +593,302 @@ pub fn fuzz_sesparse(data: &[u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::sesparse::{sesparse_image, SeSparseOptions};
+    use crate::fixture::{Content, Region};
+    use crate::input::read::read_source;
+    use crate::input::MemSource;
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Want {
+        Unalloc,
+        Zero,
+        Data(Vec<u8>),
+    }
+
+    fn table(bytes: Vec<u8>) -> (FileTable, FileId) {
+        let mut files = FileTable::default();
+        let id = files.add(Arc::new(MemSource::new("t-sesparse.vmdk", bytes)));
+        (files, id)
+    }
+
+    fn image(cap: u64, regions: &[Region], opts: &SeSparseOptions) -> Vec<u8> {
+        sesparse_image(cap, regions, opts)
+            .expect("fixture")
+            .to_vec()
+    }
+
+    fn pattern(lba: u64, sectors: u64) -> Vec<u8> {
+        (0..sectors * SECTOR)
+            .map(|i| ((lba * SECTOR + i) as u8) ^ (((lba * SECTOR + i) >> 9) as u8) ^ 0xa5)
+            .collect()
+    }
+
+    fn region(lba: u64, sectors: u64, content: Option<Content>) -> Region {
+        Region {
+            offset: lba * SECTOR,
+            len: sectors * SECTOR,
+            content: content.unwrap_or_else(|| Content::Data(pattern(lba, sectors))),
+        }
+    }
+
+    fn want(cap: u64, regions: &[Region]) -> Vec<Want> {
+        let mut w = vec![Want::Unalloc; cap as usize];
+        for r in regions {
+            let first = r.offset / SECTOR;
+            for s in 0..r.byte_len() / SECTOR {
+                w[(first + s) as usize] = match &r.content {
+                    Content::Data(d) => {
+                        Want::Data(d[(s * SECTOR) as usize..((s + 1) * SECTOR) as usize].to_vec())
+                    }
+                    _ => Want::Zero,
+                };
+            }
+        }
+        w
+    }
+
+    fn walk(files: &FileTable, ext: &mut SeSparseExtent, want: &[Want], max: u64) -> Vec<Run> {
+        let cap = ext.sectors();
+        let mut runs = Vec::new();
+        let mut lba = 0;
+        while lba < cap {
+            let run = ext.map(lba, max.min(cap - lba)).expect("map");
+            assert!(run.sectors >= 1 && run.sectors <= max.min(cap - lba));
+            let mut buf = vec![0u8; (run.sectors * SECTOR) as usize];
+            read_source(files, &run.source, &mut buf).expect("read");
+            for s in 0..run.sectors {
+                let got = match run.source {
+                    Source::Unallocated => Want::Unalloc,
+                    Source::Zero => Want::Zero,
+                    _ => {
+                        Want::Data(buf[(s * SECTOR) as usize..((s + 1) * SECTOR) as usize].to_vec())
+                    }
+                };
+                assert_eq!(got, want[(lba + s) as usize], "sector {}", lba + s);
+            }
+            runs.push(run);
+            lba += run.sectors;
+        }
+        runs
+    }
+
+    fn corrupt_at(e: Error) -> u64 {
+        match e {
+            Error::Corrupt { offset, .. } => offset,
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    fn put(b: &mut [u8], at: usize, v: u64) {
+        b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// Byte offset of the grain table used by GD entry `gd_index`.
+    fn gt_at(b: &[u8], gd_index: usize) -> usize {
+        let gd = le_u64(b, 128) as usize * 512;
+        let slot = (le_u64(b, gd + gd_index * 8) & 0xFFFF_FFFF) as usize;
+        (le_u64(b, 144) as usize + slot * 64) * 512
+    }
+
+    #[test]
+    fn roundtrip_all_entry_types_and_high_indices() {
+        // Two and a bit grain tables; the capacity is not a multiple of the grain.
+        let cap = 2 * GT_SPAN_SECTORS + 4101;
+        let regions = [
+            region(8, 80, None),
+            region(200, 16, Some(Content::Zero)),
+            region(216, 24, Some(Content::Unmapped)),
+            region(GT_SPAN_SECTORS - 16, 32, None),
+            region(2 * GT_SPAN_SECTORS, 4096, Some(Content::Zero)),
+            region(cap - 5, 5, None),
+        ];
+        let w = want(cap, &regions);
+        for first in [0, 5000] {
+            let opts = SeSparseOptions {
+                first_grain_index: first,
+                ..Default::default()
+            };
+            let (files, id) = table(image(cap, &regions, &opts));
+            let mut ext = open(&files, id).unwrap();
+            assert_eq!(ext.capacity_sectors(), cap);
+            for max in [1, 7, 4095, u64::MAX] {
+                walk(&files, &mut ext, &w, max);
+            }
+        }
+    }
+
+    #[test]
+    fn runs_coalesce() {
+        // 32 contiguous grains become two chunks of 16 in reverse file order; zero and unmapped
+        // grains merge into one zero run; a 32 GiB disk with nothing else is one unallocated run.
+        let cap = 1 << 26;
+        let regions = [
+            region(0, 256, None),
+            region(256, 64, Some(Content::Zero)),
+            region(320, 64, Some(Content::Unmapped)),
+        ];
+        let (files, id) = table(image(cap, &regions, &SeSparseOptions::default()));
+        let mut ext = open(&files, id).unwrap();
+        let mut runs = Vec::new();
+        let mut lba = 0;
+        while lba < cap {
+            let r = ext.map(lba, cap - lba).unwrap();
+            lba += r.sectors;
+            runs.push(r);
+        }
+        let s: Vec<u64> = runs.iter().map(|r| r.sectors).collect();
+        assert_eq!(s, [128, 128, 128, cap - 384]);
+        assert_eq!(runs[2].source, Source::Zero);
+        assert_eq!(runs[3].source, Source::Unallocated);
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        let good = image(100_000, &[region(0, 8, None)], &SeSparseOptions::default());
+        let open_with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good.clone();
+            f(&mut b);
+            let (files, id) = table(b);
+            open(&files, id).map(|_| ())
+        };
+        let unsupported = |e: Error| matches!(e, Error::Unsupported { .. });
+        assert!(open_with(&|_| ()).is_ok());
+        assert_eq!(
+            corrupt_at(open_with(&|b| put(b, 0, 0xCAFE_BABF)).unwrap_err()),
+            0
+        );
+        assert!(unsupported(
+            open_with(&|b| put(b, 8, 0x3_0000_0001)).unwrap_err()
+        ));
+        assert!(unsupported(open_with(&|b| put(b, 24, 16)).unwrap_err()));
+        assert!(unsupported(open_with(&|b| put(b, 32, 128)).unwrap_err()));
+        assert!(unsupported(open_with(&|b| put(b, 40, 1)).unwrap_err()));
+        assert!(unsupported(open_with(&|b| b[300] = 1).unwrap_err()));
+        // Volatile magic, and a volatile header on top of the constant header.
+        assert_eq!(corrupt_at(open_with(&|b| put(b, 512, 0)).unwrap_err()), 512);
+        assert_eq!(corrupt_at(open_with(&|b| put(b, 80, 0)).unwrap_err()), 0);
+        // GD past the end, GD too small for the capacity, regions overlapping.
+        assert_eq!(
+            corrupt_at(open_with(&|b| put(b, 128, 1 << 40)).unwrap_err()),
+            128
+        );
+        assert_eq!(
+            corrupt_at(open_with(&|b| put(b, 16, 1 << 36)).unwrap_err()),
+            136
+        );
+        assert_eq!(
+            corrupt_at(open_with(&|b| put(b, 144, 4096)).unwrap_err()),
+            0
+        );
+        // Offset + size overflowing.
+        assert_eq!(
+            corrupt_at(open_with(&|b| put(b, 200, u64::MAX)).unwrap_err()),
+            192
+        );
+        let (files, id) = table(good[..600].to_vec());
+        assert!(open(&files, id).is_err());
+    }
+
+    #[test]
+    fn dirty_journal_is_refused() {
+        let opts = SeSparseOptions {
+            replay_journal: true,
+            ..Default::default()
+        };
+        let (files, id) = table(image(100_000, &[], &opts));
+        match open(&files, id).unwrap_err() {
+            Error::Unsupported { what, .. } => assert!(what.contains("journal"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn absurd_capacity_fails_without_allocating() {
+        let mut b = image(100_000, &[], &SeSparseOptions::default());
+        put(&mut b, 16, 1 << 60);
+        let (files, id) = table(b.clone());
+        assert_eq!(corrupt_at(open(&files, id).unwrap_err()), 16);
+        // Within MAX but the directory (32 MiB) is far bigger than its 1 MiB area.
+        put(&mut b, 16, MAX_CAPACITY_SECTORS);
+        let (files, id) = table(b);
+        assert_eq!(corrupt_at(open(&files, id).unwrap_err()), 136);
+    }
+
+    #[test]
+    fn bad_gd_entries() {
+        let good = image(100_000, &[region(0, 8, None)], &SeSparseOptions::default());
+        let gd = 4096 * 512;
+        for bad in [
+            0x2000_0000_0000_0000u64,
+            0x1000_0001_0000_0000,
+            0x1000_0000_0000_0800,
+        ] {
+            let mut b = good.clone();
+            put(&mut b, gd + 8, bad);
+            let (files, id) = table(b);
+            assert_eq!(
+                corrupt_at(open(&files, id).unwrap_err()),
+                gd as u64 + 8,
+                "{bad:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_gt_entries_fail_at_their_lba() {
+        let mut b = image(
+            100_000,
+            &[region(0, 128, None)],
+            &SeSparseOptions::default(),
+        );
+        let gt = gt_at(&b, 0);
+        let len = b.len() as u64;
+        let grains = le_u64(&b, 192);
+        let past_eof = (len / 512 - grains) / 8 + 1;
+        let entry = |i: u64| 0x3000_0000_0000_0000 | ((i & 0xFFF) << 48) | (i >> 12);
+        put(&mut b, gt + 3 * 8, 0x4000_0000_0000_0000); // unknown type
+        put(&mut b, gt + 4 * 8, 0x0000_0000_0000_0001); // unallocated with junk
+        put(&mut b, gt + 5 * 8, entry(100_000 / 8 + 1)); // beyond the grains area
+        put(&mut b, gt + 6 * 8, entry(past_eof)); // past the end of the file
+        let (files, id) = table(b);
+        let mut ext = open(&files, id).unwrap();
+        let first = ext.map(0, 1000).unwrap();
+        assert_eq!(first.sectors, 24, "the run stops before the bad entry");
+        for g in 3..7u64 {
+            let e = ext.map(g * 8, 8).unwrap_err();
+            assert_eq!(corrupt_at(e), gt as u64 + g * 8, "grain {g}");
+        }
+        assert!(ext.map(56, 8).is_ok());
+    }
+
+    #[test]
+    fn fuzz_body_survives_mutations() {
+        let regions = [
+            region(0, 64, None),
+            region(64, 8, Some(Content::Zero)),
+            region(GT_SPAN_SECTORS, 8, Some(Content::Unmapped)),
+        ];
+        let good = image(GT_SPAN_SECTORS + 77, &regions, &SeSparseOptions::default());
+        fuzz_sesparse(&good);
+        fuzz_sesparse(&[]);
+        fuzz_sesparse(&good[..512]);
+        let gt = gt_at(&good, 0);
+        let gd = 4096 * 512;
+        for at in (0..208)
+            .step_by(3)
+            .chain(512..544)
+            .chain(gd..gd + 16)
+            .chain(gt..gt + 64)
+        {
+            for v in [0x00, 0x01, 0x30, 0xff] {
+                let mut b = good.clone();
+                b[at] = v;
+                fuzz_sesparse(&b);
+            }
+        }
+    }
+}
