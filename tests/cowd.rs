@@ -161,7 +161,7 @@ fn check_cowd(cap: u64, grain: u32, regions: &[Region]) {
         &[
             "write -P 0xa1 0 1M",
             "write -P 0xb2 1M 3M",
-            &format!("write -P 0xc3 {} 8k", (cap * SECTOR - 8192)),
+            &format!("write -P 0xc3 {} 8k", cap * SECTOR - 8192),
         ],
     );
     let extent = d.join("delta-delta.vmdk");
@@ -188,7 +188,7 @@ fn check_cowd(cap: u64, grain: u32, regions: &[Region]) {
     // (itself and the gap after it) plus one per chunk boundary.
     let grains: u64 = regions
         .iter()
-        .map(|r| r.byte_len().div_ceil((u64::from(grain) * SECTOR)))
+        .map(|r| r.byte_len().div_ceil(u64::from(grain) * SECTOR))
         .sum();
     let bound = 2 * regions.len() as u64 + 2 * (grains / 16 + 1) + 1;
     assert!(

@@ -20,7 +20,7 @@ fn check_sesparse(cap: u64, regions: &[Region], opts: &SeSparseOptions) {
         &[
             "write -P 0xa1 0 2M",
             "write -P 0xb2 16M 2M",
-            &format!("write -P 0xc3 {} 8k", (cap * SECTOR - 8192)),
+            &format!("write -P 0xc3 {} 8k", cap * SECTOR - 8192),
         ],
     );
     let extent = d.join("delta-sesparse.vmdk");
