@@ -2,8 +2,12 @@
 //! - util: temp dirs, command runners, oracles (qemu-img, qemu-io)
 //! - chain: chain resolution and collapse via `vdar cat`/`inspect`, bad-input exit codes
 //! - sparse: KDMV sparse extents (monolithic, split, both streamOptimized layouts) vs qemu-img
+//! - cowd: vmfsSparse (COWD) deltas vs qemu-img
+//! - sesparse: SEsparse deltas vs qemu-img
 
 #[macro_use]
 mod util;
 mod chain;
+mod cowd;
+mod sesparse;
 mod sparse;

@@ -6,10 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::cowd::CowdExtent;
 use super::descriptor::{resolve_relative, Access, Descriptor, ExtentType, MAX_DESCRIPTOR_BYTES};
 use super::flat::{FlatExtent, ZeroExtent};
-use super::sesparse::SeSparseExtent;
 use super::sparse::SparseExtent;
 use super::{ExtentMap, FileTable, Run, SourceOpener};
 use crate::error::{Error, Result};
@@ -176,10 +174,10 @@ impl Layer {
                         ExtentType::Sparse | ExtentType::VmfsSparse
                             if magic.starts_with(COWD_MAGIC) =>
                         {
-                            Box::new(CowdExtent::open(files, id)?)
+                            Box::new(super::cowd::open(files, id)?)
                         }
                         ExtentType::SeSparse if magic == *SESPARSE_MAGIC => {
-                            Box::new(SeSparseExtent::open(files, id)?)
+                            Box::new(super::sesparse::open(files, id)?)
                         }
                         _ => {
                             return Err(Error::corrupt(
