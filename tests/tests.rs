@@ -4,10 +4,12 @@
 //! - sparse: KDMV sparse extents (monolithic, split, both streamOptimized layouts) vs qemu-img
 //! - cowd: vmfsSparse (COWD) deltas vs qemu-img
 //! - sesparse: SEsparse deltas vs qemu-img
+//! - sample: the bundled sample VM, .vmx/.vmsd selection
 
 #[macro_use]
 mod util;
 mod chain;
 mod cowd;
+mod sample;
 mod sesparse;
 mod sparse;

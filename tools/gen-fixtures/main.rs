@@ -267,10 +267,10 @@ fn sample_vm(dir: &Path) -> Result<()> {
         &n("sample"),
         256 << 20,
         &[
-            r("D:0:1M:1"),
-            r("D:16M:2M:1"),
-            r("D:100M:1M:1"),
-            r("D:200M:1M:1"),
+            r("D:0:256K:1"),
+            r("D:16M:512K:1"),
+            r("D:100M:128K:1"),
+            r("D:200M:128K:1"),
             r("F:255M:1M:00"),
         ],
     )?;
@@ -280,11 +280,9 @@ fn sample_vm(dir: &Path) -> Result<()> {
         &n("sample.vmdk"),
         1,
         0,
-        Some(format!(
-            "/vmfs/volumes/5f1c6a2e-8d1e44b0-3c4a-000c29a1b2c3/sample/sample.vmdk"
-        )),
+        None,
         &[
-            r("D:17M:256K:2"),
+            r("D:0x1010000:128K:2"),
             r("D:100M:4K:2"),
             r("Z:200M:64K"),
             r("D:120M:512:2"),
@@ -299,10 +297,10 @@ fn sample_vm(dir: &Path) -> Result<()> {
         None,
         &[
             r("D:0:64K:3"),
-            r("D:17M:128K:3"),
+            r("D:0x1020000:64K:3"),
             r("Z:16M:64K"),
             r("U:100M:64K"),
-            r("D:150M:1M:3"),
+            r("D:150M:256K:3"),
         ],
     )?;
     fs::write(n("sample.vmx"), SAMPLE_VMX)?;
