@@ -29,7 +29,12 @@ if [ "${VDAR_SKIP_FUZZ:-0}" != 1 ]; then
   command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz >/dev/null
   export RUSTC_BOOTSTRAP=1
   for t in $(cargo fuzz list --fuzz-dir tools/fuzz); do
-    cargo fuzz run --fuzz-dir tools/fuzz "$t" -- -max_total_time="${VDAR_FUZZ_SECONDS:-20}" -rss_limit_mb=2048
+    # Seeds are copied so the run's new inputs never land in the repository.
+    corpus=$(mktemp -d)
+    [ -d "tools/fuzz/seeds/$t" ] && cp "tools/fuzz/seeds/$t"/* "$corpus"/
+    cargo fuzz run --fuzz-dir tools/fuzz "$t" "$corpus" -- \
+      -max_total_time="${VDAR_FUZZ_SECONDS:-20}" -rss_limit_mb=2048 -max_len=262144
+    rm -rf "$corpus"
   done
 fi
 echo "run-tests: all passed"

@@ -1,0 +1,7 @@
+//! Fuzz target: arbitrary bytes through the cowd parser. Errors are fine; panics, hangs and
+//! huge allocations are bugs.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    vdar::input::cowd::fuzz_cowd(data);
+});
