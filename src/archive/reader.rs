@@ -139,6 +139,16 @@ impl Input<'_> {
         Ok(out)
     }
 
+    /// Puts `bytes` (just consumed) back in front of the buffer, to rescan them.
+    fn unread(&mut self, bytes: &[u8]) {
+        let mut b = Vec::with_capacity(bytes.len() + self.avail());
+        b.extend_from_slice(bytes);
+        b.extend_from_slice(&self.buf[self.head..]);
+        self.buf = b;
+        self.head = 0;
+        self.pos -= bytes.len() as u64;
+    }
+
     /// Skips `n` bytes; returns how many were there.
     fn skip(&mut self, n: u64) -> Result<u64> {
         let mut done = 0;
@@ -340,7 +350,10 @@ impl<'a> StreamReader<'a> {
             return Ok(None);
         }
         let fb: [u8; FOOTER_BYTES] = self.input.peek(FOOTER_BYTES).try_into().expect("len");
-        Ok(Footer::decode(&fb, self.input.pos).ok())
+        // Decode at the position the footer claims, so that a footer moved by lost bytes is
+        // still recognised; `footer_event` reports the mismatch.
+        let claimed = u64::from_le_bytes(fb[24..32].try_into().expect("8 bytes"));
+        Ok(Footer::decode(&fb, claimed).ok())
     }
 
     /// Scans forward from the current position (+1) to the next good record header or footer.
@@ -375,7 +388,12 @@ impl<'a> StreamReader<'a> {
         self.input.consume(FOOTER_BYTES);
         self.state = State::Done;
         let meta = *self.meta.finalize().as_bytes();
-        let problem = if Some(footer.index_offset) != self.index_at {
+        let problem = if footer.footer_offset != at {
+            Some(format!(
+                "footer at {at:#x} says it is at {:#x}: bytes missing or added",
+                footer.footer_offset
+            ))
+        } else if Some(footer.index_offset) != self.index_at {
             Some(format!(
                 "footer names the index at {:#x}, found at {:?}",
                 footer.index_offset, self.index_at
@@ -484,38 +502,64 @@ impl<'a> StreamReader<'a> {
                 data: Vec::new(),
             })));
         }
-        Ok(Some(match decode_payload(&header, payload) {
-            Ok(data) => Event::Record(Record { at, header, data }),
-            Err(what) => Event::Damaged { at, header, what },
-        }))
+        match decode_keep(&header, payload) {
+            Ok(data) => Ok(Some(Event::Record(Record { at, header, data }))),
+            Err((what, payload)) => {
+                // The header was good but the payload is not: if bytes went missing, the next
+                // records may sit inside what was read as this payload. Rescan it.
+                if let Some(i) = payload
+                    .windows(8)
+                    .position(|w| w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1)
+                {
+                    self.input.unread(&payload[i..]);
+                    if header.kind == RecordKind::Index {
+                        self.state = State::Records;
+                    }
+                }
+                Ok(Some(Event::Damaged { at, header, what }))
+            }
+        }
     }
 }
 
 /// Decodes and checks a record payload against its header. For Ref records the payload is
 /// returned as is (its digest describes the referenced chunk, checked on resolution).
 pub fn decode_payload(h: &RecordHeader, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    decode_keep(h, payload).map_err(|(what, _)| what)
+}
+
+/// [`decode_payload`], handing the payload back on failure (for rescanning).
+fn decode_keep(
+    h: &RecordHeader,
+    payload: Vec<u8>,
+) -> std::result::Result<Vec<u8>, (String, Vec<u8>)> {
     if h.kind == RecordKind::Ref {
         return Ok(payload);
     }
-    let data = match h.codec {
-        Codec::None => payload,
+    let (data, payload) = match h.codec {
+        Codec::None => {
+            if blake3::hash(&payload).as_bytes() != &h.digest {
+                return Err(("checksum mismatch".into(), payload));
+            }
+            return Ok(payload);
+        }
         Codec::Zstd => {
             // The declared plaintext size (already bounded by MAX_*) caps the output buffer, so
             // a decompression bomb cannot allocate more than the header admitted.
-            let cap = usize::try_from(h.raw_len).map_err(|_| "plaintext too large")?;
-            let d = zstd::bulk::decompress(&payload, cap).map_err(|e| format!("zstd: {e}"))?;
+            let cap = h.raw_len as usize;
+            let d = match zstd::bulk::decompress(&payload, cap) {
+                Ok(d) => d,
+                Err(e) => return Err((format!("zstd: {e}"), payload)),
+            };
             if d.len() as u64 != h.raw_len {
-                return Err(format!(
-                    "decompressed to {} bytes, expected {}",
-                    d.len(),
-                    h.raw_len
-                ));
+                let what = format!("decompressed to {} bytes, expected {}", d.len(), h.raw_len);
+                return Err((what, payload));
             }
-            d
+            (d, payload)
         }
     };
     if blake3::hash(&data).as_bytes() != &h.digest {
-        return Err("checksum mismatch".into());
+        return Err(("checksum mismatch".into(), payload));
     }
     Ok(data)
 }
