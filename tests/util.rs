@@ -7,10 +7,7 @@ use std::process::{Command, Output};
 
 /// A unique temporary directory, removed on drop.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("vdar-test-")
-        .tempdir()
-        .expect("tempdir")
+    tempfile::Builder::new().prefix("vdar-test-").tempdir().expect("tempdir")
 }
 
 /// Path of the vdar binary under test.
@@ -25,10 +22,7 @@ pub fn fixture_bin() -> PathBuf {
 
 /// Runs `vdar` with `args` and returns its output (not asserting success).
 pub fn vdar(args: &[&str]) -> Output {
-    Command::new(vdar_bin())
-        .args(args)
-        .output()
-        .expect("run vdar")
+    Command::new(vdar_bin()).args(args).output().expect("run vdar")
 }
 
 /// Runs a command and panics with its stderr if it fails.
@@ -69,13 +63,7 @@ macro_rules! require {
 pub fn qemu_raw(src: &Path, dst: &Path) {
     run(
         "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "raw",
-            src.to_str().unwrap(),
-            dst.to_str().unwrap(),
-        ],
+        &["convert", "-O", "raw", src.to_str().unwrap(), dst.to_str().unwrap()],
     );
 }
 
@@ -94,13 +82,7 @@ pub fn qemu_io(img: &Path, cmds: &[&str]) {
 pub fn assert_same_file(a: &Path, b: &Path) {
     let x = std::fs::read(a).expect("read a");
     let y = std::fs::read(b).expect("read b");
-    assert_eq!(
-        x.len(),
-        y.len(),
-        "{} and {} differ in length",
-        a.display(),
-        b.display()
-    );
+    assert_eq!(x.len(), y.len(), "{} and {} differ in length", a.display(), b.display());
     if let Some(i) = x.iter().zip(&y).position(|(p, q)| p != q) {
         panic!("{} and {} differ at byte {i:#x}", a.display(), b.display());
     }

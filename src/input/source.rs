@@ -54,7 +54,10 @@ impl LocalFile {
     /// Opens `path` read-only.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, None, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, None, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(path, None, e))?
+            .len();
         Ok(LocalFile {
             path: path.to_path_buf(),
             file,
