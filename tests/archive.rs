@@ -12,6 +12,9 @@ use vdar::restore::{restore_seekable, restore_stream, RestoreOptions};
 
 const CS: u64 = 64 << 10;
 
+/// (VM, disk, contents) of every disk in the corpus.
+type Expected = Vec<(String, String, Vec<u8>)>;
+
 /// Deterministic pseudo-random bytes (xorshift), compressible by half: every other 4 KiB
 /// block is text-like.
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -32,7 +35,7 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
 
 /// A corpus of disks: odd sizes, zero ranges, repeats within a disk, across disks and VMs.
 /// Returns the disks' expected contents alongside the inputs.
-fn corpus() -> (Vec<VmInput>, Vec<(String, String, Vec<u8>)>) {
+fn corpus() -> (Vec<VmInput>, Expected) {
     let shared = bytes(99, CS as usize);
     // vm1/disk a: 5.5 chunks + 512 bytes, a zero range, a repeated chunk within.
     let mut a = bytes(1, (5 * CS + CS / 2 + 512) as usize);
@@ -118,7 +121,7 @@ fn opts(threads: usize) -> BackupOptions {
     }
 }
 
-fn make_archive(threads: usize) -> (Vec<u8>, Vec<(String, String, Vec<u8>)>) {
+fn make_archive(threads: usize) -> (Vec<u8>, Expected) {
     let (vms, expect) = corpus();
     let mut out = Vec::new();
     let s = backup(vms, &opts(threads), &mut out, None).unwrap();

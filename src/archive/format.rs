@@ -75,13 +75,8 @@ pub fn csum8(data: &[u8]) -> [u8; 8] {
     out
 }
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("invariant: 4-byte slice"))
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("invariant: 8-byte slice"))
-}
+// Fixed-offset little-endian reads from buffers whose size the types above guarantee.
+use crate::input::source::{le_u32, le_u64};
 
 /// What a record holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

@@ -374,7 +374,7 @@ impl<'a> StreamReader<'a> {
                 None => self.input.consume(avail - 7),
                 Some(i) => {
                     self.input.consume(i);
-                    if matches!(self.try_header()?, Ok(_)) || self.try_footer()?.is_some() {
+                    if self.try_header()?.is_ok() || self.try_footer()?.is_some() {
                         return Ok(true);
                     }
                     self.input.consume(1);

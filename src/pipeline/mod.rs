@@ -233,7 +233,7 @@ fn build_manifest(vms: &[VmInput], opts: &BackupOptions, created: u64) -> Result
             })
             .collect(),
     };
-    for vm in &vms[..] {
+    for vm in vms {
         for f in &vm.files {
             if f.bytes.len() as u64 > crate::archive::format::MAX_FILE_BYTES {
                 return Err(Error::Usage(format!(

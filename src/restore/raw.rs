@@ -16,6 +16,10 @@ use super::{RestoreReport, Selection, Target};
 use crate::archive::manifest::{check_name, raw_name, Manifest};
 use crate::error::{Error, Result};
 
+/// Chunks of unselected disks kept for later references: the unlinked file, (disk, offset) →
+/// (scratch offset, length), and the file's end.
+type Scratch = (File, HashMap<(u32, u64), (u64, u64)>, u64);
+
 /// Raw images and VM files under one directory.
 pub struct FsTarget {
     /// Per disk ordinal: the open image, if selected.
@@ -24,7 +28,7 @@ pub struct FsTarget {
     vm_dirs: Vec<Option<PathBuf>>,
     force: bool,
     /// Chunks of unselected disks: (disk, offset) → (scratch offset, length).
-    scratch: Option<(File, HashMap<(u32, u64), (u64, u64)>, u64)>,
+    scratch: Option<Scratch>,
 }
 
 fn open_out(path: &Path, force: bool) -> Result<File> {
