@@ -74,6 +74,8 @@ struct Input<'a> {
     src: &'a mut dyn Read,
     buf: Vec<u8>,
     head: usize,
+    /// End of the valid bytes in `buf`.
+    end: usize,
     /// Stream offset of `buf[head]`.
     pos: u64,
     eof: bool,
@@ -84,29 +86,33 @@ const READ_BYTES: usize = 256 << 10;
 
 impl Input<'_> {
     fn avail(&self) -> usize {
-        self.buf.len() - self.head
+        self.end - self.head
     }
 
     /// Buffers at least `n` bytes unless the stream ends first; returns what is buffered.
+    /// Valid bytes are `buf[head..end]`; the rest of `buf` is reusable space, zeroed only when
+    /// the buffer grows, so many tiny reads from a pipe cost no more than a few large ones.
     fn fill(&mut self, n: usize) -> Result<usize> {
         while self.avail() < n && !self.eof {
-            if self.head > 0 && self.head >= self.buf.len() / 2 {
-                self.buf.drain(..self.head);
-                self.head = 0;
+            if self.end == self.buf.len() {
+                if self.head > 0 {
+                    self.buf.copy_within(self.head..self.end, 0);
+                    self.end -= self.head;
+                    self.head = 0;
+                }
+                let want = self.end + READ_BYTES.max(n - self.avail());
+                if self.buf.len() < want {
+                    self.buf.resize(want, 0);
+                }
             }
-            let old = self.buf.len();
-            self.buf.resize(old + READ_BYTES.max(n - self.avail()), 0);
             let got = loop {
-                match self.src.read(&mut self.buf[old..]) {
+                match self.src.read(&mut self.buf[self.end..]) {
                     Ok(g) => break g,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.buf.truncate(old);
-                        return Err(Error::io("archive input", Some(self.pos), e));
-                    }
+                    Err(e) => return Err(Error::io("archive input", Some(self.pos), e)),
                 }
             };
-            self.buf.truncate(old + got);
+            self.end += got;
             if got == 0 {
                 self.eof = true;
             }
@@ -143,7 +149,8 @@ impl Input<'_> {
     fn unread(&mut self, bytes: &[u8]) {
         let mut b = Vec::with_capacity(bytes.len() + self.avail());
         b.extend_from_slice(bytes);
-        b.extend_from_slice(&self.buf[self.head..]);
+        b.extend_from_slice(&self.buf[self.head..self.end]);
+        self.end = b.len();
         self.buf = b;
         self.head = 0;
         self.pos -= bytes.len() as u64;
@@ -202,6 +209,7 @@ impl<'a> StreamReader<'a> {
             src,
             buf: Vec::new(),
             head: 0,
+            end: 0,
             pos: 0,
             eof: false,
         };
