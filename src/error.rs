@@ -78,6 +78,36 @@ pub enum Error {
     /// Invalid request from the caller (bad option combination, unknown VM or snapshot name).
     #[error("{0}")]
     Usage(String),
+    /// An archive that violates formats/ARCHIVE.md, at a byte offset of the archive stream.
+    #[error("archive byte {offset:#x}: {what}")]
+    ArchiveCorrupt {
+        /// Byte offset in the archive stream of the offending structure.
+        offset: u64,
+        /// What is wrong, with the bad value and the limit.
+        what: String,
+    },
+    /// An archive written by a newer format version than this build reads.
+    #[error("archive written by a newer version of vdar (format v{found} > v{supported})")]
+    UnsupportedVersion {
+        /// The archive's format version.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A VM, disk or file name that could escape the restore directory or collide on disk.
+    #[error("unsafe name {name:?}: {why}")]
+    UnsafeName {
+        /// The name as found (archive or backup request).
+        name: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// A restore target that exists already and `force` was not given.
+    #[error("{}: already exists (force overwrites)", path.display())]
+    Exists {
+        /// The existing file.
+        path: PathBuf,
+    },
 }
 
 fn fmt_offset(offset: Option<u64>) -> String {
@@ -101,6 +131,14 @@ impl Error {
     pub fn corrupt(path: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Self {
         Error::Corrupt {
             path: path.into(),
+            offset,
+            what: what.into(),
+        }
+    }
+
+    /// Corrupt archive bytes at stream offset `offset`.
+    pub fn archive(offset: u64, what: impl Into<String>) -> Self {
+        Error::ArchiveCorrupt {
             offset,
             what: what.into(),
         }

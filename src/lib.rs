@@ -5,9 +5,15 @@
 //! 2. [`chain`]: collapse the chain on the fly into ordered runs of the virtual disk (data or zero).
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod chain;
+pub mod chunk;
 pub mod error;
 pub mod fixture;
 pub mod input;
+pub mod list;
+pub mod pipeline;
+pub mod restore;
+pub mod verify;
 
 pub use error::{Error, Result};

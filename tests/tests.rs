@@ -5,9 +5,11 @@
 //! - cowd: vmfsSparse (COWD) deltas vs qemu-img
 //! - sesparse: SEsparse deltas vs qemu-img
 //! - sample: the bundled sample VM, .vmx/.vmsd selection
+//! - archive: backup/restore round trips, determinism, golden vector, damage, hostile archives
 
 #[macro_use]
 mod util;
+mod archive;
 mod chain;
 mod cowd;
 mod sample;

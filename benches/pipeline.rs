@@ -1,0 +1,53 @@
+//! Chunk hash + compress throughput: the per-chunk work of the parallel stage
+//! (`pipeline::compress::process`) at several chunk sizes, on half-compressible data.
+
+use std::sync::Mutex;
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vdar::chunk::dedup::DedupTable;
+use vdar::chunk::{Chunk, ChunkData};
+use vdar::pipeline::compress::process;
+
+/// Pseudo-random bytes with every other 4 KiB block text-like (compresses about 2:1).
+fn data(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if (i / 4096) % 2 == 0 {
+                x as u8
+            } else {
+                b"vdar text "[i % 10]
+            }
+        })
+        .collect()
+}
+
+fn hash_compress(c: &mut Criterion) {
+    let mut g = c.benchmark_group("chunk_hash_compress");
+    g.sample_size(10);
+    let table = Mutex::new(DedupTable::default());
+    for cs in [64usize << 10, 256 << 10, 1 << 20, 4 << 20] {
+        let chunk = Chunk {
+            disk: 0,
+            offset: 0,
+            len: cs as u64,
+            data: ChunkData::Data(data(cs)),
+        };
+        g.throughput(Throughput::Bytes(cs as u64));
+        g.bench_with_input(BenchmarkId::new("zstd3", cs >> 10), &chunk, |b, ch| {
+            b.iter(|| process(black_box(ch), 3, &table).unwrap())
+        });
+        if let ChunkData::Data(d) = &chunk.data {
+            g.bench_with_input(BenchmarkId::new("blake3", cs >> 10), d, |b, d| {
+                b.iter(|| blake3::hash(black_box(d)))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, hash_compress);
+criterion_main!(benches);

@@ -1,0 +1,133 @@
+//! Random access through the footer and the index, for seekable archives.
+//!
+//! [`SeekableArchive::open`] reads the file header and manifest at the front, the footer at the
+//! end and the index it points to, checking each before trusting the next: the footer's
+//! checksum and its own position, the index record's header checksum, its length against the
+//! space between index and footer, and the index plaintext's BLAKE3. Records are then read
+//! one at a time with [`SeekableArchive::read_record`]. The metadata hash over all record
+//! headers is not checked here (that needs every header); `verify` checks it.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use super::format::*;
+use super::manifest::Manifest;
+use super::reader::{decode_payload, StreamReader};
+use crate::error::{Error, Result};
+
+/// Something that can be read and seeked (a file, a cursor).
+pub trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+/// An archive opened through its footer and index.
+pub struct SeekableArchive<'a> {
+    input: &'a mut dyn ReadSeek,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The footer.
+    pub footer: Footer,
+    /// The index entries, in stream order.
+    pub index: Vec<IndexEntry>,
+    /// Archive length in bytes.
+    pub len: u64,
+}
+
+fn io(at: u64, e: std::io::Error) -> Error {
+    Error::io("archive input", Some(at), e)
+}
+
+fn read_at(input: &mut dyn ReadSeek, at: u64, buf: &mut [u8]) -> Result<()> {
+    input.seek(SeekFrom::Start(at)).map_err(|e| io(at, e))?;
+    input.read_exact(buf).map_err(|e| io(at, e))
+}
+
+impl<'a> SeekableArchive<'a> {
+    /// Opens `input`. Fails when the front, the footer or the index is damaged (a salvaging
+    /// caller then falls back to a stream pass).
+    pub fn open(input: &'a mut dyn ReadSeek) -> Result<Self> {
+        input.seek(SeekFrom::Start(0)).map_err(|e| io(0, e))?;
+        let manifest = StreamReader::new(&mut *input, false)?.manifest;
+        let len = input.seek(SeekFrom::End(0)).map_err(|e| io(0, e))?;
+        let min = (FILE_HEADER_BYTES + 2 * RECORD_HEADER_BYTES + FOOTER_BYTES) as u64;
+        if len < min {
+            return Err(Error::archive(len, "archive too short for a footer"));
+        }
+        let fat = len - FOOTER_BYTES as u64;
+        let mut fb = [0u8; FOOTER_BYTES];
+        read_at(input, fat, &mut fb)?;
+        let footer = Footer::decode(&fb, fat)?;
+        let iat = footer.index_offset;
+        if iat + (RECORD_HEADER_BYTES as u64) > fat {
+            return Err(Error::archive(fat, "index offset outside the archive"));
+        }
+        let mut hb = [0u8; RECORD_HEADER_BYTES];
+        read_at(input, iat, &mut hb)?;
+        let h = RecordHeader::decode(&hb, iat)?;
+        if h.kind != RecordKind::Index {
+            return Err(Error::archive(iat, "footer does not point at the index"));
+        }
+        // Bounds before allocating: the payload lies between the header and the footer, and
+        // every entry stands for a record of at least a header's size before the index.
+        let room = fat - iat - RECORD_HEADER_BYTES as u64;
+        let max_raw = iat / RECORD_HEADER_BYTES as u64 * INDEX_ENTRY_BYTES as u64;
+        if h.stored_len > room || h.raw_len > max_raw {
+            return Err(Error::archive(
+                iat,
+                format!(
+                    "index of {}/{} bytes does not fit before the footer",
+                    h.stored_len, h.raw_len
+                ),
+            ));
+        }
+        let mut payload = vec![0u8; h.stored_len as usize];
+        read_at(input, iat + RECORD_HEADER_BYTES as u64, &mut payload)?;
+        let raw =
+            decode_payload(&h, payload).map_err(|w| Error::archive(iat, format!("index: {w}")))?;
+        let mut index = Vec::with_capacity(raw.len() / INDEX_ENTRY_BYTES);
+        for (i, e) in raw.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
+            let e = IndexEntry::decode(e.try_into().expect("len"), iat)?;
+            if e.record_offset + e.stored_len as u64 + RECORD_HEADER_BYTES as u64 > iat {
+                return Err(Error::archive(
+                    iat,
+                    format!("index entry {i} points outside the archive"),
+                ));
+            }
+            index.push(e);
+        }
+        Ok(SeekableArchive {
+            input,
+            manifest,
+            footer,
+            index,
+            len,
+        })
+    }
+
+    /// Reads the record `e` names and returns its header and checked plaintext (for Ref, its
+    /// 12-byte payload). `Ok(Err(what))` is a damaged record; `Err` an I/O failure.
+    pub fn read_record(
+        &mut self,
+        e: &IndexEntry,
+    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>), String>> {
+        let mut hb = [0u8; RECORD_HEADER_BYTES];
+        read_at(self.input, e.record_offset, &mut hb)?;
+        let h = match RecordHeader::decode(&hb, e.record_offset) {
+            Ok(h) => h,
+            Err(err) => return Ok(Err(err.to_string())),
+        };
+        if h.kind != e.kind
+            || h.disk != e.disk
+            || h.offset != e.offset
+            || h.stored_len != u64::from(e.stored_len)
+            || h.raw_len != u64::from(e.raw_len)
+        {
+            return Ok(Err("record does not match its index entry".into()));
+        }
+        let mut payload = vec![0u8; h.stored_len as usize];
+        read_at(
+            self.input,
+            e.record_offset + RECORD_HEADER_BYTES as u64,
+            &mut payload,
+        )?;
+        Ok(decode_payload(&h, payload).map(|d| (h, d)))
+    }
+}

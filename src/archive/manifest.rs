@@ -1,0 +1,207 @@
+//! The manifest: the JSON record at the front of every archive that says what it holds.
+//!
+//! It is written before any data so that a one-pass restore knows every VM, disk name and
+//! capacity before the first chunk arrives, and so that `head -c 65536 archive` shows a human
+//! what the archive is. Names in it are validated on both sides ([`check_name`]): backup refuses
+//! to write a name that restore would refuse, and restore never trusts a name it reads.
+
+use serde::{Deserialize, Serialize};
+
+use super::format::{MAX_CHUNK_BYTES, MIN_CHUNK_BYTES};
+use crate::error::{Error, Result};
+
+/// Longest VM, disk or file name accepted (bytes); file systems allow 255.
+pub const MAX_NAME_BYTES: usize = 200;
+/// Most VMs, disks per VM or files per VM in one archive.
+pub const MAX_ITEMS: usize = 4096;
+
+/// The manifest, serialized as JSON into the Manifest record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version (same as the file header's).
+    pub format_version: u32,
+    /// The vdar version that wrote the archive.
+    pub vdar_version: String,
+    /// Creation time, seconds since the Unix epoch (a backup option; SOURCE_DATE_EPOCH).
+    pub created: u64,
+    /// Chunk size in bytes (a power of two in 64 KiB..=16 MiB).
+    pub chunk_size: u64,
+    /// Codec used for chunks that shrink: "zstd".
+    pub codec: String,
+    /// zstd level.
+    pub level: i32,
+    /// Output block size (0: unpadded).
+    pub block_size: u32,
+    /// The VMs, in archive order.
+    pub vms: Vec<VmManifest>,
+}
+
+/// One VM in the manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VmManifest {
+    /// VM name; the restore directory `DIR/<name>/`.
+    pub name: String,
+    /// Small files stored with the VM (.vmx, .nvram ...), in record order.
+    pub files: Vec<FileManifest>,
+    /// Disks, in record order.
+    pub disks: Vec<DiskManifest>,
+}
+
+/// One small VM file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileManifest {
+    /// File name (no directories).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// blake3 of the contents, hex.
+    pub blake3: String,
+}
+
+/// One disk in the manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiskManifest {
+    /// Disk ordinal across the whole archive (the `disk` field of its records).
+    pub id: u32,
+    /// Disk name (`scsi0:0` or the descriptor's stem); restored as `DIR/<vm>/<name>.raw`.
+    pub name: String,
+    /// Everything restore to ESX needs about the disk.
+    pub meta: DiskMeta,
+}
+
+/// What is known about a disk besides its bytes: enough to write a descriptor on restore.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskMeta {
+    /// Virtual size in bytes.
+    pub capacity: u64,
+    /// The top layer's descriptor text, verbatim.
+    pub descriptor: String,
+    /// `createType` of the top layer.
+    pub create_type: String,
+    /// The descriptor's disk database (`ddb.*`) entries, in file order.
+    pub ddb: Vec<(String, String)>,
+    /// The snapshot chain, top layer first.
+    pub chain: Vec<LayerInfo>,
+}
+
+/// One layer of the chain a disk was collapsed from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    /// Descriptor file name.
+    pub file: String,
+    /// Extent format (`monolithicSparse`, `vmfsSparse`, `seSparse`, ...).
+    pub format: String,
+    /// `CID`
+    pub cid: u32,
+    /// `parentCID`
+    pub parent_cid: u32,
+}
+
+/// Refuses names that could escape a directory or collide: empty, `.`, `..`, containing `/`,
+/// `\`, NUL or control characters, or longer than [`MAX_NAME_BYTES`]. Absolute paths contain
+/// `/` and are refused by the same rule.
+pub fn check_name(name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        Some("empty")
+    } else if name == "." || name == ".." {
+        Some("a directory reference")
+    } else if name.contains('/') || name.contains('\\') {
+        Some("contains a path separator")
+    } else if name.chars().any(|c| c.is_control()) {
+        Some("contains a control character")
+    } else if name.len() > MAX_NAME_BYTES {
+        Some("too long")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::UnsafeName {
+            name: name.chars().take(MAX_NAME_BYTES).collect(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Manifest {
+    /// Every disk, in ordinal order, with its VM's index.
+    pub fn disks(&self) -> impl Iterator<Item = (usize, &DiskManifest)> {
+        self.vms
+            .iter()
+            .enumerate()
+            .flat_map(|(v, vm)| vm.disks.iter().map(move |d| (v, d)))
+    }
+
+    /// Number of disks in the archive.
+    pub fn disk_count(&self) -> usize {
+        self.vms.iter().map(|v| v.disks.len()).sum()
+    }
+
+    /// Checks what the reader relies on: parameters in range, names safe and unique, disk
+    /// ordinals consecutive. `at` is the manifest's stream offset, for messages.
+    pub fn validate(&self, at: u64) -> Result<()> {
+        let bad = |what: String| Err(Error::archive(at, what));
+        if !self.chunk_size.is_power_of_two()
+            || !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&self.chunk_size)
+        {
+            return bad(format!(
+                "manifest chunk size {} out of range",
+                self.chunk_size
+            ));
+        }
+        if self.vms.len() > MAX_ITEMS {
+            return bad(format!("{} VMs > {MAX_ITEMS}", self.vms.len()));
+        }
+        let mut next_id = 0u32;
+        let mut vm_names = std::collections::HashSet::new();
+        for vm in &self.vms {
+            check_name(&vm.name)?;
+            if !vm_names.insert(vm.name.as_str()) {
+                return bad(format!("VM name {:?} appears twice", vm.name));
+            }
+            if vm.files.len() > MAX_ITEMS || vm.disks.len() > MAX_ITEMS {
+                return bad(format!("VM {:?} has too many files or disks", vm.name));
+            }
+            // Disk images and files share the VM directory: all names must differ after the
+            // `.raw` suffix is added.
+            let mut names = std::collections::HashSet::new();
+            for f in &vm.files {
+                check_name(&f.name)?;
+                if !names.insert(f.name.clone()) {
+                    return bad(format!("file name {:?} appears twice", f.name));
+                }
+            }
+            for d in &vm.disks {
+                check_name(&d.name)?;
+                if d.id != next_id {
+                    return bad(format!("disk {:?} has id {} != {next_id}", d.name, d.id));
+                }
+                next_id += 1;
+                if !names.insert(raw_name(&d.name)) {
+                    return bad(format!("disk name {:?} collides", d.name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The restored image's file name for disk `name`.
+pub fn raw_name(name: &str) -> String {
+    format!("{name}.raw")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_names_refused() {
+        for n in ["", ".", "..", "../x", "/etc", "a/b", "a\\b", "a\0b", "a\nb"] {
+            assert!(check_name(n).is_err(), "{n:?}");
+        }
+        for n in ["vm1", "scsi0:0", "disk.vmdk", "..x", "my vm"] {
+            check_name(n).unwrap();
+        }
+    }
+}

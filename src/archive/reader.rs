@@ -1,0 +1,580 @@
+//! The one-pass archive reader: turns a byte stream into checked records, resynchronising after
+//! damage.
+//!
+//! [`StreamReader`] reads the file header and the manifest eagerly, then yields [`Event`]s. It
+//! never seeks, so it works on pipes and tape. Every record header is checked (magic, checksum,
+//! then its fields against the manifest) before its lengths are used; a payload is read in
+//! pieces so that a lying length in a short input never causes a large allocation; plaintext is
+//! decompressed with its declared size as the bound and its blake3 compared with the header.
+//!
+//! Damage handling: when a header does not check out, the reader scans forward for the next
+//! record (or footer) magic whose header checksum holds, and reports the skipped bytes as
+//! [`Event::Skipped`]. A record whose header holds but whose payload is bad is
+//! [`Event::Damaged`]: its header still says exactly which disk bytes were lost.
+
+use std::io::Read;
+
+use super::format::*;
+use super::manifest::Manifest;
+use crate::error::{Error, Result};
+
+/// A record whose header and payload checked out.
+#[derive(Debug)]
+pub struct Record {
+    /// Stream offset of the record header.
+    pub at: u64,
+    /// The header.
+    pub header: RecordHeader,
+    /// The plaintext (empty when the reader was told not to decode; for Ref, the 12-byte
+    /// payload).
+    pub data: Vec<u8>,
+}
+
+/// What the reader found next.
+#[derive(Debug)]
+pub enum Event {
+    /// A good record.
+    Record(Record),
+    /// A record with a good header and a bad or missing payload.
+    Damaged {
+        /// Stream offset of the record header.
+        at: u64,
+        /// The (trusted) header.
+        header: RecordHeader,
+        /// What is wrong.
+        what: String,
+    },
+    /// Bytes that are not a record; the reader resumed at `to`.
+    Skipped {
+        /// First unreadable byte.
+        from: u64,
+        /// Where reading resumed.
+        to: u64,
+        /// What the first bad header looked like.
+        what: String,
+    },
+    /// The stream ended before the footer. Last event.
+    Truncated {
+        /// Stream length.
+        at: u64,
+    },
+    /// The footer. Last event. `problem` says why the metadata check failed, if it did.
+    Footer {
+        /// Stream offset of the footer.
+        at: u64,
+        /// The footer, if it decoded.
+        footer: Footer,
+        /// A failed cross-check (record count, index position, metadata hash).
+        problem: Option<String>,
+    },
+}
+
+/// Buffered forward-only input with a stream position and look-ahead for resynchronisation.
+struct Input<'a> {
+    src: &'a mut dyn Read,
+    buf: Vec<u8>,
+    head: usize,
+    /// End of the valid bytes in `buf`.
+    end: usize,
+    /// Stream offset of `buf[head]`.
+    pos: u64,
+    eof: bool,
+}
+
+/// Bytes requested from the source per read.
+const READ_BYTES: usize = 256 << 10;
+
+impl Input<'_> {
+    fn avail(&self) -> usize {
+        self.end - self.head
+    }
+
+    /// Buffers at least `n` bytes unless the stream ends first; returns what is buffered.
+    /// Valid bytes are `buf[head..end]`; the rest of `buf` is reusable space, zeroed only when
+    /// the buffer grows, so many tiny reads from a pipe cost no more than a few large ones.
+    fn fill(&mut self, n: usize) -> Result<usize> {
+        while self.avail() < n && !self.eof {
+            if self.end == self.buf.len() {
+                if self.head > 0 {
+                    self.buf.copy_within(self.head..self.end, 0);
+                    self.end -= self.head;
+                    self.head = 0;
+                }
+                let want = self.end + READ_BYTES.max(n - self.avail());
+                if self.buf.len() < want {
+                    self.buf.resize(want, 0);
+                }
+            }
+            let got = loop {
+                match self.src.read(&mut self.buf[self.end..]) {
+                    Ok(g) => break g,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::io("archive input", Some(self.pos), e)),
+                }
+            };
+            self.end += got;
+            if got == 0 {
+                self.eof = true;
+            }
+        }
+        Ok(self.avail())
+    }
+
+    fn peek(&self, n: usize) -> &[u8] {
+        &self.buf[self.head..self.head + n]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.head += n;
+        self.pos += n as u64;
+    }
+
+    /// Reads `n` bytes, growing the result as bytes arrive so that a false length costs at most
+    /// what the stream really holds. Returns fewer bytes at end of stream.
+    fn take(&mut self, n: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while (out.len() as u64) < n {
+            let want = (n - out.len() as u64).min(4 << 20) as usize;
+            let got = self.fill(want)?.min(want);
+            if got == 0 {
+                break;
+            }
+            out.extend_from_slice(self.peek(got));
+            self.consume(got);
+        }
+        Ok(out)
+    }
+
+    /// Puts `bytes` (just consumed) back in front of the buffer, to rescan them.
+    fn unread(&mut self, bytes: &[u8]) {
+        let mut b = Vec::with_capacity(bytes.len() + self.avail());
+        b.extend_from_slice(bytes);
+        b.extend_from_slice(&self.buf[self.head..self.end]);
+        self.end = b.len();
+        self.buf = b;
+        self.head = 0;
+        self.pos -= bytes.len() as u64;
+    }
+
+    /// Skips `n` bytes; returns how many were there.
+    fn skip(&mut self, n: u64) -> Result<u64> {
+        let mut done = 0;
+        while done < n {
+            let want = (n - done).min(4 << 20) as usize;
+            let got = self.fill(want)?.min(want);
+            if got == 0 {
+                break;
+            }
+            self.consume(got);
+            done += got as u64;
+        }
+        Ok(done)
+    }
+}
+
+/// Where the reader is in the archive's grammar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Records,
+    /// The Index record ended at this offset; padding and the footer follow.
+    AfterIndex {
+        index_at: u64,
+    },
+    /// A payload ran past the end of the stream; report truncation next.
+    Truncated,
+    Done,
+}
+
+/// Reads an archive front to back. See the module docs.
+pub struct StreamReader<'a> {
+    input: Input<'a>,
+    /// The file header.
+    pub header: FileHeader,
+    /// The manifest.
+    pub manifest: Manifest,
+    decode: bool,
+    meta: blake3::Hasher,
+    records: u64,
+    index_at: Option<u64>,
+    state: State,
+    capacities: Vec<u64>,
+}
+
+impl<'a> StreamReader<'a> {
+    /// Reads and validates the file header and the manifest. `decode`: whether to decompress
+    /// and hash payloads (false for a quick listing; payloads are then skipped unchecked).
+    /// Damage here is fatal: without the manifest nothing can be placed.
+    pub fn new(src: &'a mut dyn Read, decode: bool) -> Result<Self> {
+        let mut input = Input {
+            src,
+            buf: Vec::new(),
+            head: 0,
+            end: 0,
+            pos: 0,
+            eof: false,
+        };
+        if input.fill(FILE_HEADER_BYTES)? < FILE_HEADER_BYTES {
+            return Err(Error::archive(
+                input.avail() as u64,
+                "archive shorter than its header",
+            ));
+        }
+        let hb: [u8; FILE_HEADER_BYTES] = input.peek(FILE_HEADER_BYTES).try_into().expect("len");
+        let header = FileHeader::decode(&hb)?;
+        input.consume(FILE_HEADER_BYTES);
+        let mut meta = blake3::Hasher::new();
+        meta.update(&hb);
+        let at = input.pos;
+        if input.fill(RECORD_HEADER_BYTES)? < RECORD_HEADER_BYTES {
+            return Err(Error::archive(at, "archive ends before the manifest"));
+        }
+        let rb: [u8; RECORD_HEADER_BYTES] =
+            input.peek(RECORD_HEADER_BYTES).try_into().expect("len");
+        let mh = RecordHeader::decode(&rb, at)?;
+        if mh.kind != RecordKind::Manifest || mh.codec != Codec::None {
+            return Err(Error::archive(at, "first record is not a plain manifest"));
+        }
+        input.consume(RECORD_HEADER_BYTES);
+        meta.update(&rb);
+        let json = input.take(mh.stored_len)?;
+        if (json.len() as u64) < mh.stored_len {
+            return Err(Error::archive(
+                input.pos,
+                "archive ends inside the manifest",
+            ));
+        }
+        if blake3::hash(&json).as_bytes() != &mh.digest {
+            return Err(Error::archive(at, "manifest checksum mismatch"));
+        }
+        let manifest: Manifest = serde_json::from_slice(&json)
+            .map_err(|e| Error::archive(at, format!("manifest: {e}")))?;
+        if manifest.format_version != header.format_version
+            || manifest.block_size != header.block_size
+        {
+            return Err(Error::archive(
+                at,
+                "manifest disagrees with the file header",
+            ));
+        }
+        manifest.validate(at)?;
+        let capacities = manifest.disks().map(|(_, d)| d.meta.capacity).collect();
+        Ok(StreamReader {
+            input,
+            header,
+            manifest,
+            decode,
+            meta,
+            records: 1,
+            index_at: None,
+            state: State::Records,
+            capacities,
+        })
+    }
+
+    /// Current stream offset.
+    pub fn position(&self) -> u64 {
+        self.input.pos
+    }
+
+    /// Checks a checksummed header against the manifest: is this a record that can occur here?
+    fn check_context(&self, h: &RecordHeader) -> std::result::Result<(), String> {
+        let m = &self.manifest;
+        let disk_cap = || {
+            self.capacities
+                .get(h.disk as usize)
+                .copied()
+                .ok_or_else(|| format!("disk ordinal {} out of range", h.disk))
+        };
+        match h.kind {
+            RecordKind::Manifest => Err("second manifest".into()),
+            RecordKind::File => {
+                let vm = m
+                    .vms
+                    .get(h.disk as usize)
+                    .ok_or_else(|| format!("VM ordinal {} out of range", h.disk))?;
+                let f = usize::try_from(h.offset)
+                    .ok()
+                    .and_then(|i| vm.files.get(i))
+                    .ok_or_else(|| format!("file ordinal {} out of range", h.offset))?;
+                if f.size != h.raw_len {
+                    return Err(format!(
+                        "file {:?}: {} bytes != {}",
+                        f.name, h.raw_len, f.size
+                    ));
+                }
+                Ok(())
+            }
+            RecordKind::Chunk | RecordKind::Ref => {
+                let cap = disk_cap()?;
+                if h.offset % m.chunk_size != 0 || h.offset >= cap {
+                    return Err(format!("chunk offset {:#x} invalid", h.offset));
+                }
+                if h.raw_len != m.chunk_size.min(cap - h.offset) {
+                    return Err(format!("chunk length {} invalid", h.raw_len));
+                }
+                Ok(())
+            }
+            RecordKind::DiskEnd => {
+                if h.offset != disk_cap()? {
+                    return Err("disk end != capacity".into());
+                }
+                Ok(())
+            }
+            RecordKind::Index => {
+                if h.disk != NO_DISK {
+                    return Err("index with a disk".into());
+                }
+                // Each entry describes a record of at least a header's size before the index.
+                let max = self.input.pos / RECORD_HEADER_BYTES as u64 * INDEX_ENTRY_BYTES as u64;
+                if h.raw_len > max {
+                    return Err(format!("index of {} bytes > {max}", h.raw_len));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Tries to decode a record header at the current position (buffered bytes).
+    fn try_header(&mut self) -> Result<std::result::Result<RecordHeader, String>> {
+        let at = self.input.pos;
+        if self.input.fill(RECORD_HEADER_BYTES)? < RECORD_HEADER_BYTES {
+            return Ok(Err("short header".into()));
+        }
+        let rb: [u8; RECORD_HEADER_BYTES] = self
+            .input
+            .peek(RECORD_HEADER_BYTES)
+            .try_into()
+            .expect("len");
+        let h = match RecordHeader::decode(&rb, at) {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        Ok(self.check_context(&h).map(|()| h))
+    }
+
+    /// Whether a valid footer starts at the current position.
+    fn try_footer(&mut self) -> Result<Option<Footer>> {
+        if self.input.fill(FOOTER_BYTES)? < FOOTER_BYTES {
+            return Ok(None);
+        }
+        let fb: [u8; FOOTER_BYTES] = self.input.peek(FOOTER_BYTES).try_into().expect("len");
+        // Decode at the position the footer claims, so that a footer moved by lost bytes is
+        // still recognised; `footer_event` reports the mismatch.
+        let claimed = u64::from_le_bytes(fb[24..32].try_into().expect("8 bytes"));
+        Ok(Footer::decode(&fb, claimed).ok())
+    }
+
+    /// Scans forward from the current position (+1) to the next good record header or footer.
+    /// Returns false at end of stream.
+    fn resync(&mut self) -> Result<bool> {
+        self.input.consume(1);
+        loop {
+            let avail = self.input.fill(READ_BYTES)?;
+            if avail < 8 {
+                self.input.consume(avail);
+                return Ok(false);
+            }
+            let window = self.input.peek(avail);
+            let hit = window
+                .windows(8)
+                .position(|w| w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1);
+            match hit {
+                None => self.input.consume(avail - 7),
+                Some(i) => {
+                    self.input.consume(i);
+                    if self.try_header()?.is_ok() || self.try_footer()?.is_some() {
+                        return Ok(true);
+                    }
+                    self.input.consume(1);
+                }
+            }
+        }
+    }
+
+    fn footer_event(&mut self, footer: Footer) -> Event {
+        let at = self.input.pos;
+        self.input.consume(FOOTER_BYTES);
+        self.state = State::Done;
+        let meta = *self.meta.finalize().as_bytes();
+        let problem = if footer.footer_offset != at {
+            Some(format!(
+                "footer at {at:#x} says it is at {:#x}: bytes missing or added",
+                footer.footer_offset
+            ))
+        } else if Some(footer.index_offset) != self.index_at {
+            Some(format!(
+                "footer names the index at {:#x}, found at {:?}",
+                footer.index_offset, self.index_at
+            ))
+        } else if footer.record_count != self.records {
+            Some(format!(
+                "footer counts {} records, read {}",
+                footer.record_count, self.records
+            ))
+        } else if footer.meta_hash != meta {
+            Some("metadata hash mismatch".into())
+        } else {
+            None
+        };
+        Event::Footer {
+            at,
+            footer,
+            problem,
+        }
+    }
+
+    /// The next event, or `None` after the last one.
+    pub fn next_event(&mut self) -> Result<Option<Event>> {
+        match self.state {
+            State::Done => return Ok(None),
+            State::Truncated => {
+                self.state = State::Done;
+                return Ok(Some(Event::Truncated { at: self.input.pos }));
+            }
+            State::AfterIndex { index_at } => {
+                // Padding, then the footer. Anything else is damage, handled by resync below.
+                let pad = footer_padding(self.input.pos, self.header.block_size);
+                let _ = index_at;
+                let n = (pad as usize).min(self.input.fill(pad as usize)?);
+                if self.input.peek(n).iter().all(|&b| b == 0) && n as u64 == pad {
+                    self.input.consume(n);
+                }
+                self.state = State::Records;
+                if let Some(f) = self.try_footer()? {
+                    return Ok(Some(self.footer_event(f)));
+                }
+            }
+            State::Records => {}
+        }
+        let at = self.input.pos;
+        if self.input.fill(1)? == 0 {
+            self.state = State::Done;
+            return Ok(Some(Event::Truncated { at }));
+        }
+        let header = match self.try_header()? {
+            Ok(h) => h,
+            Err(what) => {
+                if let Some(f) = self.try_footer()? {
+                    return Ok(Some(self.footer_event(f)));
+                }
+                let found = self.resync()?;
+                let to = self.input.pos;
+                if !found {
+                    self.state = State::Done;
+                }
+                return Ok(Some(Event::Skipped { from: at, to, what }));
+            }
+        };
+        let hb: [u8; RECORD_HEADER_BYTES] = self
+            .input
+            .peek(RECORD_HEADER_BYTES)
+            .try_into()
+            .expect("len");
+        self.input.consume(RECORD_HEADER_BYTES);
+        self.meta.update(&hb);
+        self.records += 1;
+        if header.kind == RecordKind::Index {
+            self.index_at = Some(at);
+        }
+        let keep = self.decode
+            || matches!(
+                header.kind,
+                RecordKind::Ref | RecordKind::DiskEnd | RecordKind::Index
+            );
+        let payload = if keep {
+            self.input.take(header.stored_len)?
+        } else {
+            let n = self.input.skip(header.stored_len)?;
+            vec![0u8; if n == header.stored_len { 0 } else { 1 }]
+        };
+        let short = if keep {
+            (payload.len() as u64) < header.stored_len
+        } else {
+            !payload.is_empty()
+        };
+        if short {
+            self.state = State::Truncated;
+            return Ok(Some(Event::Damaged {
+                at,
+                header,
+                what: format!("archive truncated at {:#x}", self.input.pos),
+            }));
+        }
+        if header.kind == RecordKind::Index {
+            self.state = State::AfterIndex { index_at: at };
+        }
+        if !keep {
+            return Ok(Some(Event::Record(Record {
+                at,
+                header,
+                data: Vec::new(),
+            })));
+        }
+        match decode_keep(&header, payload) {
+            Ok(data) => Ok(Some(Event::Record(Record { at, header, data }))),
+            Err((what, payload)) => {
+                // The header was good but the payload is not: if bytes went missing, the next
+                // records may sit inside what was read as this payload. Rescan it.
+                if let Some(i) = payload
+                    .windows(8)
+                    .position(|w| w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1)
+                {
+                    self.input.unread(&payload[i..]);
+                    if header.kind == RecordKind::Index {
+                        self.state = State::Records;
+                    }
+                }
+                Ok(Some(Event::Damaged { at, header, what }))
+            }
+        }
+    }
+}
+
+/// Decodes and checks a record payload against its header. For Ref records the payload is
+/// returned as is (its digest describes the referenced chunk, checked on resolution).
+pub fn decode_payload(h: &RecordHeader, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    decode_keep(h, payload).map_err(|(what, _)| what)
+}
+
+/// [`decode_payload`], handing the payload back on failure (for rescanning).
+fn decode_keep(
+    h: &RecordHeader,
+    payload: Vec<u8>,
+) -> std::result::Result<Vec<u8>, (String, Vec<u8>)> {
+    if h.kind == RecordKind::Ref {
+        return Ok(payload);
+    }
+    let (data, payload) = match h.codec {
+        Codec::None => {
+            if blake3::hash(&payload).as_bytes() != &h.digest {
+                return Err(("checksum mismatch".into(), payload));
+            }
+            return Ok(payload);
+        }
+        Codec::Zstd => {
+            // The declared plaintext size (already bounded by MAX_*) caps the output buffer, so
+            // a decompression bomb cannot allocate more than the header admitted.
+            let cap = h.raw_len as usize;
+            let d = match zstd::bulk::decompress(&payload, cap) {
+                Ok(d) => d,
+                Err(e) => return Err((format!("zstd: {e}"), payload)),
+            };
+            if d.len() as u64 != h.raw_len {
+                let what = format!("decompressed to {} bytes, expected {}", d.len(), h.raw_len);
+                return Err((what, payload));
+            }
+            (d, payload)
+        }
+    };
+    if blake3::hash(&data).as_bytes() != &h.digest {
+        return Err(("checksum mismatch".into(), payload));
+    }
+    Ok(data)
+}
+
+/// Decodes a Ref payload into (source disk, source offset).
+pub fn decode_ref(payload: &[u8]) -> Option<(u32, u64)> {
+    let d = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
+    let o = u64::from_le_bytes(payload.get(4..12)?.try_into().ok()?);
+    Some((d, o))
+}

@@ -1,0 +1,208 @@
+//! List: what an archive holds, with size, dedup and compression figures.
+//!
+//! [`list_seekable`] reads only the front (manifest), the footer and the index;
+//! [`list_stream`] reads the whole stream but decodes no payload. Neither checks data checksums
+//! (that is `verify`).
+
+use std::io::Read;
+
+use serde::Serialize;
+
+use crate::archive::format::{IndexEntry, RecordKind};
+use crate::archive::index::{ReadSeek, SeekableArchive};
+use crate::archive::manifest::{DiskMeta, FileManifest, Manifest};
+use crate::archive::reader::{Event, StreamReader};
+use crate::error::Result;
+
+/// An archive's contents.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ArchiveListing {
+    /// vdar version that wrote it.
+    pub vdar_version: String,
+    /// Creation time (Unix seconds).
+    pub created: u64,
+    /// Chunk size.
+    pub chunk_size: u64,
+    /// zstd level.
+    pub level: i32,
+    /// Output block size (0: none).
+    pub block_size: u32,
+    /// Archive size in bytes (as read).
+    pub archive_bytes: u64,
+    /// Whether the footer was reached and matched.
+    pub complete: bool,
+    /// The VMs.
+    pub vms: Vec<VmListing>,
+    /// Sum of disk capacities.
+    pub disk_bytes: u64,
+    /// Plaintext bytes of stored chunks.
+    pub stored_raw_bytes: u64,
+    /// Payload bytes of stored chunks.
+    pub stored_bytes: u64,
+    /// Plaintext bytes stored as references.
+    pub dedup_bytes: u64,
+    /// (stored + referenced) / stored plaintext.
+    pub dedup_ratio: f64,
+    /// Stored plaintext / stored payload.
+    pub compression_ratio: f64,
+}
+
+/// One VM in a listing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VmListing {
+    /// Name.
+    pub name: String,
+    /// Its files.
+    pub files: Vec<FileManifest>,
+    /// Its disks.
+    pub disks: Vec<DiskListing>,
+}
+
+/// One disk in a listing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DiskListing {
+    /// Name.
+    pub name: String,
+    /// Capacity in bytes.
+    pub capacity: u64,
+    /// Chunk records.
+    pub chunks: u64,
+    /// Reference records.
+    pub refs: u64,
+    /// Payload bytes of its chunk records.
+    pub stored_bytes: u64,
+    /// Plaintext bytes of its chunk records.
+    pub stored_raw_bytes: u64,
+    /// Plaintext bytes of its reference records.
+    pub dedup_bytes: u64,
+    /// Descriptor, ddb, chain.
+    pub meta: DiskMeta,
+}
+
+fn skeleton(m: &Manifest) -> ArchiveListing {
+    ArchiveListing {
+        vdar_version: m.vdar_version.clone(),
+        created: m.created,
+        chunk_size: m.chunk_size,
+        level: m.level,
+        block_size: m.block_size,
+        archive_bytes: 0,
+        complete: false,
+        disk_bytes: m.disks().map(|(_, d)| d.meta.capacity).sum(),
+        vms: m
+            .vms
+            .iter()
+            .map(|v| VmListing {
+                name: v.name.clone(),
+                files: v.files.clone(),
+                disks: v
+                    .disks
+                    .iter()
+                    .map(|d| DiskListing {
+                        name: d.name.clone(),
+                        capacity: d.meta.capacity,
+                        chunks: 0,
+                        refs: 0,
+                        stored_bytes: 0,
+                        stored_raw_bytes: 0,
+                        dedup_bytes: 0,
+                        meta: d.meta.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        stored_raw_bytes: 0,
+        stored_bytes: 0,
+        dedup_bytes: 0,
+        dedup_ratio: 1.0,
+        compression_ratio: 1.0,
+    }
+}
+
+/// Adds one Chunk or Ref record to the tallies.
+fn tally(
+    l: &mut ArchiveListing,
+    slots: &[(usize, usize)],
+    kind: RecordKind,
+    disk: u32,
+    stored: u64,
+    raw: u64,
+) {
+    let Some(&(v, d)) = slots.get(disk as usize) else {
+        return;
+    };
+    let dl = &mut l.vms[v].disks[d];
+    match kind {
+        RecordKind::Chunk => {
+            dl.chunks += 1;
+            dl.stored_bytes += stored;
+            dl.stored_raw_bytes += raw;
+            l.stored_bytes += stored;
+            l.stored_raw_bytes += raw;
+        }
+        RecordKind::Ref => {
+            dl.refs += 1;
+            dl.dedup_bytes += raw;
+            l.dedup_bytes += raw;
+        }
+        _ => {}
+    }
+}
+
+fn slots(m: &Manifest) -> Vec<(usize, usize)> {
+    m.vms
+        .iter()
+        .enumerate()
+        .flat_map(|(v, vm)| (0..vm.disks.len()).map(move |d| (v, d)))
+        .collect()
+}
+
+fn ratios(l: &mut ArchiveListing) {
+    if l.stored_raw_bytes > 0 {
+        l.dedup_ratio = (l.stored_raw_bytes + l.dedup_bytes) as f64 / l.stored_raw_bytes as f64;
+    }
+    if l.stored_bytes > 0 {
+        l.compression_ratio = l.stored_raw_bytes as f64 / l.stored_bytes as f64;
+    }
+}
+
+/// Lists a seekable archive from its manifest, footer and index.
+pub fn list_seekable(input: &mut dyn ReadSeek) -> Result<ArchiveListing> {
+    let ar = SeekableArchive::open(input)?;
+    let mut l = skeleton(&ar.manifest);
+    let s = slots(&ar.manifest);
+    for e in &ar.index {
+        let IndexEntry {
+            kind,
+            disk,
+            stored_len,
+            raw_len,
+            ..
+        } = *e;
+        tally(&mut l, &s, kind, disk, stored_len.into(), raw_len.into());
+    }
+    l.archive_bytes = ar.len;
+    l.complete = true;
+    ratios(&mut l);
+    Ok(l)
+}
+
+/// Lists an archive read as a stream (headers only; payloads are skipped unchecked).
+pub fn list_stream(input: &mut dyn Read) -> Result<ArchiveListing> {
+    let mut r = StreamReader::new(input, false)?;
+    let mut l = skeleton(&r.manifest);
+    let s = slots(&r.manifest);
+    while let Some(ev) = r.next_event()? {
+        match ev {
+            Event::Record(rec) => {
+                let h = rec.header;
+                tally(&mut l, &s, h.kind, h.disk, h.stored_len, h.raw_len);
+            }
+            Event::Footer { problem, .. } => l.complete = problem.is_none(),
+            _ => {}
+        }
+    }
+    l.archive_bytes = r.position();
+    ratios(&mut l);
+    Ok(l)
+}

@@ -1,0 +1,498 @@
+//! Backup: VMs and their collapsed disks in, one archive stream out.
+//!
+//! Stages and threads:
+//! ```text
+//!  reader thread ──jobs──▶ N worker threads ──results──▶ calling thread
+//!  (Chunker per disk,      (zero check, BLAKE3,          (reorder by sequence number,
+//!   sequential reads)       zstd: compress.rs)            dedup, ArchiveWriter)
+//! ```
+//! * Order: every item carries a sequence number; the writer emits strictly in sequence, so the
+//!   archive is identical whatever the thread count or scheduling.
+//! * Memory: the reader takes a *credit* before reading a chunk and the writer returns it after
+//!   writing, so at most `credits` chunks are in flight anywhere (read, queued, compressed or
+//!   waiting to be reordered). `credits = max(queue_bytes / chunk_size, 2 × workers + 2)`, so peak
+//!   chunk memory is about `2 × credits × chunk_size` (plaintext plus compressed copy):
+//!   64 MiB by default, independent of disk size. Only the dedup table and the index grow.
+//! * Errors: a failing stage latches `stop`; the reader checks it before every chunk, workers
+//!   exit when their queue closes, and the first error is returned. Reader errors travel in
+//!   sequence as `Err` items so they surface exactly where they happened.
+
+pub mod compress;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crossbeam_channel::{bounded, unbounded};
+use serde::Serialize;
+
+use crate::archive::format::{FORMAT_VERSION, MAX_BLOCK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES};
+use crate::archive::manifest::{
+    check_name, raw_name, DiskManifest, FileManifest, Manifest, VmManifest,
+};
+use crate::archive::writer::ArchiveWriter;
+use crate::chain::VirtualDisk;
+use crate::chunk::dedup::{ChunkLoc, DedupTable};
+use crate::chunk::{Chunk, ChunkData, Chunker};
+use crate::error::{Error, Result};
+use compress::{process, Processed};
+
+pub use crate::archive::format::DEFAULT_CHUNK_BYTES;
+pub use crate::archive::manifest::{DiskMeta, LayerInfo};
+
+/// One VM to back up.
+pub struct VmInput {
+    /// VM name (the restore directory).
+    pub name: String,
+    /// Small files stored with the VM.
+    pub files: Vec<VmFile>,
+    /// The VM's disks.
+    pub disks: Vec<DiskInput>,
+}
+
+/// A small VM file (.vmx, .nvram, .vmsd ...).
+#[derive(Clone, Debug)]
+pub struct VmFile {
+    /// File name, no directories.
+    pub name: String,
+    /// Contents.
+    pub bytes: Vec<u8>,
+}
+
+/// One disk of a VM.
+pub struct DiskInput {
+    /// Disk name (`scsi0:0`, or the descriptor's stem).
+    pub name: String,
+    /// Descriptor, ddb and chain provenance.
+    pub meta: DiskMeta,
+    /// The collapsed disk.
+    pub disk: Box<dyn VirtualDisk>,
+}
+
+/// Backup options. Plain fields; [`BackupOptions::default`] gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Chunk size in bytes: a power of two in 64 KiB..=16 MiB (default 1 MiB).
+    pub chunk_size: u64,
+    /// zstd level (default 3).
+    pub level: i32,
+    /// Pad the output to whole blocks of this size (0: no padding).
+    pub block_size: u32,
+    /// Worker threads for hashing and compression (0: one per core).
+    pub threads: usize,
+    /// Creation time (Unix seconds). `None`: `SOURCE_DATE_EPOCH` if set, else now.
+    pub created: Option<u64>,
+    /// Bytes of chunk data allowed in flight between the stages (default 64 MiB).
+    pub queue_bytes: u64,
+    /// Name of the output in error messages (a path, or `-`).
+    pub output_name: String,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            chunk_size: DEFAULT_CHUNK_BYTES,
+            level: 3,
+            block_size: 0,
+            threads: 0,
+            created: None,
+            queue_bytes: 64 << 20,
+            output_name: "-".into(),
+        }
+    }
+}
+
+/// Counters of a running or finished backup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Progress {
+    /// Disk being processed (`vm/disk`).
+    pub current: String,
+    /// Sum of the capacities of the disks finished or in progress.
+    pub disk_bytes: u64,
+    /// Bytes read from disks (zero runs are not read).
+    pub bytes_read: u64,
+    /// Bytes written to the archive.
+    pub bytes_written: u64,
+    /// Chunks seen.
+    pub chunks: u64,
+    /// Chunks stored as data records.
+    pub chunks_stored: u64,
+    /// Chunks stored as references to earlier ones.
+    pub chunks_dedup: u64,
+    /// Chunks that were zeros and stored as holes.
+    pub chunks_zero: u64,
+    /// Plaintext bytes stored as references.
+    pub dedup_bytes: u64,
+    /// Plaintext bytes of the stored chunks.
+    pub stored_raw_bytes: u64,
+    /// Payload bytes of the stored chunks (after compression).
+    pub stored_bytes: u64,
+}
+
+/// The result of a backup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BackupSummary {
+    /// Final counters.
+    #[serde(flatten)]
+    pub totals: Progress,
+    /// Nonzero data bytes / unique data bytes (≥ 1).
+    pub dedup_ratio: f64,
+    /// Unique data bytes / their compressed size (≥ 1).
+    pub compression_ratio: f64,
+    /// Unique chunks in the dedup table.
+    pub unique_chunks: u64,
+}
+
+/// What flows from the reader to the writer.
+enum Item {
+    /// VM `vm` starts: the writer stores its files.
+    VmStart(usize),
+    /// A chunk (processed by a worker).
+    Chunk(Chunk),
+    /// Disk `disk` (ordinal) is complete.
+    DiskEnd(u32, u64),
+}
+
+/// The creation time: explicit, else `SOURCE_DATE_EPOCH`, else now.
+fn creation_time(opt: Option<u64>) -> Result<u64> {
+    if let Some(t) = opt {
+        return Ok(t);
+    }
+    if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
+        return s
+            .trim()
+            .parse()
+            .map_err(|_| Error::Usage(format!("SOURCE_DATE_EPOCH {s:?} is not a number")));
+    }
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0))
+}
+
+fn check_options(opts: &BackupOptions) -> Result<()> {
+    let cs = opts.chunk_size;
+    if !cs.is_power_of_two() || !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&cs) {
+        return Err(Error::Usage(format!(
+            "chunk size {cs} must be a power of two in {MIN_CHUNK_BYTES}..={MAX_CHUNK_BYTES}"
+        )));
+    }
+    if !(1..=22).contains(&opts.level) {
+        return Err(Error::Usage(format!(
+            "zstd level {} out of range 1..=22",
+            opts.level
+        )));
+    }
+    if opts.block_size > MAX_BLOCK_BYTES || (opts.block_size != 0 && opts.block_size < 512) {
+        return Err(Error::Usage(format!(
+            "block size {} out of range 512..={MAX_BLOCK_BYTES}",
+            opts.block_size
+        )));
+    }
+    Ok(())
+}
+
+/// Builds the manifest for `vms` (validating names exactly as a reader will).
+fn build_manifest(vms: &[VmInput], opts: &BackupOptions, created: u64) -> Result<Manifest> {
+    let mut id = 0u32;
+    let m = Manifest {
+        format_version: FORMAT_VERSION,
+        vdar_version: env!("CARGO_PKG_VERSION").into(),
+        created,
+        chunk_size: opts.chunk_size,
+        codec: "zstd".into(),
+        level: opts.level,
+        block_size: opts.block_size,
+        vms: vms
+            .iter()
+            .map(|vm| VmManifest {
+                name: vm.name.clone(),
+                files: vm
+                    .files
+                    .iter()
+                    .map(|f| FileManifest {
+                        name: f.name.clone(),
+                        size: f.bytes.len() as u64,
+                        blake3: blake3::hash(&f.bytes).to_hex().to_string(),
+                    })
+                    .collect(),
+                disks: vm
+                    .disks
+                    .iter()
+                    .map(|d| {
+                        let mut meta = d.meta.clone();
+                        meta.capacity = d.disk.capacity();
+                        id += 1;
+                        DiskManifest {
+                            id: id - 1,
+                            name: d.name.clone(),
+                            meta,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    for vm in vms {
+        for f in &vm.files {
+            if f.bytes.len() as u64 > crate::archive::format::MAX_FILE_BYTES {
+                return Err(Error::Usage(format!(
+                    "VM {:?}: file {:?} of {} bytes is too large to store",
+                    vm.name,
+                    f.name,
+                    f.bytes.len()
+                )));
+            }
+        }
+        for d in &vm.disks {
+            check_name(&d.name)?;
+            let _ = raw_name(&d.name);
+        }
+    }
+    m.validate(0).map_err(|e| match e {
+        Error::ArchiveCorrupt { what, .. } => Error::Usage(what),
+        e => e,
+    })?;
+    Ok(m)
+}
+
+/// Backs up `vms` into one archive written to `out`. See the module docs for the threading.
+pub fn backup(
+    mut vms: Vec<VmInput>,
+    opts: &BackupOptions,
+    out: &mut dyn std::io::Write,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<BackupSummary> {
+    check_options(opts)?;
+    let created = creation_time(opts.created)?;
+    let manifest = build_manifest(&vms, opts, created)?;
+    let workers = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let credits = ((opts.queue_bytes / opts.chunk_size) as usize).max(2 * workers + 2);
+
+    let mut writer = ArchiveWriter::new(out, &opts.output_name, &manifest, opts.level)?;
+    let table = Mutex::new(DedupTable::default());
+    let stop = AtomicBool::new(false);
+    let mut p = Progress::default();
+    let labels: Vec<String> = manifest
+        .disks()
+        .map(|(v, d)| format!("{}/{}", manifest.vms[v].name, d.name))
+        .collect();
+    let files: Vec<Vec<VmFile>> = vms
+        .iter_mut()
+        .map(|v| std::mem::take(&mut v.files))
+        .collect();
+    let disks: Vec<(usize, Box<dyn VirtualDisk>)> = vms
+        .into_iter()
+        .enumerate()
+        .flat_map(|(v, vm)| vm.disks.into_iter().map(move |d| (v, d.disk)))
+        .collect();
+    let nvms = files.len();
+
+    let (job_tx, job_rx) = bounded::<(u64, Result<Item>)>(credits);
+    let (res_tx, res_rx) = unbounded::<(u64, Result<(Item, Option<Processed>)>)>();
+    let (credit_tx, credit_rx) = bounded::<()>(credits);
+    for _ in 0..credits {
+        credit_tx.send(()).expect("invariant: capacity");
+    }
+
+    let result = std::thread::scope(|s| -> Result<()> {
+        // Reader: walks VMs and disks in archive order.
+        let stop_r = &stop;
+        let chunk_size = opts.chunk_size;
+        s.spawn(move || {
+            let mut seq = 0u64;
+            let mut send = |item: Result<Item>| -> bool {
+                let ok = credit_rx.recv().is_ok() && !stop_r.load(Ordering::Relaxed);
+                let ok = ok && job_tx.send((seq, item)).is_ok();
+                seq += 1;
+                ok
+            };
+            let mut disks = disks.into_iter().peekable();
+            let mut ordinal = 0u32;
+            for v in 0..nvms {
+                if !send(Ok(Item::VmStart(v))) {
+                    return;
+                }
+                while let Some((_, mut disk)) = disks.next_if(|(dv, _)| *dv == v) {
+                    let cap = disk.capacity();
+                    let mut chunker = Chunker::new(disk.as_mut(), ordinal, chunk_size);
+                    loop {
+                        match chunker.next_chunk() {
+                            Ok(Some(c)) => {
+                                if !send(Ok(Item::Chunk(c))) {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    if !send(Ok(Item::DiskEnd(ordinal, cap))) {
+                        return;
+                    }
+                    ordinal += 1;
+                }
+            }
+        });
+        // Workers: hash and compress, in any order.
+        for _ in 0..workers {
+            let job_rx = job_rx.clone();
+            let res_tx = res_tx.clone();
+            let table = &table;
+            let level = opts.level;
+            s.spawn(move || {
+                for (seq, item) in job_rx {
+                    let r = item.and_then(|item| match &item {
+                        Item::Chunk(c) => {
+                            let p = process(c, level, table)?;
+                            Ok((item, Some(p)))
+                        }
+                        _ => Ok((item, None)),
+                    });
+                    if res_tx.send((seq, r)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(job_rx);
+        drop(res_tx);
+
+        // Writer: reorder, dedup, write.
+        let mut pending = BTreeMap::new();
+        let mut next = 0u64;
+        let mut disk_records = 0u64;
+        let mut last_report = 0u64;
+        let run = (|| -> Result<()> {
+            for (seq, r) in &res_rx {
+                pending.insert(seq, r);
+                while let Some(r) = pending.remove(&next) {
+                    next += 1;
+                    let (item, processed) = r?;
+                    match item {
+                        Item::VmStart(v) => {
+                            for (i, f) in files[v].iter().enumerate() {
+                                writer.write_file(v as u32, i as u64, &f.bytes)?;
+                            }
+                        }
+                        Item::Chunk(c) => {
+                            if c.offset == 0 {
+                                p.current = labels[c.disk as usize].clone();
+                            }
+                            p.chunks += 1;
+                            if matches!(c.data, ChunkData::Data(_)) {
+                                p.bytes_read += c.len;
+                            }
+                            let loc = ChunkLoc {
+                                disk: c.disk,
+                                offset: c.offset,
+                            };
+                            match processed.expect("invariant: chunks are processed") {
+                                Processed::Zero { .. } => p.chunks_zero += 1,
+                                Processed::Known(d) => {
+                                    let first = table
+                                        .lock()
+                                        .expect("invariant: no panic under lock")
+                                        .check_insert(d, loc)
+                                        .expect("invariant: known digests are in the table");
+                                    writer.write_ref(
+                                        c.disk,
+                                        c.offset,
+                                        c.len,
+                                        d.0,
+                                        first.disk,
+                                        first.offset,
+                                    )?;
+                                    p.chunks_dedup += 1;
+                                    p.dedup_bytes += c.len;
+                                    disk_records += 1;
+                                }
+                                Processed::Data {
+                                    digest,
+                                    codec,
+                                    payload,
+                                } => {
+                                    let earlier = table
+                                        .lock()
+                                        .expect("invariant: no panic under lock")
+                                        .check_insert(digest, loc);
+                                    if let Some(first) = earlier {
+                                        writer.write_ref(
+                                            c.disk,
+                                            c.offset,
+                                            c.len,
+                                            digest.0,
+                                            first.disk,
+                                            first.offset,
+                                        )?;
+                                        p.chunks_dedup += 1;
+                                        p.dedup_bytes += c.len;
+                                    } else {
+                                        writer.write_chunk(
+                                            c.disk, c.offset, c.len, digest.0, codec, &payload,
+                                        )?;
+                                        p.chunks_stored += 1;
+                                        p.stored_raw_bytes += c.len;
+                                        p.stored_bytes += payload.len() as u64;
+                                    }
+                                    disk_records += 1;
+                                }
+                            }
+                        }
+                        Item::DiskEnd(d, cap) => {
+                            writer.write_disk_end(d, cap, disk_records)?;
+                            disk_records = 0;
+                            p.disk_bytes += cap;
+                        }
+                    }
+                    // The credit goes back only now that the chunk's memory is released.
+                    let _ = credit_tx.send(());
+                    p.bytes_written = writer.position();
+                    if let Some(cb) = progress {
+                        if p.bytes_written - last_report >= 16 << 20 {
+                            last_report = p.bytes_written;
+                            cb(&p);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if run.is_err() {
+            // Latch the error, then unblock the reader (it may wait for a credit) and drain.
+            stop.store(true, Ordering::Relaxed);
+            drop(credit_tx);
+            drop(res_rx);
+        }
+        run
+    });
+    result?;
+    p.bytes_written = writer.finish()?;
+    if let Some(cb) = progress {
+        cb(&p);
+    }
+    let nonzero = p.stored_raw_bytes + p.dedup_bytes;
+    Ok(BackupSummary {
+        dedup_ratio: ratio(nonzero, p.stored_raw_bytes),
+        compression_ratio: ratio(p.stored_raw_bytes, p.stored_bytes),
+        unique_chunks: table
+            .into_inner()
+            .expect("invariant: no panic under lock")
+            .len() as u64,
+        totals: p,
+    })
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        1.0
+    } else {
+        a as f64 / b as f64
+    }
+}
