@@ -1,7 +1,9 @@
 //! The `vdar` command line: argument parsing, one file per subcommand, human and JSON output.
 //! Library errors are typed; here they become anyhow chains printed once by `main`.
 
+mod archive_cmds;
 pub mod args;
+mod backup;
 mod cat;
 mod inspect;
 mod output;
@@ -62,5 +64,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         args::Command::Inspect(a) => inspect::run(&a),
         args::Command::Cat(a) => cat::run(&a),
+        args::Command::Backup(a) => backup::run(&a),
+        args::Command::Restore(a) => archive_cmds::restore(&a),
+        args::Command::Verify(a) => archive_cmds::verify(&a),
+        args::Command::List(a) => archive_cmds::list(&a),
     }
 }

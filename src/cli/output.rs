@@ -107,7 +107,7 @@ pub fn copy_disk(disk: &mut dyn VirtualDisk, sink: RawSink) -> anyhow::Result<Co
 
 /// A write error on a stream; a closed pipe means the reader got a truncated disk, which must
 /// not look like success.
-fn pipe_error(e: io::Error, name: &str, at: u64) -> anyhow::Error {
+pub fn pipe_error(e: io::Error, name: &str, at: u64) -> anyhow::Error {
     if e.kind() == io::ErrorKind::BrokenPipe {
         anyhow::anyhow!("{name}: reader closed the pipe at byte {at:#x}: output is incomplete")
     } else {

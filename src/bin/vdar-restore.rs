@@ -1,0 +1,46 @@
+//! `vdar-restore`: restore, verify and list only, for disaster-recovery media. Same code and
+//! exit codes as the matching `vdar` commands (0 ok, 1 damage or data lost, 2 error).
+
+// The shared command code lives with `vdar`'s CLI; `archive_cmds` refers to `super::args`,
+// which resolves to this crate root.
+#[path = "../cli/archive_cmds.rs"]
+mod archive_cmds;
+#[allow(dead_code)]
+#[path = "../cli/args.rs"]
+mod args;
+
+use std::process::ExitCode;
+
+use args::{ListArgs, RestoreArgs, VerifyArgs};
+use clap::{Parser, Subcommand};
+
+/// Restore, verify and list vdar archives.
+#[derive(Debug, Parser)]
+#[command(name = "vdar-restore", version, about)]
+#[command(after_help = "Exit codes: 0 success, 1 damage found or data lost, 2 error.")]
+struct RestoreCli {
+    #[command(subcommand)]
+    command: RestoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RestoreCommand {
+    /// Restore an archive (file or `-`) into a directory.
+    Restore(RestoreArgs),
+    /// Check every checksum; exit 1 on damage.
+    Verify(VerifyArgs),
+    /// List VMs, disks, files and figures.
+    List(ListArgs),
+}
+
+fn main() -> ExitCode {
+    let result = match RestoreCli::parse().command {
+        RestoreCommand::Restore(a) => archive_cmds::restore(&a),
+        RestoreCommand::Verify(a) => archive_cmds::verify(&a),
+        RestoreCommand::List(a) => archive_cmds::list(&a),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("vdar-restore: error: {e:#}");
+        ExitCode::from(2)
+    })
+}

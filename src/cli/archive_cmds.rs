@@ -1,0 +1,150 @@
+//! The archive-reading commands, `restore`, `verify` and `list`, shared by `vdar` and the
+//! small disaster-recovery binary `vdar-restore`.
+//!
+//! Exit codes: 0 success; 1 damage found (verify) or data lost (restore --salvage); 2 error.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use vdar::restore::{restore_seekable, restore_stream, RestoreOptions};
+
+use super::args::{ListArgs, RestoreArgs, VerifyArgs};
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn open(path: &Path) -> anyhow::Result<File> {
+    File::open(path).with_context(|| format!("{}: cannot open", path.display()))
+}
+
+fn stdin() -> BufReader<io::StdinLock<'static>> {
+    BufReader::with_capacity(1 << 20, io::stdin().lock())
+}
+
+pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let opts = RestoreOptions {
+        vm: args.vm.clone(),
+        disk: args.disk.clone(),
+        force: args.force,
+        salvage: args.salvage,
+    };
+    std::fs::create_dir_all(&args.to)
+        .with_context(|| format!("{}: cannot create", args.to.display()))?;
+    let report = if args.archive == Path::new("-") {
+        restore_stream(&mut stdin(), &args.to, &opts)?
+    } else {
+        let mut f = BufReader::with_capacity(1 << 20, open(&args.archive)?);
+        restore_seekable(&mut f, &args.to, &opts)?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for d in &report.disks {
+            eprintln!("vdar: restored {}", serde_json::to_string(d)?);
+        }
+        for l in &report.lost {
+            eprintln!("vdar: LOST {}", serde_json::to_string(l)?);
+        }
+    }
+    Ok(if report.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let report = if args.archive == Path::new("-") {
+        vdar::verify::verify(&mut stdin())?
+    } else {
+        let mut f: Box<dyn Read> =
+            Box::new(BufReader::with_capacity(1 << 20, open(&args.archive)?));
+        vdar::verify::verify(&mut f)?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.ok {
+        println!(
+            "{}: ok, {} records verified",
+            args.archive.display(),
+            report.records
+        );
+    } else {
+        println!("{}: DAMAGED", args.archive.display());
+        for d in &report.damage {
+            println!("  damage: {}", serde_json::to_string(d)?);
+        }
+        for l in &report.lost {
+            println!("  lost: {}", serde_json::to_string(l)?);
+        }
+        for f in &report.missing_files {
+            println!("  missing file: {f}");
+        }
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let l = if args.archive == Path::new("-") {
+        vdar::list::list_stream(&mut stdin())?
+    } else {
+        let mut f = BufReader::with_capacity(1 << 20, open(&args.archive)?);
+        vdar::list::list_seekable(&mut f)?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&l)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "archive: vdar {} created {} chunk {} zstd level {}{}",
+        l.vdar_version,
+        l.created,
+        human(l.chunk_size),
+        l.level,
+        if l.complete { "" } else { " (INCOMPLETE)" }
+    );
+    for vm in &l.vms {
+        println!("vm {}", vm.name);
+        for f in &vm.files {
+            println!("  file {}", serde_json::to_string(f)?);
+        }
+        for d in &vm.disks {
+            println!(
+                "  disk {}: {} capacity, {} chunks ({} deduplicated), {} stored from {}",
+                d.name,
+                human(d.capacity),
+                d.chunks,
+                d.refs,
+                human(d.stored_bytes),
+                human(d.stored_raw_bytes)
+            );
+        }
+    }
+    println!(
+        "total: {} of disks, archive {}; dedup {:.2}x, compression {:.2}x",
+        human(l.disk_bytes),
+        human(l.archive_bytes),
+        l.dedup_ratio,
+        l.compression_ratio
+    );
+    Ok(ExitCode::SUCCESS)
+}

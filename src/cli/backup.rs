@@ -1,0 +1,271 @@
+//! `vdar backup`: open every chain, then stream one archive to a file or stdout.
+//!
+//! A file output is written to `NAME.partial` and renamed only after the archive is complete
+//! and fsynced, so a failed or interrupted backup never leaves a file that looks like an archive.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use vdar::chain::{Chain, ChainOptions};
+use vdar::pipeline::{
+    backup, BackupOptions, DiskInput, DiskMeta, LayerInfo, Progress, VmFile, VmInput,
+};
+
+use super::args::{parse_size, BackupArgs};
+use super::inspect::human;
+
+/// Largest VM configuration file stored (.vmx, .nvram, ...): they are kilobytes; anything
+/// bigger is not a config file.
+const MAX_CONFIG_FILE_BYTES: u64 = 64 << 20;
+
+pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = BackupOptions {
+        level: args.level,
+        threads: args.threads,
+        output_name: args.output.display().to_string(),
+        ..Default::default()
+    };
+    if let Some(s) = &args.chunk_size {
+        opts.chunk_size = parse_size(s).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(s) = &args.block_size {
+        opts.block_size = u32::try_from(parse_size(s).map_err(anyhow::Error::msg)?)
+            .context("--block-size must be below 4 GiB")?;
+    }
+    let chain_opts = ChainOptions {
+        ignore_cid: args.chain.ignore_cid,
+        ..Default::default()
+    };
+    let (vms, total) = open_vms(&args.inputs, args.chain.snapshot.as_deref(), &chain_opts)?;
+
+    let to_stdout = args.output == Path::new("-");
+    let summary = if to_stdout {
+        if io::stdout().is_terminal() {
+            bail!("refusing to write an archive to a terminal: use -o FILE or a pipe");
+        }
+        let fd = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("stdout")?;
+        let mut out = BufWriter::with_capacity(1 << 20, File::from(fd));
+        let s = run_backup(vms, &opts, &mut out, total)?;
+        out.flush()
+            .map_err(|e| super::output::pipe_error(e, "stdout", s.totals.bytes_written))?;
+        s
+    } else {
+        write_file_atomically(&args.output, args.force, |out| {
+            run_backup(vms, &opts, out, total)
+        })?
+    };
+
+    let json = serde_json::to_string_pretty(&summary)?;
+    if args.json && to_stdout {
+        eprintln!("{json}");
+    } else if args.json {
+        println!("{json}");
+    } else {
+        let t = &summary.totals;
+        eprintln!(
+            "vdar: backup complete: {} of disks, {} read, {} written; dedup {:.2}x, compression {:.2}x",
+            human(t.disk_bytes),
+            human(t.bytes_read),
+            human(t.bytes_written),
+            summary.dedup_ratio,
+            summary.compression_ratio
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_backup(
+    vms: Vec<VmInput>,
+    opts: &BackupOptions,
+    out: &mut dyn Write,
+    total: u64,
+) -> anyhow::Result<vdar::pipeline::BackupSummary> {
+    let tty = io::stderr().is_terminal();
+    let start = Instant::now();
+    let last = Mutex::new(Instant::now());
+    let report = move |p: &Progress| {
+        let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+        if l.elapsed().as_millis() < 500 {
+            return;
+        }
+        *l = Instant::now();
+        let secs = start.elapsed().as_secs_f64().max(0.001);
+        // Zero runs are skipped without reading, so progress is measured over disk positions.
+        let done = p.disk_bytes.min(total).max(1);
+        let rate = p.bytes_read as f64 / secs / 1e6;
+        let eta = secs * (total.saturating_sub(done)) as f64 / done as f64;
+        eprint!(
+            "\r\x1b[K{} {} read {:.0} MB/s, {} written, dedup {} chunks, ETA {:.0}s",
+            p.current,
+            human(p.bytes_read),
+            rate,
+            human(p.bytes_written),
+            p.chunks_dedup,
+            eta
+        );
+    };
+    let progress: Option<&(dyn Fn(&Progress) + Sync)> = if tty { Some(&report) } else { None };
+    let summary = backup(vms, opts, out, progress)?;
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    Ok(summary)
+}
+
+/// Writes `path` through a `.partial` sibling: fsync, rename, fsync the directory.
+pub fn write_file_atomically<T>(
+    path: &Path,
+    force: bool,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if path.exists() && !force {
+        bail!(
+            "{}: already exists (use --force to replace it)",
+            path.display()
+        );
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let file = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let result = write(&mut out).and_then(|v| {
+        let file = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("{}: write", tmp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("{}: fsync", tmp.display()))?;
+        Ok(v)
+    });
+    match result {
+        Ok(v) => {
+            fs::rename(&tmp, path).with_context(|| format!("{}: rename", path.display()))?;
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            File::open(dir.unwrap_or(Path::new(".")))
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("{}: fsync directory", path.display()))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Opens all inputs: VMs with their config files and disk descriptors, and every chain.
+/// Returns the VMs and the total virtual size (for the ETA).
+fn open_vms(
+    inputs: &[PathBuf],
+    snapshot: Option<&str>,
+    opts: &ChainOptions<'_>,
+) -> anyhow::Result<(Vec<VmInput>, u64)> {
+    let mut vms = Vec::new();
+    let mut total = 0;
+    for sel in super::select_inputs(inputs, snapshot)? {
+        let mut files: Vec<VmFile> = Vec::new();
+        let add = |p: &Path, files: &mut Vec<VmFile>| -> anyhow::Result<()> {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .context("file without a name")?;
+            if files.iter().any(|f| f.name == name) {
+                return Ok(());
+            }
+            let len = fs::metadata(p)
+                .with_context(|| p.display().to_string())?
+                .len();
+            if len > MAX_CONFIG_FILE_BYTES {
+                bail!(
+                    "{}: {len} bytes is too large for a VM configuration file",
+                    p.display()
+                );
+            }
+            let bytes = fs::read(p).with_context(|| p.display().to_string())?;
+            files.push(VmFile { name, bytes });
+            Ok(())
+        };
+        for p in &sel.config_files {
+            add(p, &mut files)?;
+        }
+        let mut disks = Vec::new();
+        for d in &sel.disks {
+            let chain = Chain::open(&d.top, opts)?;
+            for w in &chain.warnings {
+                eprintln!("vdar: warning: {w}");
+            }
+            // Keep every text descriptor of the chain: restore to ESX needs the ddb values, and
+            // an administrator wants the originals. Monolithic sparse files are not small files.
+            for l in &chain.layers {
+                let is_text = l
+                    .extents
+                    .iter()
+                    .all(|e| e.path.as_deref() != Some(l.path.as_path()));
+                if is_text {
+                    add(&l.path, &mut files)?;
+                }
+            }
+            let meta = disk_meta(&chain);
+            total += chain.capacity();
+            disks.push(DiskInput {
+                name: d.name.clone(),
+                meta,
+                disk: Box::new(chain.collapse()),
+            });
+        }
+        vms.push(VmInput {
+            name: sel.name.clone(),
+            files,
+            disks,
+        });
+    }
+    Ok((vms, total))
+}
+
+fn disk_meta(chain: &Chain) -> DiskMeta {
+    let top = &chain.layers[0];
+    DiskMeta {
+        capacity: chain.capacity(),
+        descriptor: top.descriptor.text.clone(),
+        create_type: top.descriptor.create_type.clone(),
+        // The base carries the disk's identity (uuid, geometry, adapter); deltas repeat some of
+        // it. Keep the top layer's list, falling back to the base's keys it lacks.
+        ddb: merged_ddb(chain),
+        chain: chain
+            .layers
+            .iter()
+            .map(|l| LayerInfo {
+                file: l
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                format: l.format(),
+                cid: l.descriptor.cid,
+                parent_cid: l.descriptor.parent_cid,
+            })
+            .collect(),
+    }
+}
+
+fn merged_ddb(chain: &Chain) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = chain.layers[0].descriptor.ddb.clone();
+    for l in &chain.layers[1..] {
+        for (k, v) in &l.descriptor.ddb {
+            if !out.iter().any(|(o, _)| o.eq_ignore_ascii_case(k)) {
+                out.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    out
+}
