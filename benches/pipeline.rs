@@ -1,6 +1,9 @@
 //! Chunk hash + compress throughput: the per-chunk work of the parallel stage
 //! (`pipeline::compress::process`) at several chunk sizes, on half-compressible data.
 
+// criterion_group! generates undocumented functions.
+#![allow(missing_docs)]
+
 use std::sync::Mutex;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
