@@ -6,10 +6,12 @@
 //! - sesparse: SEsparse deltas vs qemu-img
 //! - sample: the bundled sample VM, .vmx/.vmsd selection
 //! - archive: backup/restore round trips, determinism, golden vector, damage, hostile archives
+//! - backup: the archive commands end to end against qemu-img, pipes, damage, salvage
 
 #[macro_use]
 mod util;
 mod archive;
+mod backup;
 mod chain;
 mod cowd;
 mod sample;

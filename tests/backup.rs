@@ -1,0 +1,287 @@
+//! `vdar backup` / `restore` / `verify` / `list` end to end: restore(backup(x)) is
+//! byte-identical to `qemu-img convert -O raw x` for every layer format, through a file and
+//! through a pipe; damage is detected and salvaged around; output is deterministic.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::chain::vmfs_base;
+use crate::sample::extract_sample;
+use crate::util::*;
+
+fn ok(args: &[&str]) -> std::process::Output {
+    let out = vdar(args);
+    assert!(
+        out.status.success(),
+        "vdar {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A second VM made of loose disks, one per hosted format: a sparse chain with a zeroed-grain
+/// child, qemu's streamOptimized, VMware's streamOptimized, and a twoGbMaxExtentSparse disk.
+fn hosted_disks(dir: &Path) -> Vec<PathBuf> {
+    let p = |n: &str| dir.join(n);
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "vmdk", s(&p("h-base.vmdk")), "20M"],
+    );
+    qemu_io(
+        &p("h-base.vmdk"),
+        &["write -P 0x61 0 3M", "write -P 0x62 10M 1M"],
+    );
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "zeroed_grain=on",
+            "-b",
+            "h-base.vmdk",
+            "-F",
+            "vmdk",
+            s(&p("h-top.vmdk")),
+        ],
+    );
+    qemu_io(&p("h-top.vmdk"), &["write -z 0 64k", "write -P 0x63 1M 4k"]);
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            s(&p("h-top.vmdk")),
+            s(&p("q-stream.vmdk")),
+        ],
+    );
+    qemu_raw(&p("h-top.vmdk"), &p("h.raw"));
+    run(
+        env!("CARGO_BIN_EXE_vdar-fixture"),
+        &["streamopt", s(&p("h.raw")), s(&p("v-stream.vmdk"))],
+    );
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=twoGbMaxExtentSparse",
+            s(&p("split.vmdk")),
+            "2049M",
+        ],
+    );
+    qemu_io(&p("split.vmdk"), &["write -P 0x64 2047M 2M"]);
+    vec![
+        p("h-top.vmdk"),
+        p("q-stream.vmdk"),
+        p("v-stream.vmdk"),
+        p("split.vmdk"),
+    ]
+}
+
+#[test]
+fn restore_of_backup_equals_qemu_for_every_format_via_file_and_pipe() {
+    require!("qemu-img");
+    let d = tempdir();
+    let vm = extract_sample(d.path());
+    let disks = hosted_disks(d.path());
+    let archive = d.path().join("a.vdar");
+    let vmx = vm.join("sample.vmx");
+    let mut args = vec!["backup", s(&vmx)];
+    args.extend(disks.iter().map(|p| s(p)));
+    args.extend(["-o", s(&archive), "--json"]);
+    let out = ok(&args);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        summary["chunks_dedup"].as_u64().unwrap() > 0,
+        "h-top and the stream copies share chunks"
+    );
+
+    let listing: serde_json::Value =
+        serde_json::from_slice(&ok(&["list", "--json", s(&archive)]).stdout).unwrap();
+    assert_eq!(listing["vms"].as_array().unwrap().len(), 2);
+    ok(&["verify", s(&archive)]);
+
+    // Restore from the file (seekable) and from a pipe (one pass).
+    let from_file = d.path().join("r1");
+    ok(&["restore", s(&archive), "--to", s(&from_file)]);
+    let from_pipe = d.path().join("r2");
+    let sh = format!(
+        "{} backup {} -o - | {} restore - --to {}",
+        s(&vdar_bin()),
+        args[1..args.len() - 3].join(" "),
+        s(&vdar_bin()),
+        s(&from_pipe)
+    );
+    let st = Command::new("sh").args(["-c", &sh]).status().unwrap();
+    assert!(st.success());
+
+    let oracle = d.path().join("oracle.raw");
+    let mut cases: Vec<(PathBuf, String, String)> = vec![(
+        vm.join("sample-000002.vmdk"),
+        "sample".into(),
+        "scsi0:0".into(),
+    )];
+    for p in &disks {
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        cases.push((p.clone(), "h-top".into(), name));
+    }
+    for (src, vmname, disk) in cases {
+        qemu_raw(&src, &oracle);
+        for root in [&from_file, &from_pipe] {
+            assert_same_file(&root.join(&vmname).join(format!("{disk}.raw")), &oracle);
+        }
+    }
+    assert_eq!(
+        fs::read(from_file.join("sample/sample.vmx")).unwrap(),
+        fs::read(vm.join("sample.vmx")).unwrap()
+    );
+    // The small restore tool reads the same archive.
+    let out = Command::new(env!("CARGO_BIN_EXE_vdar-restore"))
+        .args(["verify", s(&archive)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn deterministic_and_block_padded() {
+    let d = tempdir();
+    let vm = extract_sample(d.path());
+    let vmx = vm.join("sample.vmx");
+    let run_backup = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["backup", s(&vmx), "-o", s(out)];
+        args.extend_from_slice(extra);
+        let o = Command::new(vdar_bin())
+            .args(&args)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+    run_backup(&a, &[]);
+    run_backup(&b, &["--threads", "1"]);
+    assert!(
+        fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+        "same input, different archive bytes"
+    );
+    run_backup(&c, &["--block-size", "256K"]);
+    assert_eq!(fs::metadata(&c).unwrap().len() % (256 << 10), 0);
+    ok(&["verify", s(&c)]);
+    ok(&["restore", s(&c), "--to", s(&d.path().join("r"))]);
+    // An existing archive is not replaced without --force; restore does not overwrite.
+    let out = vdar(&["backup", s(&vm.join("sample.vmx")), "-o", s(&a)]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = vdar(&["restore", s(&c), "--to", s(&d.path().join("r"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
+    ok(&["restore", s(&c), "--to", s(&d.path().join("r")), "--force"]);
+}
+
+#[test]
+fn damage_is_named_and_salvaged_around() {
+    let d = tempdir();
+    let vm = extract_sample(d.path());
+    let a = d.path().join("a.vdar");
+    ok(&[
+        "backup",
+        s(&vm.join("sample.vmx")),
+        "-o",
+        s(&a),
+        "--chunk-size",
+        "64K",
+    ]);
+    let good = d.path().join("good");
+    ok(&["restore", s(&a), "--to", s(&good)]);
+    let bytes = fs::read(&a).unwrap();
+
+    // Flip one byte in the middle of the data records.
+    let mut flipped = bytes.clone();
+    let at = bytes.len() / 2;
+    flipped[at] ^= 0x40;
+    let f = d.path().join("flipped.vdar");
+    fs::write(&f, &flipped).unwrap();
+    let out = vdar(&["verify", s(&f)]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("DAMAGED") && text.contains("scsi0:0") && text.contains("sample"),
+        "{text}"
+    );
+    let out = vdar(&["restore", s(&f), "--to", s(&d.path().join("strict"))]);
+    assert_eq!(out.status.code(), Some(2));
+    let salv = d.path().join("salv");
+    let out = vdar(&["restore", s(&f), "--to", s(&salv), "--salvage"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LOST"));
+    // Everything outside the lost range is the good data.
+    let (g, r) = (
+        fs::read(good.join("sample/scsi0:0.raw")).unwrap(),
+        fs::read(salv.join("sample/scsi0:0.raw")).unwrap(),
+    );
+    assert_eq!(g.len(), r.len());
+    let differing = g
+        .chunks(65536)
+        .zip(r.chunks(65536))
+        .filter(|(x, y)| x != y)
+        .count();
+    assert!(differing <= 1, "{differing} chunks differ after salvage");
+
+    // A truncated tail (tape ended early) and a piped copy of it.
+    let t = d.path().join("trunc.vdar");
+    fs::write(&t, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    assert_eq!(vdar(&["verify", s(&t)]).status.code(), Some(1));
+    let sh = format!("cat {} | {} verify -", s(&t), s(&vdar_bin()));
+    let st = Command::new("sh").args(["-c", &sh]).status().unwrap();
+    assert_eq!(st.code(), Some(1));
+    let out = vdar(&[
+        "restore",
+        s(&t),
+        "--to",
+        s(&d.path().join("t")),
+        "--salvage",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn backup_to_a_closed_pipe_fails_loudly() {
+    let d = tempdir();
+    let vm = extract_sample(d.path());
+    let sh = format!(
+        "{} backup {} -o - --level 1 | head -c 1000 >/dev/null; exit ${{PIPESTATUS[0]}}",
+        s(&vdar_bin()),
+        s(&vm.join("sample.vmx"))
+    );
+    let out = Command::new("bash").args(["-c", &sh]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pipe"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
