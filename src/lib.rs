@@ -1,8 +1,23 @@
 //! vdar: a streaming archiver for VMware virtual disks.
 //!
-//! Pipeline (one module per stage):
-//! 1. [`input`]: parse descriptors and open every extent of every layer of a snapshot chain.
-//! 2. [`chain`]: collapse the chain on the fly into ordered runs of the virtual disk (data or zero).
+//! Pipeline (one module per stage, each behind a small trait):
+//! 1. [`input`]: parse descriptors (`.vmx`, `.vmsd`, VMDK descriptors) and open every extent of
+//!    every layer of a snapshot chain. Each extent format implements `ExtentMap`: it *maps*
+//!    sectors to `Source`s (file + offset, deflate grain, zero, unallocated) and never reads data.
+//! 2. [`chain`]: collapse the chain on the fly into ordered runs of the virtual disk
+//!    (`VirtualDisk`): per run of sectors the topmost layer that has it wins, an explicit zero
+//!    stops the search, unallocated at the bottom is zero. Runs are coalesced, so later stages
+//!    issue large sequential reads and never read unallocated or zero space.
+//! 3. [`chunk`]: fixed-size chunks aligned to the disk; BLAKE3 digests; the dedup table.
+//! 4. [`pipeline`]: one reader thread, hashing and zstd on all cores (order-preserving), a single
+//!    writer that deduplicates; bounded queues and a latched error.
+//! 5. [`archive`]: the on-disk format (formats/ARCHIVE.md): framed records, index, footer, written
+//!    strictly sequentially.
+//! 6. [`restore`], [`verify`], [`list`]: reading archives back, in one pass from a pipe or with
+//!    random access from a file.
+//!
+//! Invariants: every length read from untrusted bytes is bounded before allocation; every error
+//! names the file (or archive) and byte offset; nothing reads as silent zeros that was not zeros.
 #![deny(missing_docs)]
 
 pub mod archive;
