@@ -21,6 +21,7 @@ fi
 
 cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --document-private-items -q
 cargo test --locked
 
 # Fuzz targets: built with cargo-fuzz (RUSTC_BOOTSTRAP lets the stable toolchain accept the

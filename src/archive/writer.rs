@@ -5,7 +5,7 @@
 //! the options. It keeps two things in memory that grow with the archive: the index (32 bytes per
 //! File/Chunk/Ref record) and nothing else; the dedup table belongs to the pipeline.
 //!
-//! `block_size` padding: every byte goes through [`BlockOut`], which hands the sink whole blocks
+//! `block_size` padding: every byte goes through `BlockOut`, which hands the sink whole blocks
 //! only (fixed-block tape drives reject short writes), and the footer is preceded by zero padding
 //! so that it ends exactly on a block boundary.
 

@@ -1,7 +1,7 @@
 //! Restore: archive in, raw disk images and VM files out; also the engine behind `verify`.
 //!
 //! Output layout: `DIR/<vm>/<disk>.raw` for each disk and `DIR/<vm>/<file>` for each VM file.
-//! Names come from the manifest and are re-validated ([`check_name`]): no separators, no `.`/`..`,
+//! Names come from the manifest and are re-validated ([`crate::archive::manifest::check_name`]): no separators, no `.`/`..`,
 //! no control characters or NUL, so nothing is ever written outside `DIR`; existing files are
 //! refused unless `force`, and files are opened with `O_NOFOLLOW` so a planted symlink cannot
 //! redirect a write. Images are sized with `set_len` first and only non-zero chunks are
