@@ -5,6 +5,7 @@
 //! Sizes and offsets accept K/M/G suffixes and 0x hex. Regions:
 //!   D:OFF:LEN:SEED   mixed data from `fixture::pattern(SEED, ...)`
 //!   F:OFF:LEN:HH     every byte 0xHH
+//!   S:OFF:LEN:SRC:PATH  LEN bytes of the file PATH from byte SRC (real data for benchmarks)
 //!   Z:OFF:LEN        explicit zero grains
 //!   U:OFF:LEN        unmapped grains (SEsparse only)
 
@@ -103,6 +104,16 @@ fn parse_region(s: &str) -> Result<Region> {
         Some([o, l]) => (parse_num(o)?, parse_num(l)?),
         _ => bail!("bad region {s:?}"),
     };
+    if parts[0] == "S" {
+        let (Some(src), Some(path), None) = (parts.get(3), parts.get(4), parts.get(5)) else {
+            bail!("bad region {s:?}: S:OFF:LEN:SRC:PATH")
+        };
+        let mut buf = vec![0u8; len as usize];
+        let f = fs::File::open(path).with_context(|| path.to_string())?;
+        f.read_exact_at(&mut buf, parse_num(src)?)
+            .with_context(|| format!("{path}: read {len} bytes at {src}"))?;
+        return Ok(Region { offset, len, content: Content::Data(buf) });
+    }
     let content = match (parts[0], parts.get(3)) {
         ("D", Some(seed)) => {
             Content::Data(fixture::pattern(parse_num(seed)?, offset, len as usize))

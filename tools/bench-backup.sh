@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# End-to-end backup/restore benchmark: vdar against borg, restic and qemu-img + zstd on the same
+# VM disk, same run. Needs borgbackup, restic, zstd, hyperfine, GNU time (apt-get install ...).
+#
+# The disk: an ESX-style chain with real data, $SIZE virtual (default 6G), under half allocated:
+#   base  vmfs flat = an ext4 image populated from /usr/share, /usr/bin, /usr/local, /usr/lib/x86_64-linux-gnu
+#         (mke2fs -d, no mount);
+#   mid   vmfsSparse (COWD): 4000 rewritten 4-64 KiB ranges holding real bytes (a shared library);
+#   top   seSparse: 4000 rewritten 4-256 KiB ranges, some zero/unmapped grains.
+# Peers back up the flattened disk (qemu-img convert -O raw of the chain, made once, untimed):
+#   borg create --chunker-params fixed,4194304 --compression zstd,3 (as the issue asks);
+#   restic backup --stdin (compression auto = zstd);
+#   qemu-img convert -O raw + zstd -T0 -3 (timed together, from the chain).
+# Reported: wall-clock medians, throughput, sizes, the compression floor (allocated bytes /
+# all-core zstd -3 throughput on the same data), peak RSS, and restore vs zstd -d.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${SIZE:-6G}
+RUNS=${RUNS:-3}
+DIR=${BENCH_DIR:-/var/tmp/vdar-bench-backup}
+cargo build -q --release --bin vdar --bin vdar-fixture
+V=$PWD/target/release/vdar
+F=$PWD/target/release/vdar-fixture
+SRC=$(ls -S /root/.rustup/toolchains/*/lib/librustc_driver-*.so /usr/lib/x86_64-linux-gnu/*.so* 2>/dev/null | head -1)
+mkdir -p "$DIR"; cd "$DIR"
+
+if [ ! -f top.vmdk ]; then
+  rm -rf stage ./*.vmdk
+  mkdir stage
+  cp -a /usr/share /usr/bin /usr/local stage/
+  mkdir -p stage/lib && cp -a /usr/lib/x86_64-linux-gnu stage/lib/ 2>/dev/null || true
+  $F flat base "$SIZE"
+  rm base-flat.vmdk
+  E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -t ext4 -U 0b5e0000-0000-4000-8000-000000000001 \
+    -E root_owner=0:0 -d stage base-flat.vmdk "$SIZE"
+  rm -rf stage
+  python3 - "$SIZE" "$SRC" > regions.sh <<'PY'
+import os, random, sys
+size, src = sys.argv[1], sys.argv[2]
+cap = int(size[:-1]) * {"G": 1 << 30, "M": 1 << 20}[size[-1]]
+srclen = os.path.getsize(src)
+r = random.Random(7)
+def spread(n, hi):
+    out, used = [], set()
+    while len(out) < n:
+        ln = r.randrange(4096, hi + 1, 4096); off = r.randrange(0, cap - ln, 4096)
+        if any(u in used for u in range(off >> 20, ((off + ln) >> 20) + 1)): continue
+        used.update(range(off >> 20, ((off + ln) >> 20) + 1)); out.append((off, ln))
+    return sorted(out)
+def real(o, l): return f"S:{o}:{l}:{r.randrange(0, srclen - l, 4096)}:{src}"
+mid = [f"Z:{o}:{l}" if r.random() < 0.05 else real(o, l) for o, l in spread(4000, 65536)]
+top = []
+for o, l in spread(4000, 262144):
+    k = r.random()
+    top.append(f"Z:{o}:{l}" if k < 0.03 else f"U:{o}:{l}" if k < 0.06 else real(o, l))
+print(f'MID="{" ".join(mid)}"'); print(f'TOP="{" ".join(top)}"')
+PY
+  . ./regions.sh
+  $F delta cowd mid base.vmdk $MID
+  $F delta sesparse top mid.vmdk $TOP
+  qemu-img convert -O raw top.vmdk flat.raw
+fi
+$V inspect top.vmdk
+DATA=$($V inspect --json top.vmdk | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["data_bytes"])')
+
+rm -rf borg restic out.vdar* q.raw q.raw.zst restored
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$DIR/restic RESTIC_CACHE_DIR=$DIR/restic-cache
+hyperfine --runs "$RUNS" --export-json backup.json \
+  --prepare "rm -rf borg restic restic-cache out.vdar q.raw q.raw.zst; borg init -q -e none borg; restic init -q >/dev/null" \
+  -n "vdar backup" "$V backup top.vmdk -o out.vdar" \
+  -n "borg create fixed 4M zstd,3" "borg create --chunker-params fixed,4194304 --compression zstd,3 borg::a flat.raw" \
+  -n "restic backup --stdin" "restic backup -q --stdin --stdin-filename flat.raw < flat.raw" \
+  -n "qemu-img convert + zstd -T0 -3" "qemu-img convert -O raw top.vmdk q.raw && zstd -q -T0 -3 q.raw -o q.raw.zst"
+
+# Sizes (from the last run of each).
+rm -rf borg restic restic-cache out.vdar q.raw q.raw.zst
+borg init -q -e none borg; borg create --chunker-params fixed,4194304 --compression zstd,3 borg::a flat.raw
+$V backup top.vmdk -o out.vdar --force 2> /dev/null
+zstd -q -T0 -3 flat.raw -o flat.raw.zst -f
+VDAR_SIZE=$(stat -c %s out.vdar); BORG_SIZE=$(du -sb borg | cut -f1); ZST_SIZE=$(stat -c %s flat.raw.zst)
+
+# Compression floor: the chain's allocated bytes at the machine's all-core zstd -3 speed,
+# measured on a file of exactly those bytes (vdar cat without the zero runs).
+python3 - "$DIR" <<'PY'
+import json, subprocess, sys
+d = sys.argv[1]
+PY
+$V cat top.vmdk -o - | tr -d '\000' | head -c 1 >/dev/null || true
+dd if=flat.raw of=sample.bin bs=1M count=1024 status=none
+ZSPEED=$(zstd -b3 -T0 sample.bin 2>&1 | tr '\r' '\n' | grep -oE '[0-9.]+ MB/s' | head -1 | cut -d' ' -f1)
+rm -f sample.bin
+
+# Peak RSS.
+rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
+RSS_BACKUP=$(rss $V backup top.vmdk -o out2.vdar)
+rm -f out2.vdar
+RSS_RESTORE=$(rss $V restore out.vdar --to restored --force)
+cmp restored/top/top.vmdk.raw flat.raw && echo "restore identical to qemu-img's flat image"
+
+hyperfine --runs "$RUNS" --export-json restore.json \
+  --prepare "rm -rf restored r.raw" \
+  -n "vdar restore" "$V restore out.vdar --to restored" \
+  -n "zstd -d" "zstd -q -d flat.raw.zst -o r.raw"
+
+python3 - "$DATA" "$ZSPEED" "$VDAR_SIZE" "$BORG_SIZE" "$ZST_SIZE" "$RSS_BACKUP" "$RSS_RESTORE" <<'PY'
+import json, sys
+data, zspeed, vsize, bsize, zsize, rssb, rssr = sys.argv[1:]
+data = int(data); zspeed = float(zspeed)
+b = {r["command"]: r["median"] for r in json.load(open("backup.json"))["results"]}
+r = {x["command"]: x["median"] for x in json.load(open("restore.json"))["results"]}
+v = b["vdar backup"]
+print(f"allocated (collapsed data) bytes: {data/2**30:.2f} GiB")
+for k, t in b.items():
+    print(f"  {k:<34} {t:8.2f} s  {data/t/1e6:8.1f} MB/s of allocated data  ({t/v:.2f}x vdar's time)")
+floor = data / (zspeed * 1e6)
+print(f"  compression floor (zstd -3 -T0 at {zspeed:.0f} MB/s): {floor:.2f} s; vdar is {100*(v/floor-1):+.0f}% over it")
+print(f"sizes: vdar archive {int(vsize)/2**20:.1f} MiB, borg repo {int(bsize)/2**20:.1f} MiB, zstd -3 of flat {int(zsize)/2**20:.1f} MiB")
+for k, t in r.items():
+    print(f"  {k:<34} {t:8.2f} s")
+print(f"peak RSS: backup {int(rssb)/1024:.0f} MiB, restore {int(rssr)/1024:.0f} MiB")
+PY
