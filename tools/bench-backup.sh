@@ -82,11 +82,6 @@ VDAR_SIZE=$(stat -c %s out.vdar); BORG_SIZE=$(du -sb borg | cut -f1); ZST_SIZE=$
 
 # Compression floor: the chain's allocated bytes at the machine's all-core zstd -3 speed,
 # measured on a file of exactly those bytes (vdar cat without the zero runs).
-python3 - "$DIR" <<'PY'
-import json, subprocess, sys
-d = sys.argv[1]
-PY
-$V cat top.vmdk -o - | tr -d '\000' | head -c 1 >/dev/null || true
 dd if=flat.raw of=sample.bin bs=1M count=1024 status=none
 ZSPEED=$(zstd -b3 -T0 sample.bin 2>&1 | tr '\r' '\n' | grep -oE '[0-9.]+ MB/s' | head -1 | cut -d' ' -f1)
 rm -f sample.bin
