@@ -21,7 +21,9 @@ DIR=${BENCH_DIR:-/var/tmp/vdar-bench-backup}
 cargo build -q --release --bin vdar --bin vdar-fixture
 V=$PWD/target/release/vdar
 F=$PWD/target/release/vdar-fixture
-SRC=$(ls -S /root/.rustup/toolchains/*/lib/librustc_driver-*.so /usr/lib/x86_64-linux-gnu/*.so* 2>/dev/null | head -1)
+# Real bytes for the redo logs: the largest shared library around (an ELF image, partly compressible).
+SRC=$(find /root/.rustup/toolchains /usr/lib/x86_64-linux-gnu -maxdepth 3 -name '*.so*' -type f \
+        -printf '%s %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2)
 mkdir -p "$DIR"; cd "$DIR"
 
 if [ ! -f top.vmdk ]; then
