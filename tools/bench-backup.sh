@@ -69,7 +69,7 @@ rm -rf borg restic out.vdar* q.raw q.raw.zst restored
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$DIR/restic RESTIC_CACHE_DIR=$DIR/restic-cache
 hyperfine --runs "$RUNS" --export-json backup.json \
-  --prepare "rm -rf borg restic restic-cache out.vdar q.raw q.raw.zst; borg init -q -e none borg; restic init -q >/dev/null" \
+  --prepare "rm -rf borg restic restic-cache out.vdar q.raw q.raw.zst; borg init -e none borg; restic init -q >/dev/null" \
   -n "vdar backup" "$V backup top.vmdk -o out.vdar" \
   -n "borg create fixed 4M zstd,3" "borg create --chunker-params fixed,4194304 --compression zstd,3 borg::a flat.raw" \
   -n "restic backup --stdin" "restic backup -q --stdin --stdin-filename flat.raw < flat.raw" \
@@ -77,7 +77,7 @@ hyperfine --runs "$RUNS" --export-json backup.json \
 
 # Sizes (from the last run of each).
 rm -rf borg restic restic-cache out.vdar q.raw q.raw.zst
-borg init -q -e none borg; borg create --chunker-params fixed,4194304 --compression zstd,3 borg::a flat.raw
+borg init -e none borg; borg create --chunker-params fixed,4194304 --compression zstd,3 borg::a flat.raw
 $V backup top.vmdk -o out.vdar --force 2> /dev/null
 zstd -q -T0 -3 flat.raw -o flat.raw.zst -f
 VDAR_SIZE=$(stat -c %s out.vdar); BORG_SIZE=$(du -sb borg | cut -f1); ZST_SIZE=$(stat -c %s flat.raw.zst)
