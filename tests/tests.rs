@@ -4,6 +4,7 @@
 //! - sparse: KDMV sparse extents (monolithic, split, both streamOptimized layouts) vs qemu-img
 //! - cowd: vmfsSparse (COWD) deltas vs qemu-img
 //! - sesparse: SEsparse deltas vs qemu-img
+//! - oracle_libvmdk: sparse chain, COWD chain, VMware streamOptimized vs libvmdk (vmdkmount)
 //! - sample: the bundled sample VM, .vmx/.vmsd selection
 //! - archive: backup/restore round trips, determinism, golden vector, damage, hostile archives
 //! - backup: the archive commands end to end against qemu-img, pipes, damage, salvage
@@ -14,6 +15,7 @@ mod archive;
 mod backup;
 mod chain;
 mod cowd;
+mod oracle_libvmdk;
 mod sample;
 mod sesparse;
 mod sparse;

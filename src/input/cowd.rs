@@ -12,6 +12,9 @@
 //! - every non-zero GD entry names a 16 KiB grain table (GT) inside the file that overlaps neither
 //!   the header nor the GD. GD validation is eager because the GD is read whole anyway and a bad
 //!   entry should fail the backup before any data is streamed.
+//! - no two tables, no grain and table, and no two grains share a sector of the file: `open` walks
+//!   every table once to prove it (`check_storage`, formats/COWD.md §2), since reading on would
+//!   silently return one grain's bytes for another.
 //!
 //! Grain table entries are validated lazily, when [`ExtentMap::map`] first walks over them: the
 //! tables are spread across the file and reading them all at open would double the metadata I/O.
@@ -23,6 +26,7 @@
 
 use std::sync::Arc;
 
+use super::claims::{meta_overlap_error, round_up, Meta, MetaRange, MetaRanges, UnitBitmap};
 use super::source::le_u32;
 use super::{ByteSource, ExtentMap, FileId, FileTable, Run, Source, SECTOR};
 use crate::error::{Error, Result};
@@ -285,7 +289,20 @@ pub fn open(files: &FileTable, file: FileId) -> Result<CowdExtent> {
         }
     }
     ext.raw = vec![0u8; GT_BYTES as usize];
+    ext.check_storage()?;
     Ok(ext)
+}
+
+/// One allocated grain as seen by [`CowdExtent::walk_grains`].
+#[derive(Clone, Copy, Debug)]
+struct GrainAt {
+    /// Grain index in the extent.
+    grain: u64,
+    /// Byte offset of its grain table entry.
+    entry_at: u64,
+    /// Byte range of its live sectors in the file.
+    start: u64,
+    end: u64,
 }
 
 impl CowdExtent {
@@ -317,6 +334,141 @@ impl CowdExtent {
             return Err(format!(
                 "(bytes {start:#x}..{end:#x}) overlaps the grain directory"
             ));
+        }
+        Ok(())
+    }
+
+    /// Proves at open that no two allocated things share storage (formats/COWD.md §5): grain
+    /// tables against each other, grains against the tables, grains against each other. GTs and
+    /// grains are both appended at `freeSector`, so they share one space and every pair matters.
+    ///
+    /// Cost: one extra read of every grain table (16 KiB per 2 MiB of capacity with ESX's
+    /// 512-byte grains) and one bit per sector of the file, dropped when `open` returns (25 MiB
+    /// for a 100 GiB delta; capped by [`super::claims::MAX_CLAIM_BITMAP_BYTES`]). Sectors are the
+    /// unit because grains may start at any sector. Entries that `map` would reject anyway
+    /// (outside the file, on the header or GD) are skipped here so that `map` reports them with
+    /// the lba that reaches them, as before.
+    fn check_storage(&mut self) -> Result<()> {
+        let (gs, ge) = self.gd_range;
+        let mut ranges = vec![
+            MetaRange {
+                start: 0,
+                end: HEADER_BYTES,
+                what: Meta::Header,
+            },
+            MetaRange {
+                start: gs,
+                end: round_up(ge, SECTOR),
+                what: Meta::Gd,
+            },
+        ];
+        for (i, &gde) in self.gd.iter().enumerate() {
+            if gde != 0 {
+                let start = u64::from(gde) * SECTOR;
+                ranges.push(MetaRange {
+                    start,
+                    end: start + GT_BYTES,
+                    what: Meta::Gt {
+                        index: i as u64,
+                        entry_at: gs + 4 * i as u64,
+                    },
+                });
+            }
+        }
+        let meta =
+            MetaRanges::new(ranges).map_err(|(a, b)| meta_overlap_error(self.src.path(), a, b))?;
+        let mut sectors = UnitBitmap::new(self.src.path(), self.file_len.div_ceil(SECTOR), SECTOR)?;
+        let mut raw = std::mem::take(&mut self.raw);
+        let mut conflict = None;
+        let walked = self.walk_grains(&mut raw, |c| {
+            if let Some(m) = meta.find(c.start, c.end) {
+                return Err(Error::corrupt(
+                    self.src.path(),
+                    c.entry_at,
+                    format!(
+                        "grain table entry for grain {}: grain at bytes {:#x}..{:#x} overlaps {} \
+                         at bytes {:#x}..{:#x}",
+                        c.grain, c.start, c.end, m.what, m.start, m.end
+                    ),
+                ));
+            }
+            match sectors.claim(c.start / SECTOR, c.end.div_ceil(SECTOR)) {
+                Some(s) => {
+                    conflict = Some((c, s));
+                    Ok(false)
+                }
+                None => Ok(true),
+            }
+        });
+        let result = walked.and_then(|()| match conflict {
+            None => Ok(()),
+            Some((c, s)) => {
+                // The bitmap does not know the owner: walk again to the first grain on sector s.
+                let mut owner = None;
+                self.walk_grains(&mut raw, |o| {
+                    if o.start / SECTOR <= s && s < o.end.div_ceil(SECTOR) {
+                        owner = Some(o);
+                        return Ok(false);
+                    }
+                    Ok(true)
+                })?;
+                let o = owner.expect("invariant: the sector was claimed by an earlier grain");
+                Err(Error::corrupt(
+                    self.src.path(),
+                    c.entry_at,
+                    format!(
+                        "grain table entry for grain {}: grain at bytes {:#x}..{:#x} overlaps \
+                         grain {} at bytes {:#x}..{:#x} (entry at byte {:#x})",
+                        c.grain, c.start, c.end, o.grain, o.start, o.end, o.entry_at
+                    ),
+                ))
+            }
+        });
+        self.raw = raw;
+        result
+    }
+
+    /// Calls `f` for every allocated grain (GTE >= 2) inside the capacity whose storage passes
+    /// [`Self::check_area`], in directory order, until `f` returns false. Reads each grain table
+    /// into `raw`; allocates nothing.
+    fn walk_grains(
+        &self,
+        raw: &mut [u8],
+        mut f: impl FnMut(GrainAt) -> Result<bool>,
+    ) -> Result<()> {
+        let g = u64::from(self.header.grain_size);
+        let cap = self.capacity_sectors();
+        for (gd_index, &gde) in self.gd.iter().enumerate() {
+            if gde == 0 {
+                continue;
+            }
+            let gt_at = u64::from(gde) * SECTOR;
+            self.src.read_exact_at(raw, gt_at)?;
+            let first = gd_index as u64 * GT_ENTRIES;
+            for (idx, c) in raw.chunks_exact(4).enumerate() {
+                let grain = first + idx as u64;
+                if grain * g >= cap {
+                    break;
+                }
+                let gte = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                if gte <= GTE_ZERO {
+                    continue;
+                }
+                let live = g.min(cap - grain * g) * SECTOR;
+                let start = u64::from(gte) * SECTOR;
+                if self.check_area(start, live).is_err() {
+                    continue;
+                }
+                let at = GrainAt {
+                    grain,
+                    entry_at: gt_at + 4 * idx as u64,
+                    start,
+                    end: start + live,
+                };
+                if !f(at)? {
+                    return Ok(());
+                }
+            }
         }
         Ok(())
     }
@@ -751,6 +903,92 @@ mod tests {
         assert_eq!(corrupt_at(ext.map(5, 4091).unwrap_err()), gt + 5 * 4);
         assert_eq!(corrupt_at(ext.map(6, 4090).unwrap_err()), gt + 6 * 4);
         assert!(ext.map(7, 4089).is_ok());
+    }
+
+    fn corrupt_what(e: Error) -> (u64, String) {
+        match e {
+            Error::Corrupt { offset, what, .. } => (offset, what),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shared_storage_is_refused_at_open() {
+        // Two tables (grains 0-15 and 4096-4111), grain size 1.
+        let good = image(2 * 4096, 1, &[data(0, 16), data(4096, 16)]);
+        let gt0 = u64::from(le_u32(&good, 2048)) * SECTOR;
+        let gt1 = u64::from(le_u32(&good, 2052)) * SECTOR;
+        let entry = |gt: u64, i: u64| (gt + 4 * i) as usize;
+        let open_bytes = |b: Vec<u8>| {
+            let (files, id) = table(b);
+            open(&files, id).map(|_| ())
+        };
+        open_bytes(good.clone()).expect("the fixture is sound");
+
+        // (a) Grain 9 names grain 3's sector: blamed at grain 9's entry, naming grain 3.
+        let mut b = good.clone();
+        put(&mut b, entry(gt0, 9), le_u32(&good, entry(gt0, 3)));
+        let (at, what) = corrupt_what(open_bytes(b).unwrap_err());
+        assert_eq!(at, gt0 + 9 * 4, "{what}");
+        assert!(
+            what.contains("grain 9") && what.contains("grain 3 "),
+            "{what}"
+        );
+        // Across tables: grain 4100 (in GT 1) names grain 2's sector.
+        let mut b = good.clone();
+        put(&mut b, entry(gt1, 4), le_u32(&good, entry(gt0, 2)));
+        let (at, what) = corrupt_what(open_bytes(b).unwrap_err());
+        assert_eq!(at, gt1 + 4 * 4, "{what}");
+
+        // (b) A grain inside a grain table (its last sector).
+        let mut b = good.clone();
+        put(
+            &mut b,
+            entry(gt0, 5),
+            ((gt1 + GT_BYTES) / SECTOR - 1) as u32,
+        );
+        let (at, what) = corrupt_what(open_bytes(b).unwrap_err());
+        assert_eq!(at, gt0 + 5 * 4, "{what}");
+        assert!(what.contains("grain table 1"), "{what}");
+
+        // (c) Two directory entries naming the same table, and overlapping tables.
+        for shift in [0, 1] {
+            let mut b = good.clone();
+            put(&mut b, 2052, (gt0 / SECTOR + shift) as u32);
+            let (at, what) = corrupt_what(open_bytes(b).unwrap_err());
+            assert_eq!(at, 2052, "shift {shift}: {what}");
+            assert!(what.contains("grain table 0"), "{what}");
+        }
+    }
+
+    #[test]
+    fn partially_overlapping_grains_are_refused() {
+        // Grain size 16: grain 1 starting one sector into grain 0 shares 15 sectors with it.
+        let good = image(4096 * 16, 16, &[data(0, 32)]);
+        let gt = u64::from(le_u32(&good, 2048)) * SECTOR;
+        let mut b = good.clone();
+        put(&mut b, (gt + 4) as usize, le_u32(&good, gt as usize) + 1);
+        let (files, id) = table(b);
+        let (at, what) = corrupt_what(open(&files, id).unwrap_err());
+        assert_eq!(at, gt + 4, "{what}");
+        assert!(what.contains("grain 0 "), "{what}");
+        // Grains that merely touch are fine (that is what the writer does).
+        let (files, id) = table(good);
+        open(&files, id).unwrap();
+    }
+
+    #[test]
+    fn map_is_idempotent_after_the_check() {
+        // The claims are made once at open: mapping the same grain again and again, in pieces,
+        // as the chain collapse does, never trips them.
+        let (files, id) = table(image(4096 * 8, 8, &[data(0, 64)]));
+        let mut ext = open(&files, id).unwrap();
+        for _ in 0..3 {
+            for lba in 0..16 {
+                ext.map(lba, 1).unwrap();
+            }
+            ext.map(0, 64).unwrap();
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! Units: inside this module positions and lengths are 512-byte sectors ([`SECTOR`]); file offsets
 //! in [`Source`] are bytes.
 
+pub(crate) mod claims;
 pub mod cowd;
 pub mod descriptor;
 pub mod flat;

@@ -112,7 +112,11 @@ fn parse_region(s: &str) -> Result<Region> {
         let f = fs::File::open(path).with_context(|| path.to_string())?;
         f.read_exact_at(&mut buf, parse_num(src)?)
             .with_context(|| format!("{path}: read {len} bytes at {src}"))?;
-        return Ok(Region { offset, len, content: Content::Data(buf) });
+        return Ok(Region {
+            offset,
+            len,
+            content: Content::Data(buf),
+        });
     }
     let content = match (parts[0], parts.get(3)) {
         ("D", Some(seed)) => {
