@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn vmx_rewrite_points_at_base() {
-        let vmx = ".encoding = \"UTF-8\"\nscsi0:0.present = \"TRUE\"\n\
+        let vmx = ".encoding = \"UTF-8\"\nscsi0.present = \"TRUE\"\nscsi0:0.present = \"TRUE\"\n\
                    scsi0:0.fileName = \"vm-000002.vmdk\"\ncheckpoint.vmState = \"vm.vmsn\"\n\
                    memSize = \"1024\"\n";
         let out =
