@@ -6,7 +6,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::chain::vmfs_base;
 use crate::sample::extract_sample;
 use crate::util::*;
 

@@ -48,7 +48,10 @@ fn sample_archive(d: &Path) -> PathBuf {
 fn odd_archive(d: &Path) -> PathBuf {
     let disk = d.join("odd.vmdk");
     // 10 MiB + 3 sectors.
-    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "10487296"]);
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "vmdk", s(&disk), "10487296"],
+    );
     qemu_io(
         &disk,
         &[
@@ -154,7 +157,10 @@ fn vmdk_output_is_an_esx_datastore_folder() {
     let desc = fs::read_to_string(vm.join("sample.vmdk")).unwrap();
     assert!(desc.contains("createType=\"vmfs\""), "{desc}");
     assert!(desc.contains("parentCID=ffffffff\n"));
-    assert!(desc.contains("RW 524288 VMFS \"sample-flat.vmdk\"\n"), "{desc}");
+    assert!(
+        desc.contains("RW 524288 VMFS \"sample-flat.vmdk\"\n"),
+        "{desc}"
+    );
     let cid = desc
         .lines()
         .find_map(|l| l.strip_prefix("CID="))
@@ -244,7 +250,10 @@ fn mf_lines(mf: &str) -> Vec<(String, String)> {
     mf.lines()
         .map(|l| {
             let (name, hex) = l.split_once(")= ").unwrap();
-            (name.strip_prefix("SHA256(").unwrap().to_string(), hex.into())
+            (
+                name.strip_prefix("SHA256(").unwrap().to_string(),
+                hex.into(),
+            )
         })
         .collect()
 }
@@ -323,12 +332,18 @@ fn ova_lists_hashes_and_describes_the_vm() {
     assert!(mem.contains("<rasd:VirtualQuantity>2048<"), "{mem}");
     assert!(mem.contains("byte * 2^20"));
     let scsi = item_with("<rasd:ResourceType>6<");
-    assert!(scsi.contains("<rasd:ResourceSubType>VirtualSCSI<"), "{scsi}");
+    assert!(
+        scsi.contains("<rasd:ResourceSubType>VirtualSCSI<"),
+        "{scsi}"
+    );
     let disk = item_with("<rasd:ResourceType>17<");
     assert!(disk.contains("ovf:/disk/vmdisk1"));
     assert!(disk.contains("<rasd:AddressOnParent>0<"));
     let nic = item_with("<rasd:ResourceType>10<");
-    assert!(nic.contains("VmxNet3") && nic.contains("VM Network"), "{nic}");
+    assert!(
+        nic.contains("VmxNet3") && nic.contains("VM Network"),
+        "{nic}"
+    );
     assert!(ovf.contains("vmx-13"));
     assert!(ovf.contains("<Network ovf:name=\"VM Network\">"));
 }

@@ -34,7 +34,7 @@ enum Sink {
     Raw(RawSink),
     Other(Box<dyn DiskSink>),
     /// An OVA member being spooled.
-    Spool(StreamSink<HashWriter<File>>),
+    Spool(Box<StreamSink<HashWriter<File>>>),
 }
 
 impl Sink {
@@ -42,7 +42,7 @@ impl Sink {
         match self {
             Sink::Raw(s) => s,
             Sink::Other(s) => s.as_mut(),
-            Sink::Spool(s) => s,
+            Sink::Spool(s) => s.as_mut(),
         }
     }
 }
@@ -361,12 +361,12 @@ impl FsTarget {
                         let spool = unlinked(&scratch_dir, &format!("ova-{i}"))?;
                         let path = vdir.as_ref().map(|d| d.join(format!("{}.ova", vm.name)));
                         let mut o = Out::new(
-                            Sink::Spool(StreamSink::new(
+                            Sink::Spool(Box::new(StreamSink::new(
                                 HashWriter::new(spool),
                                 format!("OVA member {member}"),
                                 cap,
                                 text,
-                            )?),
+                            )?)),
                             path,
                         );
                         o.member = Some(member);
