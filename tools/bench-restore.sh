@@ -6,7 +6,8 @@
 # and zero 4 KiB blocks) in 4 MiB extents. Backs it up (`vdar backup`, zstd level 3) and
 # compresses the raw image with `zstd -3` for the reference. Then, with hyperfine (warm page
 # cache, median of $RUNS):
-#   raw, vmdk   vs  `zstd -d` of the same raw image (both write a sparse file of $SIZE);
+#   raw, vmdk   vs  `zstd -d` of the same raw image (both write a sparse file of $SIZE); vdar
+#               fsyncs what it restored, so `zstd -d` followed by `sync FILE` is timed too;
 #   stream, ova vs  `qemu-img convert -O vmdk -o subformat=streamOptimized` of the same disk.
 # Every output is checked against the source with qemu-img before timing.
 set -euo pipefail
@@ -43,12 +44,14 @@ for f in vmdk sparse stream; do
 done
 tar -xOf chk/ova/base/base.ova base-disk1.vmdk > chk/ova.vmdk
 qemu-img convert -O raw chk/ova.vmdk chk/back.raw && cmp chk/back.raw src.raw
-ls -l chk/stream/base/base.vmdk chk/ova/base/base.ova
+qemu-img convert -O vmdk -o subformat=streamOptimized base.vmdk chk/q.vmdk
+ls -l chk/stream/base/base.vmdk chk/ova/base/base.ova chk/q.vmdk
 rm -rf chk
 echo "all outputs read back identical"
 
 hyperfine --runs "$RUNS" --warmup 1 --export-json bench-raw.json --prepare "rm -rf out z.raw" \
   -n "zstd -d" "zstd -q -d -f src.raw.zst -o z.raw" \
+  -n "zstd -d, then sync the file" "zstd -q -d -f src.raw.zst -o z.raw && sync z.raw" \
   -n "vdar restore raw" "$V restore a.vdar --to out" \
   -n "vdar restore vmdk" "$V restore a.vdar --to out --format vmdk"
 
@@ -57,7 +60,6 @@ hyperfine --runs "$RUNS" --warmup 1 --export-json bench-stream.json --prepare "r
   -n "vdar restore stream" "$V restore a.vdar --to out --format stream" \
   -n "vdar restore ova" "$V restore a.vdar --to out --format ova" \
   -n "vdar restore ova to stdout" "$V restore a.vdar --to - --format ova > /dev/null"
-ls -l q.vmdk
 
 python3 - <<'PY'
 import json
