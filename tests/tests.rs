@@ -8,6 +8,7 @@
 //! - sample: the bundled sample VM, .vmx/.vmsd selection
 //! - archive: backup/restore round trips, determinism, golden vector, damage, hostile archives
 //! - backup: the archive commands end to end against qemu-img, pipes, damage, salvage
+//! - esx: restore to vmdk (ESX layout), sparse, stream, ova; qemu-img/vmdkinfo/xmllint oracles
 
 #[macro_use]
 mod util;
@@ -15,6 +16,7 @@ mod archive;
 mod backup;
 mod chain;
 mod cowd;
+mod esx;
 mod oracle_libvmdk;
 mod sample;
 mod sesparse;

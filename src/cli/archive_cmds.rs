@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use vdar::restore::{restore_seekable, restore_stream, RestoreOptions};
+use vdar::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
 
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
 
@@ -38,20 +38,33 @@ fn stdin() -> BufReader<io::StdinLock<'static>> {
 
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let opts = RestoreOptions {
+        format: args.format.into(),
         vm: args.vm.clone(),
         disk: args.disk.clone(),
         force: args.force,
         salvage: args.salvage,
     };
-    std::fs::create_dir_all(&args.to)
-        .with_context(|| format!("{}: cannot create", args.to.display()))?;
+    let dest = if args.to == Path::new("-") {
+        // Stdout is line-buffered; an image is not lines.
+        Dest::Writer(Box::new(io::BufWriter::with_capacity(
+            1 << 20,
+            io::stdout(),
+        )))
+    } else {
+        std::fs::create_dir_all(&args.to)
+            .with_context(|| format!("{}: cannot create", args.to.display()))?;
+        Dest::Dir(args.to.clone())
+    };
     let report = if args.archive == Path::new("-") {
-        restore_stream(&mut stdin(), &args.to, &opts)?
+        restore_stream_to(&mut stdin(), dest, &opts)?
     } else {
         let mut f = BufReader::with_capacity(1 << 20, open(&args.archive)?);
-        restore_seekable(&mut f, &args.to, &opts)?
+        restore_seekable_to(&mut f, dest, &opts)?
     };
-    if args.json {
+    if args.json && args.to == Path::new("-") {
+        // Stdout carries the image.
+        eprintln!("{}", serde_json::to_string_pretty(&report)?);
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for d in &report.disks {

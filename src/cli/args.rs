@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// vdar: streaming archiver for VMware VM disks.
 #[derive(Debug, Parser)]
@@ -63,15 +63,49 @@ pub struct BackupArgs {
     pub chain: ChainArgs,
 }
 
+/// Output format of `restore`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// DIR/<vm>/<disk>.raw images (holes kept) and the VM's files as archived.
+    Raw,
+    /// ESX datastore layout: DIR/<vm>/<base>.vmdk (createType vmfs) + <base>-flat.vmdk (sparse
+    /// file), and the .vmx pointed at them with snapshot references removed.
+    Vmdk,
+    /// monolithicSparse DIR/<vm>/<base>.vmdk (hosted products, vmkfstools -i) and the .vmx.
+    Sparse,
+    /// streamOptimized DIR/<vm>/<base>.vmdk in VMware's layout (what ESX ingests from OVF).
+    Stream,
+    /// DIR/<vm>/<vm>.ova: OVF descriptor, streamOptimized disks, SHA256 manifest.
+    Ova,
+}
+
+impl From<FormatArg> for vdar::restore::Format {
+    fn from(f: FormatArg) -> Self {
+        use vdar::restore::Format;
+        match f {
+            FormatArg::Raw => Format::Raw,
+            FormatArg::Vmdk => Format::Vmdk,
+            FormatArg::Sparse => Format::Sparse,
+            FormatArg::Stream => Format::Stream,
+            FormatArg::Ova => Format::Ova,
+        }
+    }
+}
+
 /// Options of the archive-reading commands (shared with `vdar-restore`).
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The archive, or `-` for stdin (one pass, no seeking).
     #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
-    /// Target directory (created if missing); nothing is written outside it.
-    #[arg(long, value_name = "DIR")]
+    /// Target directory (created if missing); nothing is written outside it. `-` writes one
+    /// stream or OVA to stdout: `--format stream` with exactly one disk selected, or
+    /// `--format ova` with exactly one VM.
+    #[arg(long, value_name = "DIR|-")]
     pub to: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Raw)]
+    pub format: FormatArg,
     /// Only this VM.
     #[arg(long, value_name = "NAME")]
     pub vm: Option<String>,

@@ -1,6 +1,14 @@
-//! Restore: archive in, raw disk images and VM files out; also the engine behind `verify`.
+//! Restore: archive in, disk images (raw, ESX VMDK, monolithicSparse, streamOptimized, OVA)
+//! and VM files out; also the engine behind `verify`.
 //!
-//! Output layout: `DIR/<vm>/<disk>.raw` for each disk and `DIR/<vm>/<file>` for each VM file.
+//! Output layout per [`Format`]: `raw` writes `DIR/<vm>/<disk>.raw` for each disk and
+//! `DIR/<vm>/<file>` for each VM file. `vmdk` writes the ESX datastore layout,
+//! `DIR/<vm>/<base>.vmdk` (createType vmfs) with `<base>-flat.vmdk`, and the .vmx pointed at
+//! them; `sparse` the same with monolithicSparse disks; `stream` writes
+//! `DIR/<vm>/<base>.vmdk` streamOptimized; `ova` writes `DIR/<vm>/<vm>.ova`. `<base>` is the
+//! name of the disk's base layer before its snapshots. [`Dest::Writer`] sends one stream or
+//! one OVA to a pipe instead. Every disk goes through a [`DiskSink`] in disk order.
+//!
 //! Names come from the manifest and are re-validated ([`crate::archive::manifest::check_name`]): no separators, no `.`/`..`,
 //! no control characters or NUL, so nothing is ever written outside `DIR`; existing files are
 //! refused unless `force`, and files are opened with `O_NOFOLLOW` so a planted symlink cannot
@@ -9,10 +17,12 @@
 //!
 //! References (deduplicated chunks) in a one-pass restore are resolved by reading the earlier
 //! chunk back from the output already written at the recorded disk/offset and checking its
-//! BLAKE3 against the reference. Chunks of disks that are not being restored (a `vm`/`disk`
-//! filter) are kept in an unlinked scratch file inside `DIR` for that purpose, because a later
-//! selected disk may refer to them; prefer [`restore_seekable`] for filtered restores, which
-//! reads referenced chunks straight from the archive.
+//! BLAKE3 against the reference. Outputs that cannot be read back (sparse, stream, OVA) and
+//! disks that are not being restored (a `vm`/`disk` filter) keep their chunks in an unlinked
+//! sparse scratch file per disk inside `DIR` (the temp directory for [`Dest::Writer`]) for
+//! that purpose: disk space up to the data restored, no memory. Prefer [`restore_seekable`]
+//! when the archive is a file: it reads referenced chunks straight from the archive and needs
+//! no scratch space.
 //!
 //! Damage: without `salvage` the first damaged record is an error naming VM, disk and byte
 //! range. With `salvage`, damaged records are skipped, everything intact is restored, and the
@@ -20,10 +30,15 @@
 //! record; the lost range then runs from the end of the last good record to the start of the
 //! next one, which may include ranges that were zeros (they were not stored, so nothing says).
 
+mod ova;
 mod raw;
+mod sink;
+mod sparse;
+mod stream;
+mod vmdk;
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -35,11 +50,54 @@ use crate::archive::manifest::Manifest;
 use crate::archive::reader::{decode_ref, Event, StreamReader};
 use crate::error::{Error, Result};
 
+pub use ova::HashWriter;
 pub use raw::FsTarget;
+pub use sink::{DiskSink, RawSink};
+pub use sparse::SparseSink;
+pub use stream::{StreamSink, StreamSummary};
+
+/// The output format of a restore.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Raw images with holes (`<disk>.raw`).
+    #[default]
+    Raw,
+    /// ESX datastore layout: vmfs descriptor + sparse `-flat.vmdk`, and the rewritten .vmx.
+    Vmdk,
+    /// monolithicSparse (hosted products, `vmkfstools -i`), and the rewritten .vmx.
+    Sparse,
+    /// streamOptimized in VMware's layout (GD at the end, footer, EOS marker).
+    Stream,
+    /// An OVA: OVF descriptor, streamOptimized disks, SHA256 manifest.
+    Ova,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Raw => "raw",
+            Format::Vmdk => "vmdk",
+            Format::Sparse => "sparse",
+            Format::Stream => "stream",
+            Format::Ova => "ova",
+        })
+    }
+}
+
+/// Where a restore writes.
+pub enum Dest {
+    /// Files under this directory (created if missing; its parent must exist).
+    Dir(PathBuf),
+    /// A single stream (`Format::Stream`, exactly one disk selected) or OVA (`Format::Ova`,
+    /// exactly one VM selected), e.g. standard output. Scratch files go to the temp directory.
+    Writer(Box<dyn Write + Send>),
+}
 
 /// What to restore and how.
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
+    /// Output format.
+    pub format: Format,
     /// Only this VM.
     pub vm: Option<String>,
     /// Only this disk (by name; within `vm` if given).
@@ -550,10 +608,19 @@ pub fn restore_stream(
     target_dir: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
+    restore_stream_to(input, Dest::Dir(target_dir.to_path_buf()), opts)
+}
+
+/// [`restore_stream`] to any [`Dest`].
+pub fn restore_stream_to(
+    input: &mut dyn Read,
+    dest: Dest,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
     let mut reader = StreamReader::new(input, true)?;
     let manifest = reader.manifest.clone();
     let sel = Selection::new(&manifest, opts)?;
-    let mut target = FsTarget::create(target_dir, &manifest, &sel, opts.force)?;
+    let mut target = FsTarget::create(dest, &manifest, &sel, opts.force, opts.format, true)?;
     let mut book = Book::new(&manifest, sel, opts.salvage);
     replay(
         &mut reader,
@@ -617,6 +684,15 @@ pub fn restore_seekable(
     target_dir: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
+    restore_seekable_to(input, Dest::Dir(target_dir.to_path_buf()), opts)
+}
+
+/// [`restore_seekable`] to any [`Dest`].
+pub fn restore_seekable_to(
+    input: &mut dyn ReadSeek,
+    dest: Dest,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
     let mut ar = match SeekableArchive::open(input) {
         Ok(a) => a,
         Err(e)
@@ -626,7 +702,7 @@ pub fn restore_seekable(
             input
                 .seek(std::io::SeekFrom::Start(0))
                 .map_err(|e| Error::io("archive input", Some(0), e))?;
-            let mut r = restore_stream(input, target_dir, opts)?;
+            let mut r = restore_stream_to(input, dest, opts)?;
             r.damage.insert(
                 0,
                 Damage {
@@ -645,7 +721,7 @@ pub fn restore_seekable(
     };
     let manifest = ar.manifest.clone();
     let sel = Selection::new(&manifest, opts)?;
-    let mut target = FsTarget::create(target_dir, &manifest, &sel, opts.force)?;
+    let mut target = FsTarget::create(dest, &manifest, &sel, opts.force, opts.format, false)?;
     let mut book = Book::new(&manifest, sel, opts.salvage);
     let ndisks = book.names.len();
     let chunks: HashMap<(u32, u64), usize> = ar

@@ -1,34 +1,101 @@
-//! The file-system restore target: raw images with holes, VM files, and the scratch file for
-//! references into disks that are not being restored.
+//! The file-system restore target: one [`DiskSink`] per selected disk in the chosen
+//! [`Format`], the VM's small files (verbatim, rewritten or held for the OVF), and the scratch
+//! files that let a one-pass restore resolve references.
 //!
 //! Every path is `DIR/<vm>/<name>` with names checked by [`check_name`]; directories that exist
 //! must be real directories (not symlinks) and files are opened with `O_NOFOLLOW`, so a restore
 //! never writes outside `DIR`. All outputs are created before the first chunk is written, so a
 //! refusal to overwrite happens before any work. I/O errors (ENOSPC, EIO) name the file and the
 //! byte offset.
+//!
+//! References in a one-pass restore are resolved by reading the earlier chunk back. Raw images
+//! and ESX flat extents are read directly. Compressed or re-laid-out outputs (sparse, stream,
+//! OVA) and disks not being restored cannot be read back, so their chunks are also written to
+//! an unlinked sparse scratch file per disk (at their disk offset: no map in memory, zeros cost
+//! nothing). Seekable restores read referenced chunks from the archive and never need one.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{RestoreReport, Selection, Target};
+use super::ova::{self, HashWriter, OvaDisk};
+use super::sink::{DiskSink, RawSink};
+use super::sparse::SparseSink;
+use super::stream::StreamSink;
+use super::vmdk::{check_disk, descriptor, disk_stems, fresh_cid, rewrite_vmx};
+use super::{Dest, Format, RestoreReport, Selection, Target};
 use crate::archive::manifest::{check_name, raw_name, Manifest};
 use crate::error::{Error, Result};
+use crate::input::vmx::VmxFile;
 
-/// Chunks of unselected disks kept for later references: the unlinked file, (disk, offset) →
-/// (scratch offset, length), and the file's end.
-type Scratch = (File, HashMap<(u32, u64), (u64, u64)>, u64);
+/// The sink of one disk.
+enum Sink {
+    Raw(RawSink),
+    Other(Box<dyn DiskSink>),
+    /// An OVA member being spooled.
+    Spool(Box<StreamSink<HashWriter<File>>>),
+}
 
-/// Raw images and VM files under one directory.
+impl Sink {
+    fn as_dyn(&mut self) -> &mut dyn DiskSink {
+        match self {
+            Sink::Raw(s) => s,
+            Sink::Other(s) => s.as_mut(),
+            Sink::Spool(s) => s.as_mut(),
+        }
+    }
+}
+
+/// One selected disk's output.
+struct Out {
+    sink: Sink,
+    /// Bytes handed to the sink so far (ordered sinks).
+    pos: u64,
+    /// The file the report names (None for stdout).
+    path: Option<PathBuf>,
+    /// A text file written once the image is complete (the vmfs descriptor).
+    after: Option<(PathBuf, String)>,
+    /// OVA member name.
+    member: Option<String>,
+}
+
+/// Per disk ordinal.
+struct DiskOut {
+    vm: usize,
+    name: String,
+    capacity: u64,
+    out: Option<Out>,
+    /// Copy of the chunks for later references (one-pass restores only).
+    scratch: Option<File>,
+}
+
+/// Where an OVA goes.
+enum OvaDest {
+    File(PathBuf, BufWriter<File>),
+    Writer(Box<dyn Write + Send>),
+}
+
+/// Per VM.
+struct VmOut {
+    name: String,
+    /// Its directory, if selected and writing to a directory.
+    dir: Option<PathBuf>,
+    /// `.vmx` rewrites: (device, new descriptor name).
+    disk_files: Vec<(String, String)>,
+    /// The archived .vmx, kept for the OVF.
+    vmx: Option<(String, String)>,
+    ova: Option<OvaDest>,
+    ova_disks: Vec<OvaDisk>,
+}
+
+/// Restored images and VM files under one directory, or one stream/OVA to a writer.
 pub struct FsTarget {
-    /// Per disk ordinal: the open image, if selected.
-    disks: Vec<Option<(PathBuf, File)>>,
-    /// Per VM: its directory, if selected.
-    vm_dirs: Vec<Option<PathBuf>>,
+    disks: Vec<DiskOut>,
+    vms: Vec<VmOut>,
+    format: Format,
     force: bool,
-    /// Chunks of unselected disks: (disk, offset) → (scratch offset, length).
-    scratch: Option<Scratch>,
+    created: u64,
 }
 
 fn open_out(path: &Path, force: bool) -> Result<File> {
@@ -51,6 +118,14 @@ fn open_out(path: &Path, force: bool) -> Result<File> {
     })
 }
 
+/// An unlinked file in `dir`: nothing is left behind even if the restore is killed.
+fn unlinked(dir: &Path, tag: &str) -> Result<File> {
+    let p = dir.join(format!(".vdar-{tag}-{}", std::process::id()));
+    let f = open_out(&p, false)?;
+    std::fs::remove_file(&p).map_err(|e| Error::io(&p, None, e))?;
+    Ok(f)
+}
+
 /// Creates `dir` if needed and refuses anything but a real directory.
 fn real_dir(dir: &Path) -> Result<()> {
     match std::fs::symlink_metadata(dir) {
@@ -66,121 +141,377 @@ fn real_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// What happens to a VM file in each format.
+#[derive(PartialEq)]
+enum FileAction {
+    Write,
+    /// The .vmx, pointed at the restored disks.
+    Rewrite,
+    /// Kept in memory for the OVF.
+    Hold,
+    Skip,
+}
+
+fn file_action(format: Format, name: &str) -> FileAction {
+    let lower = name.to_ascii_lowercase();
+    let is_vmx = lower.ends_with(".vmx");
+    match format {
+        Format::Raw => FileAction::Write,
+        // The chain's descriptors and the snapshot dictionary describe snapshots that no
+        // longer exist (and a descriptor could collide with the restored one).
+        Format::Vmdk | Format::Sparse if is_vmx => FileAction::Rewrite,
+        Format::Vmdk | Format::Sparse if lower.ends_with(".vmdk") || lower.ends_with(".vmsd") => {
+            FileAction::Skip
+        }
+        Format::Vmdk | Format::Sparse => FileAction::Write,
+        Format::Ova if is_vmx => FileAction::Hold,
+        Format::Stream | Format::Ova => FileAction::Skip,
+    }
+}
+
 impl FsTarget {
-    /// Creates every selected output under `dir` (which is created if missing, its parent must
-    /// exist). Images get their final size at once, as holes.
-    pub(crate) fn create(dir: &Path, m: &Manifest, sel: &Selection, force: bool) -> Result<Self> {
-        real_dir(dir)?;
-        let mut vm_dirs = Vec::new();
-        for (v, vm) in m.vms.iter().enumerate() {
-            if !sel.vms[v] {
-                vm_dirs.push(None);
-                continue;
-            }
-            check_name(&vm.name)?;
-            let d = dir.join(&vm.name);
-            real_dir(&d)?;
-            for f in &vm.files {
-                check_name(&f.name)?;
-                let p = d.join(&f.name);
-                if !force && std::fs::symlink_metadata(&p).is_ok() {
-                    return Err(Error::Exists { path: p });
+    /// Creates every selected output (directories are created if missing, their parent must
+    /// exist). `one_pass` asks for scratch copies wherever a reference could not be read back.
+    pub(crate) fn create(
+        dest: Dest,
+        m: &Manifest,
+        sel: &Selection,
+        force: bool,
+        format: Format,
+        one_pass: bool,
+    ) -> Result<Self> {
+        let (dir, mut writer) = match dest {
+            Dest::Dir(d) => (Some(d), None),
+            Dest::Writer(w) => (None, Some(w)),
+        };
+        let nsel_disks = sel.disks.iter().filter(|&&s| s).count();
+        let nsel_vms = sel.vms.iter().filter(|&&s| s).count();
+        if writer.is_some() {
+            match format {
+                Format::Stream if nsel_disks == 1 => {}
+                Format::Ova if nsel_vms == 1 => {}
+                Format::Stream => {
+                    return Err(Error::Usage(format!(
+                        "--to - writes one stream: select exactly one disk ({nsel_disks} \
+                         selected; use --vm/--disk)"
+                    )))
+                }
+                Format::Ova => {
+                    return Err(Error::Usage(format!(
+                        "--to - writes one OVA: select exactly one VM ({nsel_vms} selected; use \
+                         --vm)"
+                    )))
+                }
+                f => {
+                    return Err(Error::Usage(format!(
+                        "--to - is only for --format stream or ova, not {f}"
+                    )))
                 }
             }
-            vm_dirs.push(Some(d));
+        }
+        let scratch_dir = dir.clone().unwrap_or_else(std::env::temp_dir);
+        if let Some(d) = &dir {
+            real_dir(d)?;
+        }
+        let mut vms = Vec::new();
+        for (v, vm) in m.vms.iter().enumerate() {
+            let mut out = VmOut {
+                name: vm.name.clone(),
+                dir: None,
+                disk_files: Vec::new(),
+                vmx: None,
+                ova: None,
+                ova_disks: Vec::new(),
+            };
+            if sel.vms[v] {
+                check_name(&vm.name)?;
+                if let Some(d) = &dir {
+                    let d = d.join(&vm.name);
+                    real_dir(&d)?;
+                    for f in &vm.files {
+                        check_name(&f.name)?;
+                        let p = d.join(&f.name);
+                        let act = file_action(format, &f.name);
+                        let writes = act == FileAction::Write || act == FileAction::Rewrite;
+                        if writes && !force && std::fs::symlink_metadata(&p).is_ok() {
+                            return Err(Error::Exists { path: p });
+                        }
+                    }
+                    out.dir = Some(d);
+                }
+                if format == Format::Ova {
+                    out.ova = Some(match (&out.dir, writer.take()) {
+                        (_, Some(w)) => OvaDest::Writer(w),
+                        (Some(d), None) => {
+                            let p = d.join(format!("{}.ova", vm.name));
+                            let f = open_out(&p, force)?;
+                            OvaDest::File(p, BufWriter::with_capacity(1 << 20, f))
+                        }
+                        (None, None) => {
+                            return Err(Error::Usage("one OVA per writer".into()));
+                        }
+                    });
+                }
+            }
+            vms.push(out);
         }
         let mut disks = Vec::new();
-        for (i, (v, disk)) in m.disks().enumerate() {
-            if !sel.disks[i] {
-                disks.push(None);
-                continue;
+        let mut ordinal = 0usize;
+        for (v, vm) in m.vms.iter().enumerate() {
+            let stems = disk_stems(vm);
+            for (k, disk) in vm.disks.iter().enumerate() {
+                let i = ordinal;
+                ordinal += 1;
+                let cap = disk.meta.capacity;
+                let mut d = DiskOut {
+                    vm: v,
+                    name: disk.name.clone(),
+                    capacity: cap,
+                    out: None,
+                    scratch: None,
+                };
+                if !sel.disks[i] {
+                    if one_pass && !sel.disks.iter().all(|&s| s) {
+                        // A later selected disk may refer to this one's chunks.
+                        d.scratch = Some(unlinked(&scratch_dir, &format!("scratch-{i}"))?);
+                    }
+                    disks.push(d);
+                    continue;
+                }
+                check_name(&disk.name)?;
+                let stem = &stems[k];
+                if format != Format::Raw {
+                    check_disk(&vm.name, &disk.name, cap, stem)?;
+                }
+                let vdir = vms[v].dir.clone();
+                let at = |name: &str| -> Result<PathBuf> {
+                    check_name(name)?;
+                    vdir.as_ref()
+                        .map(|d| d.join(name))
+                        .ok_or_else(|| Error::Usage("internal: no directory".into()))
+                };
+                let cid = fresh_cid(&format!("{}/{}", vm.name, disk.name));
+                let mut o = match format {
+                    Format::Raw => {
+                        let p = at(&raw_name(&disk.name))?;
+                        let f = open_out(&p, force)?;
+                        Out::new(Sink::Raw(RawSink::new(p.clone(), f, cap)?), Some(p))
+                    }
+                    Format::Vmdk => {
+                        let flat = format!("{stem}-flat.vmdk");
+                        let desc = at(&format!("{stem}.vmdk"))?;
+                        if !force && std::fs::symlink_metadata(&desc).is_ok() {
+                            return Err(Error::Exists { path: desc });
+                        }
+                        let p = at(&flat)?;
+                        let f = open_out(&p, force)?;
+                        let mut o =
+                            Out::new(Sink::Raw(RawSink::new(p, f, cap)?), Some(desc.clone()));
+                        o.after = Some((desc, descriptor("vmfs", cid, "VMFS", &flat, &disk.meta)));
+                        vms[v]
+                            .disk_files
+                            .push((disk.name.clone(), format!("{stem}.vmdk")));
+                        o
+                    }
+                    Format::Sparse => {
+                        let name = format!("{stem}.vmdk");
+                        let p = at(&name)?;
+                        let f = open_out(&p, force)?;
+                        let text = descriptor("monolithicSparse", cid, "SPARSE", &name, &disk.meta);
+                        vms[v].disk_files.push((disk.name.clone(), name));
+                        Out::new(
+                            Sink::Other(Box::new(SparseSink::new(p.clone(), f, cap, &text)?)),
+                            Some(p),
+                        )
+                    }
+                    Format::Stream => {
+                        let name = format!("{stem}.vmdk");
+                        let text = descriptor("streamOptimized", cid, "SPARSE", &name, &disk.meta);
+                        match writer.take() {
+                            Some(w) => Out::new(
+                                Sink::Other(Box::new(StreamSink::new(
+                                    w,
+                                    "standard output".into(),
+                                    cap,
+                                    text,
+                                )?)),
+                                None,
+                            ),
+                            None => {
+                                let p = at(&name)?;
+                                let f = BufWriter::with_capacity(1 << 20, open_out(&p, force)?);
+                                Out::new(
+                                    Sink::Other(Box::new(StreamSink::new(
+                                        f,
+                                        p.display().to_string(),
+                                        cap,
+                                        text,
+                                    )?)),
+                                    Some(p),
+                                )
+                            }
+                        }
+                    }
+                    Format::Ova => {
+                        let n = vms[v].disk_files.len() + 1;
+                        let member = format!("{}-disk{n}.vmdk", vm.name);
+                        vms[v].disk_files.push((disk.name.clone(), member.clone()));
+                        let text =
+                            descriptor("streamOptimized", cid, "SPARSE", &member, &disk.meta);
+                        let spool = unlinked(&scratch_dir, &format!("ova-{i}"))?;
+                        let path = vdir.as_ref().map(|d| d.join(format!("{}.ova", vm.name)));
+                        let mut o = Out::new(
+                            Sink::Spool(Box::new(StreamSink::new(
+                                HashWriter::new(spool),
+                                format!("OVA member {member}"),
+                                cap,
+                                text,
+                            )?)),
+                            path,
+                        );
+                        o.member = Some(member);
+                        o
+                    }
+                };
+                o.pos = 0;
+                if one_pass && !matches!(o.sink, Sink::Raw(_)) {
+                    let f = unlinked(&scratch_dir, &format!("scratch-{i}"))?;
+                    f.set_len(cap)
+                        .map_err(|e| Error::io("restore scratch file", Some(cap), e))?;
+                    d.scratch = Some(f);
+                }
+                d.out = Some(o);
+                disks.push(d);
             }
-            check_name(&disk.name)?;
-            let p = dir.join(&m.vms[v].name).join(raw_name(&disk.name));
-            let f = open_out(&p, force)?;
-            f.set_len(disk.meta.capacity)
-                .map_err(|e| Error::io(&p, Some(disk.meta.capacity), e))?;
-            disks.push(Some((p, f)));
         }
-        let scratch = if sel.disks.iter().all(|&s| s) {
-            None
-        } else {
-            // Unlinked at once: nothing is left behind even if the restore is killed.
-            let p = dir.join(format!(".vdar-scratch-{}", std::process::id()));
-            let f = open_out(&p, false)?;
-            std::fs::remove_file(&p).map_err(|e| Error::io(&p, None, e))?;
-            Some((f, HashMap::new(), 0))
-        };
         Ok(FsTarget {
             disks,
-            vm_dirs,
+            vms,
+            format,
             force,
-            scratch,
+            created: m.created,
         })
     }
 
-    /// Puts the image paths into a report built by the engine.
+    /// Puts the output paths into a report built by the engine.
     pub(crate) fn fill_paths(&self, report: &mut RestoreReport) {
-        let mut paths = self.disks.iter().flatten().map(|(p, _)| p.clone());
+        let mut paths = self
+            .disks
+            .iter()
+            .filter_map(|d| d.out.as_ref())
+            .map(|o| o.path.clone());
         for d in &mut report.disks {
-            d.path = paths.next();
+            d.path = paths.next().flatten();
         }
     }
 
     fn read_chunk(&self, disk: u32, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
-        let mut buf = vec![0u8; len as usize];
-        match self.disks.get(disk as usize) {
-            Some(Some((p, f))) => match f.read_exact_at(&mut buf, offset) {
-                Ok(()) => Ok(Some(buf)),
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-                Err(e) => Err(Error::io(p, Some(offset), e)),
-            },
-            _ => {
-                let Some((f, map, _)) = &self.scratch else {
-                    return Ok(None);
-                };
-                match map.get(&(disk, offset)) {
-                    Some(&(at, l)) if l == len => {
-                        f.read_exact_at(&mut buf, at)
-                            .map_err(|e| Error::io("restore scratch file", Some(at), e))?;
-                        Ok(Some(buf))
-                    }
-                    _ => Ok(None),
-                }
+        let Some(d) = self.disks.get(disk as usize) else {
+            return Ok(None);
+        };
+        let (what, f): (&Path, &File) = match (&d.out, &d.scratch) {
+            (
+                Some(Out {
+                    sink: Sink::Raw(r), ..
+                }),
+                _,
+            ) => {
+                let (p, f) = r.file();
+                (p.as_path(), f)
             }
+            (_, Some(f)) => (Path::new("restore scratch file"), f),
+            _ => return Ok(None),
+        };
+        if offset.checked_add(len).is_none_or(|e| e > d.capacity) {
+            return Ok(None);
         }
+        let mut buf = vec![0u8; len as usize];
+        match f.read_exact_at(&mut buf, offset) {
+            Ok(()) => Ok(Some(buf)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(Error::io(what, Some(offset), e)),
+        }
+    }
+}
+
+impl Out {
+    fn new(sink: Sink, path: Option<PathBuf>) -> Self {
+        Out {
+            sink,
+            pos: 0,
+            path,
+            after: None,
+            member: None,
+        }
+    }
+
+    /// Hands a chunk to the sink, turning the gap since the last one into zeros.
+    fn put(&mut self, what: &str, cap: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let s = self.sink.as_dyn();
+        if s.random_access() {
+            return s.write_data(offset, data);
+        }
+        let end = offset.checked_add(data.len() as u64);
+        if offset < self.pos || end.is_none_or(|e| e > cap) {
+            return Err(Error::Usage(format!(
+                "disk {what:?}: chunk at {offset:#x} arrives after {:#x} or past the capacity: \
+                 this output format needs chunks in disk order (restore as raw)",
+                self.pos
+            )));
+        }
+        if offset > self.pos {
+            s.write_zero(self.pos, offset - self.pos)?;
+        }
+        s.write_data(offset, data)?;
+        self.pos = offset + data.len() as u64;
+        Ok(())
     }
 }
 
 impl Target for FsTarget {
     fn write_file(&mut self, vm: usize, name: &str, data: &[u8]) -> Result<Option<PathBuf>> {
-        let Some(Some(d)) = self.vm_dirs.get(vm) else {
+        let Some(v) = self.vms.get_mut(vm) else {
             return Ok(None);
         };
         check_name(name)?;
+        let text = || {
+            String::from_utf8(data.to_vec()).map_err(|_| Error::Syntax {
+                path: PathBuf::from(name),
+                line: 0,
+                what: "archived .vmx is not UTF-8".into(),
+            })
+        };
+        let bytes = match file_action(self.format, name) {
+            FileAction::Skip => return Ok(None),
+            FileAction::Hold => {
+                v.vmx = Some((name.to_string(), text()?));
+                return Ok(None);
+            }
+            FileAction::Write => data.to_vec(),
+            FileAction::Rewrite => rewrite_vmx(name, &text()?, &v.disk_files)?.into_bytes(),
+        };
+        let Some(d) = &v.dir else {
+            return Ok(None);
+        };
         let p = d.join(name);
         let f = open_out(&p, self.force)?;
-        f.write_all_at(data, 0)
+        f.write_all_at(&bytes, 0)
             .map_err(|e| Error::io(&p, Some(0), e))?;
         Ok(Some(p))
     }
 
     fn write_chunk(&mut self, disk: u32, offset: u64, data: &[u8], _: &[u8; 32]) -> Result<()> {
-        match self.disks.get(disk as usize) {
-            Some(Some((p, f))) => f
-                .write_all_at(data, offset)
-                .map_err(|e| Error::io(p, Some(offset), e)),
-            _ => {
-                let Some((f, map, end)) = &mut self.scratch else {
-                    return Ok(());
-                };
-                f.write_all_at(data, *end)
-                    .map_err(|e| Error::io("restore scratch file", Some(*end), e))?;
-                map.insert((disk, offset), (*end, data.len() as u64));
-                *end += data.len() as u64;
-                Ok(())
-            }
+        let Some(d) = self.disks.get_mut(disk as usize) else {
+            return Ok(());
+        };
+        if let Some(f) = &d.scratch {
+            f.write_all_at(data, offset)
+                .map_err(|e| Error::io("restore scratch file", Some(offset), e))?;
         }
+        if let Some(o) = &mut d.out {
+            o.put(&d.name, d.capacity, offset, data)?;
+        }
+        Ok(())
     }
 
     fn copy_chunk(
@@ -200,8 +531,57 @@ impl Target for FsTarget {
     }
 
     fn finish(&mut self) -> Result<()> {
-        for (p, f) in self.disks.iter().flatten() {
-            f.sync_all().map_err(|e| Error::io(p, None, e))?;
+        for d in &mut self.disks {
+            let Some(o) = &mut d.out else { continue };
+            let s = o.sink.as_dyn();
+            if !s.random_access() && o.pos < d.capacity {
+                s.write_zero(o.pos, d.capacity - o.pos)?;
+                o.pos = d.capacity;
+            }
+            s.finish()?;
+            if let Some((p, text)) = &o.after {
+                let f = open_out(p, self.force)?;
+                f.write_all_at(text.as_bytes(), 0)
+                    .map_err(|e| Error::io(p, Some(0), e))?;
+                f.sync_all().map_err(|e| Error::io(p, None, e))?;
+            }
+            if let (Sink::Spool(s), Some(member)) = (&mut o.sink, &o.member) {
+                let (hw, sum) = s
+                    .take_output()
+                    .ok_or_else(|| Error::Usage("internal: OVA member not finished".into()))?;
+                let (spool, sha256, size) = hw.into_parts();
+                debug_assert_eq!(size, sum.bytes);
+                self.vms[d.vm].ova_disks.push(OvaDisk {
+                    device: d.name.clone(),
+                    file: member.clone(),
+                    capacity: d.capacity,
+                    populated: sum.populated,
+                    size,
+                    sha256,
+                    spool,
+                });
+            }
+        }
+        for v in &mut self.vms {
+            let Some(dest) = v.ova.take() else { continue };
+            let vmx = match &v.vmx {
+                Some((name, text)) => Some(VmxFile::parse(Path::new(name), text)?),
+                None => None,
+            };
+            let text = ova::ovf(&v.name, vmx.as_ref(), &v.ova_disks)?;
+            match dest {
+                OvaDest::File(p, mut w) => {
+                    ova::write_ova(&mut w, &v.name, self.created, &text, &mut v.ova_disks)?;
+                    let f = w
+                        .into_inner()
+                        .map_err(|e| Error::io(&p, None, e.into_error()))?;
+                    f.sync_all().map_err(|e| Error::io(&p, None, e))?;
+                }
+                OvaDest::Writer(mut w) => {
+                    ova::write_ova(&mut w, &v.name, self.created, &text, &mut v.ova_disks)?;
+                }
+            }
+            v.ova_disks.clear();
         }
         Ok(())
     }

@@ -1,0 +1,411 @@
+//! OVA output: a tar (ustar) of an OVF 1.x descriptor, the VM's disks as streamOptimized
+//! VMDKs, and a `.mf` manifest with the SHA256 of each, in that order (OVF requires the
+//! descriptor first and the manifest right after the files it lists).
+//!
+//! The tar header of each member carries its size and the OVF carries each disk's file size
+//! and populated size, none of which is known before the disk is compressed. So each disk is
+//! first spooled, compressed, to an unlinked temporary file (hashing as it goes), and the
+//! archive is assembled when the VM's last disk is done: the OVA can then go to a pipe.
+//! Spool space is the compressed size of the VM's disks.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::input::vmx::{Bus, VmxFile};
+
+/// A writer that hashes (SHA256) and counts what passes through.
+pub struct HashWriter<W: Write> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        HashWriter {
+            inner,
+            hash: Sha256::new(),
+            bytes: 0,
+        }
+    }
+    /// The inner writer, the hex SHA256 and the byte count.
+    pub fn into_parts(self) -> (W, String, u64) {
+        (self.inner, hex(&self.hash.finalize()), self.bytes)
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.hash.update(&b[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::new(), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+/// One spooled disk of an OVA.
+pub(crate) struct OvaDisk {
+    /// The archive's disk name (`scsi0:0` when it came from a .vmx).
+    pub device: String,
+    /// Member name in the OVA.
+    pub file: String,
+    /// Virtual size in bytes.
+    pub capacity: u64,
+    /// Bytes held in grains.
+    pub populated: u64,
+    /// Size of the streamOptimized file.
+    pub size: u64,
+    /// Its SHA256, hex.
+    pub sha256: String,
+    /// The spooled file.
+    pub spool: File,
+}
+
+/// XML-escapes text and attribute values.
+fn x(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            // Not allowed in XML 1.0 at all: dropped rather than producing a broken document.
+            c if c.is_control() && c != '\t' && c != '\n' && c != '\r' => {}
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// OVF controller (ResourceType, ResourceSubType) for a .vmx controller.
+fn controller_kind(bus: Bus, dev: Option<&str>) -> (u32, &'static str, &'static str) {
+    let dev = dev.unwrap_or_default().to_ascii_lowercase();
+    match bus {
+        Bus::Scsi => (
+            6,
+            match dev.as_str() {
+                "pvscsi" => "VirtualSCSI",
+                "lsisas1068" => "lsilogicsas",
+                "buslogic" => "buslogic",
+                _ => "lsilogic",
+            },
+            "SCSI Controller",
+        ),
+        Bus::Sata => (20, "vmware.sata.ahci", "SATA Controller"),
+        Bus::Ide => (5, "", "IDE Controller"),
+        Bus::Nvme => (20, "vmware.nvme.controller", "NVMe Controller"),
+    }
+}
+
+/// OVF NIC ResourceSubType for a .vmx `virtualDev`.
+fn nic_kind(dev: Option<&str>) -> &'static str {
+    match dev.unwrap_or_default().to_ascii_lowercase().as_str() {
+        "vmxnet3" => "VmxNet3",
+        "vmxnet2" | "vmxnet" => "VmxNet2",
+        "e1000e" => "E1000e",
+        "vlance" => "PCNet32",
+        _ => "E1000",
+    }
+}
+
+/// One `<Item>`: rasd elements must appear in alphabetical order (the CIM schema's sequence).
+fn item(s: &mut String, fields: &mut [(&str, String)]) {
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    s.push_str("      <Item>\n");
+    for (k, v) in fields.iter() {
+        let _ = writeln!(s, "        <rasd:{k}>{}</rasd:{k}>", x(v));
+    }
+    s.push_str("      </Item>\n");
+}
+
+/// The OVF descriptor for VM `name` with `disks`, hardware from `vmx` (defaults without one:
+/// 1 CPU, 1024 MiB, an LSI Logic controller holding the disks, no NIC).
+pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Result<String> {
+    let cpus = match vmx {
+        Some(v) => v.num_cpus()?,
+        None => 1,
+    };
+    let mem = match vmx {
+        Some(v) => v.memory_mb()?.unwrap_or(1024),
+        None => 1024,
+    };
+    let hw = match vmx {
+        Some(v) => v.hw_version()?,
+        None => None,
+    };
+    let controllers = vmx.map(|v| v.controllers()).unwrap_or_default();
+    let vmx_disks = vmx.map(|v| v.disks()).unwrap_or_default();
+    let nics = vmx.map(|v| v.nics()).unwrap_or_default();
+
+    let mut s = String::new();
+    s.push_str(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\" \
+         xmlns:cim=\"http://schemas.dmtf.org/wbem/wscim/1/common\" \
+         xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\" \
+         xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\" \
+         xmlns:vmw=\"http://www.vmware.com/schema/ovf\" \
+         xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\" \
+         xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n",
+    );
+    s.push_str("  <References>\n");
+    for (i, d) in disks.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "    <File ovf:href=\"{}\" ovf:id=\"file{}\" ovf:size=\"{}\"/>",
+            x(&d.file),
+            i + 1,
+            d.size
+        );
+    }
+    s.push_str("  </References>\n  <DiskSection>\n    <Info>Virtual disk information</Info>\n");
+    for (i, d) in disks.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "    <Disk ovf:capacity=\"{}\" ovf:capacityAllocationUnits=\"byte\" \
+             ovf:diskId=\"vmdisk{n}\" ovf:fileRef=\"file{n}\" \
+             ovf:format=\"http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\" \
+             ovf:populatedSize=\"{}\"/>",
+            d.capacity,
+            d.populated,
+            n = i + 1
+        );
+    }
+    s.push_str("  </DiskSection>\n");
+    let mut networks: Vec<String> = Vec::new();
+    for n in &nics {
+        let net = n
+            .network_name
+            .clone()
+            .unwrap_or_else(|| "VM Network".into());
+        if !networks.contains(&net) {
+            networks.push(net);
+        }
+    }
+    if !networks.is_empty() {
+        s.push_str("  <NetworkSection>\n    <Info>The list of logical networks</Info>\n");
+        for n in &networks {
+            let _ = writeln!(
+                s,
+                "    <Network ovf:name=\"{}\">\n      <Description>The {} network</Description>\n    </Network>",
+                x(n),
+                x(n)
+            );
+        }
+        s.push_str("  </NetworkSection>\n");
+    }
+    let _ = writeln!(
+        s,
+        "  <VirtualSystem ovf:id=\"{}\">\n    <Info>A virtual machine</Info>\n    <Name>{}</Name>",
+        x(name),
+        x(vmx.and_then(|v| v.display_name()).unwrap_or(name))
+    );
+    if let Some(os) = vmx.and_then(|v| v.guest_os()) {
+        // vSphere's guest id is the .vmx one with `-` as `_` and a `Guest` suffix; the CIM id
+        // is only "other" (1) or "other 64-bit" (102): vSphere uses vmw:osType.
+        let id = if os.ends_with("64") { 102 } else { 1 };
+        let _ = writeln!(
+            s,
+            "    <OperatingSystemSection ovf:id=\"{id}\" vmw:osType=\"{}Guest\">\n      \
+             <Info>The kind of installed guest operating system</Info>\n    </OperatingSystemSection>",
+            x(&os.replace('-', "_"))
+        );
+    }
+    s.push_str(
+        "    <VirtualHardwareSection>\n      <Info>Virtual hardware requirements</Info>\n      <System>\n",
+    );
+    let _ = writeln!(
+        s,
+        "        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n        \
+         <vssd:InstanceID>0</vssd:InstanceID>\n        \
+         <vssd:VirtualSystemIdentifier>{}</vssd:VirtualSystemIdentifier>\n        \
+         <vssd:VirtualSystemType>vmx-{:02}</vssd:VirtualSystemType>\n      </System>",
+        x(name),
+        hw.unwrap_or(10)
+    );
+    let mut id = 1u32;
+    let mut next = || {
+        let i = id;
+        id += 1;
+        i.to_string()
+    };
+    item(
+        &mut s,
+        &mut [
+            ("AllocationUnits", "hertz * 10^6".into()),
+            ("Description", "Number of Virtual CPUs".into()),
+            ("ElementName", format!("{cpus} virtual CPU(s)")),
+            ("InstanceID", next()),
+            ("ResourceType", "3".into()),
+            ("VirtualQuantity", cpus.to_string()),
+        ],
+    );
+    item(
+        &mut s,
+        &mut [
+            ("AllocationUnits", "byte * 2^20".into()),
+            ("Description", "Memory Size".into()),
+            ("ElementName", format!("{mem}MB of memory")),
+            ("InstanceID", next()),
+            ("ResourceType", "4".into()),
+            ("VirtualQuantity", mem.to_string()),
+        ],
+    );
+    // Controllers: those of the .vmx; an LSI Logic one when there is none to hold the disks.
+    let mut ctl_ids: Vec<(Bus, u32, String)> = Vec::new();
+    let mut ctls = controllers
+        .iter()
+        .map(|c| (c.bus, c.index, c.virtual_dev.clone()))
+        .collect::<Vec<_>>();
+    if ctls.is_empty() && !disks.is_empty() {
+        ctls.push((Bus::Scsi, 0, None));
+    }
+    for (bus, index, dev) in &ctls {
+        let (rt, sub, label) = controller_kind(*bus, dev.as_deref());
+        let iid = next();
+        let mut f = vec![
+            ("Address", index.to_string()),
+            ("Description", format!("{label} {index}")),
+            ("ElementName", format!("{label} {index}")),
+            ("InstanceID", iid.clone()),
+            ("ResourceType", rt.to_string()),
+        ];
+        if !sub.is_empty() {
+            f.push(("ResourceSubType", sub.to_string()));
+        }
+        item(&mut s, &mut f);
+        ctl_ids.push((*bus, *index, iid));
+    }
+    // Disks: placed where the .vmx had them; disks the .vmx does not name go on the first
+    // controller's free units (7 is the SCSI controller's own).
+    let mut used: Vec<(Bus, u32, u32)> = vmx_disks
+        .iter()
+        .map(|d| (d.bus, d.controller, d.unit))
+        .collect();
+    for (i, d) in disks.iter().enumerate() {
+        let place = vmx_disks
+            .iter()
+            .find(|v| v.device.eq_ignore_ascii_case(&d.device))
+            .map(|v| (v.bus, v.controller, v.unit))
+            .or_else(|| {
+                let (bus, c, _) = ctl_ids.first()?;
+                let unit = (0..64u32)
+                    .filter(|u| *bus != Bus::Scsi || *u != 7)
+                    .find(|u| !used.contains(&(*bus, *c, *u)))?;
+                used.push((*bus, *c, unit));
+                Some((*bus, *c, unit))
+            });
+        let Some((bus, c, unit)) = place else {
+            return Err(Error::Usage(format!(
+                "vm {name:?}: no controller for disk {:?} in the OVF",
+                d.device
+            )));
+        };
+        let parent = ctl_ids
+            .iter()
+            .find(|(b, n, _)| *b == bus && *n == c)
+            .map(|(_, _, id)| id.clone())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "vm {name:?}: disk {:?} is on {bus}{c}, which the .vmx does not declare",
+                    d.device
+                ))
+            })?;
+        item(
+            &mut s,
+            &mut [
+                ("AddressOnParent", unit.to_string()),
+                ("ElementName", format!("Hard Disk {}", i + 1)),
+                ("HostResource", format!("ovf:/disk/vmdisk{}", i + 1)),
+                ("InstanceID", next()),
+                ("Parent", parent),
+                ("ResourceType", "17".into()),
+            ],
+        );
+    }
+    for (i, n) in nics.iter().enumerate() {
+        item(
+            &mut s,
+            &mut [
+                ("AddressOnParent", (7 + i).to_string()),
+                ("AutomaticAllocation", "true".into()),
+                (
+                    "Connection",
+                    n.network_name
+                        .clone()
+                        .unwrap_or_else(|| "VM Network".into()),
+                ),
+                ("ElementName", format!("Network adapter {}", i + 1)),
+                ("InstanceID", next()),
+                ("ResourceSubType", nic_kind(n.virtual_dev.as_deref()).into()),
+                ("ResourceType", "10".into()),
+            ],
+        );
+    }
+    s.push_str("    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n");
+    Ok(s)
+}
+
+/// Writes the OVA: `<vm>.ovf`, the disks, `<vm>.mf`. Members get mode 0644 and `mtime`.
+pub(crate) fn write_ova(
+    w: &mut dyn Write,
+    vm: &str,
+    mtime: u64,
+    ovf_text: &str,
+    disks: &mut [OvaDisk],
+) -> Result<()> {
+    let ovf_name = format!("{vm}.ovf");
+    let mf_name = format!("{vm}.mf");
+    let tar_err = |e: std::io::Error| Error::io("OVA output", None, e);
+    let mut tb = tar::Builder::new(w);
+    let header = |size: u64| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(mtime);
+        h.set_entry_type(tar::EntryType::Regular);
+        h
+    };
+    // OVF 1.x manifest syntax: `SHA256(name)= hex`, one line per file.
+    let mut mf = String::new();
+    let _ = writeln!(
+        mf,
+        "SHA256({ovf_name})= {}",
+        hex(&Sha256::digest(ovf_text.as_bytes()))
+    );
+    tb.append_data(
+        &mut header(ovf_text.len() as u64),
+        &ovf_name,
+        ovf_text.as_bytes(),
+    )
+    .map_err(tar_err)?;
+    for d in disks.iter_mut() {
+        let _ = writeln!(mf, "SHA256({})= {}", d.file, d.sha256);
+        d.spool
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io("OVA spool file", Some(0), e))?;
+        tb.append_data(&mut header(d.size), &d.file, &mut d.spool)
+            .map_err(tar_err)?;
+    }
+    tb.append_data(&mut header(mf.len() as u64), &mf_name, mf.as_bytes())
+        .map_err(tar_err)?;
+    tb.into_inner().map_err(tar_err)?.flush().map_err(tar_err)?;
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! streamOptimized output in VMware's layout (formats/SPARSE.md §7.2 and "What vdar writes"):
+//! written front to back to any `Write`, so it can go to a pipe or into an OVA.
+//!
+//! Pieces are cut into 64 KiB grains on the caller's thread; non-zero grains are copied into
+//! batches and handed over a bounded channel to a writer thread, which deflates each batch on
+//! every core (rayon) and writes the records in disk order, inserting each grain table after
+//! its grains. So decoding the archive, deflating and writing overlap, and memory stays at a
+//! few batches whatever the disk size.
+
+use std::io::Write;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use flate2::{write::ZlibEncoder, Compression};
+use rayon::prelude::*;
+
+use super::sink::{DiskSink, Grain, Grainer};
+use super::sparse::{GRAIN_SECTORS, GTES_PER_GT, GT_SECTORS, MAGIC};
+use super::vmdk::SECTOR;
+use crate::error::{Error, Result};
+use crate::input::sparse::{
+    encode_marker, SparseExtentHeader, COMPRESSION_DEFLATE, FLAG_COMPRESSED, FLAG_MARKERS,
+    FLAG_NEWLINE_CHECK, GD_AT_END, MARKER_FOOTER, MARKER_GD, MARKER_GT, NEWLINE_CHECK_BYTES,
+};
+
+/// Grains per batch (8 MiB of input): enough to keep every core busy, small enough that the
+/// two batches in flight stay cheap.
+const BATCH_GRAINS: usize = 128;
+
+/// What a finished stream produced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// Bytes written.
+    pub bytes: u64,
+    /// Bytes of the disk held in grains (the OVF `populatedSize`).
+    pub populated: u64,
+}
+
+type Batch = Vec<(u64, Vec<u8>)>;
+
+/// zlib level for grains. Level 1 took a quarter of the time of the usual 6 on the benchmark
+/// disk (tools/bench-restore.sh) for output 14% larger: a restore is on someone's critical
+/// path, and every reader inflates any level.
+const DEFLATE_LEVEL: u32 = 1;
+
+/// A streamOptimized image being written to `W`.
+pub struct StreamSink<W: Write + Send + 'static> {
+    what: String,
+    grainer: Grainer,
+    batch: Batch,
+    populated: u64,
+    tx: Option<Sender<Batch>>,
+    handle: Option<JoinHandle<Result<(W, u64)>>>,
+    done: Option<(W, StreamSummary)>,
+}
+
+/// Builds the header (and, with the real `gd_offset`, the footer).
+fn header(sectors: u64, desc_sectors: u64, gd_offset: u64) -> SparseExtentHeader {
+    SparseExtentHeader {
+        magic: MAGIC,
+        // ESXi refuses streamOptimized files below version 3.
+        version: 3,
+        flags: FLAG_NEWLINE_CHECK | FLAG_COMPRESSED | FLAG_MARKERS,
+        capacity: sectors,
+        grain_size: GRAIN_SECTORS,
+        descriptor_offset: 1,
+        descriptor_size: desc_sectors,
+        num_gtes_per_gt: GTES_PER_GT as u32,
+        rgd_offset: 0,
+        gd_offset,
+        over_head: 1 + desc_sectors,
+        unclean_shutdown: 0,
+        newline_check: NEWLINE_CHECK_BYTES,
+        compress_algorithm: COMPRESSION_DEFLATE,
+    }
+}
+
+/// A grain record (lba, size, zlib stream), zero-padded to a sector.
+fn record(idx: u64, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::with_capacity(data.len() / 2 + 1024);
+    v.extend_from_slice(&(idx * GRAIN_SECTORS).to_le_bytes());
+    v.extend_from_slice(&[0u8; 4]);
+    let mut z = ZlibEncoder::new(v, Compression::new(DEFLATE_LEVEL));
+    z.write_all(data)?;
+    let mut v = z.finish()?;
+    let size = u32::try_from(v.len() - 12).map_err(std::io::Error::other)?;
+    v[8..12].copy_from_slice(&size.to_le_bytes());
+    v.resize((v.len() as u64).next_multiple_of(SECTOR) as usize, 0);
+    Ok(v)
+}
+
+/// The writer thread's state: counts sectors to fill table entries as it goes.
+struct Out<W: Write> {
+    w: W,
+    sector: u64,
+    what: String,
+}
+
+impl<W: Write> Out<W> {
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        debug_assert_eq!(b.len() as u64 % SECTOR, 0);
+        self.w
+            .write_all(b)
+            .map_err(|e| Error::io(&self.what, Some(self.sector * SECTOR), e))?;
+        self.sector += b.len() as u64 / SECTOR;
+        Ok(())
+    }
+
+    fn write_padded(&mut self, b: &[u8]) -> Result<()> {
+        let mut v = b.to_vec();
+        v.resize((v.len() as u64).next_multiple_of(SECTOR) as usize, 0);
+        self.write(&v)
+    }
+
+    /// A table entry: sector numbers are u32, so the file stays below 2 TiB.
+    fn here_u32(&self) -> Result<u32> {
+        u32::try_from(self.sector).map_err(|_| {
+            Error::io(
+                &self.what,
+                Some(self.sector * SECTOR),
+                std::io::Error::other("streamOptimized file exceeds 2 TiB"),
+            )
+        })
+    }
+}
+
+fn le_bytes(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The writer thread: header and descriptor, then batches, then tables, GD, footer, EOS.
+/// Returns the writer and the bytes written.
+fn run<W: Write>(
+    w: W,
+    what: String,
+    sectors: u64,
+    descriptor: String,
+    rx: Receiver<Batch>,
+) -> Result<(W, u64)> {
+    let desc_sectors = (descriptor.len() as u64 + 1).div_ceil(SECTOR);
+    let gd_entries = sectors.div_ceil(GRAIN_SECTORS).div_ceil(GTES_PER_GT);
+    let mut out = Out { w, sector: 0, what };
+    out.write(&header(sectors, desc_sectors, GD_AT_END).encode())?;
+    // At least one NUL after the text, as VMware's own files have.
+    out.write_padded(descriptor.as_bytes())?;
+    let mut gd = vec![0u32; gd_entries as usize];
+    let mut gt = vec![0u32; GTES_PER_GT as usize];
+    let mut cur = 0u64;
+    // Every table is written, even an empty one: VMware's writers leave no GD entry 0, and a
+    // table costs 2.5 KiB per 32 MiB of disk.
+    let flush_gt = |out: &mut Out<W>, gt: &mut Vec<u32>, gd: &mut Vec<u32>, cur: u64| {
+        out.write(&encode_marker(GT_SECTORS, MARKER_GT))?;
+        gd[cur as usize] = out.here_u32()?;
+        out.write(&le_bytes(gt))?;
+        gt.fill(0);
+        Ok::<(), Error>(())
+    };
+    for batch in rx {
+        let recs: Vec<std::io::Result<Vec<u8>>> =
+            batch.par_iter().map(|(i, d)| record(*i, d)).collect();
+        for ((idx, _), rec) in batch.iter().zip(recs) {
+            let rec = rec.map_err(|e| Error::io(&out.what, Some(out.sector * SECTOR), e))?;
+            while cur < idx / GTES_PER_GT {
+                flush_gt(&mut out, &mut gt, &mut gd, cur)?;
+                cur += 1;
+            }
+            gt[(idx % GTES_PER_GT) as usize] = out.here_u32()?;
+            out.write(&rec)?;
+        }
+    }
+    while cur < gd_entries {
+        flush_gt(&mut out, &mut gt, &mut gd, cur)?;
+        cur += 1;
+    }
+    out.write(&encode_marker((gd_entries * 4).div_ceil(SECTOR), MARKER_GD))?;
+    let gd_offset = out.sector;
+    out.write_padded(&le_bytes(&gd))?;
+    out.write(&encode_marker(1, MARKER_FOOTER))?;
+    out.write(&header(sectors, desc_sectors, gd_offset).encode())?;
+    // End-of-stream marker: an all-zero sector.
+    out.write(&[0u8; 512])?;
+    out.w
+        .flush()
+        .map_err(|e| Error::io(&out.what, Some(out.sector * SECTOR), e))?;
+    Ok((out.w, out.sector * SECTOR))
+}
+
+impl<W: Write + Send + 'static> StreamSink<W> {
+    /// Starts a stream of `capacity` bytes to `w` with the embedded `descriptor`; `what` names
+    /// the output in errors.
+    pub fn new(w: W, what: String, capacity: u64, descriptor: String) -> Result<Self> {
+        let sectors = capacity / SECTOR;
+        let (tx, rx) = bounded(1);
+        let name = what.clone();
+        let handle = std::thread::Builder::new()
+            .name("vdar-stream".into())
+            .spawn(move || run(w, name, sectors, descriptor, rx))
+            .map_err(|e| Error::io(&what, None, e))?;
+        Ok(StreamSink {
+            what,
+            grainer: Grainer::new(GRAIN_SECTORS * SECTOR, capacity),
+            batch: Vec::with_capacity(BATCH_GRAINS),
+            populated: 0,
+            tx: Some(tx),
+            handle: Some(handle),
+            done: None,
+        })
+    }
+
+    /// Waits for the writer thread and returns its result (its error, if it failed).
+    fn join(&mut self) -> Result<(W, u64)> {
+        self.tx = None;
+        match self.handle.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(Error::io(
+                    &self.what,
+                    None,
+                    std::io::Error::other("stream writer thread panicked"),
+                ))
+            }),
+            None => Err(Error::Usage(format!(
+                "{}: stream already finished",
+                self.what
+            ))),
+        }
+    }
+
+    fn send(&mut self) -> Result<()> {
+        let b = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_GRAINS));
+        let ok = self.tx.as_ref().is_some_and(|tx| tx.send(b).is_ok());
+        if !ok {
+            // The writer stopped early: its error says why.
+            self.join()?;
+            return Err(Error::Usage(format!(
+                "{}: stream writer stopped",
+                self.what
+            )));
+        }
+        Ok(())
+    }
+
+    fn grain(&mut self, g: Grain<'_>) -> Result<()> {
+        if let Grain::Data(idx, d) = g {
+            self.populated += d.len() as u64;
+            self.batch.push((idx, d.to_vec()));
+            if self.batch.len() >= BATCH_GRAINS {
+                self.send()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The writer and summary, once [`DiskSink::finish`] has succeeded.
+    pub fn take_output(&mut self) -> Option<(W, StreamSummary)> {
+        self.done.take()
+    }
+}
+
+impl<W: Write + Send + 'static> DiskSink for StreamSink<W> {
+    fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let mut g = std::mem::replace(&mut self.grainer, Grainer::new(1, 0));
+        let r = g.data(offset, data, &mut |x| self.grain(x));
+        self.grainer = g;
+        r
+    }
+    fn write_zero(&mut self, offset: u64, len: u64) -> Result<()> {
+        let mut g = std::mem::replace(&mut self.grainer, Grainer::new(1, 0));
+        let r = g.zero(offset, len, &mut |x| self.grain(x));
+        self.grainer = g;
+        r
+    }
+    fn finish(&mut self) -> Result<()> {
+        debug_assert!(self.grainer.complete());
+        if !self.batch.is_empty() {
+            self.send()?;
+        }
+        let (w, bytes) = self.join()?;
+        self.done = Some((
+            w,
+            StreamSummary {
+                bytes,
+                populated: self.populated,
+            },
+        ));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_is_gd_footer_eos() {
+        let cap = 3 * 65536 + 1024;
+        let mut s = StreamSink::new(Vec::new(), "t".into(), cap, "# Disk".into()).unwrap();
+        s.write_data(0, &[7u8; 65536]).unwrap();
+        s.write_zero(65536, 65536).unwrap();
+        s.write_data(131072, &vec![1u8; cap as usize - 131072])
+            .unwrap();
+        s.finish().unwrap();
+        let (out, sum) = s.take_output().unwrap();
+        assert_eq!(sum.bytes, out.len() as u64);
+        assert_eq!(sum.populated, cap - 65536);
+        let n = out.len();
+        assert_eq!(&out[n - 512..], &[0u8; 512]);
+        let footer_marker = &out[n - 1536..n - 1024];
+        assert_eq!(footer_marker[..8], 1u64.to_le_bytes());
+        assert_eq!(footer_marker[8..16], [0, 0, 0, 0, 3, 0, 0, 0]);
+        let footer = &out[n - 1024..n - 512];
+        assert_eq!(&footer[..8], b"KDMV\x03\0\0\0");
+        assert_eq!(&out[..4], b"KDMV");
+        assert_eq!(&out[56..64], &[0xFF; 8]);
+        let gd = u64::from_le_bytes(footer[56..64].try_into().unwrap());
+        assert_ne!(gd, GD_AT_END);
+        // GD marker right before the GD.
+        let m = &out[(gd as usize - 1) * 512..gd as usize * 512];
+        assert_eq!(m[12..16], 2u32.to_le_bytes());
+    }
+}
