@@ -48,7 +48,7 @@ pub const MIN_CHUNK_BYTES: u64 = 64 << 10;
 /// Largest chunk size; also the largest plaintext of a chunk record.
 pub const MAX_CHUNK_BYTES: u64 = 16 << 20;
 /// Default chunk size (see formats/ARCHIVE.md, "Choosing the chunk size", for the measurements).
-pub const DEFAULT_CHUNK_BYTES: u64 = 1 << 20;
+pub const DEFAULT_CHUNK_BYTES: u64 = 4 << 20;
 /// Largest manifest (JSON). A VM's manifest is a few KiB; this leaves room for thousands.
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// Largest VM file (.vmx, .nvram, .vmsd...) stored in an archive.

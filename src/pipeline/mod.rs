@@ -72,7 +72,7 @@ pub struct DiskInput {
 /// Backup options. Plain fields; [`BackupOptions::default`] gives the documented defaults.
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
-    /// Chunk size in bytes: a power of two in 64 KiB..=16 MiB (default 1 MiB).
+    /// Chunk size in bytes: a power of two in 64 KiB..=16 MiB (default 4 MiB).
     pub chunk_size: u64,
     /// zstd level (default 3).
     pub level: i32,
