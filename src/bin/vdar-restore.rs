@@ -11,6 +11,10 @@ mod args;
 
 use std::process::ExitCode;
 
+// See src/main.rs: chunk-sized buffers are reused instead of faulted in again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use args::{ListArgs, RestoreArgs, VerifyArgs};
 use clap::{Parser, Subcommand};
 

@@ -602,6 +602,10 @@ fn replay(
     target.finish()
 }
 
+/// Chunk records a seekable restore decodes at once (all cores); with 4 MiB chunks, 32 MiB of
+/// plaintext in flight.
+const DECODE_AHEAD_RECORDS: usize = 8;
+
 /// Restores from a stream in one pass, without seeking. See the module docs.
 pub fn restore_stream(
     input: &mut dyn Read,
@@ -732,18 +736,35 @@ pub fn restore_seekable_to(
         .map(|(i, e)| ((e.disk, e.offset), i))
         .collect();
     let entries = std::mem::take(&mut ar.index);
-    for e in &entries {
-        let wanted = match e.kind {
-            RecordKind::File => book.sel.vms.get(e.disk as usize).copied().unwrap_or(false),
-            _ => book
-                .sel
-                .disks
-                .get(e.disk as usize)
-                .copied()
-                .unwrap_or(false),
-        };
-        if !wanted {
+    let wanted = |sel: &Selection, e: &IndexEntry| match e.kind {
+        RecordKind::File => sel.vms.get(e.disk as usize).copied().unwrap_or(false),
+        _ => sel.disks.get(e.disk as usize).copied().unwrap_or(false),
+    };
+    // Chunk records decoded ahead, in parallel, keyed by entry position.
+    let mut ahead: HashMap<
+        usize,
+        std::result::Result<(crate::archive::format::RecordHeader, Vec<u8>), String>,
+    > = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if !wanted(&book.sel, e) {
             continue;
+        }
+        if e.kind == RecordKind::Chunk && ahead.is_empty() {
+            let batch: Vec<(usize, IndexEntry)> = entries[i..]
+                .iter()
+                .enumerate()
+                .map(|(j, x)| (i + j, *x))
+                .filter(|(_, x)| {
+                    x.kind == RecordKind::Chunk
+                        && wanted(&book.sel, x)
+                        && entry_fits(&manifest, &book.names, x)
+                })
+                .take(DECODE_AHEAD_RECORDS)
+                .collect();
+            let es: Vec<IndexEntry> = batch.iter().map(|(_, x)| *x).collect();
+            for ((j, _), r) in batch.iter().zip(ar.read_records(&es)?) {
+                ahead.insert(*j, r);
+            }
         }
         book.report.records += 1;
         if !entry_fits(&manifest, &book.names, e) {
@@ -759,7 +780,11 @@ pub fn restore_seekable_to(
             })?;
             continue;
         }
-        let (h, data) = match ar.read_record(e)? {
+        let record = match ahead.remove(&i) {
+            Some(r) => r,
+            None => ar.read_record(e)?,
+        };
+        let (h, data) = match record {
             Ok(x) => x,
             Err(what) => {
                 book.record_damage(
