@@ -14,6 +14,9 @@ use super::manifest::Manifest;
 use super::reader::{decode_payload, StreamReader};
 use crate::error::{Error, Result};
 
+/// One record read through the index: header and checked plaintext, or what is wrong with it.
+pub type RecordRead = std::result::Result<(RecordHeader, Vec<u8>), String>;
+
 /// Something that can be read and seeked (a file, a cursor).
 pub trait ReadSeek: Read + Seek {}
 impl<T: Read + Seek> ReadSeek for T {}
@@ -103,10 +106,7 @@ impl<'a> SeekableArchive<'a> {
     }
 
     /// Reads the header and raw payload of the record `e` names, checked against the entry.
-    fn read_raw(
-        &mut self,
-        e: &IndexEntry,
-    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>), String>> {
+    fn read_raw(&mut self, e: &IndexEntry) -> Result<RecordRead> {
         let mut hb = [0u8; RECORD_HEADER_BYTES];
         read_at(self.input, e.record_offset, &mut hb)?;
         let h = match RecordHeader::decode(&hb, e.record_offset) {
@@ -132,10 +132,7 @@ impl<'a> SeekableArchive<'a> {
 
     /// Reads the record `e` names and returns its header and checked plaintext (for Ref, its
     /// 12-byte payload). `Ok(Err(what))` is a damaged record; `Err` an I/O failure.
-    pub fn read_record(
-        &mut self,
-        e: &IndexEntry,
-    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>), String>> {
+    pub fn read_record(&mut self, e: &IndexEntry) -> Result<RecordRead> {
         Ok(self
             .read_raw(e)?
             .and_then(|(h, payload)| decode_payload(&h, payload).map(|d| (h, d))))
@@ -144,10 +141,7 @@ impl<'a> SeekableArchive<'a> {
     /// [`Self::read_record`] for several entries: the reads stay sequential (one archive
     /// handle), the decompression and checksums run on all cores. Restore's CPU time is
     /// almost all decompression, so this is what lets it outrun a single-threaded `zstd -d`.
-    pub fn read_records(
-        &mut self,
-        es: &[IndexEntry],
-    ) -> Result<Vec<std::result::Result<(RecordHeader, Vec<u8>), String>>> {
+    pub fn read_records(&mut self, es: &[IndexEntry]) -> Result<Vec<RecordRead>> {
         use rayon::prelude::*;
         let raw = es
             .iter()

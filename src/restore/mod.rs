@@ -741,10 +741,7 @@ pub fn restore_seekable_to(
         _ => sel.disks.get(e.disk as usize).copied().unwrap_or(false),
     };
     // Chunk records decoded ahead, in parallel, keyed by entry position.
-    let mut ahead: HashMap<
-        usize,
-        std::result::Result<(crate::archive::format::RecordHeader, Vec<u8>), String>,
-    > = HashMap::new();
+    let mut ahead: HashMap<usize, crate::archive::index::RecordRead> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         if !wanted(&book.sel, e) {
             continue;
