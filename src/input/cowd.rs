@@ -27,6 +27,7 @@
 use std::sync::Arc;
 
 use super::claims::{meta_overlap_error, round_up, Meta, MetaRange, MetaRanges, UnitBitmap};
+use super::run_acc::{Acc, Kind};
 use super::source::le_u32;
 use super::{ByteSource, ExtentMap, FileId, FileTable, Run, Source, SECTOR};
 use crate::error::{Error, Result};
@@ -98,45 +99,6 @@ impl CowdHeader {
             free_sector: le_u32(b, 28),
             unclean_shutdown: le_u32(b, 1648),
         })
-    }
-}
-
-/// What one grain table entry says about its grain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Unallocated,
-    Zero,
-    /// Byte offset in the file of the first sector being mapped.
-    Data(u64),
-}
-
-/// The run being built by [`CowdExtent::map`].
-struct Acc {
-    kind: Kind,
-    sectors: u64,
-}
-
-impl Acc {
-    /// Extends the run by `n` sectors of `kind` if that continues it. For data, `kind` carries
-    /// the offset of its first sector, which must follow the run's last byte in the file.
-    fn extend(acc: &mut Option<Acc>, kind: Kind, n: u64) -> bool {
-        match acc {
-            None => {
-                *acc = Some(Acc { kind, sectors: n });
-                true
-            }
-            Some(a) => {
-                let fits = match (a.kind, kind) {
-                    (Kind::Unallocated, Kind::Unallocated) | (Kind::Zero, Kind::Zero) => true,
-                    (Kind::Data(start), Kind::Data(next)) => start + a.sectors * SECTOR == next,
-                    _ => false,
-                };
-                if fits {
-                    a.sectors += n;
-                }
-                fits
-            }
-        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod descriptor;
 pub mod flat;
 pub mod layer;
 pub mod read;
+mod run_acc;
 pub mod sesparse;
 pub mod source;
 pub mod sparse;

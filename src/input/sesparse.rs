@@ -24,6 +24,7 @@
 use std::sync::Arc;
 
 use super::claims::UnitBitmap;
+use super::run_acc::{Acc, Kind};
 use super::source::le_u64;
 use super::{ByteSource, ExtentMap, FileId, FileTable, Run, Source, SECTOR};
 use crate::error::{Error, Result};
@@ -136,43 +137,6 @@ impl SeSparseVolatileHeader {
             free_gt_number: le_u64(b, 8),
             next_txn_seq_number: le_u64(b, 16),
             replay_journal: le_u64(b, 24),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Unallocated,
-    Zero,
-    /// Byte offset of the first sector being mapped.
-    Data(u64),
-}
-
-struct Acc {
-    kind: Kind,
-    sectors: u64,
-}
-
-impl Acc {
-    /// Extends the run by `n` sectors of `kind` if that continues it (for data: the bytes follow
-    /// the run's last byte in the file).
-    fn extend(acc: &mut Option<Acc>, kind: Kind, n: u64) -> bool {
-        match acc {
-            None => {
-                *acc = Some(Acc { kind, sectors: n });
-                true
-            }
-            Some(a) => {
-                let fits = match (a.kind, kind) {
-                    (Kind::Unallocated, Kind::Unallocated) | (Kind::Zero, Kind::Zero) => true,
-                    (Kind::Data(start), Kind::Data(next)) => start + a.sectors * SECTOR == next,
-                    _ => false,
-                };
-                if fits {
-                    a.sectors += n;
-                }
-                fits
-            }
         }
     }
 }
