@@ -8,6 +8,8 @@ mod archive_cmds;
 #[allow(dead_code)]
 #[path = "../cli/args.rs"]
 mod args;
+#[path = "../cli/units.rs"]
+mod units;
 
 use std::process::ExitCode;
 

@@ -12,21 +12,7 @@ use anyhow::Context;
 use vdar::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
 
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
-
-fn human(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+use super::units::human;
 
 fn open(path: &Path) -> anyhow::Result<File> {
     File::open(path).with_context(|| format!("{}: cannot open", path.display()))

@@ -18,7 +18,7 @@ use vdar::pipeline::{
 };
 
 use super::args::{parse_size, BackupArgs};
-use super::inspect::human;
+use super::units::human;
 
 /// Largest VM configuration file stored (.vmx, .nvram, ...): they are kilobytes; anything
 /// bigger is not a config file.

@@ -7,6 +7,7 @@ use serde::Serialize;
 use vdar::chain::{Chain, ChainOptions, VirtualDisk};
 
 use super::args::InspectArgs;
+use super::units::human;
 
 /// One layer of a chain, as reported.
 #[derive(Debug, Serialize)]
@@ -159,21 +160,5 @@ fn print_disk(r: &DiskReport) {
     );
     for w in &r.warnings {
         println!("  warning: {w}");
-    }
-}
-
-/// Bytes in binary units with one decimal.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }

@@ -7,6 +7,7 @@ mod backup;
 mod cat;
 mod inspect;
 mod output;
+mod units;
 
 use std::process::ExitCode;
 
