@@ -78,6 +78,50 @@ pub enum Error {
     /// Invalid request from the caller (bad option combination, unknown VM or snapshot name).
     #[error("{0}")]
     Usage(String),
+    /// A block map (formats/BLOCKMAP.md) that is malformed or inconsistent: runs that overlap,
+    /// leave gaps, miss the end of their file, or name an unknown volume.
+    #[error("{}: {what}", path.display())]
+    BlockMap {
+        /// The block-map file (or `-t0` text) at fault.
+        path: PathBuf,
+        /// What is wrong, naming the mapped file and byte offsets.
+        what: String,
+    },
+    /// A LUN (device or image file) that does not hold what the block map needs: no VMFS LVM
+    /// header, a truncated device, an extent claimed twice, a logical volume with missing PEs.
+    #[error("{}{}: {what}", path.display(), fmt_offset(*offset))]
+    Lun {
+        /// The device path (or the first path of the LUN).
+        path: PathBuf,
+        /// Byte offset on the device, when one applies.
+        offset: Option<u64>,
+        /// What is wrong.
+        what: String,
+    },
+    /// A probe hash computed on the ESX host does not match the bytes read from the LUNs: the
+    /// file moved since the map was taken, or the map is wrong. The copy must not be trusted.
+    #[error(
+        "{}: probe of {file} bytes {offset:#x}..{:#x} ({stage}): sha256 {found} != {expected} \
+         from the host: the file moved or the block map is wrong",
+        map.display(),
+        offset + len
+    )]
+    ProbeMismatch {
+        /// The block-map file.
+        map: PathBuf,
+        /// The mapped file's path as written in the map.
+        file: String,
+        /// Probe start in the file.
+        offset: u64,
+        /// Probe length.
+        len: u64,
+        /// `before copy` or `after copy`.
+        stage: &'static str,
+        /// Hash recorded in the map.
+        expected: String,
+        /// Hash of the bytes read.
+        found: String,
+    },
 }
 
 fn fmt_offset(offset: Option<u64>) -> String {

@@ -9,5 +9,6 @@ pub mod chain;
 pub mod error;
 pub mod fixture;
 pub mod input;
+pub mod san;
 
 pub use error::{Error, Result};
