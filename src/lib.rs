@@ -5,6 +5,7 @@
 //! 2. [`chain`]: collapse the chain on the fly into ordered runs of the virtual disk (data or zero).
 #![deny(missing_docs)]
 
+pub mod blockio;
 pub mod chain;
 pub mod error;
 pub mod fixture;
