@@ -2,9 +2,11 @@
 //! Library errors are typed; here they become anyhow chains printed once by `main`.
 
 pub mod args;
+mod blockmap;
 mod cat;
 mod inspect;
 mod output;
+mod san;
 
 use std::process::ExitCode;
 
@@ -62,5 +64,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         args::Command::Inspect(a) => inspect::run(&a),
         args::Command::Cat(a) => cat::run(&a),
+        args::Command::Blockmap(args::BlockmapCommand::Import(a)) => blockmap::import(&a),
     }
 }

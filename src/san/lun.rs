@@ -258,8 +258,8 @@ impl LunSet {
             let multi = group.len() > 1;
             for (p, f, _) in group {
                 match scan_path(&f, &p) {
-                    Ok(view) => {
-                        if let Some((rp, rv)) = &reference {
+                    Ok(mut view) => {
+                        if let Some((rp, rv)) = &mut reference {
                             let same = rv.1.len() == view.1.len()
                                 && rv
                                     .1
@@ -277,6 +277,9 @@ impl LunSet {
                                     ),
                                 });
                             }
+                            // A path whose device looks shorter is not trusted to size the
+                            // LUN; it fails (and fails over) when a read runs past its end.
+                            rv.0 = rv.0.max(view.0);
                         } else {
                             reference = Some((p.clone(), view));
                         }
