@@ -5,11 +5,13 @@
 //! - cowd: vmfsSparse (COWD) deltas vs qemu-img
 //! - sesparse: SEsparse deltas vs qemu-img
 //! - sample: the bundled sample VM, .vmx/.vmsd selection
+//! - san: SAN mode (block map + LUN images from the rig) vs direct files, faults
 
 #[macro_use]
 mod util;
 mod chain;
 mod cowd;
 mod sample;
+mod san;
 mod sesparse;
 mod sparse;

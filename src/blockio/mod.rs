@@ -402,16 +402,21 @@ impl<T, I: Iterator<Item = Result<Job<T>>>> ReadAhead<T, I> {
             .iter_mut()
             .find(|s| s.id == c.id)
             .expect("invariant: completions belong to live slots");
-        let SlotState::InFlight(retries) = std::mem::replace(&mut slot.state, SlotState::Ready(None))
+        let SlotState::InFlight(retries) =
+            std::mem::replace(&mut slot.state, SlotState::Ready(None))
         else {
             unreachable!("invariant: only in-flight slots complete");
         };
         let mut buf = c.buf;
-        let src = slot.req.as_ref().expect("invariant: reads have requests").source.clone();
+        let src = slot
+            .req
+            .as_ref()
+            .expect("invariant: reads have requests")
+            .source
+            .clone();
         for (r, res) in retries.iter().zip(c.results) {
             if res.is_err() {
-                if let Err(e) = src.read_exact_at(&mut buf.spare()[r.at..r.at + r.len], r.offset)
-                {
+                if let Err(e) = src.read_exact_at(&mut buf.spare()[r.at..r.at + r.len], r.offset) {
                     slot.state = SlotState::Failed(e);
                     return Ok(());
                 }

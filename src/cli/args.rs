@@ -141,8 +141,17 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["vdar", "inspect"]).is_err());
         let c = Cli::try_parse_from([
-            "vdar", "cat", "d.vmdk", "--blockmap", "m.json", "--lun", "a", "b,c",
-            "--queue-depth", "64", "--direct",
+            "vdar",
+            "cat",
+            "d.vmdk",
+            "--blockmap",
+            "m.json",
+            "--lun",
+            "a",
+            "b,c",
+            "--queue-depth",
+            "64",
+            "--direct",
         ])
         .unwrap();
         match c.command {

@@ -258,7 +258,7 @@ impl LunSet {
             let multi = group.len() > 1;
             for (p, f, _) in group {
                 match scan_path(&f, &p) {
-                    Ok(mut view) => {
+                    Ok(view) => {
                         if let Some((rp, rv)) = &mut reference {
                             let same = rv.1.len() == view.1.len()
                                 && rv

@@ -84,7 +84,11 @@ fn run(args: Vec<String>) -> Result<()> {
             let mut o = fixture::lunrig::RigOptions::default();
             let mut it = rest.iter();
             while let Some(arg) = it.next() {
-                let mut val = || it.next().context("option needs a value").and_then(|v| parse_num(v));
+                let mut val = || {
+                    it.next()
+                        .context("option needs a value")
+                        .and_then(|v| parse_num(v))
+                };
                 match *arg {
                     "--luns" => o.luns = val()? as usize,
                     "--pe" => o.pe_bytes = val()?,
