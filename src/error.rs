@@ -100,28 +100,9 @@ pub enum Error {
     },
     /// A probe hash computed on the ESX host does not match the bytes read from the LUNs: the
     /// file moved since the map was taken, or the map is wrong. The copy must not be trusted.
-    #[error(
-        "{}: probe of {file} bytes {offset:#x}..{:#x} ({stage}): sha256 {found} != {expected} \
-         from the host: the file moved or the block map is wrong",
-        map.display(),
-        offset + len
-    )]
-    ProbeMismatch {
-        /// The block-map file.
-        map: PathBuf,
-        /// The mapped file's path as written in the map.
-        file: String,
-        /// Probe start in the file.
-        offset: u64,
-        /// Probe length.
-        len: u64,
-        /// `before copy` or `after copy`.
-        stage: &'static str,
-        /// Hash recorded in the map.
-        expected: String,
-        /// Hash of the bytes read.
-        found: String,
-    },
+    /// Boxed: it is the largest variant and errors travel through every `Result`.
+    #[error("{0}")]
+    ProbeMismatch(Box<ProbeMismatch>),
 }
 
 fn fmt_offset(offset: Option<u64>) -> String {
@@ -156,5 +137,41 @@ impl Error {
             path: path.into(),
             what: what.into(),
         }
+    }
+}
+
+/// Details of [`Error::ProbeMismatch`].
+#[derive(Debug)]
+pub struct ProbeMismatch {
+    /// The block-map file.
+    pub map: PathBuf,
+    /// The mapped file's path as written in the map.
+    pub file: String,
+    /// Probe start in the file.
+    pub offset: u64,
+    /// Probe length.
+    pub len: u64,
+    /// `before copy` or `after copy`.
+    pub stage: &'static str,
+    /// Hash recorded in the map.
+    pub expected: String,
+    /// Hash of the bytes read.
+    pub found: String,
+}
+
+impl std::fmt::Display for ProbeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: probe of {} bytes {:#x}..{:#x} ({}): sha256 {} != {} from the host: the file \
+             moved or the block map is wrong",
+            self.map.display(),
+            self.file,
+            self.offset,
+            self.offset + self.len,
+            self.stage,
+            self.found,
+            self.expected
+        )
     }
 }

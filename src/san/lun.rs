@@ -177,6 +177,9 @@ fn gpt_starts(f: &File, path: &Path, len: u64, starts: &mut Vec<u64>) -> Result<
     Ok(())
 }
 
+/// A path opened during the scan, with its device identity.
+type OpenedPath = (PathBuf, File, (u64, u64));
+
 /// What one path shows: its device size and, per VMFS partition, the header and PE table.
 type PathScan = (u64, Vec<(u64, LvmHeader, Vec<PeEntry>)>);
 
@@ -207,7 +210,7 @@ impl LunSet {
     pub fn scan(groups: &[Vec<PathBuf>], opts: ScanOptions) -> Result<LunSet> {
         // Merge groups that share a device identity, so a glob that matches several links to
         // one device does not look like two devices claiming one extent.
-        let mut merged: Vec<Vec<(PathBuf, File, (u64, u64))>> = Vec::new();
+        let mut merged: Vec<Vec<OpenedPath>> = Vec::new();
         let mut by_id: HashMap<(u64, u64), usize> = HashMap::new();
         let mut notices = Vec::new();
         let mut dead_at_open: Vec<(usize, PathBuf, String)> = Vec::new();
