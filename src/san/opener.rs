@@ -172,15 +172,17 @@ impl BlockMapOpener {
                 src.read_exact_at(&mut buf, p.off)?;
                 let found = hex(&Sha256::digest(&buf));
                 if !found.eq_ignore_ascii_case(&p.sha256) {
-                    return Err(Error::ProbeMismatch(Box::new(crate::error::ProbeMismatch {
-                        map: self.map_path.clone(),
-                        file: f.path.clone(),
-                        offset: p.off,
-                        len: p.len,
-                        stage,
-                        expected: p.sha256.to_ascii_lowercase(),
-                        found,
-                    })));
+                    return Err(Error::ProbeMismatch(Box::new(
+                        crate::error::ProbeMismatch {
+                            map: self.map_path.clone(),
+                            file: f.path.clone(),
+                            offset: p.off,
+                            len: p.len,
+                            stage,
+                            expected: p.sha256.to_ascii_lowercase(),
+                            found,
+                        },
+                    )));
                 }
                 n += 1;
             }
