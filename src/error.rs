@@ -108,6 +108,31 @@ pub enum Error {
         /// The existing file.
         path: PathBuf,
     },
+    /// A block map (formats/BLOCKMAP.md) that is malformed or inconsistent: runs that overlap,
+    /// leave gaps, miss the end of their file, or name an unknown volume.
+    #[error("{}: {what}", path.display())]
+    BlockMap {
+        /// The block-map file (or `-t0` text) at fault.
+        path: PathBuf,
+        /// What is wrong, naming the mapped file and byte offsets.
+        what: String,
+    },
+    /// A LUN (device or image file) that does not hold what the block map needs: no VMFS LVM
+    /// header, a truncated device, an extent claimed twice, a logical volume with missing PEs.
+    #[error("{}{}: {what}", path.display(), fmt_offset(*offset))]
+    Lun {
+        /// The device path (or the first path of the LUN).
+        path: PathBuf,
+        /// Byte offset on the device, when one applies.
+        offset: Option<u64>,
+        /// What is wrong.
+        what: String,
+    },
+    /// A probe hash computed on the ESX host does not match the bytes read from the LUNs: the
+    /// file moved since the map was taken, or the map is wrong. The copy must not be trusted.
+    /// Boxed: it is the largest variant and errors travel through every `Result`.
+    #[error("{0}")]
+    ProbeMismatch(Box<ProbeMismatch>),
 }
 
 fn fmt_offset(offset: Option<u64>) -> String {
@@ -150,5 +175,41 @@ impl Error {
             path: path.into(),
             what: what.into(),
         }
+    }
+}
+
+/// Details of [`Error::ProbeMismatch`].
+#[derive(Debug)]
+pub struct ProbeMismatch {
+    /// The block-map file.
+    pub map: PathBuf,
+    /// The mapped file's path as written in the map.
+    pub file: String,
+    /// Probe start in the file.
+    pub offset: u64,
+    /// Probe length.
+    pub len: u64,
+    /// `before copy` or `after copy`.
+    pub stage: &'static str,
+    /// Hash recorded in the map.
+    pub expected: String,
+    /// Hash of the bytes read.
+    pub found: String,
+}
+
+impl std::fmt::Display for ProbeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: probe of {} bytes {:#x}..{:#x} ({}): sha256 {} != {} from the host: the file \
+             moved or the block map is wrong",
+            self.map.display(),
+            self.file,
+            self.offset,
+            self.offset + self.len,
+            self.stage,
+            self.found,
+            self.expected
+        )
     }
 }

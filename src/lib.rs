@@ -16,11 +16,16 @@
 //! 6. [`restore`], [`verify`], [`list`]: reading archives back, in one pass from a pipe or with
 //!    random access from a file.
 //!
+//! [`blockio`] reads data runs with a read-ahead pipeline (io_uring, pread fallback). [`san`]
+//! (LAN-free SAN mode) plugs into stage 1 as an [`input::SourceOpener`]: files come from a block
+//! map and are read from the datastore's LUNs.
+//!
 //! Invariants: every length read from untrusted bytes is bounded before allocation; every error
 //! names the file (or archive) and byte offset; nothing reads as silent zeros that was not zeros.
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod blockio;
 pub mod chain;
 pub mod chunk;
 pub mod error;
@@ -29,6 +34,7 @@ pub mod input;
 pub mod list;
 pub mod pipeline;
 pub mod restore;
+pub mod san;
 pub mod verify;
 
 pub use error::{Error, Result};

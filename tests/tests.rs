@@ -9,6 +9,7 @@
 //! - archive: backup/restore round trips, determinism, golden vector, damage, hostile archives
 //! - backup: the archive commands end to end against qemu-img, pipes, damage, salvage
 //! - esx: restore to vmdk (ESX layout), sparse, stream, ova; qemu-img/vmdkinfo/xmllint oracles
+//! - san: SAN mode (block map + LUN images from the rig) vs direct files, faults
 
 #[macro_use]
 mod util;
@@ -19,5 +20,6 @@ mod cowd;
 mod esx;
 mod oracle_libvmdk;
 mod sample;
+mod san;
 mod sesparse;
 mod sparse;

@@ -29,6 +29,56 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List an archive's VMs, disks, files and dedup/compression figures.
     List(ListArgs),
+    /// Block maps for SAN mode (formats/BLOCKMAP.md).
+    #[command(subcommand)]
+    Blockmap(BlockmapCommand),
+}
+
+/// `vdar blockmap …`.
+#[derive(Debug, Subcommand)]
+pub enum BlockmapCommand {
+    /// Build a block map from `vmkfstools -t0` output and the descriptor texts.
+    Import(ImportArgs),
+}
+
+/// `vdar blockmap import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Text of `vmkfstools -t0 FILE` runs (one or more `Mapping for file` sections each).
+    #[arg(long = "t0", required = true, num_args = 1.., value_name = "FILE.txt")]
+    pub t0: Vec<PathBuf>,
+    /// Descriptor files (.vmdk text) of the chain, embedded in the map.
+    #[arg(long = "descriptor", num_args = 1.., value_name = "X.vmdk")]
+    pub descriptors: Vec<PathBuf>,
+    /// Output of `esxcli storage vmfs extent list` (datastore label, FS UUID, naa devices).
+    #[arg(long, value_name = "FILE.txt")]
+    pub extents: Option<PathBuf>,
+    /// LUNs to scan, to decide which component of the LVID is the LV UUID.
+    #[arg(long, num_args = 1.., value_name = "PATH[,PATH]")]
+    pub lun: Vec<String>,
+    /// Output file.
+    #[arg(short, long, value_name = "MAP.json")]
+    pub output: PathBuf,
+}
+
+/// SAN mode and reader options, shared by every command that reads a chain (flattened).
+#[derive(Debug, Args, Clone)]
+pub struct SanArgs {
+    /// SAN mode: read the chain's files from LUNs through this block map (formats/BLOCKMAP.md).
+    /// Disk names on the command line are then looked up in the map by file name.
+    #[arg(long, value_name = "MAP.json", requires = "lun")]
+    pub blockmap: Option<PathBuf>,
+    /// LUN devices or image files to scan for the datastore's VMFS extents; globs such as
+    /// '/dev/disk/by-id/*' are expanded by vdar. `A,B` declares two paths to one LUN (failover).
+    #[arg(long, num_args = 1.., value_name = "PATH[,PATH]", requires = "blockmap")]
+    pub lun: Vec<String>,
+    /// Reads kept in flight by the reader (io_uring queue depth).
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub queue_depth: u16,
+    /// Read LUNs with O_DIRECT (aligned reads bypass the page cache).
+    #[arg(long, requires = "blockmap")]
+    pub direct: bool,
 }
 
 /// `vdar backup`.
@@ -66,16 +116,16 @@ pub struct BackupArgs {
 /// Output format of `restore`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
-    /// DIR/<vm>/<disk>.raw images (holes kept) and the VM's files as archived.
+    /// DIR/VM/DISK.raw images (holes kept) and the VM's files as archived.
     Raw,
-    /// ESX datastore layout: DIR/<vm>/<base>.vmdk (createType vmfs) + <base>-flat.vmdk (sparse
+    /// ESX datastore layout: DIR/VM/BASE.vmdk (createType vmfs) + BASE-flat.vmdk (sparse
     /// file), and the .vmx pointed at them with snapshot references removed.
     Vmdk,
-    /// monolithicSparse DIR/<vm>/<base>.vmdk (hosted products, vmkfstools -i) and the .vmx.
+    /// monolithicSparse DIR/VM/BASE.vmdk (hosted products, vmkfstools -i) and the .vmx.
     Sparse,
-    /// streamOptimized DIR/<vm>/<base>.vmdk in VMware's layout (what ESX ingests from OVF).
+    /// streamOptimized DIR/VM/BASE.vmdk in VMware's layout (what ESX ingests from OVF).
     Stream,
-    /// DIR/<vm>/<vm>.ova: OVF descriptor, streamOptimized disks, SHA256 manifest.
+    /// DIR/VM/VM.ova: OVF descriptor, streamOptimized disks, SHA256 manifest.
     Ova,
 }
 
@@ -183,6 +233,9 @@ pub struct InspectArgs {
     /// Chain options.
     #[command(flatten)]
     pub chain: ChainArgs,
+    /// SAN mode and reader options.
+    #[command(flatten)]
+    pub san: SanArgs,
 }
 
 /// `vdar cat`.
@@ -197,6 +250,9 @@ pub struct CatArgs {
     /// Chain options.
     #[command(flatten)]
     pub chain: ChainArgs,
+    /// SAN mode and reader options.
+    #[command(flatten)]
+    pub san: SanArgs,
 }
 
 #[cfg(test)]
@@ -245,6 +301,34 @@ mod tests {
         assert!(Cli::try_parse_from(["vdar", "restore", "a.vdar"]).is_err());
         assert!(parse_size("12Q").is_err());
         assert_eq!(parse_size("256K"), Ok(262144));
+        let c = Cli::try_parse_from([
+            "vdar",
+            "cat",
+            "d.vmdk",
+            "--blockmap",
+            "m.json",
+            "--lun",
+            "a",
+            "b,c",
+            "--queue-depth",
+            "64",
+            "--direct",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Cat(a) => {
+                assert_eq!(a.san.lun, ["a", "b,c"]);
+                assert_eq!(a.san.queue_depth, 64);
+                assert!(a.san.direct);
+            }
+            _ => panic!(),
+        }
+        assert!(Cli::try_parse_from(["vdar", "cat", "d", "--blockmap", "m"]).is_err());
+        assert!(Cli::try_parse_from(["vdar", "cat", "d", "--queue-depth", "0"]).is_err());
+        assert!(Cli::try_parse_from([
+            "vdar", "blockmap", "import", "--t0", "a.txt", "-o", "m.json"
+        ])
+        .is_ok());
         assert!(Cli::try_parse_from(["vdar", "cat"]).is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! `vdar cat`: the collapsed disk as raw bytes.
+//! `vdar cat`: the collapsed disk as raw bytes, from local files or (SAN mode) from LUNs.
 
 use std::process::ExitCode;
 
@@ -8,16 +8,27 @@ use super::args::CatArgs;
 use super::output::{copy_disk, RawSink};
 
 pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
-    let opts = ChainOptions {
+    let san = super::san::opener(&args.san)?;
+    let mut opts = ChainOptions {
         ignore_cid: args.chain.ignore_cid,
         ..Default::default()
     };
+    if let Some(o) = &san {
+        // Probes before the copy: a wrong map or a moved file stops us before any output.
+        o.check_probes("before copy")?;
+        opts.opener = o;
+    }
     let chain = Chain::open(&args.input, &opts)?;
     for w in &chain.warnings {
         eprintln!("vdar: warning: {w}");
     }
     let sink = RawSink::create(&args.output)?;
     let mut disk = chain.collapse();
-    copy_disk(&mut disk, sink)?;
+    copy_disk(&mut disk, sink, &super::san::read_options(&args.san))?;
+    if let Some(o) = &san {
+        // And after: the file must not have moved while we read it.
+        o.check_probes("after copy")?;
+        super::san::print_notices(o.luns());
+    }
     Ok(ExitCode::SUCCESS)
 }

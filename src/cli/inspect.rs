@@ -107,10 +107,14 @@ pub fn inspect_disk(
 }
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
-    let opts = ChainOptions {
+    let san = super::san::opener(&args.san)?;
+    let mut opts = ChainOptions {
         ignore_cid: args.chain.ignore_cid,
         ..Default::default()
     };
+    if let Some(o) = &san {
+        opts.opener = o;
+    }
     let mut reports = Vec::new();
     for sel in super::select_inputs(&args.inputs, args.chain.snapshot.as_deref())? {
         for disk in &sel.disks {

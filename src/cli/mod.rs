@@ -4,9 +4,11 @@
 mod archive_cmds;
 pub mod args;
 mod backup;
+mod blockmap;
 mod cat;
 mod inspect;
 mod output;
+mod san;
 mod units;
 
 use std::process::ExitCode;
@@ -69,5 +71,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
         args::Command::Restore(a) => archive_cmds::restore(&a),
         args::Command::Verify(a) => archive_cmds::verify(&a),
         args::Command::List(a) => archive_cmds::list(&a),
+        args::Command::Blockmap(args::BlockmapCommand::Import(a)) => blockmap::import(&a),
     }
 }

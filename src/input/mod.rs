@@ -24,7 +24,9 @@ pub mod vm;
 pub mod vmsd;
 pub mod vmx;
 
-pub use source::{ByteSource, FileId, FileTable, LocalFile, LocalOpener, MemSource, SourceOpener};
+pub use source::{
+    ByteSource, FileId, FileTable, LocalFile, LocalOpener, MemSource, Piece, SourceOpener,
+};
 
 use crate::error::Result;
 

@@ -40,13 +40,76 @@ pub trait ByteSource: Send + Sync + std::fmt::Debug {
     fn as_file(&self) -> Option<&File> {
         None
     }
+    /// Where the bytes `[offset, offset + len)` physically live, in order, for readers that
+    /// issue their own I/O (`crate::blockio`). The pieces' lengths add up to `len`. A
+    /// [`Piece::Copy`] (the default) tells the reader to call [`ByteSource::read_exact_at`];
+    /// when a [`Piece::Read`] fails, the reader retries those bytes through `read_exact_at`
+    /// too, so a source's own policy (path failover, precise errors) always gets the last word.
+    fn locate(&self, offset: u64, len: u64) -> Result<Vec<Piece>> {
+        check_range(self.path(), offset, len, self.len())?;
+        Ok(vec![Piece::Copy { len }])
+    }
+}
+
+/// A piece of a located range (see [`ByteSource::locate`]).
+#[derive(Clone, Debug)]
+pub enum Piece {
+    /// `len` bytes at byte `offset` of `file`. `direct` is the same file opened with
+    /// `O_DIRECT`, which a reader may use when offset, length and buffer are aligned to
+    /// [`crate::blockio::DIRECT_ALIGN`]. The `Arc`s keep the descriptors open while a read
+    /// is in flight.
+    Read {
+        /// The file or device.
+        file: Arc<File>,
+        /// The same, opened with `O_DIRECT`, if requested.
+        direct: Option<Arc<File>>,
+        /// Byte offset in `file`.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// `len` bytes of zeros that must not be read (holes, to-be-zeroed blocks).
+    Zero {
+        /// Length in bytes.
+        len: u64,
+    },
+    /// `len` bytes with no physical placement: read them with `read_exact_at`.
+    Copy {
+        /// Length in bytes.
+        len: u64,
+    },
+}
+
+impl Piece {
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Piece::Read { len, .. } | Piece::Zero { len } | Piece::Copy { len } => *len,
+        }
+    }
+    /// Whether the piece is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The error for a read of `len` bytes at `offset` that runs past `size`.
+pub(crate) fn check_range(path: &Path, offset: u64, len: u64, size: u64) -> Result<()> {
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(Error::corrupt(
+            path,
+            offset,
+            format!("read of {len} bytes runs past the end of the file ({size} bytes)"),
+        ));
+    }
+    Ok(())
 }
 
 /// A local file read with `pread`.
 #[derive(Debug)]
 pub struct LocalFile {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     len: u64,
 }
 
@@ -57,7 +120,7 @@ impl LocalFile {
         let len = file.metadata().map_err(|e| Error::io(path, None, e))?.len();
         Ok(LocalFile {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             len,
         })
     }
@@ -73,18 +136,7 @@ impl ByteSource for LocalFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = offset.checked_add(buf.len() as u64);
-        if end.is_none_or(|end| end > self.len) {
-            return Err(Error::corrupt(
-                &self.path,
-                offset,
-                format!(
-                    "read of {} bytes runs past the end of the file ({} bytes)",
-                    buf.len(),
-                    self.len
-                ),
-            ));
-        }
+        check_range(&self.path, offset, buf.len() as u64, self.len)?;
         self.file
             .read_exact_at(buf, offset)
             .map_err(|e| Error::io(&self.path, Some(offset), e))
@@ -114,6 +166,16 @@ impl ByteSource for LocalFile {
 
     fn as_file(&self) -> Option<&File> {
         Some(&self.file)
+    }
+
+    fn locate(&self, offset: u64, len: u64) -> Result<Vec<Piece>> {
+        check_range(&self.path, offset, len, self.len)?;
+        Ok(vec![Piece::Read {
+            file: self.file.clone(),
+            direct: None,
+            offset,
+            len,
+        }])
     }
 }
 

@@ -15,7 +15,7 @@
 //! * every grain table is checked entry by entry when it is loaded into the cache, before any of
 //!   its entries is used, so `map` only ever hands out offsets that lie inside the file.
 //! * no two grain tables, no grain and table, and no two grains share bytes of the file: `open`
-//!   walks every table once to prove it (§5.1, [`SparseExtent::check_storage`]); a compressed
+//!   walks every table once to prove it (§5.1, `SparseExtent::check_storage`); a compressed
 //!   record's full extent is checked against the others' starts when it is mapped.
 
 use std::sync::Arc;

@@ -29,7 +29,9 @@ const USAGE: &str = "usage:
   vdar-fixture flat DIR/NAME SIZE REGION...                 ESX base (createType vmfs)
   vdar-fixture delta cowd|sesparse DIR/NAME PARENT.vmdk [--grain SECTORS] [--first-grain N] [--hint H] REGION...
   vdar-fixture streamopt RAW OUT.vmdk                        VMware-layout streamOptimized
-  vdar-fixture sample-vm DIR                                 the bundled sample VM";
+  vdar-fixture sample-vm DIR                                 the bundled sample VM
+  vdar-fixture lun-rig VMDIR OUTDIR [--luns N] [--pe SIZE] [--block SIZE] [--seed N] [--max-extent BLOCKS]
+                                                             VM files on LUN images + block map";
 
 fn run(args: Vec<String>) -> Result<()> {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -79,6 +81,36 @@ fn run(args: Vec<String>) -> Result<()> {
                 .with_context(|| out.display().to_string())
         }
         ["sample-vm", dir] => sample_vm(Path::new(dir)),
+        ["lun-rig", vm, out, rest @ ..] => {
+            let mut o = fixture::lunrig::RigOptions::default();
+            let mut it = rest.iter();
+            while let Some(arg) = it.next() {
+                let mut val = || {
+                    it.next()
+                        .context("option needs a value")
+                        .and_then(|v| parse_num(v))
+                };
+                match *arg {
+                    "--luns" => o.luns = val()? as usize,
+                    "--pe" => o.pe_bytes = val()?,
+                    "--block" => o.block = val()?,
+                    "--seed" => o.seed = val()?,
+                    "--max-extent" => o.max_extent_blocks = val()?,
+                    "--spread" => o.spread = val()?,
+                    other => bail!("unknown lun-rig option {other:?}\n{USAGE}"),
+                }
+            }
+            let r = fixture::lunrig::lay_out(Path::new(vm), Path::new(out), &o)?;
+            let runs: usize = r.map.files.iter().map(|f| f.runs.len()).sum();
+            println!(
+                "{} LUNs, {} files, {runs} runs ({} data runs cross a PE boundary) -> {}",
+                r.luns.len(),
+                r.map.files.len(),
+                r.pe_crossings,
+                r.map_path.display()
+            );
+            Ok(())
+        }
         _ => bail!("{USAGE}"),
     }
 }

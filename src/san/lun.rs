@@ -1,0 +1,622 @@
+//! Finding the LUNs of a VMFS datastore and reading logical-volume bytes from them.
+//!
+//! [`LunSet::scan`] opens every given path, looks for VMFS partitions (MBR type 0xFB, GPT type
+//! `AA31E02A-400F-11DB-9590-000C2911D1B8`, and the device start itself for partition nodes and
+//! bare images), and reads each partition's LVM header and PE table. LUNs are identified by that
+//! VMFS signature (LV UUID, PV UUID, PE table), never by SCSI IDs.
+//!
+//! Paths to one LUN: paths that name the same device or file (symlinks such as
+//! `/dev/disk/by-id/scsi-3…` and `wwn-0x…` to one `/dev/sdX`, same `st_rdev` or inode) are one
+//! LUN automatically; paths the caller groups explicitly (`--lun A,B`) are declared paths to one
+//! LUN and must show identical LVM headers. Any other two devices that carry the same PV UUID,
+//! or PEs that overlap in one logical volume, are an error: an array snapshot or replica looks
+//! exactly like its source, and guessing could back up stale data.
+//!
+//! [`LvMap`] is the PE table of one logical volume collected over all its LUNs, checked to cover
+//! the volume without holes; [`LunSet::read_pv`] reads with path failover.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::lvm::{read_lvm, LvmHeader, PeEntry, VmfsUuid, LVM_HEADER_OFFSET};
+use crate::error::{Error, Result};
+
+/// GPT partition type GUID of VMFS, in its on-disk (mixed-endian) byte order.
+pub const GPT_VMFS_TYPE: [u8; 16] = [
+    0x2A, 0xE0, 0x31, 0xAA, 0x0F, 0x40, 0xDB, 0x11, 0x95, 0x90, 0x00, 0x0C, 0x29, 0x11, 0xD1, 0xB8,
+];
+/// MBR partition type of VMFS.
+pub const MBR_VMFS_TYPE: u8 = 0xFB;
+/// Most GPT entries scanned (the standard table has 128).
+const MAX_GPT_ENTRIES: u32 = 256;
+
+/// How to open LUN paths.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScanOptions {
+    /// Also open each path with `O_DIRECT`, for aligned bulk reads that bypass the page cache.
+    pub direct: bool,
+}
+
+/// One path to a LUN.
+#[derive(Debug)]
+pub struct LunPath {
+    /// As given.
+    pub path: PathBuf,
+    file: Arc<File>,
+    direct: Option<Arc<File>>,
+    dead: AtomicBool,
+}
+
+/// One VMFS partition (physical volume, "extent") found on a LUN.
+#[derive(Debug)]
+pub struct PhysicalVolume {
+    /// Paths to the LUN; at least one.
+    pub paths: Vec<LunPath>,
+    /// Byte offset of the partition on the device.
+    pub part_start: u64,
+    /// Device size in bytes.
+    pub device_len: u64,
+    /// The LVM header.
+    pub header: LvmHeader,
+    /// Used PE entries.
+    pub pes: Vec<PeEntry>,
+    /// Index of the path that answered last.
+    active: AtomicUsize,
+}
+
+impl PhysicalVolume {
+    /// The first path, for messages.
+    pub fn name(&self) -> &Path {
+        &self.paths[0].path
+    }
+}
+
+/// All VMFS partitions found on the given paths.
+#[derive(Debug, Default)]
+pub struct LunSet {
+    pvs: Vec<PhysicalVolume>,
+    notices: Mutex<Vec<String>>,
+}
+
+/// Identity of an opened path: block devices by `st_rdev`, files by device and inode.
+fn identity(f: &File, path: &Path) -> Result<(u64, u64)> {
+    let m = f.metadata().map_err(|e| Error::io(path, None, e))?;
+    use std::os::unix::fs::FileTypeExt;
+    Ok(if m.file_type().is_block_device() {
+        (u64::MAX, m.rdev())
+    } else {
+        (m.dev(), m.ino())
+    })
+}
+
+/// Size of a file or block device.
+fn device_len(f: &File, path: &Path) -> Result<u64> {
+    use rustix::fs::{seek, SeekFrom};
+    seek(f, SeekFrom::End(0)).map_err(|e| Error::io(path, None, io::Error::from(e)))
+}
+
+fn pread_exact(f: &File, path: &Path, buf: &mut [u8], off: u64) -> Result<()> {
+    f.read_exact_at(buf, off).map_err(|e| {
+        let e = if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "read of {} bytes runs past the end of the device",
+                    buf.len()
+                ),
+            )
+        } else {
+            e
+        };
+        Error::io(path, Some(off), e)
+    })
+}
+
+/// Partition starts worth probing on a device: VMFS partitions of an MBR or GPT, then the
+/// device start itself (a partition node, or an image without a table).
+fn candidate_starts(f: &File, path: &Path, len: u64) -> Result<Vec<u64>> {
+    let mut starts = Vec::new();
+    if len >= 1024 {
+        let mut mbr = [0u8; 512];
+        pread_exact(f, path, &mut mbr, 0)?;
+        if mbr[510..512] == [0x55, 0xAA] {
+            let mut gpt = false;
+            for i in 0..4 {
+                let e = &mbr[446 + 16 * i..446 + 16 * (i + 1)];
+                let lba = u32::from_le_bytes(e[8..12].try_into().expect("invariant: 4 bytes"));
+                match e[4] {
+                    MBR_VMFS_TYPE if lba > 0 => starts.push(u64::from(lba) * 512),
+                    0xEE => gpt = true,
+                    _ => {}
+                }
+            }
+            if gpt {
+                gpt_starts(f, path, len, &mut starts)?;
+            }
+        }
+    }
+    starts.push(0);
+    starts.dedup();
+    Ok(starts)
+}
+
+fn gpt_starts(f: &File, path: &Path, len: u64, starts: &mut Vec<u64>) -> Result<()> {
+    let mut h = [0u8; 92];
+    pread_exact(f, path, &mut h, 512)?;
+    if &h[0..8] != b"EFI PART" {
+        return Ok(());
+    }
+    let le64 = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
+    let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
+    let table = le64(&h, 0x48).saturating_mul(512);
+    let count = le32(&h, 0x50);
+    let size = le32(&h, 0x54);
+    if count > MAX_GPT_ENTRIES || !(128..=4096).contains(&size) {
+        return Err(Error::Lun {
+            path: path.into(),
+            offset: Some(512),
+            what: format!("GPT header: {count} entries of {size} bytes is out of range"),
+        });
+    }
+    let mut e = vec![0u8; size as usize];
+    for i in 0..u64::from(count) {
+        let at = table + i * u64::from(size);
+        if at + u64::from(size) > len {
+            break;
+        }
+        pread_exact(f, path, &mut e, at)?;
+        if e[0..16] == GPT_VMFS_TYPE {
+            starts.push(le64(&e, 0x20).saturating_mul(512));
+        }
+    }
+    Ok(())
+}
+
+/// A path opened during the scan, with its device identity.
+type OpenedPath = (PathBuf, File, (u64, u64));
+
+/// What one path shows: its device size and, per VMFS partition, the header and PE table.
+type PathScan = (u64, Vec<(u64, LvmHeader, Vec<PeEntry>)>);
+
+fn scan_path(f: &File, path: &Path) -> Result<PathScan> {
+    let len = device_len(f, path)?;
+    let mut found = Vec::new();
+    for start in candidate_starts(f, path, len)? {
+        let hdr_at = start + LVM_HEADER_OFFSET;
+        if hdr_at + 4 > len {
+            continue;
+        }
+        let mut magic = [0u8; 4];
+        pread_exact(f, path, &mut magic, hdr_at)?;
+        if !LvmHeader::has_magic(&magic) {
+            continue;
+        }
+        let mut read_at = |buf: &mut [u8], off: u64| pread_exact(f, path, buf, off);
+        let (h, pes) = read_lvm(path, start, &mut read_at)?;
+        found.push((start, h, pes));
+    }
+    Ok((len, found))
+}
+
+impl LunSet {
+    /// Scans `groups`: each inner list is the paths to one LUN (usually one path). Paths with
+    /// no VMFS partition are skipped with a notice (globs such as `/dev/disk/by-id/*` match
+    /// other disks too).
+    pub fn scan(groups: &[Vec<PathBuf>], opts: ScanOptions) -> Result<LunSet> {
+        // Merge groups that share a device identity, so a glob that matches several links to
+        // one device does not look like two devices claiming one extent.
+        let mut merged: Vec<Vec<OpenedPath>> = Vec::new();
+        let mut by_id: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut notices = Vec::new();
+        let mut dead_at_open: Vec<(usize, PathBuf, String)> = Vec::new();
+        for group in groups {
+            let mut target: Option<usize> = None;
+            let mut opened = Vec::new();
+            for p in group {
+                match File::open(p) {
+                    Ok(f) => {
+                        let id = identity(&f, p)?;
+                        if let Some(&g) = by_id.get(&id) {
+                            target.get_or_insert(g);
+                        }
+                        opened.push((p.clone(), f, id));
+                    }
+                    Err(e) if group.len() > 1 => {
+                        dead_at_open.push((usize::MAX, p.clone(), e.to_string()));
+                    }
+                    Err(e) => return Err(Error::io(p, None, e)),
+                }
+            }
+            let g = target.unwrap_or_else(|| {
+                merged.push(Vec::new());
+                merged.len() - 1
+            });
+            for (p, f, id) in opened {
+                if by_id.insert(id, g).is_none() || !merged[g].iter().any(|x| x.2 == id) {
+                    merged[g].push((p, f, id));
+                }
+            }
+        }
+        for (_, p, e) in dead_at_open {
+            notices.push(format!(
+                "LUN path {} is dead: cannot open: {e}",
+                p.display()
+            ));
+        }
+
+        let mut pvs: Vec<PhysicalVolume> = Vec::new();
+        for group in merged {
+            if group.is_empty() {
+                continue;
+            }
+            // The first path that answers gives the reference view; every other path must
+            // agree with it, or it is not a path to the same LUN.
+            let mut reference: Option<(PathBuf, PathScan)> = None;
+            let mut alive: Vec<(PathBuf, File)> = Vec::new();
+            let multi = group.len() > 1;
+            for (p, f, _) in group {
+                match scan_path(&f, &p) {
+                    Ok(view) => {
+                        if let Some((rp, rv)) = &mut reference {
+                            let same = rv.1.len() == view.1.len()
+                                && rv
+                                    .1
+                                    .iter()
+                                    .zip(&view.1)
+                                    .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && a.2 == b.2);
+                            if !same {
+                                return Err(Error::Lun {
+                                    path: p.clone(),
+                                    offset: None,
+                                    what: format!(
+                                        "given as a path to the same LUN as {}, but its VMFS \
+                                         headers differ",
+                                        rp.display()
+                                    ),
+                                });
+                            }
+                            // A path whose device looks shorter is not trusted to size the
+                            // LUN; it fails (and fails over) when a read runs past its end.
+                            rv.0 = rv.0.max(view.0);
+                        } else {
+                            reference = Some((p.clone(), view));
+                        }
+                        alive.push((p, f));
+                    }
+                    Err(Error::Io { source, offset, .. }) if multi => {
+                        notices.push(format!(
+                            "LUN path {} is dead: read at byte {:#x} failed: {source}",
+                            p.display(),
+                            offset.unwrap_or(0)
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some((rp, (len, found))) = reference else {
+                return Err(Error::Lun {
+                    path: PathBuf::new(),
+                    offset: None,
+                    what: "no path of this LUN answers reads".into(),
+                });
+            };
+            if found.is_empty() {
+                notices.push(format!(
+                    "{}: no VMFS LVM header found (skipped)",
+                    rp.display()
+                ));
+                continue;
+            }
+            let mut paths = Vec::new();
+            for (p, f) in alive {
+                let direct = if opts.direct {
+                    let d = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                        .open(&p)
+                        .map_err(|e| Error::io(&p, None, e))?;
+                    Some(Arc::new(d))
+                } else {
+                    None
+                };
+                paths.push((p, Arc::new(f), direct));
+            }
+            for (start, header, pes) in found {
+                pvs.push(PhysicalVolume {
+                    paths: paths
+                        .iter()
+                        .map(|(p, f, d)| LunPath {
+                            path: p.clone(),
+                            file: f.clone(),
+                            direct: d.clone(),
+                            dead: AtomicBool::new(false),
+                        })
+                        .collect(),
+                    part_start: start,
+                    device_len: len,
+                    header,
+                    pes,
+                    active: AtomicUsize::new(0),
+                });
+            }
+        }
+        // Two different devices with one PV UUID: a replica or array snapshot next to its
+        // source, or paths the caller did not group. Either way, refuse to guess.
+        for (i, a) in pvs.iter().enumerate() {
+            for b in &pvs[i + 1..] {
+                if a.header.pv_uuid == b.header.pv_uuid {
+                    return Err(Error::Lun {
+                        path: b.name().into(),
+                        offset: Some(b.part_start + LVM_HEADER_OFFSET),
+                        what: format!(
+                            "claims the same VMFS extent (PV {}) as {}: two different devices \
+                             carry it (a replica or array snapshot?). If they are paths to one \
+                             LUN, give them as --lun {},{}",
+                            a.header.pv_uuid,
+                            a.name().display(),
+                            a.name().display(),
+                            b.name().display()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(LunSet {
+            pvs,
+            notices: Mutex::new(notices),
+        })
+    }
+
+    /// The VMFS partitions found.
+    pub fn pvs(&self) -> &[PhysicalVolume] {
+        &self.pvs
+    }
+
+    /// Notices gathered so far (skipped devices, dead paths, failovers), emptied.
+    pub fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notices.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Paths marked dead after an I/O error.
+    pub fn dead_paths(&self) -> Vec<PathBuf> {
+        self.pvs
+            .iter()
+            .flat_map(|pv| pv.paths.iter())
+            .filter(|p| p.dead.load(Ordering::Relaxed))
+            .map(|p| p.path.clone())
+            .collect()
+    }
+
+    fn notice(&self, s: String) {
+        self.notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(s);
+    }
+
+    /// Reads `buf` at partition byte `p_offset` of PV `pv`, failing over between its paths:
+    /// the path that answered last is tried first; a path that fails is marked dead and
+    /// reported, and the next live path is tried. The error of the last path is returned when
+    /// all fail.
+    pub fn read_pv(&self, pv: usize, buf: &mut [u8], p_offset: u64) -> Result<()> {
+        let v = &self.pvs[pv];
+        let dev_off = v.part_start + p_offset;
+        let n = v.paths.len();
+        let first = v.active.load(Ordering::Relaxed);
+        let mut last_err = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let lp = &v.paths[i];
+            if lp.dead.load(Ordering::Relaxed) && k + 1 < n {
+                continue;
+            }
+            match pread_exact(&lp.file, &lp.path, buf, dev_off) {
+                Ok(()) => {
+                    v.active.store(i, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) => {
+                    if n > 1 && !lp.dead.swap(true, Ordering::Relaxed) {
+                        self.notice(format!(
+                            "LUN path {} is dead: {e}; failing over to the next path",
+                            lp.path.display()
+                        ));
+                    }
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.expect("invariant: every PV has at least one path"))
+    }
+
+    /// The open files (buffered, O_DIRECT) of PV `pv`'s current path.
+    pub(crate) fn active_files(&self, pv: usize) -> (Arc<File>, Option<Arc<File>>) {
+        let v = &self.pvs[pv];
+        let n = v.paths.len();
+        let first = v.active.load(Ordering::Relaxed);
+        let lp = (0..n)
+            .map(|k| &v.paths[(first + k) % n])
+            .find(|p| !p.dead.load(Ordering::Relaxed))
+            .unwrap_or(&v.paths[first % n]);
+        (lp.file.clone(), lp.direct.clone())
+    }
+
+    /// LV UUIDs seen on the LUNs.
+    pub fn lv_uuids(&self) -> Vec<VmfsUuid> {
+        let mut v: Vec<VmfsUuid> = self.pvs.iter().map(|p| p.header.volume.lv_uuid).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// One PE of a logical volume, placed on a PV.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LvPiece {
+    /// LV byte offset.
+    pub l_offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// Index into [`LunSet::pvs`].
+    pub pv: usize,
+    /// Partition byte offset on that PV.
+    pub p_offset: u64,
+}
+
+/// The PE map of one logical volume over all its LUNs.
+#[derive(Clone, Debug)]
+pub struct LvMap {
+    /// The LV UUID.
+    pub lv_uuid: VmfsUuid,
+    /// LV size in bytes.
+    pub size: u64,
+    /// PEs sorted by `l_offset`, gap-free from 0 to `size`.
+    pub pieces: Vec<LvPiece>,
+}
+
+/// A contiguous device range of an LV range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevRange {
+    /// Index into [`LunSet::pvs`].
+    pub pv: usize,
+    /// Partition byte offset.
+    pub p_offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+impl LvMap {
+    /// Collects the PEs of LV `lv_uuid` from every PV in `luns` and checks that they cover the
+    /// volume exactly and that every PE lies inside its device.
+    pub fn build(luns: &LunSet, lv_uuid: VmfsUuid) -> Result<LvMap> {
+        let members: Vec<usize> = (0..luns.pvs.len())
+            .filter(|&i| luns.pvs[i].header.volume.lv_uuid == lv_uuid)
+            .collect();
+        let Some(&head) = members.first() else {
+            return Err(Error::Lun {
+                path: PathBuf::new(),
+                offset: None,
+                what: format!(
+                    "no LUN given carries logical volume {lv_uuid} (found: {})",
+                    luns.lv_uuids()
+                        .iter()
+                        .map(|u| u.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        };
+        let size = luns.pvs[head].header.volume.lv_size;
+        let mut pieces = Vec::new();
+        for &i in &members {
+            let pv = &luns.pvs[i];
+            if pv.header.volume.lv_size != size {
+                return Err(Error::Lun {
+                    path: pv.name().into(),
+                    offset: Some(pv.part_start + LVM_HEADER_OFFSET),
+                    what: format!(
+                        "LV {lv_uuid} is {} bytes here but {size} bytes on {}",
+                        pv.header.volume.lv_size,
+                        luns.pvs[head].name().display()
+                    ),
+                });
+            }
+            for pe in &pv.pes {
+                let end = pv.part_start + pe.p_offset + pe.length;
+                if end > pv.device_len {
+                    return Err(Error::Lun {
+                        path: pv.name().into(),
+                        offset: Some(pv.part_start + pe.p_offset),
+                        what: format!(
+                            "LUN is truncated: PE {} (LV bytes {:#x}..{:#x}) needs device bytes \
+                             up to {end:#x}, the device has {:#x}",
+                            pe.pe_id,
+                            pe.l_offset,
+                            pe.l_offset + pe.length,
+                            pv.device_len
+                        ),
+                    });
+                }
+                pieces.push(LvPiece {
+                    l_offset: pe.l_offset,
+                    length: pe.length,
+                    pv: i,
+                    p_offset: pe.p_offset,
+                });
+            }
+        }
+        pieces.sort_by_key(|p| p.l_offset);
+        let mut pos = 0u64;
+        for (k, p) in pieces.iter().enumerate() {
+            if p.l_offset < pos {
+                let prev = pieces[k - 1];
+                return Err(Error::Lun {
+                    path: luns.pvs[p.pv].name().into(),
+                    offset: Some(luns.pvs[p.pv].part_start + p.p_offset),
+                    what: format!(
+                        "two devices claim LV {lv_uuid} bytes {:#x}..{:#x}: this one and {}",
+                        p.l_offset,
+                        pos.min(p.l_offset + p.length),
+                        luns.pvs[prev.pv].name().display()
+                    ),
+                });
+            }
+            if p.l_offset > pos {
+                break;
+            }
+            pos = p.l_offset + p.length;
+        }
+        if pos < size {
+            return Err(Error::Lun {
+                path: luns.pvs[head].name().into(),
+                offset: None,
+                what: format!(
+                    "LV {lv_uuid}: no LUN given holds LV bytes {pos:#x}..: pass every LUN (extent) \
+                     of the datastore ({} expected, {} found)",
+                    luns.pvs[head].header.volume.num_devs,
+                    members.len()
+                ),
+            });
+        }
+        Ok(LvMap {
+            lv_uuid,
+            size,
+            pieces,
+        })
+    }
+
+    /// The device ranges holding LV bytes `[lv, lv + len)`, split at PE boundaries.
+    pub fn resolve(&self, lv: u64, len: u64) -> std::result::Result<Vec<DevRange>, String> {
+        let end = lv
+            .checked_add(len)
+            .filter(|&e| e <= self.size)
+            .ok_or_else(|| {
+                format!(
+                    "LV bytes {lv:#x}+{len:#x} run past the end of LV {} ({:#x} bytes)",
+                    self.lv_uuid, self.size
+                )
+            })?;
+        let mut out = Vec::new();
+        let mut pos = lv;
+        let mut k = self
+            .pieces
+            .partition_point(|p| p.l_offset + p.length <= pos);
+        while pos < end {
+            let p = self.pieces.get(k).ok_or("invariant: PEs cover the LV")?;
+            let n = (p.l_offset + p.length).min(end) - pos;
+            out.push(DevRange {
+                pv: p.pv,
+                p_offset: p.p_offset + (pos - p.l_offset),
+                len: n,
+            });
+            pos += n;
+            k += 1;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,337 @@
+//! SAN mode: the sample VM laid out fragmented over two LUN images (`vdar-fixture lun-rig`),
+//! read back with `vdar cat --blockmap … --lun …` and compared with `vdar cat` of the files
+//! themselves; then the faults: a dead path with failover, a truncated LUN, a probe mismatch,
+//! a map that does not cover its file, overlapping runs, two devices claiming one extent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::sample::extract_sample;
+use crate::util::*;
+
+/// The sample VM and its LUN rig in `dir`: returns (vm folder, rig folder).
+fn rig(dir: &Path) -> (PathBuf, PathBuf) {
+    let vm = extract_sample(dir);
+    let rig = dir.join("rig");
+    run(
+        fixture_bin().to_str().unwrap(),
+        &["lun-rig", vm.to_str().unwrap(), rig.to_str().unwrap()],
+    );
+    (vm, rig)
+}
+
+fn vdar_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(vdar_bin());
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run vdar")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "vdar failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn fails_with(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "expected failure, got: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+    err
+}
+
+/// `vdar cat` of `top` in SAN mode into `out`.
+fn san_cat(map: &Path, luns: &[&str], top: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "cat".into(),
+        "-o".into(),
+        out.to_str().unwrap().into(),
+        "--blockmap".into(),
+        map.to_str().unwrap().into(),
+        "--lun".into(),
+    ];
+    a.extend(luns.iter().map(|s| s.to_string()));
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a.push("--".into());
+    a.push(top.into());
+    a
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn san_cat_equals_direct_cat() {
+    let d = tempdir();
+    let (vm, rig) = rig(d.path());
+    let map: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rig.join("blockmap.json")).unwrap()).unwrap();
+    // The layout really exercises what it claims to: TBZ runs (stale 0xDE bytes behind them),
+    // holes, and data runs crossing a 4 MiB PE boundary.
+    let runs: Vec<&serde_json::Value> = map["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["runs"].as_array().unwrap())
+        .collect();
+    assert!(runs.iter().any(|r| r["kind"] == "tbz"));
+    assert!(runs.iter().any(|r| r["kind"] == "hole"));
+    assert!(runs.iter().any(|r| {
+        let (lv, len) = (r["lv"].as_u64().unwrap_or(0), r["len"].as_u64().unwrap());
+        r["kind"] == "data" && lv / (4 << 20) != (lv + len - 1) / (4 << 20)
+    }));
+    let glob = format!("{}/lun*.img", rig.display());
+    for top in ["sample-000002.vmdk", "sample-000001.vmdk", "sample.vmdk"] {
+        let direct = d.path().join("direct.raw");
+        ok(&vdar(&[
+            "cat",
+            vm.join(top).to_str().unwrap(),
+            "-o",
+            direct.to_str().unwrap(),
+        ]));
+        for (extra, env) in [
+            (vec![], vec![]),
+            (
+                vec!["--queue-depth", "1"],
+                vec![("VDAR_IO_BACKEND", "pread")],
+            ),
+            (vec!["--queue-depth", "64", "--direct"], vec![]),
+        ] {
+            let san = d.path().join("san.raw");
+            let args = san_cat(&rig.join("blockmap.json"), &[&glob], top, &san, &extra);
+            ok(&vdar_env(&strs(&args), &env));
+            assert_same_file(&direct, &san);
+        }
+    }
+    let out = vdar(&[
+        "inspect",
+        "--json",
+        "--blockmap",
+        rig.join("blockmap.json").to_str().unwrap(),
+        "--lun",
+        &glob,
+        "--",
+        "sample-000002.vmdk",
+    ]);
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["chain"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn blockmap_import_from_t0_text() {
+    let d = tempdir();
+    let (vm, rig) = rig(d.path());
+    let imported = d.path().join("imported.json");
+    let descs: Vec<String> = ["sample.vmdk", "sample-000001.vmdk", "sample-000002.vmdk"]
+        .iter()
+        .map(|n| vm.join(n).to_str().unwrap().to_string())
+        .collect();
+    let mut args = vec![
+        "blockmap",
+        "import",
+        "--t0",
+        rig.join("t0.txt").to_str().unwrap().to_owned().leak(),
+        "--extents",
+        rig.join("extents.txt").to_str().unwrap().to_owned().leak(),
+        "-o",
+        imported.to_str().unwrap(),
+        "--descriptor",
+    ];
+    args.extend(descs.iter().map(String::as_str));
+    ok(&vdar(&args));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&imported).unwrap()).unwrap();
+    // Without --lun the LV UUID stays undecided; the reader matches lvidRaw against the LUNs.
+    assert_eq!(m["volumes"][0]["lvUuid"], "");
+    assert_eq!(m["volumes"][0]["label"], "rigds");
+    let direct = d.path().join("direct.raw");
+    ok(&vdar(&[
+        "cat",
+        vm.join("sample-000002.vmdk").to_str().unwrap(),
+        "-o",
+        direct.to_str().unwrap(),
+    ]));
+    let san = d.path().join("san.raw");
+    let glob = format!("{}/lun*.img", rig.display());
+    ok(&vdar(&strs(&san_cat(
+        &imported,
+        &[&glob],
+        "sample-000002.vmdk",
+        &san,
+        &[],
+    ))));
+    assert_same_file(&direct, &san);
+    // A line the parser does not understand fails with its line number.
+    let bad = d.path().join("bad.txt");
+    let mut t = std::fs::read_to_string(rig.join("t0.txt")).unwrap();
+    t.insert_str(t.find('\n').unwrap() + 1, "[ 0: 512] --> [RDM -- :]\n");
+    std::fs::write(&bad, t).unwrap();
+    let out = vdar(&[
+        "blockmap",
+        "import",
+        "--t0",
+        bad.to_str().unwrap(),
+        "-o",
+        imported.to_str().unwrap(),
+    ]);
+    fails_with(&out, &["line 2", "RDM"]);
+}
+
+#[test]
+fn dead_paths_fail_over() {
+    let d = tempdir();
+    let (vm, rig) = rig(d.path());
+    let direct = d.path().join("direct.raw");
+    ok(&vdar(&[
+        "cat",
+        vm.join("sample-000002.vmdk").to_str().unwrap(),
+        "-o",
+        direct.to_str().unwrap(),
+    ]));
+    // Path A to LUN 1 dies after the scan: a copy that holds the LVM metadata but whose reads
+    // past 2 MiB hit the end of the file. Path B to LUN 0 is dead from the start: a directory
+    // opens but every read fails with EISDIR.
+    let dying = d.path().join("lun1-path-a.img");
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            rig.join("lun1.img").to_str().unwrap(),
+            dying.to_str().unwrap(),
+        ],
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dying)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let dead_dir = d.path().join("lun0-path-b");
+    std::fs::create_dir(&dead_dir).unwrap();
+    let g0 = format!("{},{}", dead_dir.display(), rig.join("lun0.img").display());
+    let g1 = format!("{},{}", dying.display(), rig.join("lun1.img").display());
+    let san = d.path().join("san.raw");
+    let out = vdar(&strs(&san_cat(
+        &rig.join("blockmap.json"),
+        &[&g0, &g1],
+        "sample-000002.vmdk",
+        &san,
+        &[],
+    )));
+    ok(&out);
+    assert_same_file(&direct, &san);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("LUN path {} is dead", dead_dir.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("LUN path {} is dead", dying.display()))
+            && err.contains("failing over"),
+        "{err}"
+    );
+}
+
+/// Edits the rig's block map with `f` and writes it to a new file.
+fn edit_map(rig: &Path, f: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rig.join("blockmap.json")).unwrap()).unwrap();
+    f(&mut m);
+    let p = rig.join("edited.json");
+    std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+    p
+}
+
+fn file_index(m: &serde_json::Value, name: &str) -> usize {
+    m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|f| f["path"].as_str().unwrap().ends_with(name))
+        .unwrap()
+}
+
+#[test]
+fn faults_give_clear_errors() {
+    let d = tempdir();
+    let (_vm, rig) = rig(d.path());
+    let glob = format!("{}/lun*.img", rig.display());
+    let san = d.path().join("san.raw");
+    let cat = |map: &Path, luns: &[&str]| {
+        vdar(&strs(&san_cat(map, luns, "sample-000002.vmdk", &san, &[])))
+    };
+
+    // Probe mismatch: the host's hash does not match what the LUNs hold.
+    let map = edit_map(&rig, |m| {
+        let i = file_index(m, "sample-flat.vmdk");
+        m["files"][i]["probes"][0]["sha256"] = "00".repeat(32).into();
+    });
+    fails_with(
+        &cat(&map, &[&glob]),
+        &["probe", "sample-flat.vmdk", "before copy", "moved"],
+    );
+
+    // A map that does not cover its file.
+    let map = edit_map(&rig, |m| {
+        let i = file_index(m, "sample-flat.vmdk");
+        m["files"][i]["runs"].as_array_mut().unwrap().pop();
+    });
+    fails_with(
+        &cat(&map, &[&glob]),
+        &["edited.json", "sample-flat.vmdk", "not covered"],
+    );
+
+    // Overlapping runs.
+    let map = edit_map(&rig, |m| {
+        let i = file_index(m, "sesparse.vmdk");
+        let off = m["files"][i]["runs"][0]["off"].clone();
+        m["files"][i]["runs"][1]["off"] = off;
+    });
+    fails_with(&cat(&map, &[&glob]), &["sesparse.vmdk", "overlaps"]);
+
+    // Two different devices claiming the same extent (a replica next to its source).
+    let replica = d.path().join("replica.img");
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            rig.join("lun1.img").to_str().unwrap(),
+            replica.to_str().unwrap(),
+        ],
+    );
+    fails_with(
+        &cat(
+            &rig.join("blockmap.json"),
+            &[&glob, replica.to_str().unwrap()],
+        ),
+        &["claims the same VMFS extent", "replica.img"],
+    );
+
+    // A LUN missing: the volume spans two.
+    fails_with(
+        &cat(
+            &rig.join("blockmap.json"),
+            &[rig.join("lun0.img").to_str().unwrap()],
+        ),
+        &["pass every LUN"],
+    );
+
+    // A truncated LUN.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(rig.join("lun1.img"))
+        .unwrap()
+        .set_len(20 << 20)
+        .unwrap();
+    fails_with(
+        &cat(&rig.join("blockmap.json"), &[&glob]),
+        &["lun1.img", "truncated"],
+    );
+}
