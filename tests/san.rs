@@ -335,3 +335,121 @@ fn faults_give_clear_errors() {
         &["lun1.img", "truncated"],
     );
 }
+
+#[test]
+fn san_backup_equals_direct_backup() {
+    let d = tempdir();
+    let (vm, rig) = rig(d.path());
+    // The proxy holds only the VM's small files (copied from the host); every disk byte and
+    // descriptor must come from the LUNs.
+    let proxy = d.path().join("proxy");
+    std::fs::create_dir(&proxy).unwrap();
+    for e in std::fs::read_dir(&vm).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x != "vmdk") {
+            std::fs::copy(&p, proxy.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let direct = d.path().join("direct.vda");
+    ok(&vdar_env(
+        &[
+            "backup",
+            vm.join("sample.vmx").to_str().unwrap(),
+            "-o",
+            direct.to_str().unwrap(),
+        ],
+        &epoch,
+    ));
+    let glob = format!("{}/lun*.img", rig.display());
+    let map = rig.join("blockmap.json");
+    for (extra, env) in [
+        (vec![], vec![]),
+        (vec!["--direct"], vec![]),
+        (
+            vec!["--queue-depth", "1"],
+            vec![("VDAR_IO_BACKEND", "pread")],
+        ),
+    ] {
+        let san = d.path().join("san.vda");
+        let _ = std::fs::remove_file(&san);
+        let mut args = vec![
+            "backup",
+            "-o",
+            san.to_str().unwrap(),
+            "--blockmap",
+            map.to_str().unwrap(),
+            "--lun",
+            &glob,
+        ];
+        args.extend(extra.iter().copied());
+        let vmx = proxy.join("sample.vmx");
+        args.extend(["--", vmx.to_str().unwrap()]);
+        let env: Vec<(&str, &str)> = env.iter().copied().chain(epoch).collect();
+        ok(&vdar_env(&args, &env));
+        assert_same_file(&direct, &san);
+    }
+    // Through a pipe, and restored: the disk equals qemu-img's reading of the original chain.
+    let out = vdar_env(
+        &[
+            "backup",
+            "-o",
+            "-",
+            "--blockmap",
+            map.to_str().unwrap(),
+            "--lun",
+            &glob,
+            "--",
+            "sample-000002.vmdk",
+        ],
+        &epoch,
+    );
+    ok(&out);
+    let archive = d.path().join("pipe.vda");
+    std::fs::write(&archive, &out.stdout).unwrap();
+    let to = d.path().join("restored");
+    ok(&vdar(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+    ]));
+    let want = d.path().join("want.raw");
+    qemu_raw(&vm.join("sample-000002.vmdk"), &want);
+    let raws: Vec<PathBuf> = std::fs::read_dir(to.join("sample-000002"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "raw"))
+        .collect();
+    assert_eq!(raws.len(), 1, "{raws:?}");
+    assert_same_file(&want, &raws[0]);
+}
+
+#[test]
+fn san_backup_probe_mismatch_leaves_no_archive() {
+    let d = tempdir();
+    let (_vm, rig) = rig(d.path());
+    let map = edit_map(&rig, |m| {
+        let files = m["files"].as_array_mut().unwrap();
+        let f = files
+            .iter_mut()
+            .find(|f| !f["probes"].as_array().unwrap().is_empty())
+            .unwrap();
+        f["probes"][0]["sha256"] = "00".repeat(32).into();
+    });
+    let out_path = d.path().join("a.vda");
+    let out = vdar(&[
+        "backup",
+        "-o",
+        out_path.to_str().unwrap(),
+        "--blockmap",
+        map.to_str().unwrap(),
+        "--lun",
+        &format!("{}/lun*.img", rig.display()),
+        "--",
+        "sample-000002.vmdk",
+    ]);
+    fails_with(&out, &["probe"]);
+    assert!(!out_path.exists());
+    assert!(!d.path().join("a.vda.partial").exists());
+}

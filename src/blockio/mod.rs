@@ -176,6 +176,18 @@ pub fn engine(opts: &ReadOptions) -> Result<(Box<dyn Engine>, Option<String>)> {
     }
 }
 
+/// The notice [`engine`] would give for `opts` (io_uring unavailable, falling back to pread),
+/// for callers that create engines on other threads and print once up front.
+pub fn fallback_notice(opts: &ReadOptions) -> Option<String> {
+    let forced = std::env::var("VDAR_IO_BACKEND").ok();
+    if opts.backend != Backend::Auto || forced.is_some() {
+        return None;
+    }
+    uring_unavailable()
+        .as_ref()
+        .map(|why| format!("io_uring unavailable ({why}); reading with pread"))
+}
+
 fn usage(e: io::Error) -> Error {
     Error::Usage(format!("io_uring setup failed: {e}"))
 }

@@ -12,8 +12,10 @@
 
 pub mod dedup;
 pub mod digest;
+mod reader;
 
 pub use digest::Digest;
+pub use reader::ChunkReader;
 
 use crate::chain::{read_run, DiskRun, VirtualDisk};
 use crate::error::{Error, Result};
@@ -75,8 +77,8 @@ impl<'a> Chunker<'a> {
         }
     }
 
-    /// The next chunk, or `None` at the end of the disk.
-    pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+    /// The plan of the next chunk (what to read, not read yet), or `None` at the end.
+    pub fn next_plan(&mut self) -> Result<Option<ChunkPlan>> {
         if self.pos >= self.capacity {
             return Ok(None);
         }
@@ -100,34 +102,71 @@ impl<'a> Chunker<'a> {
         while self.runs.front().is_some_and(|r| r.offset + r.len <= start) {
             self.runs.pop_front();
         }
-        let len = end - start;
-        let covering = self.runs.iter().take_while(|r| r.offset < end);
-        let data = if covering.clone().all(DiskRun::is_zero) {
-            ChunkData::Zero
-        } else {
-            let mut buf = vec![0u8; len as usize];
-            for r in covering {
-                if r.is_zero() {
-                    continue;
-                }
+        let parts = self
+            .runs
+            .iter()
+            .take_while(|r| r.offset < end)
+            .filter(|r| !r.is_zero())
+            .map(|r| {
                 let s = r.offset.max(start);
                 let e = (r.offset + r.len).min(end);
-                read_run(
-                    self.disk.files(),
-                    r,
-                    s - r.offset,
-                    &mut buf[(s - start) as usize..(e - start) as usize],
-                )?;
-            }
-            ChunkData::Data(buf)
-        };
+                DiskRun {
+                    offset: s,
+                    len: e - s,
+                    source: r.source_at(s - r.offset),
+                }
+            })
+            .collect();
         self.pos = end;
-        Ok(Some(Chunk {
+        Ok(Some(ChunkPlan {
             disk: self.id,
             offset: start,
-            len,
-            data,
+            len: end - start,
+            parts,
         }))
+    }
+
+    /// The next chunk, read here with positioned reads, or `None` at the end of the disk.
+    /// [`ChunkReader`] reads the same chunks through the `blockio` read-ahead pipeline; this
+    /// serial path is its reference.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        let Some(plan) = self.next_plan()? else {
+            return Ok(None);
+        };
+        if plan.parts.is_empty() {
+            return Ok(Some(plan.into_chunk(ChunkData::Zero)));
+        }
+        let mut buf = vec![0u8; plan.len as usize];
+        for p in &plan.parts {
+            let at = (p.offset - plan.offset) as usize;
+            read_run(self.disk.files(), p, 0, &mut buf[at..at + p.len as usize])?;
+        }
+        Ok(Some(plan.into_chunk(ChunkData::Data(buf))))
+    }
+}
+
+/// A chunk before reading: its place and the non-zero runs inside it (clipped to the chunk;
+/// everything else reads as zeros).
+#[derive(Debug)]
+pub struct ChunkPlan {
+    /// Disk ordinal in the archive.
+    pub disk: u32,
+    /// Byte offset in the disk.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Data and compressed-grain runs, in disk order, inside `[offset, offset + len)`.
+    pub parts: Vec<DiskRun>,
+}
+
+impl ChunkPlan {
+    fn into_chunk(self, data: ChunkData) -> Chunk {
+        Chunk {
+            disk: self.disk,
+            offset: self.offset,
+            len: self.len,
+            data,
+        }
     }
 }
 

@@ -111,6 +111,9 @@ pub struct BackupArgs {
     /// Chain options.
     #[command(flatten)]
     pub chain: ChainArgs,
+    /// SAN mode and reader options.
+    #[command(flatten)]
+    pub san: SanArgs,
 }
 
 /// Output format of `restore`.

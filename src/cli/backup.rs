@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use vdar::chain::{Chain, ChainOptions};
+use vdar::input::SourceOpener;
 use vdar::pipeline::{
     backup, BackupOptions, DiskInput, DiskMeta, LayerInfo, Progress, VmFile, VmInput,
 };
@@ -38,11 +39,30 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         opts.block_size = u32::try_from(parse_size(s).map_err(anyhow::Error::msg)?)
             .context("--block-size must be below 4 GiB")?;
     }
-    let chain_opts = ChainOptions {
+    opts.read = super::san::read_options(&args.san);
+    if let Some(n) = vdar::blockio::fallback_notice(&opts.read) {
+        eprintln!("vdar: notice: {n}");
+    }
+    let san = super::san::opener(&args.san)?;
+    let mut chain_opts = ChainOptions {
         ignore_cid: args.chain.ignore_cid,
         ..Default::default()
     };
+    if let Some(o) = &san {
+        // Probes before the copy: a wrong map or a moved file stops us before any output.
+        o.check_probes("before copy")?;
+        chain_opts.opener = o;
+    }
     let (vms, total) = open_vms(&args.inputs, args.chain.snapshot.as_deref(), &chain_opts)?;
+    let finish_san = || -> anyhow::Result<()> {
+        if let Some(o) = &san {
+            // And after, before the archive is declared complete: the files must not have
+            // moved while we read them.
+            o.check_probes("after copy")?;
+            super::san::print_notices(o.luns());
+        }
+        Ok(())
+    };
 
     let to_stdout = args.output == Path::new("-");
     let summary = if to_stdout {
@@ -57,10 +77,14 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         let s = run_backup(vms, &opts, &mut out, total)?;
         out.flush()
             .map_err(|e| super::output::pipe_error(e, "stdout", s.totals.bytes_written))?;
+        // A pipe cannot be taken back: a failed probe still fails the backup (non-zero exit).
+        finish_san()?;
         s
     } else {
         write_file_atomically(&args.output, args.force, |out| {
-            run_backup(vms, &opts, out, total)
+            let s = run_backup(vms, &opts, out, total)?;
+            finish_san()?;
+            Ok(s)
         })?
     };
 
@@ -174,7 +198,9 @@ fn open_vms(
     let mut total = 0;
     for sel in super::select_inputs(inputs, snapshot)? {
         let mut files: Vec<VmFile> = Vec::new();
-        let add = |p: &Path, files: &mut Vec<VmFile>| -> anyhow::Result<()> {
+        // Config files (.vmx, .nvram, ...) are local copies; descriptors come through the
+        // opener, so in SAN mode they are read from the LUNs like the disks.
+        let add = |p: &Path, files: &mut Vec<VmFile>, opener: Option<&dyn SourceOpener>| {
             let name = p
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -182,21 +208,12 @@ fn open_vms(
             if files.iter().any(|f| f.name == name) {
                 return Ok(());
             }
-            let len = fs::metadata(p)
-                .with_context(|| p.display().to_string())?
-                .len();
-            if len > MAX_CONFIG_FILE_BYTES {
-                bail!(
-                    "{}: {len} bytes is too large for a VM configuration file",
-                    p.display()
-                );
-            }
-            let bytes = fs::read(p).with_context(|| p.display().to_string())?;
+            let bytes = read_small_file(p, opener)?;
             files.push(VmFile { name, bytes });
-            Ok(())
+            anyhow::Ok(())
         };
         for p in &sel.config_files {
-            add(p, &mut files)?;
+            add(p, &mut files, None)?;
         }
         let mut disks = Vec::new();
         for d in &sel.disks {
@@ -212,7 +229,7 @@ fn open_vms(
                     .iter()
                     .all(|e| e.path.as_deref() != Some(l.path.as_path()));
                 if is_text {
-                    add(&l.path, &mut files)?;
+                    add(&l.path, &mut files, Some(opts.opener))?;
                 }
             }
             let meta = disk_meta(&chain);
@@ -230,6 +247,36 @@ fn open_vms(
         });
     }
     Ok((vms, total))
+}
+
+/// Reads a configuration file or descriptor whole, refusing anything too large to be one.
+fn read_small_file(p: &Path, opener: Option<&dyn SourceOpener>) -> anyhow::Result<Vec<u8>> {
+    let too_large = |len: u64| {
+        anyhow::anyhow!(
+            "{}: {len} bytes is too large for a VM configuration file",
+            p.display()
+        )
+    };
+    match opener {
+        None => {
+            let len = fs::metadata(p)
+                .with_context(|| p.display().to_string())?
+                .len();
+            if len > MAX_CONFIG_FILE_BYTES {
+                return Err(too_large(len));
+            }
+            fs::read(p).with_context(|| p.display().to_string())
+        }
+        Some(o) => {
+            let src = o.open(p)?;
+            if src.len() > MAX_CONFIG_FILE_BYTES {
+                return Err(too_large(src.len()));
+            }
+            let mut bytes = vec![0u8; src.len() as usize];
+            src.read_exact_at(&mut bytes, 0)?;
+            Ok(bytes)
+        }
+    }
 }
 
 fn disk_meta(chain: &Chain) -> DiskMeta {

@@ -3,8 +3,8 @@
 //! Stages and threads:
 //! ```text
 //!  reader thread ──jobs──▶ N worker threads ──results──▶ calling thread
-//!  (Chunker per disk,      (zero check, BLAKE3,          (reorder by sequence number,
-//!   sequential reads)       zstd: compress.rs)            dedup, ArchiveWriter)
+//!  (ChunkReader per disk:  (zero check, BLAKE3,          (reorder by sequence number,
+//!   io_uring read-ahead)    zstd: compress.rs)            dedup, ArchiveWriter)
 //! ```
 //! * Order: every item carries a sequence number; the writer emits strictly in sequence, so the
 //!   archive is identical whatever the thread count or scheduling.
@@ -12,7 +12,8 @@
 //!   writing, so at most `credits` chunks are in flight anywhere (read, queued, compressed or
 //!   waiting to be reordered). `credits = max(queue_bytes / chunk_size, 2 × workers + 2)`, so peak
 //!   chunk memory is about `2 × credits × chunk_size` (plaintext plus compressed copy):
-//!   64 MiB by default, independent of disk size. Only the dedup table and the index grow.
+//!   64 MiB by default, plus the reader's read-ahead buffers (queue depth × 1 MiB, 16 MiB by
+//!   default), independent of disk size. Only the dedup table and the index grow.
 //! * Errors: a failing stage latches `stop`; the reader checks it before every chunk, workers
 //!   exit when their queue closes, and the first error is returned. Reader errors travel in
 //!   sequence as `Err` items so they surface exactly where they happened.
@@ -31,9 +32,10 @@ use crate::archive::manifest::{
     check_name, raw_name, DiskManifest, FileManifest, Manifest, VmManifest,
 };
 use crate::archive::writer::ArchiveWriter;
+use crate::blockio::ReadOptions;
 use crate::chain::VirtualDisk;
 use crate::chunk::dedup::{ChunkLoc, DedupTable};
-use crate::chunk::{Chunk, ChunkData, Chunker};
+use crate::chunk::{Chunk, ChunkData, ChunkReader};
 use crate::error::{Error, Result};
 use compress::{process, Processed};
 
@@ -86,6 +88,8 @@ pub struct BackupOptions {
     pub queue_bytes: u64,
     /// Name of the output in error messages (a path, or `-`).
     pub output_name: String,
+    /// How the reader stage reads the disks (engine, queue depth).
+    pub read: ReadOptions,
 }
 
 impl Default for BackupOptions {
@@ -98,6 +102,7 @@ impl Default for BackupOptions {
             created: None,
             queue_bytes: 64 << 20,
             output_name: "-".into(),
+            read: ReadOptions::default(),
         }
     }
 }
@@ -302,6 +307,7 @@ pub fn backup(
         // Reader: walks VMs and disks in archive order.
         let stop_r = &stop;
         let chunk_size = opts.chunk_size;
+        let read = opts.read;
         s.spawn(move || {
             let mut seq = 0u64;
             let mut send = |item: Result<Item>| -> bool {
@@ -318,7 +324,14 @@ pub fn backup(
                 }
                 while let Some((_, mut disk)) = disks.next_if(|(dv, _)| *dv == v) {
                     let cap = disk.capacity();
-                    let mut chunker = Chunker::new(disk.as_mut(), ordinal, chunk_size);
+                    let mut chunker =
+                        match ChunkReader::new(disk.as_mut(), ordinal, chunk_size, &read) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                send(Err(e));
+                                return;
+                            }
+                        };
                     loop {
                         match chunker.next_chunk() {
                             Ok(Some(c)) => {
