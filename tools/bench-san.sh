@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end SAN-mode benchmark: `vdar cat` of one VM read directly from its files vs read
-# through a block map from fragmented LUN images (vdar-fixture lun-rig), in the same run.
+# End-to-end SAN-mode benchmark: `vdar cat` and `vdar backup` of one VM read directly from its
+# files vs read through a block map from fragmented LUN images (vdar-fixture lun-rig), same run.
 #
 #   tools/bench-san.sh [DATA_MIB]     (default 512; needs ~3x that in free space under $TMPDIR)
 #
@@ -39,5 +39,10 @@ t "direct vdar cat" "$BIN/vdar" cat "$W/vm/big.vmdk" -o "$W/direct.raw"
 t "SAN vdar cat (buffered)" "$BIN/vdar" cat -o "$W/san.raw" "${SAN[@]}" -- big.vmdk
 t "SAN vdar cat (--direct)" "$BIN/vdar" cat -o "$W/san.raw" "${SAN[@]}" --direct -- big.vmdk
 t "SAN vdar cat (pread)" env VDAR_IO_BACKEND=pread "$BIN/vdar" cat -o "$W/san.raw" "${SAN[@]}" --direct -- big.vmdk
-cmp "$W/direct.raw" "$W/san.raw" && echo "outputs identical"
+cmp "$W/direct.raw" "$W/san.raw" && echo "cat outputs identical"
+export SOURCE_DATE_EPOCH=1700000000
+t "direct vdar backup" "$BIN/vdar" backup "$W/vm/big.vmdk" -o "$W/direct.vda" --force
+t "SAN vdar backup (buffered)" "$BIN/vdar" backup -o "$W/san.vda" --force "${SAN[@]}" -- big.vmdk
+t "SAN vdar backup (--direct)" "$BIN/vdar" backup -o "$W/san.vda" --force "${SAN[@]}" --direct -- big.vmdk
+cmp "$W/direct.vda" "$W/san.vda" && echo "archives identical"
 echo "page cache dropped between runs: $cold; $(nproc) CPUs; kernel $(uname -r)"
