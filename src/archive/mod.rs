@@ -11,6 +11,7 @@ pub mod index;
 pub mod manifest;
 pub mod reader;
 pub mod writer;
+pub mod zstd_ctx;
 
 pub use format::{Codec, RecordKind};
 pub use manifest::{DiskMeta, LayerInfo, Manifest};

@@ -681,7 +681,7 @@ fn decode_borrowed(
             Ok(None)
         }
         Codec::Zstd => {
-            let d = zstd::bulk::decompress(payload, h.raw_len as usize)
+            let d = super::zstd_ctx::decompress(payload, h.raw_len as usize)
                 .map_err(|e| format!("zstd: {e}"))?;
             if d.len() as u64 != h.raw_len {
                 return Err(format!(
@@ -717,7 +717,7 @@ fn decode_keep(
             // The declared plaintext size (already bounded by MAX_*) caps the output buffer, so
             // a decompression bomb cannot allocate more than the header admitted.
             let cap = h.raw_len as usize;
-            let d = match zstd::bulk::decompress(&payload, cap) {
+            let d = match super::zstd_ctx::decompress(&payload, cap) {
                 Ok(d) => d,
                 Err(e) => return Err((format!("zstd: {e}"), payload)),
             };

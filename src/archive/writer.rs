@@ -70,7 +70,7 @@ pub struct ArchiveWriter<'a> {
 /// Compresses `raw` with zstd at `level`; returns the codec and the payload to store. A payload
 /// that does not shrink is stored raw (the reader's stored < raw rule for zstd depends on it).
 pub fn encode_payload(raw: &[u8], level: i32) -> Result<(Codec, Vec<u8>)> {
-    let z = zstd::bulk::compress(raw, level)
+    let z = super::zstd_ctx::compress(raw, level)
         .map_err(|e| Error::Usage(format!("zstd level {level}: {e}")))?;
     if z.len() < raw.len() {
         Ok((Codec::Zstd, z))
