@@ -142,14 +142,21 @@ impl<'a> SeekableArchive<'a> {
     /// handle), the decompression and checksums run on all cores. Restore's CPU time is
     /// almost all decompression, so this is what lets it outrun a single-threaded `zstd -d`.
     pub fn read_records(&mut self, es: &[IndexEntry]) -> Result<Vec<RecordRead>> {
-        use rayon::prelude::*;
-        let raw = es
-            .iter()
-            .map(|e| self.read_raw(e))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(raw
-            .into_par_iter()
-            .map(|r| r.and_then(|(h, payload)| decode_payload(&h, payload).map(|d| (h, d))))
-            .collect())
+        Ok(decode_raws(self.read_raws(es)?))
     }
+
+    /// The first half of [`Self::read_records`]: headers and raw payloads, not yet decoded, so
+    /// the caller can decode them elsewhere ([`decode_raws`]) while it does other work.
+    pub fn read_raws(&mut self, es: &[IndexEntry]) -> Result<Vec<RecordRead>> {
+        es.iter().map(|e| self.read_raw(e)).collect()
+    }
+}
+
+/// The second half of [`SeekableArchive::read_records`]: decompress and check raw records on
+/// all cores.
+pub fn decode_raws(raw: Vec<RecordRead>) -> Vec<RecordRead> {
+    use rayon::prelude::*;
+    raw.into_par_iter()
+        .map(|r| r.and_then(|(h, payload)| decode_payload(&h, payload).map(|d| (h, d))))
+        .collect()
 }

@@ -45,7 +45,7 @@ use serde::Serialize;
 
 use crate::archive::format::IndexEntry;
 use crate::archive::format::{RecordKind, INDEX_ENTRY_BYTES};
-use crate::archive::index::{ReadSeek, SeekableArchive};
+use crate::archive::index::{ReadSeek, RecordRead, SeekableArchive};
 use crate::archive::manifest::Manifest;
 use crate::archive::reader::{decode_ref, Event, StreamReader};
 use crate::error::{Error, Result};
@@ -603,8 +603,30 @@ fn replay(
 }
 
 /// Chunk records a seekable restore decodes at once (all cores); with 4 MiB chunks, 32 MiB of
-/// plaintext in flight.
+/// plaintext per batch, two batches in flight.
 const DECODE_AHEAD_RECORDS: usize = 8;
+
+/// A batch of raw chunk records being decoded on another thread.
+struct PendingBatch {
+    idx: Vec<usize>,
+    handle: std::thread::JoinHandle<Vec<RecordRead>>,
+}
+
+impl PendingBatch {
+    fn spawn(idx: Vec<usize>, raws: Vec<RecordRead>) -> Self {
+        let handle = std::thread::spawn(move || crate::archive::index::decode_raws(raws));
+        PendingBatch { idx, handle }
+    }
+
+    /// The decoded records keyed by entry position.
+    fn join(self) -> impl Iterator<Item = (usize, RecordRead)> {
+        let decoded = self
+            .handle
+            .join()
+            .expect("invariant: decoding returns errors, it does not panic");
+        self.idx.into_iter().zip(decoded)
+    }
+}
 
 /// Restores from a stream in one pass, without seeking. See the module docs.
 pub fn restore_stream(
@@ -728,6 +750,7 @@ pub fn restore_seekable_to(
     let mut target = FsTarget::create(dest, &manifest, &sel, opts.force, opts.format, false)?;
     let mut book = Book::new(&manifest, sel, opts.salvage);
     let ndisks = book.names.len();
+    let book_names = book.names.clone();
     let chunks: HashMap<(u32, u64), usize> = ar
         .index
         .iter()
@@ -740,27 +763,46 @@ pub fn restore_seekable_to(
         RecordKind::File => sel.vms.get(e.disk as usize).copied().unwrap_or(false),
         _ => sel.disks.get(e.disk as usize).copied().unwrap_or(false),
     };
-    // Chunk records decoded ahead, in parallel, keyed by entry position.
-    let mut ahead: HashMap<usize, crate::archive::index::RecordRead> = HashMap::new();
+    // Chunk records decoded ahead, in parallel, keyed by entry position; the next batch
+    // decodes on the other cores while this one is written (`pending`).
+    let mut ahead: HashMap<usize, RecordRead> = HashMap::new();
+    let mut pending: Option<PendingBatch> = None;
+    let plan = |sel: &Selection, from: usize| -> Vec<(usize, IndexEntry)> {
+        entries[from..]
+            .iter()
+            .enumerate()
+            .map(|(j, x)| (from + j, *x))
+            .filter(|(_, x)| {
+                x.kind == RecordKind::Chunk
+                    && wanted(sel, x)
+                    && entry_fits(&manifest, &book_names, x)
+            })
+            .take(DECODE_AHEAD_RECORDS)
+            .collect()
+    };
     for (i, e) in entries.iter().enumerate() {
         if !wanted(&book.sel, e) {
             continue;
         }
         if e.kind == RecordKind::Chunk && ahead.is_empty() {
-            let batch: Vec<(usize, IndexEntry)> = entries[i..]
-                .iter()
-                .enumerate()
-                .map(|(j, x)| (i + j, *x))
-                .filter(|(_, x)| {
-                    x.kind == RecordKind::Chunk
-                        && wanted(&book.sel, x)
-                        && entry_fits(&manifest, &book.names, x)
-                })
-                .take(DECODE_AHEAD_RECORDS)
-                .collect();
-            let es: Vec<IndexEntry> = batch.iter().map(|(_, x)| *x).collect();
-            for ((j, _), r) in batch.iter().zip(ar.read_records(&es)?) {
-                ahead.insert(*j, r);
+            match pending.take() {
+                Some(p) => ahead.extend(p.join()),
+                None => {
+                    let batch = plan(&book.sel, i);
+                    let es: Vec<IndexEntry> = batch.iter().map(|(_, x)| *x).collect();
+                    for ((j, _), r) in batch.iter().zip(ar.read_records(&es)?) {
+                        ahead.insert(*j, r);
+                    }
+                }
+            }
+            if let Some(&last) = ahead.keys().max() {
+                let batch = plan(&book.sel, last + 1);
+                if !batch.is_empty() {
+                    let es: Vec<IndexEntry> = batch.iter().map(|(_, x)| *x).collect();
+                    let raws = ar.read_raws(&es)?;
+                    let idx = batch.into_iter().map(|(j, _)| j).collect();
+                    pending = Some(PendingBatch::spawn(idx, raws));
+                }
             }
         }
         book.report.records += 1;
