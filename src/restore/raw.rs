@@ -180,12 +180,25 @@ impl FsTarget {
         format: Format,
         one_pass: bool,
     ) -> Result<Self> {
-        let (dir, mut writer) = match dest {
-            Dest::Dir(d) => (Some(d), None),
-            Dest::Writer(w) => (None, Some(w)),
-        };
         let nsel_disks = sel.disks.iter().filter(|&&s| s).count();
         let nsel_vms = sel.vms.iter().filter(|&&s| s).count();
+        let (dir, mut writer, mut factory) = match dest {
+            Dest::Dir(d) => (Some(d), None, None),
+            Dest::Writer(w) => (None, Some(w), None),
+            Dest::Sink(_) if nsel_disks != 1 => {
+                return Err(Error::Usage(format!(
+                    "this restore writes one disk: {nsel_disks} disks selected (of {}); choose                      one with --vm/--disk",
+                    sel.disks.len()
+                )))
+            }
+            Dest::Sink(f) => (None, None, Some(f)),
+        };
+        // A sink restore writes one image and no VM files: the format does not apply.
+        let format = if factory.is_some() {
+            Format::Raw
+        } else {
+            format
+        };
         if writer.is_some() {
             match format {
                 Format::Stream if nsel_disks == 1 => {}
@@ -280,7 +293,7 @@ impl FsTarget {
                 }
                 check_name(&disk.name)?;
                 let stem = &stems[k];
-                if format != Format::Raw {
+                if format != Format::Raw && factory.is_none() {
                     check_disk(&vm.name, &disk.name, cap, stem)?;
                 }
                 let vdir = vms[v].dir.clone();
@@ -291,87 +304,95 @@ impl FsTarget {
                         .ok_or_else(|| Error::Usage("internal: no directory".into()))
                 };
                 let cid = fresh_cid(&format!("{}/{}", vm.name, disk.name));
-                let mut o = match format {
-                    Format::Raw => {
-                        let p = at(&raw_name(&disk.name))?;
-                        let f = open_out(&p, force)?;
-                        Out::new(Sink::Raw(RawSink::new(p.clone(), f, cap)?), Some(p))
+                let mut o = match (format, factory.take()) {
+                    (_, Some(f)) => {
+                        Out::new(Sink::Other(f.create(&vm.name, &disk.name, cap)?), None)
                     }
-                    Format::Vmdk => {
-                        let flat = format!("{stem}-flat.vmdk");
-                        let desc = at(&format!("{stem}.vmdk"))?;
-                        if !force && std::fs::symlink_metadata(&desc).is_ok() {
-                            return Err(Error::Exists { path: desc });
+                    (format, None) => match format {
+                        Format::Raw => {
+                            let p = at(&raw_name(&disk.name))?;
+                            let f = open_out(&p, force)?;
+                            Out::new(Sink::Raw(RawSink::new(p.clone(), f, cap)?), Some(p))
                         }
-                        let p = at(&flat)?;
-                        let f = open_out(&p, force)?;
-                        let mut o =
-                            Out::new(Sink::Raw(RawSink::new(p, f, cap)?), Some(desc.clone()));
-                        o.after = Some((desc, descriptor("vmfs", cid, "VMFS", &flat, &disk.meta)));
-                        vms[v]
-                            .disk_files
-                            .push((disk.name.clone(), format!("{stem}.vmdk")));
-                        o
-                    }
-                    Format::Sparse => {
-                        let name = format!("{stem}.vmdk");
-                        let p = at(&name)?;
-                        let f = open_out(&p, force)?;
-                        let text = descriptor("monolithicSparse", cid, "SPARSE", &name, &disk.meta);
-                        vms[v].disk_files.push((disk.name.clone(), name));
-                        Out::new(
-                            Sink::Other(Box::new(SparseSink::new(p.clone(), f, cap, &text)?)),
-                            Some(p),
-                        )
-                    }
-                    Format::Stream => {
-                        let name = format!("{stem}.vmdk");
-                        let text = descriptor("streamOptimized", cid, "SPARSE", &name, &disk.meta);
-                        match writer.take() {
-                            Some(w) => Out::new(
-                                Sink::Other(Box::new(StreamSink::new(
-                                    w,
-                                    "standard output".into(),
-                                    cap,
-                                    text,
-                                )?)),
-                                None,
-                            ),
-                            None => {
-                                let p = at(&name)?;
-                                let f = BufWriter::with_capacity(1 << 20, open_out(&p, force)?);
-                                Out::new(
+                        Format::Vmdk => {
+                            let flat = format!("{stem}-flat.vmdk");
+                            let desc = at(&format!("{stem}.vmdk"))?;
+                            if !force && std::fs::symlink_metadata(&desc).is_ok() {
+                                return Err(Error::Exists { path: desc });
+                            }
+                            let p = at(&flat)?;
+                            let f = open_out(&p, force)?;
+                            let mut o =
+                                Out::new(Sink::Raw(RawSink::new(p, f, cap)?), Some(desc.clone()));
+                            o.after =
+                                Some((desc, descriptor("vmfs", cid, "VMFS", &flat, &disk.meta)));
+                            vms[v]
+                                .disk_files
+                                .push((disk.name.clone(), format!("{stem}.vmdk")));
+                            o
+                        }
+                        Format::Sparse => {
+                            let name = format!("{stem}.vmdk");
+                            let p = at(&name)?;
+                            let f = open_out(&p, force)?;
+                            let text =
+                                descriptor("monolithicSparse", cid, "SPARSE", &name, &disk.meta);
+                            vms[v].disk_files.push((disk.name.clone(), name));
+                            Out::new(
+                                Sink::Other(Box::new(SparseSink::new(p.clone(), f, cap, &text)?)),
+                                Some(p),
+                            )
+                        }
+                        Format::Stream => {
+                            let name = format!("{stem}.vmdk");
+                            let text =
+                                descriptor("streamOptimized", cid, "SPARSE", &name, &disk.meta);
+                            match writer.take() {
+                                Some(w) => Out::new(
                                     Sink::Other(Box::new(StreamSink::new(
-                                        f,
-                                        p.display().to_string(),
+                                        w,
+                                        "standard output".into(),
                                         cap,
                                         text,
                                     )?)),
-                                    Some(p),
-                                )
+                                    None,
+                                ),
+                                None => {
+                                    let p = at(&name)?;
+                                    let f = BufWriter::with_capacity(1 << 20, open_out(&p, force)?);
+                                    Out::new(
+                                        Sink::Other(Box::new(StreamSink::new(
+                                            f,
+                                            p.display().to_string(),
+                                            cap,
+                                            text,
+                                        )?)),
+                                        Some(p),
+                                    )
+                                }
                             }
                         }
-                    }
-                    Format::Ova => {
-                        let n = vms[v].disk_files.len() + 1;
-                        let member = format!("{}-disk{n}.vmdk", vm.name);
-                        vms[v].disk_files.push((disk.name.clone(), member.clone()));
-                        let text =
-                            descriptor("streamOptimized", cid, "SPARSE", &member, &disk.meta);
-                        let spool = unlinked(&scratch_dir, &format!("ova-{i}"))?;
-                        let path = vdir.as_ref().map(|d| d.join(format!("{}.ova", vm.name)));
-                        let mut o = Out::new(
-                            Sink::Spool(Box::new(StreamSink::new(
-                                HashWriter::new(spool),
-                                format!("OVA member {member}"),
-                                cap,
-                                text,
-                            )?)),
-                            path,
-                        );
-                        o.member = Some(member);
-                        o
-                    }
+                        Format::Ova => {
+                            let n = vms[v].disk_files.len() + 1;
+                            let member = format!("{}-disk{n}.vmdk", vm.name);
+                            vms[v].disk_files.push((disk.name.clone(), member.clone()));
+                            let text =
+                                descriptor("streamOptimized", cid, "SPARSE", &member, &disk.meta);
+                            let spool = unlinked(&scratch_dir, &format!("ova-{i}"))?;
+                            let path = vdir.as_ref().map(|d| d.join(format!("{}.ova", vm.name)));
+                            let mut o = Out::new(
+                                Sink::Spool(Box::new(StreamSink::new(
+                                    HashWriter::new(spool),
+                                    format!("OVA member {member}"),
+                                    cap,
+                                    text,
+                                )?)),
+                                path,
+                            );
+                            o.member = Some(member);
+                            o
+                        }
+                    },
                 };
                 o.pos = 0;
                 if one_pass && !matches!(o.sink, Sink::Raw(_)) {
@@ -446,10 +467,10 @@ impl Out {
     }
 
     /// Hands a chunk to the sink, turning the gap since the last one into zeros.
-    fn put(&mut self, what: &str, cap: u64, offset: u64, data: &[u8]) -> Result<()> {
+    fn put(&mut self, what: &str, cap: u64, offset: u64, data: &[u8], d: &[u8; 32]) -> Result<()> {
         let s = self.sink.as_dyn();
         if s.random_access() {
-            return s.write_data(offset, data);
+            return s.write_chunk(offset, data, d);
         }
         let end = offset.checked_add(data.len() as u64);
         if offset < self.pos || end.is_none_or(|e| e > cap) {
@@ -462,7 +483,7 @@ impl Out {
         if offset > self.pos {
             s.write_zero(self.pos, offset - self.pos)?;
         }
-        s.write_data(offset, data)?;
+        s.write_chunk(offset, data, d)?;
         self.pos = offset + data.len() as u64;
         Ok(())
     }
@@ -500,7 +521,13 @@ impl Target for FsTarget {
         Ok(Some(p))
     }
 
-    fn write_chunk(&mut self, disk: u32, offset: u64, data: &[u8], _: &[u8; 32]) -> Result<()> {
+    fn write_chunk(
+        &mut self,
+        disk: u32,
+        offset: u64,
+        data: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<()> {
         let Some(d) = self.disks.get_mut(disk as usize) else {
             return Ok(());
         };
@@ -509,7 +536,7 @@ impl Target for FsTarget {
                 .map_err(|e| Error::io("restore scratch file", Some(offset), e))?;
         }
         if let Some(o) = &mut d.out {
-            o.put(&d.name, d.capacity, offset, data)?;
+            o.put(&d.name, d.capacity, offset, data, digest)?;
         }
         Ok(())
     }
