@@ -1,7 +1,7 @@
 //! SAN write-back: restore one archived disk straight onto the LUNs, into the blocks of a
 //! pre-created eager-zeroed thick flat disk (formats/BLOCKMAP.md §6). It is SAN backup run
-//! backwards: the same block map, the same LUN identification ([`LunSet::scan`], VMFS signature,
-//! PE table, multi-LUN volumes) and the same probe checks; bytes go out through
+//! backwards: the same block map, the same LUN identification ([`super::LunSet::scan`], VMFS
+//! signature, PE table, multi-LUN volumes) and the same probe checks; bytes go out through
 //! [`crate::blockio::write::WriteQueue`] (io_uring writes, pwrite fallback).
 //!
 //! Flow: [`WriteBack`] is a [`SinkFactory`] handed to the restore engine as
