@@ -304,95 +304,92 @@ impl FsTarget {
                         .ok_or_else(|| Error::Usage("internal: no directory".into()))
                 };
                 let cid = fresh_cid(&format!("{}/{}", vm.name, disk.name));
-                let mut o = match (format, factory.take()) {
-                    (_, Some(f)) => {
+                let mut o = match format {
+                    // A sink restore: the factory builds the one disk's sink.
+                    _ if factory.is_some() => {
+                        let f = factory.take().expect("invariant: checked just above");
                         Out::new(Sink::Other(f.create(&vm.name, &disk.name, cap)?), None)
                     }
-                    (format, None) => match format {
-                        Format::Raw => {
-                            let p = at(&raw_name(&disk.name))?;
-                            let f = open_out(&p, force)?;
-                            Out::new(Sink::Raw(RawSink::new(p.clone(), f, cap)?), Some(p))
+                    Format::Raw => {
+                        let p = at(&raw_name(&disk.name))?;
+                        let f = open_out(&p, force)?;
+                        Out::new(Sink::Raw(RawSink::new(p.clone(), f, cap)?), Some(p))
+                    }
+                    Format::Vmdk => {
+                        let flat = format!("{stem}-flat.vmdk");
+                        let desc = at(&format!("{stem}.vmdk"))?;
+                        if !force && std::fs::symlink_metadata(&desc).is_ok() {
+                            return Err(Error::Exists { path: desc });
                         }
-                        Format::Vmdk => {
-                            let flat = format!("{stem}-flat.vmdk");
-                            let desc = at(&format!("{stem}.vmdk"))?;
-                            if !force && std::fs::symlink_metadata(&desc).is_ok() {
-                                return Err(Error::Exists { path: desc });
-                            }
-                            let p = at(&flat)?;
-                            let f = open_out(&p, force)?;
-                            let mut o =
-                                Out::new(Sink::Raw(RawSink::new(p, f, cap)?), Some(desc.clone()));
-                            o.after =
-                                Some((desc, descriptor("vmfs", cid, "VMFS", &flat, &disk.meta)));
-                            vms[v]
-                                .disk_files
-                                .push((disk.name.clone(), format!("{stem}.vmdk")));
-                            o
-                        }
-                        Format::Sparse => {
-                            let name = format!("{stem}.vmdk");
-                            let p = at(&name)?;
-                            let f = open_out(&p, force)?;
-                            let text =
-                                descriptor("monolithicSparse", cid, "SPARSE", &name, &disk.meta);
-                            vms[v].disk_files.push((disk.name.clone(), name));
-                            Out::new(
-                                Sink::Other(Box::new(SparseSink::new(p.clone(), f, cap, &text)?)),
-                                Some(p),
-                            )
-                        }
-                        Format::Stream => {
-                            let name = format!("{stem}.vmdk");
-                            let text =
-                                descriptor("streamOptimized", cid, "SPARSE", &name, &disk.meta);
-                            match writer.take() {
-                                Some(w) => Out::new(
-                                    Sink::Other(Box::new(StreamSink::new(
-                                        w,
-                                        "standard output".into(),
-                                        cap,
-                                        text,
-                                    )?)),
-                                    None,
-                                ),
-                                None => {
-                                    let p = at(&name)?;
-                                    let f = BufWriter::with_capacity(1 << 20, open_out(&p, force)?);
-                                    Out::new(
-                                        Sink::Other(Box::new(StreamSink::new(
-                                            f,
-                                            p.display().to_string(),
-                                            cap,
-                                            text,
-                                        )?)),
-                                        Some(p),
-                                    )
-                                }
-                            }
-                        }
-                        Format::Ova => {
-                            let n = vms[v].disk_files.len() + 1;
-                            let member = format!("{}-disk{n}.vmdk", vm.name);
-                            vms[v].disk_files.push((disk.name.clone(), member.clone()));
-                            let text =
-                                descriptor("streamOptimized", cid, "SPARSE", &member, &disk.meta);
-                            let spool = unlinked(&scratch_dir, &format!("ova-{i}"))?;
-                            let path = vdir.as_ref().map(|d| d.join(format!("{}.ova", vm.name)));
-                            let mut o = Out::new(
-                                Sink::Spool(Box::new(StreamSink::new(
-                                    HashWriter::new(spool),
-                                    format!("OVA member {member}"),
+                        let p = at(&flat)?;
+                        let f = open_out(&p, force)?;
+                        let mut o =
+                            Out::new(Sink::Raw(RawSink::new(p, f, cap)?), Some(desc.clone()));
+                        o.after = Some((desc, descriptor("vmfs", cid, "VMFS", &flat, &disk.meta)));
+                        vms[v]
+                            .disk_files
+                            .push((disk.name.clone(), format!("{stem}.vmdk")));
+                        o
+                    }
+                    Format::Sparse => {
+                        let name = format!("{stem}.vmdk");
+                        let p = at(&name)?;
+                        let f = open_out(&p, force)?;
+                        let text = descriptor("monolithicSparse", cid, "SPARSE", &name, &disk.meta);
+                        vms[v].disk_files.push((disk.name.clone(), name));
+                        Out::new(
+                            Sink::Other(Box::new(SparseSink::new(p.clone(), f, cap, &text)?)),
+                            Some(p),
+                        )
+                    }
+                    Format::Stream => {
+                        let name = format!("{stem}.vmdk");
+                        let text = descriptor("streamOptimized", cid, "SPARSE", &name, &disk.meta);
+                        match writer.take() {
+                            Some(w) => Out::new(
+                                Sink::Other(Box::new(StreamSink::new(
+                                    w,
+                                    "standard output".into(),
                                     cap,
                                     text,
                                 )?)),
-                                path,
-                            );
-                            o.member = Some(member);
-                            o
+                                None,
+                            ),
+                            None => {
+                                let p = at(&name)?;
+                                let f = BufWriter::with_capacity(1 << 20, open_out(&p, force)?);
+                                Out::new(
+                                    Sink::Other(Box::new(StreamSink::new(
+                                        f,
+                                        p.display().to_string(),
+                                        cap,
+                                        text,
+                                    )?)),
+                                    Some(p),
+                                )
+                            }
                         }
-                    },
+                    }
+                    Format::Ova => {
+                        let n = vms[v].disk_files.len() + 1;
+                        let member = format!("{}-disk{n}.vmdk", vm.name);
+                        vms[v].disk_files.push((disk.name.clone(), member.clone()));
+                        let text =
+                            descriptor("streamOptimized", cid, "SPARSE", &member, &disk.meta);
+                        let spool = unlinked(&scratch_dir, &format!("ova-{i}"))?;
+                        let path = vdir.as_ref().map(|d| d.join(format!("{}.ova", vm.name)));
+                        let mut o = Out::new(
+                            Sink::Spool(Box::new(StreamSink::new(
+                                HashWriter::new(spool),
+                                format!("OVA member {member}"),
+                                cap,
+                                text,
+                            )?)),
+                            path,
+                        );
+                        o.member = Some(member);
+                        o
+                    }
                 };
                 o.pos = 0;
                 if one_pass && !matches!(o.sink, Sink::Raw(_)) {
