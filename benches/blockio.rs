@@ -47,6 +47,7 @@ fn setup(dir: &Path, mib: usize) -> (std::path::PathBuf, Vec<std::path::PathBuf>
             seed: 42,
             max_extent_blocks: 1,
             spread: 2,
+            ..RigOptions::default()
         },
     )
     .unwrap();

@@ -133,6 +133,22 @@ pub enum Error {
     /// Boxed: it is the largest variant and errors travel through every `Result`.
     #[error("{0}")]
     ProbeMismatch(Box<ProbeMismatch>),
+    /// SAN write-back refuses its target before writing anything: no single flat file of the
+    /// disk's size in the map, or a target that is not fully allocated and zeroed
+    /// (lazy-zeroed or thin), so that ESX would not read back what is written.
+    #[error("{}: cannot write back into {file}: {what}", map.display())]
+    WriteBackTarget {
+        /// The block-map file.
+        map: PathBuf,
+        /// The target file as named in the map (or what was asked for).
+        file: String,
+        /// Why, naming sizes and byte ranges.
+        what: String,
+    },
+    /// SAN write-back read the target back after writing and found bytes that differ from the
+    /// archive. Boxed like [`Error::ProbeMismatch`].
+    #[error("{0}")]
+    WriteBackMismatch(Box<WriteBackMismatch>),
 }
 
 fn fmt_offset(offset: Option<u64>) -> String {
@@ -211,5 +227,62 @@ impl std::fmt::Display for ProbeMismatch {
             self.found,
             self.expected
         )
+    }
+}
+
+/// Details of [`Error::WriteBackMismatch`].
+#[derive(Debug)]
+pub struct WriteBackMismatch {
+    /// The block-map file.
+    pub map: PathBuf,
+    /// The target file as named in the map.
+    pub file: String,
+    /// The mismatching ranges found (at most [`WriteBackMismatch::MAX_LISTED`]).
+    pub ranges: Vec<MismatchedRange>,
+    /// How many ranges mismatched in all.
+    pub total: usize,
+}
+
+impl WriteBackMismatch {
+    /// Most ranges kept and listed.
+    pub const MAX_LISTED: usize = 16;
+}
+
+/// One range of a written disk that does not read back as archived.
+#[derive(Debug, Clone)]
+pub struct MismatchedRange {
+    /// Disk (and target file) byte offset.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// The LUN path holding the range's first byte.
+    pub lun: PathBuf,
+    /// Device byte offset of the range's first byte on that LUN.
+    pub device_offset: u64,
+    /// What differs (digests, or "not zero").
+    pub what: String,
+}
+
+impl std::fmt::Display for WriteBackMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}: {} range(s) read back differently from the archive after writing",
+            self.map.display(),
+            self.file,
+            self.total
+        )?;
+        for r in &self.ranges {
+            write!(
+                f,
+                "; disk bytes {:#x}..{:#x} at {} device byte {:#x}: {}",
+                r.offset,
+                r.offset + r.len,
+                r.lun.display(),
+                r.device_offset,
+                r.what
+            )?;
+        }
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@
 //! - backup: the archive commands end to end against qemu-img, pipes, damage, salvage
 //! - esx: restore to vmdk (ESX layout), sparse, stream, ova; qemu-img/vmdkinfo/xmllint oracles
 //! - san: SAN mode (block map + LUN images from the rig) vs direct files, faults
+//! - writeback: SAN write-back (restore --blockmap) into an eager-zeroed target on the rig
 
 #[macro_use]
 mod util;
@@ -23,3 +24,4 @@ mod sample;
 mod san;
 mod sesparse;
 mod sparse;
+mod writeback;

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end SAN-mode benchmark: `vdar cat` and `vdar backup` of one VM read directly from its
-# files vs read through a block map from fragmented LUN images (vdar-fixture lun-rig), same run.
+# files vs read through a block map from fragmented LUN images (vdar-fixture lun-rig), same run;
+# then
+# SAN write-back (`restore --blockmap` into an eager-zeroed target on LUN images) vs restore of
+# the same archive to a raw file. Write-back needs python3 (to drop the map's probes, which only
+# hold for the empty target, between runs).
 #
 #   tools/bench-san.sh [DATA_MIB]     (default 512; needs ~3x that in free space under $TMPDIR)
 #
@@ -29,7 +33,9 @@ t() { # label, command...
   for i in 1 2; do
     drop || cold=no
     local s e
-    s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N)
+    s=$(date +%s.%N)
+    "$@" >/dev/null 2>"$W/stderr" || { cat "$W/stderr" >&2; exit 1; }
+    e=$(date +%s.%N)
     awk -v l="$label" -v s="$s" -v e="$e" -v m="$MIB" \
       'BEGIN { printf "%-28s %6.2f s  %7.1f MiB/s of data\n", l, e - s, m / (e - s) }'
   done
@@ -45,4 +51,22 @@ t "direct vdar backup" "$BIN/vdar" backup "$W/vm/big.vmdk" -o "$W/direct.vda" --
 t "SAN vdar backup (buffered)" "$BIN/vdar" backup -o "$W/san.vda" --force "${SAN[@]}" -- big.vmdk
 t "SAN vdar backup (--direct)" "$BIN/vdar" backup -o "$W/san.vda" --force "${SAN[@]}" --direct -- big.vmdk
 cmp "$W/direct.vda" "$W/san.vda" && echo "archives identical"
+
+# Write-back: the disk is 2x MIB MiB (half zeros); MiB/s below are of data, as above.
+"$BIN/vdar" backup "$W/vm/big.vmdk" -o "$W/big.vdar" --chunk-size 1M >/dev/null
+mkdir -p "$W/tgt"
+"$BIN/vdar-fixture" flat "$W/tgt/target" "$((MIB * 2))M" >/dev/null
+"$BIN/vdar-fixture" lun-rig "$W/tgt" "$W/wrig" --luns 2 --pe 256M --block 1M --max-extent 4 \
+  --eager-zeroed
+python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))
+for f in m["files"]: f["probes"]=[]
+json.dump(m, open(sys.argv[2], "w"))' "$W/wrig/blockmap.json" "$W/wrig/noprobes.json"
+WB=(--blockmap "$W/wrig/noprobes.json" --lun "$W/wrig/lun*.img")
+t "restore to raw file" "$BIN/vdar" restore "$W/big.vdar" --to "$W/out" --force
+t "write-back (zeros, verify)" "$BIN/vdar" restore "$W/big.vdar" "${WB[@]}"
+t "write-back --no-verify" "$BIN/vdar" restore "$W/big.vdar" "${WB[@]}" --no-verify
+t "write-back --assume-zeroed" "$BIN/vdar" restore "$W/big.vdar" "${WB[@]}" --assume-zeroed
+t "write-back --direct" "$BIN/vdar" restore "$W/big.vdar" "${WB[@]}" --direct
+t "write-back pwrite --direct" env VDAR_IO_BACKEND=pread "$BIN/vdar" restore "$W/big.vdar" \
+  "${WB[@]}" --direct
 echo "page cache dropped between runs: $cold; $(nproc) CPUs; kernel $(uname -r)"

@@ -8,8 +8,14 @@ mod archive_cmds;
 #[allow(dead_code)]
 #[path = "../cli/args.rs"]
 mod args;
+// SAN write-back (`restore --blockmap`) belongs on recovery media too.
+#[allow(dead_code)]
+#[path = "../cli/san.rs"]
+mod san;
 #[path = "../cli/units.rs"]
 mod units;
+#[path = "../cli/writeback.rs"]
+mod writeback;
 
 use std::process::ExitCode;
 
@@ -31,7 +37,7 @@ struct RestoreCli {
 
 #[derive(Debug, Subcommand)]
 enum RestoreCommand {
-    /// Restore an archive (file or `-`) into a directory.
+    /// Restore an archive (file or `-`) into a directory, or (--blockmap) onto SAN LUNs.
     Restore(RestoreArgs),
     /// Check every checksum; exit 1 on damage.
     Verify(VerifyArgs),

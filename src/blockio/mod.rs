@@ -13,11 +13,16 @@
 //! and falls back to pread with a one-line notice ([`ReadAhead::notice`]); the environment
 //! variable `VDAR_IO_BACKEND=pread` (tests, benchmarks) forces the fallback.
 //!
+//! The writing stage of SAN write-back is [`write::WriteQueue`]: the same engines, run the
+//! other way (`IORING_OP_WRITE`, or `pwrite` in the fallback), with the same queue-depth bound
+//! and the same buffer-ownership rule.
+//!
 //! Invariant for soundness: a buffer handed to an engine is owned by the engine until its
-//! completion is returned; engines drain every outstanding read before they drop.
+//! completion is returned; engines drain every outstanding read or write before they drop.
 
 pub mod pread;
 pub mod uring;
+pub mod write;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -125,6 +130,19 @@ pub struct SubRead {
     pub len: usize,
 }
 
+/// One device write of a write request: `len` bytes from buffer bytes `[at, at + len)` to
+/// `offset` of `file` (same shape as a [`SubRead`]).
+pub type SubWrite = SubRead;
+
+/// Which way an engine request moves bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dir {
+    /// Device to buffer.
+    Read,
+    /// Buffer to device.
+    Write,
+}
+
 /// A finished engine request.
 #[derive(Debug)]
 pub struct Completion {
@@ -142,6 +160,10 @@ pub trait Engine: Send {
     /// Starts `reads` into `buf`; the engine owns `buf` until it returns it in a
     /// [`Completion`]. Sub-read ranges must lie inside the buffer and not overlap.
     fn start(&mut self, id: u64, buf: AlignedBuf, reads: Vec<SubRead>) -> io::Result<()>;
+    /// Starts `writes` from `buf` (its filled part); the engine owns `buf` until it returns it
+    /// in a [`Completion`]. Sub-write ranges must lie inside the buffer; they may not overlap on
+    /// the device (their order is not kept). Short writes are resubmitted.
+    fn start_write(&mut self, id: u64, buf: AlignedBuf, writes: Vec<SubWrite>) -> io::Result<()>;
     /// Blocks until some started request finishes; `None` when none is outstanding.
     fn wait(&mut self) -> io::Result<Option<Completion>>;
     /// `"io_uring"` or `"pread"`.

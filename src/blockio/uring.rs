@@ -1,5 +1,6 @@
-//! The io_uring engine: every sub-read of every started request is an `IORING_OP_READ` SQE;
-//! up to `queue_depth` of them are in the kernel at once, the rest wait in a local queue.
+//! The io_uring engine: every sub-read of every started request is an `IORING_OP_READ` SQE
+//! (every sub-write of a write request an `IORING_OP_WRITE` SQE); up to `queue_depth` of them
+//! are in the kernel at once, the rest wait in a local queue.
 //!
 //! This is the only file of vdar with `unsafe` code (STYLE.md §5). The invariants:
 //! * A request's buffer is owned by `self.requests` from `start` until its completion is
@@ -9,8 +10,11 @@
 //!   sub-read of its request has completed.
 //! * `Drop` waits for every SQE in the kernel to complete before the buffers (and the `Arc<File>`
 //!   keeping each descriptor open) are freed.
-//! * Short reads are resubmitted for the remaining tail; `res == 0` before the end is
-//!   `UnexpectedEof`; `res < 0` is `io::Error::from_raw_os_error(-res)`.
+//! * For writes the kernel only reads the buffer, but the same ownership rule holds: the bytes
+//!   must stay put until the CQE says the kernel is done with them.
+//! * Short reads and short writes are resubmitted for the remaining tail; `res == 0` before the
+//!   end is `UnexpectedEof` (reads) or `WriteZero` (writes); `res < 0` is
+//!   `io::Error::from_raw_os_error(-res)`.
 #![allow(unsafe_code)]
 
 use std::collections::VecDeque;
@@ -19,18 +23,24 @@ use std::os::fd::AsRawFd;
 
 use io_uring::{opcode, types, IoUring};
 
-use super::{AlignedBuf, Completion, Engine, SubRead};
+use super::{AlignedBuf, Completion, Dir, Engine, SubRead};
 
-/// Checks once that a ring can be set up and supports `IORING_OP_READ` (Linux 5.6+).
+/// Checks once that a ring can be set up and supports `IORING_OP_READ` and `IORING_OP_WRITE`
+/// (both Linux 5.6+).
 pub fn probe() -> io::Result<()> {
     let ring = IoUring::new(2)?;
     let mut p = io_uring::Probe::new();
     ring.submitter().register_probe(&mut p)?;
-    if !p.is_supported(opcode::Read::CODE) {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "kernel lacks IORING_OP_READ",
-        ));
+    for (code, name) in [
+        (opcode::Read::CODE, "IORING_OP_READ"),
+        (opcode::Write::CODE, "IORING_OP_WRITE"),
+    ] {
+        if !p.is_supported(code) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("kernel lacks {name}"),
+            ));
+        }
     }
     Ok(())
 }
@@ -38,6 +48,8 @@ pub fn probe() -> io::Result<()> {
 /// One request in flight.
 struct Request {
     id: u64,
+    /// Which way the bytes go.
+    dir: Dir,
     buf: AlignedBuf,
     reads: Vec<SubRead>,
     /// Bytes of each sub-read already done (short reads advance this).
@@ -84,21 +96,25 @@ impl UringEngine {
                 .expect("invariant: queued reads belong to live slots");
             let r = &req.reads[i];
             let done = req.done[i];
+            let fd = types::Fd(r.file.as_raw_fd());
+            let offset = r.offset + done as u64;
             let dst = &mut req.buf.spare()[r.at + done..r.at + r.len];
-            let entry = opcode::Read::new(
-                types::Fd(r.file.as_raw_fd()),
-                dst.as_mut_ptr(),
-                // Sub-reads are at most MAX_REQUEST_BYTES (64 MiB), so this fits a u32.
-                dst.len() as u32,
-            )
-            .offset(r.offset + done as u64)
-            .build()
+            // Sub-reads are at most MAX_REQUEST_BYTES (64 MiB), so the length fits a u32.
+            let entry = match req.dir {
+                Dir::Read => opcode::Read::new(fd, dst.as_mut_ptr(), dst.len() as u32)
+                    .offset(offset)
+                    .build(),
+                Dir::Write => opcode::Write::new(fd, dst.as_ptr(), dst.len() as u32)
+                    .offset(offset)
+                    .build(),
+            }
             .user_data(((slot as u64) << 32) | i as u64);
             // SAFETY: the SQE points at `dst`, a range of the heap block of `req.buf`, which
             // `self.requests[slot]` owns until every sub-read of the request has completed
             // (the slot is only taken in `reap` after `outstanding` reaches 0, and `Drop` waits
             // for all SQEs); no other live SQE targets this range (sub-read ranges are
-            // disjoint and each has at most one SQE in flight). `r.file` keeps the descriptor
+            // disjoint and each has at most one SQE in flight), and nothing else reads or
+            // writes the buffer meanwhile (the engine owns it). `r.file` keeps the descriptor
             // open for as long.
             let pushed_ok = unsafe { self.ring.submission().push(&entry) }.is_ok();
             if !pushed_ok {
@@ -133,15 +149,19 @@ impl UringEngine {
             let outcome = if res < 0 {
                 Some(Err(io::Error::from_raw_os_error(-res)))
             } else if res == 0 {
-                Some(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "end of file at byte {:#x}",
-                        req.reads[i].offset + req.done[i] as u64
+                let at = req.reads[i].offset + req.done[i] as u64;
+                Some(Err(match req.dir {
+                    Dir::Read => io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("end of file at byte {at:#x}"),
                     ),
-                )))
+                    Dir::Write => io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("device accepted no bytes at byte {at:#x}"),
+                    ),
+                }))
             } else if (res as usize) < want {
-                // Short read: resubmit the tail.
+                // Short read or write: resubmit the tail.
                 req.done[i] += res as usize;
                 self.queued.push_back((slot, i));
                 None
@@ -168,8 +188,15 @@ impl UringEngine {
     }
 }
 
-impl Engine for UringEngine {
-    fn start(&mut self, id: u64, buf: AlignedBuf, reads: Vec<SubRead>) -> io::Result<()> {
+impl UringEngine {
+    /// Queues request `id` (reads into or writes from `buf`) and pumps the ring.
+    fn start_dir(
+        &mut self,
+        id: u64,
+        dir: Dir,
+        buf: AlignedBuf,
+        reads: Vec<SubRead>,
+    ) -> io::Result<()> {
         for r in &reads {
             assert!(
                 r.at + r.len <= buf.capacity() && r.len <= super::MAX_REQUEST_BYTES,
@@ -189,6 +216,7 @@ impl Engine for UringEngine {
         }
         self.requests[slot] = Some(Request {
             id,
+            dir,
             buf,
             done: vec![0; n],
             results: (0..n).map(|_| None).collect(),
@@ -196,6 +224,16 @@ impl Engine for UringEngine {
             reads,
         });
         self.pump()
+    }
+}
+
+impl Engine for UringEngine {
+    fn start(&mut self, id: u64, buf: AlignedBuf, reads: Vec<SubRead>) -> io::Result<()> {
+        self.start_dir(id, Dir::Read, buf, reads)
+    }
+
+    fn start_write(&mut self, id: u64, buf: AlignedBuf, writes: Vec<SubRead>) -> io::Result<()> {
+        self.start_dir(id, Dir::Write, buf, writes)
     }
 
     fn wait(&mut self) -> io::Result<Option<Completion>> {
@@ -223,7 +261,8 @@ impl Engine for UringEngine {
 
 impl Drop for UringEngine {
     fn drop(&mut self) {
-        // Buffers may only be freed once the kernel is done writing into them.
+        // Buffers may only be freed once the kernel is done with them (writing into them for
+        // reads, reading from them for writes).
         self.queued.clear();
         while self.in_kernel > 0 {
             match self.ring.submit_and_wait(1) {

@@ -14,15 +14,18 @@ use vdar::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
 use super::units::human;
 
-fn open(path: &Path) -> anyhow::Result<File> {
+pub(super) fn open(path: &Path) -> anyhow::Result<File> {
     File::open(path).with_context(|| format!("{}: cannot open", path.display()))
 }
 
-fn stdin() -> BufReader<io::StdinLock<'static>> {
+pub(super) fn stdin() -> BufReader<io::StdinLock<'static>> {
     BufReader::with_capacity(1 << 20, io::stdin().lock())
 }
 
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let Some(to) = &args.to else {
+        return super::writeback::run(args);
+    };
     let opts = RestoreOptions {
         format: args.format.into(),
         vm: args.vm.clone(),
@@ -30,16 +33,15 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         force: args.force,
         salvage: args.salvage,
     };
-    let dest = if args.to == Path::new("-") {
+    let dest = if to == Path::new("-") {
         // Stdout is line-buffered; an image is not lines.
         Dest::Writer(Box::new(io::BufWriter::with_capacity(
             1 << 20,
             io::stdout(),
         )))
     } else {
-        std::fs::create_dir_all(&args.to)
-            .with_context(|| format!("{}: cannot create", args.to.display()))?;
-        Dest::Dir(args.to.clone())
+        std::fs::create_dir_all(to).with_context(|| format!("{}: cannot create", to.display()))?;
+        Dest::Dir(to.clone())
     };
     let report = if args.archive == Path::new("-") {
         restore_stream_to(&mut stdin(), dest, &opts)?
@@ -47,7 +49,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         let mut f = BufReader::with_capacity(1 << 20, open(&args.archive)?);
         restore_seekable_to(&mut f, dest, &opts)?
     };
-    if args.json && args.to == Path::new("-") {
+    if args.json && to == Path::new("-") {
         // Stdout carries the image.
         eprintln!("{}", serde_json::to_string_pretty(&report)?);
     } else if args.json {

@@ -23,7 +23,7 @@ pub enum Command {
     Cat(CatArgs),
     /// Back up VMs (.vmx) or disks (.vmdk) into one archive.
     Backup(BackupArgs),
-    /// Restore an archive (file or `-`) into a directory.
+    /// Restore an archive (file or `-`) into a directory, or (--blockmap) onto SAN LUNs.
     Restore(RestoreArgs),
     /// Check every checksum of an archive; exit 1 on damage.
     Verify(VerifyArgs),
@@ -154,8 +154,8 @@ pub struct RestoreArgs {
     /// Target directory (created if missing); nothing is written outside it. `-` writes one
     /// stream or OVA to stdout: `--format stream` with exactly one disk selected, or
     /// `--format ova` with exactly one VM.
-    #[arg(long, value_name = "DIR|-")]
-    pub to: PathBuf,
+    #[arg(long, value_name = "DIR|-", required_unless_present = "blockmap")]
+    pub to: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Raw)]
     pub format: FormatArg,
@@ -174,6 +174,43 @@ pub struct RestoreArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// SAN write-back.
+    #[command(flatten)]
+    pub writeback: WriteBackArgs,
+}
+
+/// `vdar restore --blockmap`: SAN write-back of one disk into a pre-created eager-zeroed thick
+/// flat disk, straight to its LUNs (formats/BLOCKMAP.md §6).
+#[derive(Debug, Args)]
+pub struct WriteBackArgs {
+    /// SAN write-back: write the disk into the blocks this map gives for the target flat file
+    /// (created on ESX with vmkfstools -c SIZE -d eagerzeroedthick, map from vmkfstools -t0).
+    /// Exactly one disk must be selected (--vm/--disk); exit 1 if the read-back differs.
+    #[arg(long, value_name = "MAP.json", requires = "lun",
+          conflicts_with_all = ["to", "format", "salvage", "force"])]
+    pub blockmap: Option<PathBuf>,
+    /// LUN devices or image files holding the datastore's VMFS extents (globs expanded;
+    /// `A,B` = two paths to one LUN). Opened for writing only after every check passed.
+    #[arg(long, num_args = 1.., value_name = "PATH[,PATH]", requires = "blockmap")]
+    pub lun: Vec<String>,
+    /// The target file in the map (path or file name); needed when the map holds several
+    /// flat files of the disk's size.
+    #[arg(long, value_name = "NAME", requires = "blockmap")]
+    pub target: Option<String>,
+    /// Skip writing zero ranges: the target is a freshly created eager-zeroed disk. Default:
+    /// zeros are written, since a reused disk may hold old data.
+    #[arg(long, requires = "blockmap")]
+    pub assume_zeroed: bool,
+    /// Do not read the target back to compare it with the archive's digests after writing.
+    #[arg(long, requires = "blockmap")]
+    pub no_verify: bool,
+    /// Write (and verify) with O_DIRECT where aligned.
+    #[arg(long, requires = "blockmap")]
+    pub direct: bool,
+    /// Writes kept in flight (io_uring queue depth).
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub queue_depth: u16,
 }
 
 /// `vdar verify`.
@@ -333,5 +370,58 @@ mod tests {
         ])
         .is_ok());
         assert!(Cli::try_parse_from(["vdar", "cat"]).is_err());
+        let c = Cli::try_parse_from([
+            "vdar",
+            "restore",
+            "-",
+            "--blockmap",
+            "m.json",
+            "--lun",
+            "a",
+            "b",
+            "--target",
+            "x-flat.vmdk",
+            "--assume-zeroed",
+            "--disk",
+            "scsi0:0",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Restore(a) => {
+                assert!(a.to.is_none());
+                assert_eq!(a.writeback.lun, ["a", "b"]);
+                assert!(a.writeback.assume_zeroed && !a.writeback.no_verify);
+                assert_eq!(a.writeback.target.as_deref(), Some("x-flat.vmdk"));
+            }
+            _ => panic!(),
+        }
+        for bad in [
+            &["vdar", "restore", "a", "--blockmap", "m"][..],
+            &[
+                "vdar",
+                "restore",
+                "a",
+                "--blockmap",
+                "m",
+                "--lun",
+                "l",
+                "--to",
+                "d",
+            ],
+            &["vdar", "restore", "a", "--to", "d", "--assume-zeroed"],
+            &[
+                "vdar",
+                "restore",
+                "a",
+                "--blockmap",
+                "m",
+                "--lun",
+                "l",
+                "--format",
+                "ova",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

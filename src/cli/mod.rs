@@ -10,6 +10,7 @@ mod inspect;
 mod output;
 mod san;
 mod units;
+mod writeback;
 
 use std::process::ExitCode;
 

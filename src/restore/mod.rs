@@ -84,6 +84,14 @@ impl std::fmt::Display for Format {
     }
 }
 
+/// Builds the sink of the one disk a [`Dest::Sink`] restore selects, once the archive's
+/// manifest is known (SAN write-back picks and checks its target against the capacity).
+pub trait SinkFactory {
+    /// The sink for disk `disk` of VM `vm`, `capacity` bytes. Called once, before any chunk is
+    /// read; an error stops the restore before anything is written.
+    fn create(self: Box<Self>, vm: &str, disk: &str, capacity: u64) -> Result<Box<dyn DiskSink>>;
+}
+
 /// Where a restore writes.
 pub enum Dest {
     /// Files under this directory (created if missing; its parent must exist).
@@ -91,6 +99,9 @@ pub enum Dest {
     /// A single stream (`Format::Stream`, exactly one disk selected) or OVA (`Format::Ova`,
     /// exactly one VM selected), e.g. standard output. Scratch files go to the temp directory.
     Writer(Box<dyn Write + Send>),
+    /// Exactly one selected disk into the sink the factory builds (SAN write-back). VM files
+    /// are not written; scratch files (one-pass references) go to the temp directory.
+    Sink(Box<dyn SinkFactory>),
 }
 
 /// What to restore and how.

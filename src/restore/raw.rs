@@ -180,12 +180,25 @@ impl FsTarget {
         format: Format,
         one_pass: bool,
     ) -> Result<Self> {
-        let (dir, mut writer) = match dest {
-            Dest::Dir(d) => (Some(d), None),
-            Dest::Writer(w) => (None, Some(w)),
-        };
         let nsel_disks = sel.disks.iter().filter(|&&s| s).count();
         let nsel_vms = sel.vms.iter().filter(|&&s| s).count();
+        let (dir, mut writer, mut factory) = match dest {
+            Dest::Dir(d) => (Some(d), None, None),
+            Dest::Writer(w) => (None, Some(w), None),
+            Dest::Sink(_) if nsel_disks != 1 => {
+                return Err(Error::Usage(format!(
+                    "this restore writes one disk: {nsel_disks} disks selected (of {}); choose                      one with --vm/--disk",
+                    sel.disks.len()
+                )))
+            }
+            Dest::Sink(f) => (None, None, Some(f)),
+        };
+        // A sink restore writes one image and no VM files: the format does not apply.
+        let format = if factory.is_some() {
+            Format::Raw
+        } else {
+            format
+        };
         if writer.is_some() {
             match format {
                 Format::Stream if nsel_disks == 1 => {}
@@ -280,7 +293,7 @@ impl FsTarget {
                 }
                 check_name(&disk.name)?;
                 let stem = &stems[k];
-                if format != Format::Raw {
+                if format != Format::Raw && factory.is_none() {
                     check_disk(&vm.name, &disk.name, cap, stem)?;
                 }
                 let vdir = vms[v].dir.clone();
@@ -292,6 +305,11 @@ impl FsTarget {
                 };
                 let cid = fresh_cid(&format!("{}/{}", vm.name, disk.name));
                 let mut o = match format {
+                    // A sink restore: the factory builds the one disk's sink.
+                    _ if factory.is_some() => {
+                        let f = factory.take().expect("invariant: checked just above");
+                        Out::new(Sink::Other(f.create(&vm.name, &disk.name, cap)?), None)
+                    }
                     Format::Raw => {
                         let p = at(&raw_name(&disk.name))?;
                         let f = open_out(&p, force)?;
@@ -446,10 +464,10 @@ impl Out {
     }
 
     /// Hands a chunk to the sink, turning the gap since the last one into zeros.
-    fn put(&mut self, what: &str, cap: u64, offset: u64, data: &[u8]) -> Result<()> {
+    fn put(&mut self, what: &str, cap: u64, offset: u64, data: &[u8], d: &[u8; 32]) -> Result<()> {
         let s = self.sink.as_dyn();
         if s.random_access() {
-            return s.write_data(offset, data);
+            return s.write_chunk(offset, data, d);
         }
         let end = offset.checked_add(data.len() as u64);
         if offset < self.pos || end.is_none_or(|e| e > cap) {
@@ -462,7 +480,7 @@ impl Out {
         if offset > self.pos {
             s.write_zero(self.pos, offset - self.pos)?;
         }
-        s.write_data(offset, data)?;
+        s.write_chunk(offset, data, d)?;
         self.pos = offset + data.len() as u64;
         Ok(())
     }
@@ -500,7 +518,13 @@ impl Target for FsTarget {
         Ok(Some(p))
     }
 
-    fn write_chunk(&mut self, disk: u32, offset: u64, data: &[u8], _: &[u8; 32]) -> Result<()> {
+    fn write_chunk(
+        &mut self,
+        disk: u32,
+        offset: u64,
+        data: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<()> {
         let Some(d) = self.disks.get_mut(disk as usize) else {
             return Ok(());
         };
@@ -509,7 +533,7 @@ impl Target for FsTarget {
                 .map_err(|e| Error::io("restore scratch file", Some(offset), e))?;
         }
         if let Some(o) = &mut d.out {
-            o.put(&d.name, d.capacity, offset, data)?;
+            o.put(&d.name, d.capacity, offset, data, digest)?;
         }
         Ok(())
     }

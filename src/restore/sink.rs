@@ -21,6 +21,12 @@ pub trait DiskSink {
     /// Writes `data` at disk offset `offset`, which is the end of the previous piece unless
     /// [`Self::random_access`].
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()>;
+    /// A whole archived chunk at `offset` whose BLAKE3 is `digest` (already checked by the
+    /// reader). Sinks that verify what they wrote keep the digest; the others write the data.
+    fn write_chunk(&mut self, offset: u64, data: &[u8], digest: &[u8; 32]) -> Result<()> {
+        let _ = digest;
+        self.write_data(offset, data)
+    }
     /// `len` bytes of zeros at `offset`.
     fn write_zero(&mut self, offset: u64, len: u64) -> Result<()>;
     /// Completes the image (tables, footer, flush). Called once, after the last piece.

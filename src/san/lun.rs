@@ -446,6 +446,49 @@ impl LunSet {
         (lp.file.clone(), lp.direct.clone())
     }
 
+    /// Opens PV `pv`'s current path for writing (SAN write-back; the scan itself only ever
+    /// opens for reading), plus an `O_DIRECT` handle when `direct`. The new descriptors must
+    /// name the very device the scan read (same `st_rdev`, or same inode), so a path that was
+    /// swapped since the scan is refused rather than written.
+    pub fn open_for_write(&self, pv: usize, direct: bool) -> Result<WriteHandles> {
+        let v = &self.pvs[pv];
+        let n = v.paths.len();
+        let first = v.active.load(Ordering::Relaxed);
+        let lp = (0..n)
+            .map(|k| &v.paths[(first + k) % n])
+            .find(|p| !p.dead.load(Ordering::Relaxed))
+            .unwrap_or(&v.paths[first % n]);
+        let want = identity(&lp.file, &lp.path)?;
+        let open = |flags: rustix::fs::OFlags| -> Result<Arc<File>> {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(flags.bits() as i32)
+                .open(&lp.path)
+                .map_err(|e| Error::io(&lp.path, None, e))?;
+            if identity(&f, &lp.path)? != want {
+                return Err(Error::Lun {
+                    path: lp.path.clone(),
+                    offset: None,
+                    what: "names a different device than when it was scanned: refusing to write"
+                        .into(),
+                });
+            }
+            Ok(Arc::new(f))
+        };
+        let buffered = open(rustix::fs::OFlags::empty())?;
+        let direct = if direct {
+            Some(open(rustix::fs::OFlags::DIRECT)?)
+        } else {
+            None
+        };
+        Ok(WriteHandles {
+            path: Arc::from(lp.path.as_path()),
+            buffered,
+            direct,
+            part_start: v.part_start,
+        })
+    }
+
     /// LV UUIDs seen on the LUNs.
     pub fn lv_uuids(&self) -> Vec<VmfsUuid> {
         let mut v: Vec<VmfsUuid> = self.pvs.iter().map(|p| p.header.volume.lv_uuid).collect();
@@ -453,6 +496,19 @@ impl LunSet {
         v.dedup();
         v
     }
+}
+
+/// A LUN path opened for writing by [`LunSet::open_for_write`].
+#[derive(Debug, Clone)]
+pub struct WriteHandles {
+    /// The path.
+    pub path: Arc<Path>,
+    /// Opened for buffered writes.
+    pub buffered: Arc<File>,
+    /// Opened `O_DIRECT`, when asked for.
+    pub direct: Option<Arc<File>>,
+    /// Byte offset of the PV's partition on the device.
+    pub part_start: u64,
 }
 
 /// One PE of a logical volume, placed on a PV.

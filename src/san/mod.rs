@@ -7,12 +7,16 @@
 //! offsets to device offsets, and [`opener::BlockMapOpener`] plugs the result into the chain
 //! collapse as a [`crate::input::SourceOpener`]. Bulk reads then go through `crate::blockio`
 //! (io_uring) using [`crate::input::ByteSource::locate`].
+//!
+//! [`writeback`] runs the same path backwards: `vdar restore --blockmap` writes an archived disk
+//! into the blocks of a pre-created eager-zeroed flat disk, straight to the LUNs.
 
 pub mod blockmap;
 pub mod lun;
 pub mod lvm;
 pub mod opener;
 pub mod t0;
+pub mod writeback;
 
 pub use blockmap::BlockMap;
 pub use lun::{LunSet, LvMap, ScanOptions};

@@ -112,6 +112,16 @@ impl BlockMapOpener {
         &self.luns
     }
 
+    /// The block-map file's path.
+    pub fn map_path(&self) -> &Path {
+        &self.map_path
+    }
+
+    /// The LV map bound to volume `id` (volumes no file uses are not bound).
+    pub fn lv_map(&self, id: &str) -> Option<Arc<LvMap>> {
+        self.volumes.get(id).cloned()
+    }
+
     /// The mapped file that `path` names (see the module docs for the rule).
     pub fn find(&self, path: &Path) -> Result<&MappedFile> {
         let s = path.to_string_lossy();

@@ -31,7 +31,7 @@ const USAGE: &str = "usage:
   vdar-fixture streamopt RAW OUT.vmdk                        VMware-layout streamOptimized
   vdar-fixture sample-vm DIR                                 the bundled sample VM
   vdar-fixture lun-rig VMDIR OUTDIR [--luns N] [--pe SIZE] [--block SIZE] [--seed N] [--max-extent BLOCKS]
-                                                             VM files on LUN images + block map";
+                      [--eager-zeroed] [--fill-free 0xHH]    VM files on LUN images + block map";
 
 fn run(args: Vec<String>) -> Result<()> {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -91,6 +91,8 @@ fn run(args: Vec<String>) -> Result<()> {
                         .and_then(|v| parse_num(v))
                 };
                 match *arg {
+                    "--eager-zeroed" => o.zero_runs = fixture::lunrig::ZeroRuns::Data,
+                    "--fill-free" => o.fill_free = Some(val()? as u8),
                     "--luns" => o.luns = val()? as usize,
                     "--pe" => o.pe_bytes = val()?,
                     "--block" => o.block = val()?,
