@@ -1,7 +1,8 @@
 //! SAN mode: the sample VM laid out fragmented over two LUN images (`vdar-fixture lun-rig`),
 //! read back with `vdar cat --blockmap … --lun …` and compared with `vdar cat` of the files
 //! themselves; then the faults: a dead path with failover, a truncated LUN, a probe mismatch,
-//! a map that does not cover its file, overlapping runs, two devices claiming one extent.
+//! a map that does not cover its file, overlapping runs, two devices claiming one extent; and
+//! `blockmap import --probes` with hashes taken by the ESXi one-liner of formats/BLOCKMAP.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -452,4 +453,152 @@ fn san_backup_probe_mismatch_leaves_no_archive() {
     fails_with(&out, &["probe"]);
     assert!(!out_path.exists());
     assert!(!d.path().join("a.vda.partial").exists());
+}
+
+/// The probe one-liner of formats/BLOCKMAP.md §2.1, verbatim (from `for n in` to `done`).
+fn probe_one_liner() -> String {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("formats/BLOCKMAP.md"))
+            .unwrap();
+    let start = doc
+        .find("for n in $BLOCKS; do")
+        .expect("one-liner in BLOCKMAP.md");
+    let end = start + doc[start..].find("done >> probes.txt").unwrap() + "done >> probes.txt".len();
+    doc[start..end].to_string()
+}
+
+/// Runs the documented one-liner with the system's `dd`, `sha256sum` and `awk` (not our
+/// SHA-256) in `dir`, appending to `dir/probes.txt`.
+fn host_probes(dir: &Path, file: &Path, block: u64, blocks: &[u64]) {
+    let list: Vec<String> = blocks.iter().map(u64::to_string).collect();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(probe_one_liner())
+        .current_dir(dir)
+        .env("F", file)
+        .env("B", block.to_string())
+        .env("BLOCKS", list.join(" "))
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "one-liner failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn blockmap_import_with_host_probes() {
+    let d = tempdir();
+    let (vm, rig) = rig(d.path());
+    for tool in ["sh", "dd", "sha256sum", "awk"] {
+        if !have(tool) {
+            eprintln!("skipped: {tool} not installed");
+            return;
+        }
+    }
+    // Probes of every data file, from the original files, as the host would take them: the
+    // first, a middle and the last whole block. The delta file is smaller than 1 MiB.
+    let host = d.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    for (name, block) in [
+        ("sample-flat.vmdk", 1u64 << 20),
+        ("sample-000001-delta.vmdk", 4096),
+        ("sample-000002-sesparse.vmdk", 1 << 20),
+    ] {
+        let f = vm.join(name);
+        let whole = std::fs::metadata(&f).unwrap().len() / block;
+        assert!(whole >= 3, "{name} is too small for 3 probes");
+        host_probes(&host, &f, block, &[0, whole / 2, whole - 1]);
+    }
+    let probes = host.join("probes.txt");
+    let text = std::fs::read_to_string(&probes).unwrap();
+    assert_eq!(text.lines().count(), 9, "{text}");
+
+    let imported = d.path().join("imported.json");
+    let import = |probes: &Path| {
+        vdar(&[
+            "blockmap",
+            "import",
+            "--t0",
+            rig.join("t0.txt").to_str().unwrap(),
+            "--probes",
+            probes.to_str().unwrap(),
+            "-o",
+            imported.to_str().unwrap(),
+            "--descriptor",
+            vm.join("sample.vmdk").to_str().unwrap(),
+            vm.join("sample-000001.vmdk").to_str().unwrap(),
+            vm.join("sample-000002.vmdk").to_str().unwrap(),
+        ])
+    };
+    let out = import(&probes);
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("9 probes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&imported).unwrap()).unwrap();
+    let flat = file_index(&m, "sample-flat.vmdk");
+    assert_eq!(m["files"][flat]["probes"].as_array().unwrap().len(), 3);
+
+    let direct = d.path().join("direct.raw");
+    ok(&vdar(&[
+        "cat",
+        vm.join("sample-000002.vmdk").to_str().unwrap(),
+        "-o",
+        direct.to_str().unwrap(),
+    ]));
+    let glob = format!("{}/lun*.img", rig.display());
+    let san = d.path().join("san.raw");
+    let cat = || {
+        vdar(&strs(&san_cat(
+            &imported,
+            &[&glob],
+            "sample-000002.vmdk",
+            &san,
+            &[],
+        )))
+    };
+    ok(&cat());
+    assert_same_file(&direct, &san);
+
+    // One wrong hash (the middle probe of the delta file): import cannot tell, the read must.
+    let lines: Vec<&str> = text.lines().collect();
+    let victim = lines[4];
+    let (head, hash) = victim.rsplit_once(' ').unwrap();
+    let flipped = format!(
+        "{head} {}{}",
+        if hash.starts_with('0') { '1' } else { '0' },
+        &hash[1..]
+    );
+    let bad = host.join("bad-probes.txt");
+    std::fs::write(&bad, text.replace(victim, &flipped)).unwrap();
+    ok(&import(&bad));
+    let fields: Vec<u64> = head
+        .rsplitn(3, ' ')
+        .take(2)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (len, off) = (fields[0], fields[1]);
+    let range = format!("bytes {off:#x}..{:#x}", off + len);
+    fails_with(
+        &cat(),
+        &["probe", "sample-000001-delta.vmdk", &range, "before copy"],
+    );
+
+    // A probe naming a file the map does not have is refused at import, with its line.
+    std::fs::write(
+        &bad,
+        format!(
+            "{text}/vmfs/volumes/x/vm/other-flat.vmdk 0 4096 {}\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    fails_with(
+        &import(&bad),
+        &["bad-probes.txt", "line 10", "other-flat.vmdk"],
+    );
 }

@@ -56,6 +56,10 @@ pub struct ImportArgs {
     /// LUNs to scan, to decide which component of the LVID is the LV UUID.
     #[arg(long, num_args = 1.., value_name = "PATH[,PATH]")]
     pub lun: Vec<String>,
+    /// Host-side probe hashes, lines 'FILE OFFSET LENGTH SHA256HEX' as printed by the ESXi
+    /// one-liner in formats/BLOCKMAP.md; checked by SAN reads before and after the copy.
+    #[arg(long, value_name = "FILE.txt")]
+    pub probes: Option<PathBuf>,
     /// Output file.
     #[arg(short, long, value_name = "MAP.json")]
     pub output: PathBuf,
@@ -423,5 +427,19 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
+        let c = Cli::try_parse_from([
+            "vdar", "blockmap", "import", "--t0", "a.txt", "--probes", "p.txt", "-o", "m.json",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Blockmap(BlockmapCommand::Import(a)) => {
+                assert_eq!(a.probes.as_deref(), Some(std::path::Path::new("p.txt")));
+            }
+            _ => panic!(),
+        }
+        assert!(Cli::try_parse_from([
+            "vdar", "blockmap", "import", "--t0", "a.txt", "--probes", "-o", "m.json"
+        ])
+        .is_err());
     }
 }

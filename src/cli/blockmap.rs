@@ -1,4 +1,5 @@
-//! `vdar blockmap import`: a block map from `vmkfstools -t0` text and descriptors.
+//! `vdar blockmap import`: a block map from `vmkfstools -t0` text, descriptors and host-side
+//! probe hashes.
 
 use std::process::ExitCode;
 
@@ -22,6 +23,9 @@ pub fn import(a: &ImportArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = &a.extents {
         inp.extents = Some((p.clone(), read(p)?));
     }
+    if let Some(p) = &a.probes {
+        inp.probes = Some((p.clone(), read(p)?));
+    }
     if !a.lun.is_empty() {
         inp.lun_lv_uuids = super::san::scan(&a.lun, false)?.lv_uuids();
     }
@@ -29,9 +33,10 @@ pub fn import(a: &ImportArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&a.output, map.to_json())
         .with_context(|| format!("{}: cannot write", a.output.display()))?;
     eprintln!(
-        "vdar: {} files, {} volumes -> {}",
+        "vdar: {} files, {} volumes, {} probes -> {}",
         map.files.len(),
         map.volumes.len(),
+        map.files.iter().map(|f| f.probes.len()).sum::<usize>(),
         a.output.display()
     );
     Ok(ExitCode::SUCCESS)

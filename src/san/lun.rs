@@ -117,13 +117,18 @@ fn pread_exact(f: &File, path: &Path, buf: &mut [u8], off: u64) -> Result<()> {
     })
 }
 
-/// Partition starts worth probing on a device: VMFS partitions of an MBR or GPT, then the
-/// device start itself (a partition node, or an image without a table).
-fn candidate_starts(f: &File, path: &Path, len: u64) -> Result<Vec<u64>> {
+/// Reads exactly `buf.len()` bytes at a device offset (a file, or an in-memory image in tests
+/// and fuzzing).
+type ReadAt<'a> = &'a mut dyn FnMut(&mut [u8], u64) -> Result<()>;
+
+/// Partition starts worth probing on a device of `len` bytes: VMFS partitions of an MBR or GPT,
+/// then the device start itself (a partition node, or an image without a table). Sorted and
+/// free of duplicates (a hybrid MBR lists GPT partitions twice).
+fn candidate_starts(path: &Path, len: u64, read_at: ReadAt) -> Result<Vec<u64>> {
     let mut starts = Vec::new();
     if len >= 1024 {
         let mut mbr = [0u8; 512];
-        pread_exact(f, path, &mut mbr, 0)?;
+        read_at(&mut mbr, 0)?;
         if mbr[510..512] == [0x55, 0xAA] {
             let mut gpt = false;
             for i in 0..4 {
@@ -136,24 +141,24 @@ fn candidate_starts(f: &File, path: &Path, len: u64) -> Result<Vec<u64>> {
                 }
             }
             if gpt {
-                gpt_starts(f, path, len, &mut starts)?;
+                gpt_starts(path, len, read_at, &mut starts)?;
             }
         }
     }
     starts.push(0);
+    starts.sort_unstable();
     starts.dedup();
     Ok(starts)
 }
 
-fn gpt_starts(f: &File, path: &Path, len: u64, starts: &mut Vec<u64>) -> Result<()> {
+fn gpt_starts(path: &Path, len: u64, read_at: ReadAt, starts: &mut Vec<u64>) -> Result<()> {
     let mut h = [0u8; 92];
-    pread_exact(f, path, &mut h, 512)?;
+    read_at(&mut h, 512)?;
     if &h[0..8] != b"EFI PART" {
         return Ok(());
     }
     let le64 = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
     let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
-    let table = le64(&h, 0x48).saturating_mul(512);
     let count = le32(&h, 0x50);
     let size = le32(&h, 0x54);
     if count > MAX_GPT_ENTRIES || !(128..=4096).contains(&size) {
@@ -163,15 +168,27 @@ fn gpt_starts(f: &File, path: &Path, len: u64, starts: &mut Vec<u64>) -> Result<
             what: format!("GPT header: {count} entries of {size} bytes is out of range"),
         });
     }
+    // The table LBA is untrusted: a table that starts or ends past the device is read only as
+    // far as the device goes (entries past the end are skipped, as before), never wrapped.
+    let Some(table) = le64(&h, 0x48).checked_mul(512) else {
+        return Ok(());
+    };
     let mut e = vec![0u8; size as usize];
     for i in 0..u64::from(count) {
-        let at = table + i * u64::from(size);
-        if at + u64::from(size) > len {
+        // count ≤ 256 and size ≤ 4096: i * size cannot overflow; table + … can.
+        let Some(at) = table.checked_add(i * u64::from(size)) else {
+            break;
+        };
+        if at.checked_add(u64::from(size)).is_none_or(|end| end > len) {
             break;
         }
-        pread_exact(f, path, &mut e, at)?;
+        read_at(&mut e, at)?;
         if e[0..16] == GPT_VMFS_TYPE {
-            starts.push(le64(&e, 0x20).saturating_mul(512));
+            // A first LBA whose byte offset does not fit in u64 cannot be a partition on this
+            // device; skip it instead of saturating to a bogus start.
+            if let Some(start) = le64(&e, 0x20).checked_mul(512) {
+                starts.push(start);
+            }
         }
     }
     Ok(())
@@ -183,24 +200,126 @@ type OpenedPath = (PathBuf, File, (u64, u64));
 /// What one path shows: its device size and, per VMFS partition, the header and PE table.
 type PathScan = (u64, Vec<(u64, LvmHeader, Vec<PeEntry>)>);
 
-fn scan_path(f: &File, path: &Path) -> Result<PathScan> {
-    let len = device_len(f, path)?;
+/// The VMFS partitions (start, LVM header, used PEs) of the `len`-byte device `path`, read
+/// through `read_at`.
+fn probe_device(
+    path: &Path,
+    len: u64,
+    read_at: ReadAt,
+) -> Result<Vec<(u64, LvmHeader, Vec<PeEntry>)>> {
     let mut found = Vec::new();
-    for start in candidate_starts(f, path, len)? {
-        let hdr_at = start + LVM_HEADER_OFFSET;
-        if hdr_at + 4 > len {
+    for start in candidate_starts(path, len, read_at)? {
+        let Some(hdr_at) = start.checked_add(LVM_HEADER_OFFSET) else {
+            continue;
+        };
+        if hdr_at.checked_add(4).is_none_or(|end| end > len) {
             continue;
         }
         let mut magic = [0u8; 4];
-        pread_exact(f, path, &mut magic, hdr_at)?;
+        read_at(&mut magic, hdr_at)?;
         if !LvmHeader::has_magic(&magic) {
             continue;
         }
-        let mut read_at = |buf: &mut [u8], off: u64| pread_exact(f, path, buf, off);
-        let (h, pes) = read_lvm(path, start, &mut read_at)?;
+        let (h, pes) = read_lvm(path, start, read_at)?;
         found.push((start, h, pes));
     }
-    Ok((len, found))
+    Ok(found)
+}
+
+fn scan_path(f: &File, path: &Path) -> Result<PathScan> {
+    let len = device_len(f, path)?;
+    let mut read_at = |buf: &mut [u8], off: u64| pread_exact(f, path, buf, off);
+    Ok((len, probe_device(path, len, &mut read_at)?))
+}
+
+/// Fuzz entry: partition probing (MBR, GPT, LVM header, PE table) of a virtual device described
+/// by `data`: a u64 LE device length (capped at 16 TiB), then records of `u32 LE offset in
+/// KiB, u16 LE length, bytes` placed at that offset. Unwritten bytes read as zeros; reads past
+/// the device length fail. Errors are fine; panics and huge allocations are bugs.
+#[doc(hidden)]
+pub fn fuzz_lun(data: &[u8]) {
+    let _ = probe_virtual_device(data);
+}
+
+/// The body of [`fuzz_lun`], returning what the probing found (the seeds' test checks it).
+fn probe_virtual_device(data: &[u8]) -> Result<PathScan> {
+    let Some((len, mut rest)) = data.split_first_chunk::<8>() else {
+        return Ok((0, Vec::new()));
+    };
+    let len = u64::from_le_bytes(*len).min(16 << 40);
+    let mut segs: Vec<(u64, &[u8])> = Vec::new();
+    while let Some((hd, r)) = rest.split_first_chunk::<6>() {
+        let at = u64::from(u32::from_le_bytes([hd[0], hd[1], hd[2], hd[3]])) * 1024;
+        let n = usize::from(u16::from_le_bytes([hd[4], hd[5]])).min(r.len());
+        segs.push((at, &r[..n]));
+        rest = &r[n..];
+    }
+    let path = Path::new("fuzz-lun");
+    let mut read_at = |buf: &mut [u8], off: u64| -> Result<()> {
+        let end = off.checked_add(buf.len() as u64).filter(|&e| e <= len);
+        let Some(end) = end else {
+            return Err(Error::io(
+                path,
+                Some(off),
+                io::Error::new(io::ErrorKind::UnexpectedEof, "past the end of the device"),
+            ));
+        };
+        buf.fill(0);
+        for &(at, bytes) in &segs {
+            let s_end = at + bytes.len() as u64;
+            let (lo, hi) = (at.max(off), s_end.min(end));
+            if lo < hi {
+                buf[(lo - off) as usize..(hi - off) as usize]
+                    .copy_from_slice(&bytes[(lo - at) as usize..(hi - at) as usize]);
+            }
+        }
+        Ok(())
+    };
+    Ok((len, probe_device(path, len, &mut read_at)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `lvm` fuzz seeds in partition-probing mode (first byte odd) stay meaningful: each
+    /// is a rig LUN (MBR partition, bare, GPT partition) whose probing finds its VMFS extent.
+    #[test]
+    fn fuzz_seeds_find_their_extent() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/fuzz/seeds/lvm");
+        for (name, start) in [("lun0-mbr", 65536), ("lun1-bare", 0), ("gpt", 2048 * 512)] {
+            let seed = std::fs::read(dir.join(name)).unwrap();
+            assert_eq!(seed[0] & 1, 1, "{name}");
+            let (_, found) = probe_virtual_device(&seed[1..]).unwrap();
+            assert_eq!(found.len(), 1, "{name}");
+            assert_eq!(found[0].0, start, "{name}");
+            assert!(!found[0].2.is_empty(), "{name}: no PEs");
+        }
+    }
+
+    /// Partition tables with wild LBAs (found by reasoning about `saturating_mul`, now checked
+    /// arithmetic): GPT table and entry LBAs near u64::MAX / 512 must not overflow.
+    #[test]
+    fn wild_gpt_lbas_do_not_overflow() {
+        let mut dev = vec![0u8; 4096];
+        dev[446 + 4] = 0xEE;
+        dev[510] = 0x55;
+        dev[511] = 0xAA;
+        dev[512..520].copy_from_slice(b"EFI PART");
+        dev[512 + 0x48..512 + 0x50].copy_from_slice(&(u64::MAX / 512).to_le_bytes());
+        dev[512 + 0x50..512 + 0x54].copy_from_slice(&128u32.to_le_bytes());
+        dev[512 + 0x54..512 + 0x58].copy_from_slice(&128u32.to_le_bytes());
+        let mut seed = (1u64 << 40).to_le_bytes().to_vec();
+        seed.extend_from_slice(&0u32.to_le_bytes());
+        seed.extend_from_slice(&4096u16.to_le_bytes());
+        seed.extend_from_slice(&dev);
+        assert!(probe_virtual_device(&seed).unwrap().1.is_empty());
+        // The table at LBA 2 with one VMFS entry whose first LBA overflows when scaled.
+        seed[14 + 512 + 0x48..14 + 512 + 0x50].copy_from_slice(&2u64.to_le_bytes());
+        seed[14 + 1024..14 + 1040].copy_from_slice(&GPT_VMFS_TYPE);
+        seed[14 + 1024 + 0x20..14 + 1024 + 0x28].copy_from_slice(&(u64::MAX / 256).to_le_bytes());
+        assert!(probe_virtual_device(&seed).unwrap().1.is_empty());
+    }
 }
 
 impl LunSet {
@@ -583,7 +702,13 @@ impl LvMap {
                 });
             }
             for pe in &pv.pes {
-                let end = pv.part_start + pe.p_offset + pe.length;
+                // read_lvm bounds pOffset + length by the header's totalBytes, which is itself
+                // untrusted: add with overflow checks so a wild value fails as truncation.
+                let end = pv
+                    .part_start
+                    .checked_add(pe.p_offset)
+                    .and_then(|e| e.checked_add(pe.length))
+                    .unwrap_or(u64::MAX);
                 if end > pv.device_len {
                     return Err(Error::Lun {
                         path: pv.name().into(),

@@ -5,7 +5,8 @@
 //! `vmkfstools -t0` text). The proxy sees the LUNs as block devices but has no VMFS driver:
 //! [`lun`] finds each LUN's VMFS LVM header and PE table ([`lvm`]) and maps logical-volume
 //! offsets to device offsets, and [`opener::BlockMapOpener`] plugs the result into the chain
-//! collapse as a [`crate::input::SourceOpener`]. Bulk reads then go through `crate::blockio`
+//! collapse as a [`crate::input::SourceOpener`]. [`probes`] attaches host-side hashes of file
+//! ranges that the reader checks before and after the copy. Bulk reads then go through `crate::blockio`
 //! (io_uring) using [`crate::input::ByteSource::locate`].
 //!
 //! [`writeback`] runs the same path backwards: `vdar restore --blockmap` writes an archived disk
@@ -15,6 +16,7 @@ pub mod blockmap;
 pub mod lun;
 pub mod lvm;
 pub mod opener;
+pub mod probes;
 pub mod t0;
 pub mod writeback;
 

@@ -6,8 +6,9 @@
 //! `0x` numbers, `[A:B]` as offset:length or offset:end, volume ranges with exclusive or
 //! inclusive ends) and strict in *content*: every non-blank line must be understood, one
 //! interpretation must fit every line of a file, the runs must tile the file exactly, and the
-//! result passes [`BlockMap::check`]. Probe hashes (taken on the host) remain the check that
-//! the chosen interpretation reads the right bytes.
+//! result passes [`BlockMap::check`]. Probe hashes (taken on the host, attached from
+//! `--probes` by [`super::probes`]) remain the check that the chosen interpretation reads the
+//! right bytes.
 
 use std::path::{Path, PathBuf};
 
@@ -79,7 +80,10 @@ fn parse_line(text: &str, line: usize) -> std::result::Result<RawLine, String> {
         .split_once(char::is_whitespace)
         .ok_or("expected a type")?;
     let rest = rest.trim_start();
-    let (flags, rest) = rest.split_at(rest.len().min(2));
+    // Two *characters*, not two bytes: a multi-byte character there must be a syntax error,
+    // not a panic on a split inside it (found while adding the t0 fuzz target).
+    let cut = rest.char_indices().nth(2).map_or(rest.len(), |(i, _)| i);
+    let (flags, rest) = rest.split_at(cut);
     let fl: Vec<char> = flags.chars().collect();
     if fl.len() != 2 || !matches!(fl[0], 'Z' | '-') || fl[1] != '-' {
         return Err(format!(
@@ -285,7 +289,8 @@ fn coalesce(runs: Vec<MapRun>) -> Vec<MapRun> {
             let lv_joins = match (p.kind, p.lv, r.lv) {
                 (RunKind::Hole, _, _) => true,
                 (RunKind::Tbz, None, None) => true,
-                (_, Some(a), Some(b)) => a + p.len == b,
+                // Checked: LV offsets are untrusted and BlockMap::check runs after merging.
+                (_, Some(a), Some(b)) => a.checked_add(p.len) == Some(b),
                 _ => false,
             };
             if p.kind == r.kind && lv_joins {
@@ -309,6 +314,9 @@ pub struct ImportInputs {
     pub extents: Option<(PathBuf, String)>,
     /// LV UUIDs found on the LUNs, to decide which LVID component is the LV UUID.
     pub lun_lv_uuids: Vec<VmfsUuid>,
+    /// `(name, text)` of host-side probe lines `FILE OFFSET LENGTH SHA256HEX`
+    /// (formats/BLOCKMAP.md §2.1).
+    pub probes: Option<(PathBuf, String)>,
 }
 
 /// Builds and checks a block map from `-t0` texts and descriptors.
@@ -385,6 +393,10 @@ pub fn import(inp: &ImportInputs) -> Result<BlockMap> {
     }
     if let Some((name, text)) = &inp.extents {
         attach_extents(name, text, &mut volumes)?;
+    }
+    if let Some((name, text)) = &inp.probes {
+        let lines = super::probes::parse_probes(name, text)?;
+        super::probes::attach_probes(name, lines, &mut files)?;
     }
     let map = BlockMap {
         schema: BLOCKMAP_SCHEMA_V1.into(),
@@ -500,6 +512,65 @@ fn attach_extents(path: &Path, text: &str, volumes: &mut [Volume]) -> Result<()>
     }
 }
 
+/// Fuzz entry: `data` split at NUL bytes into the `-t0` text, the extent list, the probe lines
+/// and one descriptor, imported with the LV UUID `49edf842-dcb35d37-b383-0021280083cf` "on the
+/// LUNs". A map that imports must render back to `-t0` text that imports to the same runs.
+/// Errors are fine; panics are bugs.
+#[doc(hidden)]
+pub fn fuzz_t0(data: &[u8]) {
+    let mut parts = data.splitn(4, |&b| b == 0).map(String::from_utf8_lossy);
+    let mut next = || parts.next().map(|p| p.into_owned());
+    let t0 = next().unwrap_or_default();
+    let extents = next();
+    let probes = next();
+    let descriptor = next();
+    // The probe parser alone: a text that fails import elsewhere still reaches it.
+    if let Some(p) = &probes {
+        let _ = super::probes::parse_probes(Path::new("fuzz-probes.txt"), p);
+    }
+    let inp = ImportInputs {
+        t0: vec![(PathBuf::from("fuzz.t0"), t0)],
+        descriptors: descriptor
+            .map(|d| (PathBuf::from("fuzz.vmdk"), d))
+            .into_iter()
+            .collect(),
+        extents: extents.map(|e| (PathBuf::from("fuzz-extents.txt"), e)),
+        lun_lv_uuids: vec![VmfsUuid([
+            0x42, 0xf8, 0xed, 0x49, 0x37, 0x5d, 0xb3, 0xdc, 0x83, 0xb3, 0x00, 0x21, 0x28, 0x00,
+            0x83, 0xcf,
+        ])],
+        probes: probes.map(|p| (PathBuf::from("fuzz-probes.txt"), p)),
+    };
+    let Ok(map) = import(&inp) else {
+        return;
+    };
+    // Files without a VMFS run borrow a volume at import; alone they cannot be re-imported.
+    let has_vmfs = |f: &&MappedFile| f.runs.iter().any(|r| r.kind != RunKind::Hole);
+    for f in map
+        .files
+        .iter()
+        .filter(|f| f.text.is_none())
+        .filter(has_vmfs)
+    {
+        let lvid = map
+            .volumes
+            .iter()
+            .find(|v| Some(&v.id) == f.volume.as_ref())
+            .and_then(|v| v.lvid_raw.clone())
+            .expect("invariant: imported files name an imported volume");
+        let text = render_t0(f, &lvid);
+        let again = import(&ImportInputs {
+            t0: vec![(PathBuf::from("fuzz-render.t0"), text.clone())],
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("rendered -t0 text does not import: {e}\n{text}"));
+        assert_eq!(
+            again.files[0].runs, f.runs,
+            "render/import round trip\n{text}"
+        );
+    }
+}
+
 /// Writes `-t0`-style text for `f` (used by the LUN rig); `lvid` is the `LVID:` token.
 pub fn render_t0(f: &MappedFile, lvid: &str) -> String {
     let mut s = format!("Mapping for file {} ({} bytes in size):\n", f.path, f.size);
@@ -583,6 +654,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("do not tile"), "{e}");
+    }
+
+    /// The `t0` fuzz seeds stay meaningful: each imports, with its probes attached.
+    #[test]
+    fn fuzz_seeds_import() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/fuzz/seeds/t0");
+        for (name, probes) in [("handmade", 2), ("rig-delta-sesparse", 3)] {
+            let seed = std::fs::read_to_string(dir.join(name)).unwrap();
+            let p: Vec<&str> = seed.splitn(4, '\0').collect();
+            let m = import(&ImportInputs {
+                t0: vec![(PathBuf::from(name), p[0].into())],
+                extents: Some((PathBuf::from("e"), p[1].into())),
+                probes: Some((PathBuf::from("p"), p[2].into())),
+                descriptors: p
+                    .get(3)
+                    .map(|d| (PathBuf::from("sample-000001.vmdk"), d.to_string()))
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let n: usize = m.files.iter().map(|f| f.probes.len()).sum();
+            assert_eq!(n, probes, "{name}");
+            fuzz_t0(seed.as_bytes());
+        }
+    }
+
+    /// Found while adding the t0 fuzz target: a multi-byte character where the two flag
+    /// characters go panicked in `split_at`; an LV offset near u64::MAX overflowed (debug
+    /// panic, release wrap) while merging runs.
+    #[test]
+    fn fuzz_findings_are_errors() {
+        let e = t0("Mapping for file a (1024 bytes in size):\n[0: 1024] --> [VMFS \u{20ac}- LVID:x:( 0 --> 1024 )]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("flags"), "{e}");
+        let e = t0(&format!(
+            "Mapping for file a (2048 bytes in size):\n\
+             [0: 1024] --> [VMFS -- LVID:{LVID}:( 18446744073709550592 --> 18446744073709551615 )]\n\
+             [1024: 1024] --> [VMFS -- LVID:{LVID}:( 0 --> 1023 )]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("overflows") || e.contains("volume range"), "{e}");
     }
 
     #[test]
