@@ -78,13 +78,24 @@ hyperfine --runs "$RUNS" --export-json backup.json \
 # Sizes (from the last run of each).
 rm -rf borg restic restic-cache out.vdar q.raw q.raw.zst
 borg init -e none borg; borg create --chunker-params fixed,4194304 --compression zstd,3 borg::a flat.raw
+restic init -q >/dev/null; restic backup -q --stdin --stdin-filename flat.raw < flat.raw
 $V backup top.vmdk -o out.vdar --force 2> /dev/null
 zstd -q -T0 -3 flat.raw -o flat.raw.zst -f
 VDAR_SIZE=$(stat -c %s out.vdar); BORG_SIZE=$(du -sb borg | cut -f1); ZST_SIZE=$(stat -c %s flat.raw.zst)
+RESTIC_SIZE=$(du -sb restic | cut -f1)
 
 # Compression floor: the chain's allocated bytes at the machine's all-core zstd -3 speed,
-# measured on a file of exactly those bytes (vdar cat without the zero runs).
-dd if=flat.raw of=sample.bin bs=1M count=1024 status=none
+# measured on the bytes vdar compresses: the flattened disk's non-zero 4 MiB chunks (a slice of
+# the raw image would mix in zero runs, which zstd crosses at memory speed, and flatter it).
+python3 - flat.raw sample.bin <<'PY'
+import sys
+CH = 4 << 20
+zero = bytes(CH)
+with open(sys.argv[1], "rb") as f, open(sys.argv[2], "wb") as o:
+    while (b := f.read(CH)):
+        if b != zero[: len(b)]:
+            o.write(b)
+PY
 ZSPEED=$(zstd -b3 -T0 sample.bin 2>&1 | tr '\r' '\n' | grep -oE '[0-9.]+ MB/s' | head -1 | cut -d' ' -f1)
 rm -f sample.bin
 
@@ -106,9 +117,9 @@ hyperfine --runs "$RUNS" --export-json restore.json \
   -n "vdar verify (decode only)" "$V verify out.vdar" \
   -n "zstd -d > /dev/null" "zstd -q -d -c flat.raw.zst > /dev/null"
 
-python3 - "$DATA" "$ZSPEED" "$VDAR_SIZE" "$BORG_SIZE" "$ZST_SIZE" "$RSS_BACKUP" "$RSS_RESTORE" <<'PY'
+python3 - "$DATA" "$ZSPEED" "$VDAR_SIZE" "$BORG_SIZE" "$ZST_SIZE" "$RSS_BACKUP" "$RSS_RESTORE" "$RESTIC_SIZE" <<'PY'
 import json, sys
-data, zspeed, vsize, bsize, zsize, rssb, rssr = sys.argv[1:]
+data, zspeed, vsize, bsize, zsize, rssb, rssr, rsize = sys.argv[1:]
 data = int(data); zspeed = float(zspeed)
 b = {r["command"]: r["median"] for r in json.load(open("backup.json"))["results"]}
 r = {x["command"]: x["median"] for x in json.load(open("restore.json"))["results"]}
@@ -118,7 +129,7 @@ for k, t in b.items():
     print(f"  {k:<34} {t:8.2f} s  {data/t/1e6:8.1f} MB/s of allocated data  ({t/v:.2f}x vdar's time)")
 floor = data / (zspeed * 1e6)
 print(f"  compression floor (zstd -3 -T0 at {zspeed:.0f} MB/s): {floor:.2f} s; vdar is {100*(v/floor-1):+.0f}% over it")
-print(f"sizes: vdar archive {int(vsize)/2**20:.1f} MiB, borg repo {int(bsize)/2**20:.1f} MiB, zstd -3 of flat {int(zsize)/2**20:.1f} MiB")
+print(f"sizes: vdar archive {int(vsize)/2**20:.1f} MiB, borg repo {int(bsize)/2**20:.1f} MiB, restic repo {int(rsize)/2**20:.1f} MiB, zstd -3 of flat {int(zsize)/2**20:.1f} MiB")
 for k, t in r.items():
     print(f"  {k:<34} {t:8.2f} s")
 print(f"peak RSS: backup {int(rssb)/1024:.0f} MiB, restore {int(rssr)/1024:.0f} MiB")
