@@ -12,9 +12,11 @@
 
 pub mod dedup;
 pub mod digest;
+pub mod pool;
 mod reader;
 
 pub use digest::Digest;
+pub use pool::ChunkPool;
 pub use reader::ChunkReader;
 
 use crate::chain::{read_run, DiskRun, VirtualDisk};

@@ -7,13 +7,14 @@
 //! an end marker. The read-ahead hands the jobs back in order, so chunks come out in disk order.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::blockio::{Job, ReadAhead, ReadOptions, ReadRequest};
 use crate::chain::{read_run, DiskRun, VirtualDisk};
 use crate::error::Result;
 use crate::input::{FileTable, Source};
 
-use super::{Chunk, ChunkData, ChunkPlan, Chunker};
+use super::{Chunk, ChunkData, ChunkPlan, ChunkPool, Chunker};
 
 /// Largest single read. Buffers are pooled per queue slot, so this bounds the reader's memory
 /// (queue depth × 1 MiB) whatever the chunk size; 1 MiB is already past the point where larger
@@ -23,12 +24,14 @@ pub const READ_BYTES: u64 = 1 << 20;
 /// What a job means when it comes back.
 #[derive(Debug)]
 enum Tag {
-    /// A chunk begins; no parts follow when `zero`.
+    /// A chunk begins; no parts follow when `zero`. `gaps` are the chunk's byte ranges that no
+    /// part covers (zero runs inside it).
     Start {
         disk: u32,
         offset: u64,
         len: u64,
         zero: bool,
+        gaps: Vec<(usize, usize)>,
     },
     /// Read bytes for chunk bytes `[at, at + len)`.
     Data { at: usize },
@@ -44,6 +47,7 @@ type Jobs<'a> = Box<dyn Iterator<Item = Result<Job<Tag>>> + 'a>;
 pub struct ChunkReader<'a> {
     files: FileTable,
     ahead: ReadAhead<Tag, Jobs<'a>>,
+    pool: Arc<ChunkPool>,
 }
 
 impl<'a> ChunkReader<'a> {
@@ -53,6 +57,18 @@ impl<'a> ChunkReader<'a> {
         id: u32,
         chunk_size: u64,
         opts: &ReadOptions,
+    ) -> Result<Self> {
+        Self::with_pool(disk, id, chunk_size, opts, Arc::new(ChunkPool::new(0)))
+    }
+
+    /// As [`ChunkReader::new`], taking chunk buffers from `pool` (the consumer gives them back
+    /// when done with them).
+    pub fn with_pool(
+        disk: &'a mut dyn VirtualDisk,
+        id: u32,
+        chunk_size: u64,
+        opts: &ReadOptions,
+        pool: Arc<ChunkPool>,
     ) -> Result<Self> {
         let files = disk.files().clone();
         let job_files = files.clone();
@@ -71,6 +87,7 @@ impl<'a> ChunkReader<'a> {
         Ok(ChunkReader {
             files,
             ahead: ReadAhead::new(jobs, opts)?,
+            pool,
         })
     }
 
@@ -85,6 +102,7 @@ impl<'a> ChunkReader<'a> {
                     offset,
                     len,
                     zero,
+                    gaps,
                 } => {
                     let chunk = Chunk {
                         disk,
@@ -95,7 +113,11 @@ impl<'a> ChunkReader<'a> {
                     if zero {
                         return Ok(Some(chunk));
                     }
-                    cur = Some((chunk, vec![0u8; len as usize]));
+                    let mut bytes = self.pool.take(len as usize);
+                    for (at, n) in gaps {
+                        bytes[at..at + n].fill(0);
+                    }
+                    cur = Some((chunk, bytes));
                 }
                 Tag::Data { at } => {
                     let buf = done.data.expect("invariant: data jobs carry a read");
@@ -126,12 +148,27 @@ impl<'a> ChunkReader<'a> {
 /// Appends the jobs of one chunk.
 fn plan_jobs(plan: &ChunkPlan, files: &FileTable, queue: &mut VecDeque<Job<Tag>>) {
     let zero = plan.parts.is_empty();
+    let mut gaps = Vec::new();
+    if !zero {
+        let mut covered = 0usize;
+        for part in &plan.parts {
+            let at = (part.offset - plan.offset) as usize;
+            if at > covered {
+                gaps.push((covered, at - covered));
+            }
+            covered = covered.max(at + part.len as usize);
+        }
+        if (plan.len as usize) > covered {
+            gaps.push((covered, plan.len as usize - covered));
+        }
+    }
     queue.push_back(Job {
         tag: Tag::Start {
             disk: plan.disk,
             offset: plan.offset,
             len: plan.len,
             zero,
+            gaps,
         },
         read: None,
     });
@@ -224,5 +261,47 @@ mod tests {
             want[o as usize..(o + l) as usize].fill(0);
         }
         assert_eq!(flat, want);
+    }
+
+    #[test]
+    fn recycled_buffers_leave_nothing_of_earlier_chunks() {
+        // Every buffer handed out has held 0xAA bytes; zero runs inside chunks must still read
+        // as zeros and data as data.
+        let cs = 64 << 10;
+        let len = 6 * cs + 512;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 | 1).collect();
+        let zeros = [
+            (4096, 8192),
+            (cs as u64 - 512, 1024),
+            (3 * cs as u64, cs as u64),
+        ];
+        let serial = {
+            let mut d = MemDisk::new("d", data.clone(), &zeros);
+            let mut c = Chunker::new(&mut d, 0, cs as u64);
+            chunks(|| c.next_chunk())
+        };
+        let pool = Arc::new(ChunkPool::new(4));
+        for _ in 0..4 {
+            pool.give(vec![0xAA; cs]);
+        }
+        let mut d = MemDisk::new("d", data, &zeros);
+        let opts = ReadOptions {
+            queue_depth: 4,
+            backend: Backend::Auto,
+        };
+        let mut r = ChunkReader::with_pool(&mut d, 0, cs as u64, &opts, pool.clone()).unwrap();
+        let mut got = Vec::new();
+        while let Some(c) = r.next_chunk().unwrap() {
+            let bytes = match c.data {
+                ChunkData::Zero => None,
+                ChunkData::Data(b) => {
+                    let copy = b.clone();
+                    pool.give(vec![0xAA; b.len()]);
+                    Some(copy)
+                }
+            };
+            got.push((c.offset, c.len, bytes));
+        }
+        assert_eq!(got, serial);
     }
 }

@@ -22,7 +22,7 @@ pub mod compress;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
@@ -35,7 +35,7 @@ use crate::archive::writer::ArchiveWriter;
 use crate::blockio::ReadOptions;
 use crate::chain::VirtualDisk;
 use crate::chunk::dedup::{ChunkLoc, DedupTable};
-use crate::chunk::{Chunk, ChunkData, ChunkReader};
+use crate::chunk::{Chunk, ChunkData, ChunkPool, ChunkReader};
 use crate::error::{Error, Result};
 use compress::{process, Processed};
 
@@ -303,9 +303,13 @@ pub fn backup(
         credit_tx.send(()).expect("invariant: capacity");
     }
 
+    // Chunk buffers go back to the reader once hashed and compressed (at most `credits` exist).
+    let pool = Arc::new(ChunkPool::new(credits));
+
     let result = std::thread::scope(|s| -> Result<()> {
         // Reader: walks VMs and disks in archive order.
         let stop_r = &stop;
+        let pool_r = pool.clone();
         let chunk_size = opts.chunk_size;
         let read = opts.read;
         s.spawn(move || {
@@ -324,14 +328,19 @@ pub fn backup(
                 }
                 while let Some((_, mut disk)) = disks.next_if(|(dv, _)| *dv == v) {
                     let cap = disk.capacity();
-                    let mut chunker =
-                        match ChunkReader::new(disk.as_mut(), ordinal, chunk_size, &read) {
-                            Ok(c) => c,
-                            Err(e) => {
-                                send(Err(e));
-                                return;
-                            }
-                        };
+                    let mut chunker = match ChunkReader::with_pool(
+                        disk.as_mut(),
+                        ordinal,
+                        chunk_size,
+                        &read,
+                        pool_r.clone(),
+                    ) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            send(Err(e));
+                            return;
+                        }
+                    };
                     loop {
                         match chunker.next_chunk() {
                             Ok(Some(c)) => {
@@ -359,11 +368,16 @@ pub fn backup(
             let res_tx = res_tx.clone();
             let table = &table;
             let level = opts.level;
+            let pool = &pool;
             s.spawn(move || {
                 for (seq, item) in job_rx {
-                    let r = item.and_then(|item| match &item {
+                    let r = item.and_then(|mut item| match &mut item {
                         Item::Chunk(c) => {
                             let p = process(c, level, table)?;
+                            // The writer needs only the chunk's place and the processed result.
+                            if let ChunkData::Data(bytes) = &mut c.data {
+                                pool.give(std::mem::take(bytes));
+                            }
                             Ok((item, Some(p)))
                         }
                         _ => Ok((item, None)),
