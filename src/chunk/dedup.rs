@@ -4,7 +4,7 @@
 //! archive is stored once. It is the only structure whose size grows with the input: per unique
 //! stored chunk, a 32-byte digest + 16-byte location (u32 disk padded, u64 offset) + 1 control
 //! byte of hashbrown, i.e. 49 bytes at full load and up to ~112 bytes just after a resize
-//! (load 7/16). At the default 1 MiB chunk size that is ≤ 112 MiB per TiB of unique data.
+//! (load 7/16). At the default 4 MiB chunk size that is ≤ 28 MiB per TiB of unique data.
 
 use std::collections::HashMap;
 
