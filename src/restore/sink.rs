@@ -407,10 +407,8 @@ mod tests {
         assert!(!is_zero(&v));
     }
 
-    #[test]
-    fn raw_sink_direct_and_buffered_pieces_interleave() {
-        // A capacity that is not a multiple of 4 KiB: aligned pieces may go out with O_DIRECT,
-        // the tail cannot; what is read back through the buffered handle must be exact.
+    /// A fresh `img.raw` sink of `cap` bytes in a temporary directory (kept alive by the caller).
+    fn raw_sink(cap: u64) -> (tempfile::TempDir, RawSink) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img.raw");
         let file = File::options()
@@ -420,8 +418,17 @@ mod tests {
             .truncate(true)
             .open(&path)
             .unwrap();
+        let sink = RawSink::new(path, file, cap).unwrap();
+        (dir, sink)
+    }
+
+    #[test]
+    fn raw_sink_direct_and_buffered_pieces_interleave() {
+        // A capacity that is not a multiple of 4 KiB: aligned pieces may go out with O_DIRECT,
+        // the tail cannot; what is read back through the buffered handle must be exact.
         let cap = (9 << 20) + 512;
-        let mut sink = RawSink::new(path.clone(), file, cap).unwrap();
+        let (dir, mut sink) = raw_sink(cap);
+        let path = dir.path().join("img.raw");
         let data: Vec<u8> = (0..cap as usize).map(|i| (i % 253) as u8 | 1).collect();
         // Read an aligned piece back (as restore does for references) between the writes.
         sink.write_data(0, &data[..5 << 20]).unwrap();
@@ -436,17 +443,8 @@ mod tests {
     #[test]
     fn raw_sink_leaves_zero_blocks_as_holes() {
         use std::os::unix::fs::MetadataExt;
-        let dir = std::env::temp_dir().join(format!("vdar-rawsink-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("img.raw");
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let mut sink = RawSink::new(path.clone(), file, 16 << 20).unwrap();
+        let (dir, mut sink) = raw_sink(16 << 20);
+        let path = dir.path().join("img.raw");
         // A 4 MiB chunk with data only in its second and last 64 KiB blocks.
         let mut chunk = vec![0u8; 4 << 20];
         chunk[70_000] = 1;
@@ -461,6 +459,5 @@ mod tests {
             allocated <= 256 << 10,
             "{allocated} bytes allocated for two blocks"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
