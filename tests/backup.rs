@@ -284,3 +284,85 @@ fn backup_to_a_closed_pipe_fails_loudly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Writes `bytes` into the FIFO at `path` from another thread (opening blocks until a reader
+/// comes).
+fn feed_fifo(path: &Path, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || fs::write(path, bytes).unwrap())
+}
+
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for vm in fs::read_dir(dir).unwrap() {
+        for f in fs::read_dir(vm.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            out.push((
+                p.strip_prefix(dir).unwrap().to_path_buf(),
+                fs::read(&p).unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn archives_go_to_and_come_from_devices_and_fifos() {
+    let d = tempdir();
+    let vm = extract_sample(d.path());
+    let vmx = vm.join("sample.vmx");
+    let backup_to = |out: &Path| {
+        let o = Command::new(vdar_bin())
+            .args(["backup", s(&vmx), "-o", s(out), "--block-size", "64K"])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let file = d.path().join("a.vda");
+    backup_to(&file);
+    let archive = fs::read(&file).unwrap();
+
+    // A device node is written in place (no .partial renamed over it), without --force.
+    backup_to(Path::new("/dev/null"));
+    assert!(!Path::new("/dev/null.partial").exists());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+
+    // A FIFO (what a tape drive looks like to a reader: no seeking) receives the same bytes.
+    let fifo = d.path().join("tape");
+    run("mkfifo", &[s(&fifo)]);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(fifo).unwrap())
+    };
+    backup_to(&fifo);
+    assert!(
+        reader.join().unwrap() == archive,
+        "archive written to a FIFO differs from the file"
+    );
+
+    // And is read back from one in a single pass: list, verify, restore.
+    let feeder = feed_fifo(&fifo, archive.clone());
+    let out = ok(&["list", s(&fifo)]);
+    feeder.join().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("vm sample"));
+    let feeder = feed_fifo(&fifo, archive.clone());
+    ok(&["verify", s(&fifo)]);
+    feeder.join().unwrap();
+    let (r1, r2) = (d.path().join("r1"), d.path().join("r2"));
+    ok(&["restore", s(&file), "--to", s(&r1)]);
+    let feeder = feed_fifo(&fifo, archive);
+    ok(&["restore", s(&fifo), "--to", s(&r2)]);
+    feeder.join().unwrap();
+    assert!(files_under(&r1) == files_under(&r2), "FIFO restore differs");
+
+    // A directory is not an output.
+    let out = vdar(&["backup", s(&vmx), "-o", s(d.path())]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+}

@@ -22,6 +22,32 @@ pub(super) fn stdin() -> BufReader<io::StdinLock<'static>> {
     BufReader::with_capacity(1 << 20, io::stdin().lock())
 }
 
+/// An archive named on the command line.
+pub(super) enum Archive {
+    /// `-`, or a file that cannot seek to its end (a tape drive, a FIFO, a block device whose
+    /// end is not the archive's): read in one pass.
+    Stream(Box<dyn Read>),
+    /// A regular file: the index at its end gives random access.
+    Seekable(BufReader<File>),
+}
+
+pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
+    if path == Path::new("-") {
+        return Ok(Archive::Stream(Box::new(stdin())));
+    }
+    let f = open(path)?;
+    let regular = f
+        .metadata()
+        .with_context(|| format!("{}: cannot stat", path.display()))?
+        .is_file();
+    let r = BufReader::with_capacity(1 << 20, f);
+    Ok(if regular {
+        Archive::Seekable(r)
+    } else {
+        Archive::Stream(Box::new(r))
+    })
+}
+
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let Some(to) = &args.to else {
         return super::writeback::run(args);
@@ -43,11 +69,9 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(to).with_context(|| format!("{}: cannot create", to.display()))?;
         Dest::Dir(to.clone())
     };
-    let report = if args.archive == Path::new("-") {
-        restore_stream_to(&mut stdin(), dest, &opts)?
-    } else {
-        let mut f = BufReader::with_capacity(1 << 20, open(&args.archive)?);
-        restore_seekable_to(&mut f, dest, &opts)?
+    let report = match archive(&args.archive)? {
+        Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts)?,
+        Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts)?,
     };
     if args.json && to == Path::new("-") {
         // Stdout carries the image.
@@ -70,12 +94,10 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let report = if args.archive == Path::new("-") {
-        vdar::verify::verify(&mut stdin())?
-    } else {
-        let mut f: Box<dyn Read> =
-            Box::new(BufReader::with_capacity(1 << 20, open(&args.archive)?));
-        vdar::verify::verify(&mut f)?
+    // Verify reads every record in order whatever the input.
+    let report = match archive(&args.archive)? {
+        Archive::Stream(mut r) => vdar::verify::verify(&mut r)?,
+        Archive::Seekable(mut f) => vdar::verify::verify(&mut f)?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -105,11 +127,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
-    let l = if args.archive == Path::new("-") {
-        vdar::list::list_stream(&mut stdin())?
-    } else {
-        let mut f = BufReader::with_capacity(1 << 20, open(&args.archive)?);
-        vdar::list::list_seekable(&mut f)?
+    let l = match archive(&args.archive)? {
+        Archive::Stream(mut r) => vdar::list::list_stream(&mut r)?,
+        Archive::Seekable(mut f) => vdar::list::list_seekable(&mut f)?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&l)?);

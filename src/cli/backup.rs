@@ -2,6 +2,7 @@
 //!
 //! A file output is written to `NAME.partial` and renamed only after the archive is complete
 //! and fsynced, so a failed or interrupted backup never leaves a file that looks like an archive.
+//! A device or FIFO (a tape drive) is written in place, like stdout.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -19,6 +20,7 @@ use vdar::pipeline::{
 };
 
 use super::args::{parse_size, BackupArgs};
+use super::records::RecordWriter;
 use super::units::human;
 
 /// Largest VM configuration file stored (.vmx, .nvram, ...): they are kilobytes; anything
@@ -65,18 +67,34 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     };
 
     let to_stdout = args.output == Path::new("-");
-    let summary = if to_stdout {
-        if io::stdout().is_terminal() {
-            bail!("refusing to write an archive to a terminal: use -o FILE or a pipe");
-        }
-        let fd = io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("stdout")?;
-        let mut out = BufWriter::with_capacity(1 << 20, File::from(fd));
+    let device = if to_stdout {
+        None
+    } else {
+        open_device(&args.output, args.force)?
+    };
+    let summary = if to_stdout || device.is_some() {
+        // A pipe, a tape or another device: written in one pass, nothing to rename.
+        let (file, name) = match device {
+            Some(f) => (f, args.output.display().to_string()),
+            None => {
+                if io::stdout().is_terminal() {
+                    bail!("refusing to write an archive to a terminal: use -o FILE or a pipe");
+                }
+                let fd = io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("stdout")?;
+                (File::from(fd), "stdout".to_string())
+            }
+        };
+        let mut out: Box<dyn Write> = if opts.block_size > 0 {
+            Box::new(RecordWriter::new(file, opts.block_size as usize))
+        } else {
+            Box::new(BufWriter::with_capacity(1 << 20, file))
+        };
         let s = run_backup(vms, &opts, &mut out, total)?;
         out.flush()
-            .map_err(|e| super::output::pipe_error(e, "stdout", s.totals.bytes_written))?;
+            .map_err(|e| super::output::pipe_error(e, &name, s.totals.bytes_written))?;
         // A pipe cannot be taken back: a failed probe still fails the backup (non-zero exit).
         finish_san()?;
         s
@@ -143,6 +161,35 @@ fn run_backup(
         eprint!("\r\x1b[K");
     }
     Ok(summary)
+}
+
+/// The output when `path` names an existing device or FIFO (a tape drive, `/dev/null`, a named
+/// pipe): written in place, since a `.partial` sibling renamed over it would replace the device
+/// node. A block device holds a file system or a LUN, so writing over it needs `--force`.
+/// `None` for a regular file or a new name.
+fn open_device(path: &Path, force: bool) -> anyhow::Result<Option<File>> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = fs::metadata(path) else {
+        return Ok(None);
+    };
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return Ok(None);
+    }
+    if kind.is_dir() {
+        bail!("{}: is a directory", path.display());
+    }
+    if kind.is_block_device() && !force {
+        bail!(
+            "{}: is a block device; writing an archive onto it destroys what it holds (use --force)",
+            path.display()
+        );
+    }
+    let file = File::options()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot open for writing", path.display()))?;
+    Ok(Some(file))
 }
 
 /// Writes `path` through a `.partial` sibling: fsync, rename, fsync the directory.

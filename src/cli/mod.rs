@@ -8,6 +8,7 @@ mod blockmap;
 mod cat;
 mod inspect;
 mod output;
+mod records;
 mod san;
 mod units;
 mod writeback;

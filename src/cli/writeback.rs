@@ -3,8 +3,6 @@
 //! read-only; the library opens them for writing only once the target, its runs and the map's
 //! probes have passed. Exit codes: 0 written and verified, 1 the read-back differs, 2 error.
 
-use std::io::BufReader;
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -13,7 +11,7 @@ use vdar::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions
 use vdar::san::writeback::{Verify, WriteBack, WriteBackOptions, ZeroPolicy};
 use vdar::san::{BlockMap, BlockMapOpener};
 
-use super::archive_cmds::{open, stdin};
+use super::archive_cmds::{archive, Archive};
 use super::args::RestoreArgs;
 
 pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
@@ -54,11 +52,9 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let dest = Dest::Sink(Box::new(factory));
-    let result = if args.archive == Path::new("-") {
-        restore_stream_to(&mut stdin(), dest, &opts)
-    } else {
-        let mut f = BufReader::with_capacity(1 << 20, open(&args.archive)?);
-        restore_seekable_to(&mut f, dest, &opts)
+    let result = match archive(&args.archive)? {
+        Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts),
+        Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts),
     };
     let wrote = report.lock().unwrap_or_else(|p| p.into_inner()).clone();
     for n in &wrote.notices {
