@@ -94,7 +94,7 @@ pub struct BackupArgs {
     /// Output archive, or `-` for stdout (a pipe: tape, object storage).
     #[arg(short, long, value_name = "FILE|-")]
     pub output: PathBuf,
-    /// zstd level (1-19; negative levels are faster).
+    /// zstd level, 1-22 (higher: smaller and slower).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub level: i32,
     /// Chunk size (power of two, 64K..16M), e.g. 1M.
