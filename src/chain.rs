@@ -89,7 +89,7 @@ impl Default for ChainOptions<'_> {
     fn default() -> Self {
         ChainOptions {
             ignore_cid: false,
-            opener: &LocalOpener,
+            opener: &LocalOpener { direct: false },
         }
     }
 }

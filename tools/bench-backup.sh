@@ -65,7 +65,7 @@ fi
 $V inspect top.vmdk
 DATA=$($V inspect --json top.vmdk | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["data_bytes"])')
 
-rm -rf borg restic out.vdar* q.raw q.raw.zst restored
+rm -rf borg restic out.vdar* q.raw q.raw.zst restored cold.json
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$DIR/restic RESTIC_CACHE_DIR=$DIR/restic-cache
 hyperfine --runs "$RUNS" --export-json backup.json \
@@ -113,6 +113,15 @@ rm -f out2.vdar
 RSS_RESTORE=$(rss $V restore out.vdar --to restored --force)
 cmp restored/top/top.vmdk.raw flat.raw && echo "restore identical to qemu-img's flat image"
 
+# Cold page cache: buffered reads against O_DIRECT reads of the layer files (root only: the
+# cache is dropped before each run). The archive goes to /dev/null so only reading differs.
+if [ -w /proc/sys/vm/drop_caches ]; then
+  hyperfine --runs "$RUNS" --export-json cold.json \
+    --prepare "sync; echo 3 > /proc/sys/vm/drop_caches" \
+    -n "vdar backup (cold cache)" "$V backup top.vmdk -o /dev/null" \
+    -n "vdar backup --direct (cold cache)" "$V backup --direct top.vmdk -o /dev/null"
+fi
+
 # vdar fsyncs what it restores; plain zstd -d leaves it in the page cache, so it is timed both
 # ways. `vdar verify` decodes and checks everything without writing: the decode speed alone,
 # against zstd -d to /dev/null.
@@ -140,4 +149,8 @@ print(f"sizes: vdar archive {int(vsize)/2**20:.1f} MiB, borg repo {int(bsize)/2*
 for k, t in r.items():
     print(f"  {k:<34} {t:8.2f} s")
 print(f"peak RSS: backup {int(rssb)/1024:.0f} MiB, restore {int(rssr)/1024:.0f} MiB")
+import os
+if os.path.exists("cold.json"):
+    for x in json.load(open("cold.json"))["results"]:
+        print(f"  {x['command']:<34} {x['median']:8.2f} s")
 PY

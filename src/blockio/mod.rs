@@ -589,6 +589,54 @@ mod tests {
     }
 
     #[test]
+    fn local_direct_handles_serve_aligned_reads_and_change_no_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data = pattern(3 * 1024 * 1024 + 1234);
+        std::fs::write(&p, &data).unwrap();
+        let src: Arc<dyn ByteSource> = Arc::new(LocalFile::open_direct(&p).unwrap());
+        let direct_ok = {
+            use std::os::unix::fs::OpenOptionsExt;
+            File::options()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                .open(&p)
+                .is_ok()
+        };
+        for backend in [Backend::Pread, Backend::Auto] {
+            for chunk in [4095, 1 << 20] {
+                assert_eq!(read_all(backend, 4, src.clone(), chunk), data);
+            }
+            // Whole 1 MiB jobs are aligned: they go through the O_DIRECT handle when the file
+            // system has one; the unaligned tail goes buffered.
+            let jobs = (0..4u64).map(|i| {
+                Ok(Job {
+                    tag: i,
+                    read: Some(ReadRequest {
+                        source: src.clone(),
+                        offset: i << 20,
+                        len: (1 << 20).min(data.len() - (i as usize) * (1 << 20)),
+                    }),
+                })
+            });
+            let opts = ReadOptions {
+                queue_depth: 2,
+                backend,
+            };
+            let mut ra = ReadAhead::new(jobs, &opts).unwrap();
+            let mut got = Vec::new();
+            while let Some(d) = ra.next() {
+                let buf = d.unwrap().data.unwrap();
+                got.extend_from_slice(&buf);
+                ra.recycle(buf);
+            }
+            assert_eq!(got, data);
+            let want = if direct_ok { 3 << 20 } else { 0 };
+            assert_eq!(ra.direct_bytes(), want, "{backend:?}");
+        }
+    }
+
+    #[test]
     fn read_past_end_is_an_error_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");

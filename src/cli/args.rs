@@ -80,8 +80,9 @@ pub struct SanArgs {
     #[arg(long, default_value_t = 16, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub queue_depth: u16,
-    /// Read LUNs with O_DIRECT (aligned reads bypass the page cache).
-    #[arg(long, requires = "blockmap")]
+    /// Read with O_DIRECT (the LUNs in SAN mode, the layer files otherwise): aligned reads
+    /// bypass the page cache, so a large backup does not evict what the host caches.
+    #[arg(long)]
     pub direct: bool,
 }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use vdar::chain::{Chain, ChainOptions};
-use vdar::input::SourceOpener;
+use vdar::input::{LocalOpener, SourceOpener};
 use vdar::pipeline::{
     backup, BackupOptions, DiskInput, DiskMeta, LayerInfo, Progress, VmFile, VmInput,
 };
@@ -46,9 +46,12 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         eprintln!("vdar: notice: {n}");
     }
     let san = super::san::opener(&args.san)?;
+    let local = LocalOpener {
+        direct: args.san.direct,
+    };
     let mut chain_opts = ChainOptions {
+        opener: &local,
         ignore_cid: args.chain.ignore_cid,
-        ..Default::default()
     };
     if let Some(o) = &san {
         // Probes before the copy: a wrong map or a moved file stops us before any output.

@@ -3,15 +3,19 @@
 use std::process::ExitCode;
 
 use vdar::chain::{Chain, ChainOptions};
+use vdar::input::LocalOpener;
 
 use super::args::CatArgs;
 use super::output::{copy_disk, RawSink};
 
 pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
     let san = super::san::opener(&args.san)?;
+    let local = LocalOpener {
+        direct: args.san.direct,
+    };
     let mut opts = ChainOptions {
+        opener: &local,
         ignore_cid: args.chain.ignore_cid,
-        ..Default::default()
     };
     if let Some(o) = &san {
         // Probes before the copy: a wrong map or a moved file stops us before any output.

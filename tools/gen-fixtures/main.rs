@@ -265,7 +265,7 @@ fn write_delta(
     regions: &[Region],
 ) -> Result<()> {
     let mut files = FileTable::default();
-    let layer = Layer::open(parent, &LocalOpener, &mut files)?;
+    let layer = Layer::open(parent, &LocalOpener::default(), &mut files)?;
     let capacity = layer.capacity;
     let hint = hint.unwrap_or_else(|| stem(parent));
     let desc = PathBuf::from(format!("{}.vmdk", name.display()));
