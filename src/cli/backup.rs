@@ -90,7 +90,16 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
                 (File::from(fd), "stdout".to_string())
             }
         };
-        let mut out: Box<dyn Write> = if opts.block_size > 0 {
+        // A tape drive (a character device) takes each write as records; a pipe does not care,
+        // and large writes are cheaper there.
+        let tape = file
+            .metadata()
+            .map(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_char_device()
+            })
+            .unwrap_or(false);
+        let mut out: Box<dyn Write> = if opts.block_size > 0 && tape {
             Box::new(RecordWriter::new(file, opts.block_size as usize))
         } else {
             Box::new(BufWriter::with_capacity(1 << 20, file))
