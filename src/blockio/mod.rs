@@ -36,6 +36,18 @@ use crate::input::{ByteSource, Piece};
 pub const DIRECT_ALIGN: usize = 4096;
 /// Largest queue depth accepted.
 pub const MAX_QUEUE_DEPTH: usize = 256;
+
+/// Opens `path` with `O_DIRECT`, for reading or (`write`) for writing. Callers keep a buffered
+/// handle beside it for unaligned pieces, and treat a refusal (tmpfs) as "no direct handle"
+/// or as an error, as their user asked.
+pub fn open_direct(path: &std::path::Path, write: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .read(!write)
+        .write(write)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+}
 /// Largest single request.
 pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 
@@ -595,14 +607,7 @@ mod tests {
         let data = pattern(3 * 1024 * 1024 + 1234);
         std::fs::write(&p, &data).unwrap();
         let src: Arc<dyn ByteSource> = Arc::new(LocalFile::open_direct(&p).unwrap());
-        let direct_ok = {
-            use std::os::unix::fs::OpenOptionsExt;
-            File::options()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-                .open(&p)
-                .is_ok()
-        };
+        let direct_ok = open_direct(&p, false).is_ok();
         for backend in [Backend::Pread, Backend::Auto] {
             for chunk in [4095, 1 << 20] {
                 assert_eq!(read_all(backend, 4, src.clone(), chunk), data);

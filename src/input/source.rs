@@ -132,14 +132,8 @@ impl LocalFile {
     /// reads, so a backup of disks larger than memory does not push the host's page cache out.
     /// A file system that refuses `O_DIRECT` (tmpfs) leaves only the buffered handle.
     pub fn open_direct(path: &Path) -> Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
         let mut f = Self::open(path)?;
-        f.direct = File::options()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-            .open(path)
-            .ok()
-            .map(Arc::new);
+        f.direct = crate::blockio::open_direct(path, false).ok().map(Arc::new);
         Ok(f)
     }
 }

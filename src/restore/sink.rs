@@ -11,10 +11,10 @@
 //! grain that arrives whole.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use crate::blockio::{AlignedBuf, DIRECT_ALIGN};
+use crate::blockio::{open_direct, AlignedBuf, DIRECT_ALIGN};
 use crate::error::{Error, Result};
 
 /// Ordered writer of one disk image.
@@ -68,15 +68,10 @@ impl RawSink {
         file.set_len(capacity)
             .map_err(|e| Error::io(&path, Some(capacity), e))?;
         // Not every file system takes O_DIRECT (tmpfs refuses it): then buffered it is.
-        let direct = File::options()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-            .open(&path)
-            .ok()
-            .map(|file| Direct {
-                file,
-                stage: AlignedBuf::new(DIRECT_WRITE_BYTES),
-            });
+        let direct = open_direct(&path, true).ok().map(|file| Direct {
+            file,
+            stage: AlignedBuf::new(DIRECT_WRITE_BYTES),
+        });
         Ok(RawSink { path, file, direct })
     }
 

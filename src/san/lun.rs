@@ -434,10 +434,7 @@ impl LunSet {
             let mut paths = Vec::new();
             for (p, f) in alive {
                 let direct = if opts.direct {
-                    let d = std::fs::OpenOptions::new()
-                        .read(true)
-                        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-                        .open(&p)
+                    let d = crate::blockio::open_direct(&p, false)
                         .map_err(|e| Error::io(&p, None, e))?;
                     Some(Arc::new(d))
                 } else {
