@@ -36,6 +36,8 @@ use crate::input::{ByteSource, Piece};
 pub const DIRECT_ALIGN: usize = 4096;
 /// Largest queue depth accepted.
 pub const MAX_QUEUE_DEPTH: usize = 256;
+/// Largest single request.
+pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 
 /// Opens `path` with `O_DIRECT`, for reading or (`write`) for writing. Callers keep a buffered
 /// handle beside it for unaligned pieces, and treat a refusal (tmpfs) as "no direct handle"
@@ -48,8 +50,6 @@ pub fn open_direct(path: &std::path::Path, write: bool) -> std::io::Result<File>
         .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
         .open(path)
 }
-/// Largest single request.
-pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 
 /// Which engine to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -542,6 +542,16 @@ mod tests {
     }
 
     fn read_all(backend: Backend, qd: usize, src: Arc<dyn ByteSource>, chunk: usize) -> Vec<u8> {
+        read_counted(backend, qd, src, chunk).0
+    }
+
+    /// The bytes read in `chunk`-byte jobs, and how many of them went through `O_DIRECT`.
+    fn read_counted(
+        backend: Backend,
+        qd: usize,
+        src: Arc<dyn ByteSource>,
+        chunk: usize,
+    ) -> (Vec<u8>, u64) {
         let len = src.len() as usize;
         let jobs = (0..len.div_ceil(chunk)).map(|i| {
             let off = i * chunk;
@@ -562,7 +572,7 @@ mod tests {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("skipped: {e}");
-                return Vec::new();
+                return (Vec::new(), 0);
             }
         };
         let mut out = Vec::new();
@@ -573,7 +583,7 @@ mod tests {
             out.extend_from_slice(&buf);
             ra.recycle(buf);
         }
-        out
+        (out, ra.direct_bytes())
     }
 
     #[test]
@@ -609,35 +619,15 @@ mod tests {
         let src: Arc<dyn ByteSource> = Arc::new(LocalFile::open_direct(&p).unwrap());
         let direct_ok = open_direct(&p, false).is_ok();
         for backend in [Backend::Pread, Backend::Auto] {
-            for chunk in [4095, 1 << 20] {
-                assert_eq!(read_all(backend, 4, src.clone(), chunk), data);
-            }
-            // Whole 1 MiB jobs are aligned: they go through the O_DIRECT handle when the file
-            // system has one; the unaligned tail goes buffered.
-            let jobs = (0..4u64).map(|i| {
-                Ok(Job {
-                    tag: i,
-                    read: Some(ReadRequest {
-                        source: src.clone(),
-                        offset: i << 20,
-                        len: (1 << 20).min(data.len() - (i as usize) * (1 << 20)),
-                    }),
-                })
-            });
-            let opts = ReadOptions {
-                queue_depth: 2,
-                backend,
-            };
-            let mut ra = ReadAhead::new(jobs, &opts).unwrap();
-            let mut got = Vec::new();
-            while let Some(d) = ra.next() {
-                let buf = d.unwrap().data.unwrap();
-                got.extend_from_slice(&buf);
-                ra.recycle(buf);
-            }
+            // Unaligned jobs go buffered; whole 1 MiB jobs go through the O_DIRECT handle when
+            // the file system has one (the unaligned tail stays buffered).
+            let (got, direct) = read_counted(backend, 4, src.clone(), 4095);
+            assert_eq!(got, data);
+            assert_eq!(direct, 0, "{backend:?}");
+            let (got, direct) = read_counted(backend, 2, src.clone(), 1 << 20);
             assert_eq!(got, data);
             let want = if direct_ok { 3 << 20 } else { 0 };
-            assert_eq!(ra.direct_bytes(), want, "{backend:?}");
+            assert_eq!(direct, want, "{backend:?}");
         }
     }
 

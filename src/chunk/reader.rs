@@ -51,19 +51,9 @@ pub struct ChunkReader<'a> {
 }
 
 impl<'a> ChunkReader<'a> {
-    /// Chunks `disk` (ordinal `id`) into `chunk_size`-byte pieces, reading with `opts`.
+    /// Chunks `disk` (ordinal `id`) into `chunk_size`-byte pieces, reading with `opts` into
+    /// buffers from `pool` (the consumer gives them back when done with them).
     pub fn new(
-        disk: &'a mut dyn VirtualDisk,
-        id: u32,
-        chunk_size: u64,
-        opts: &ReadOptions,
-    ) -> Result<Self> {
-        Self::with_pool(disk, id, chunk_size, opts, Arc::new(ChunkPool::new(0)))
-    }
-
-    /// As [`ChunkReader::new`], taking chunk buffers from `pool` (the consumer gives them back
-    /// when done with them).
-    pub fn with_pool(
         disk: &'a mut dyn VirtualDisk,
         id: u32,
         chunk_size: u64,
@@ -247,7 +237,8 @@ mod tests {
                 queue_depth: qd,
                 backend,
             };
-            let mut r = ChunkReader::new(&mut d, 3, cs as u64, &opts).unwrap();
+            let pool = Arc::new(ChunkPool::new(0));
+            let mut r = ChunkReader::new(&mut d, 3, cs as u64, &opts, pool).unwrap();
             let got = chunks(|| r.next_chunk());
             assert_eq!(got, serial, "{backend:?} qd {qd}");
         }
@@ -289,7 +280,7 @@ mod tests {
             queue_depth: 4,
             backend: Backend::Auto,
         };
-        let mut r = ChunkReader::with_pool(&mut d, 0, cs as u64, &opts, pool.clone()).unwrap();
+        let mut r = ChunkReader::new(&mut d, 0, cs as u64, &opts, pool.clone()).unwrap();
         let mut got = Vec::new();
         while let Some(c) = r.next_chunk().unwrap() {
             let bytes = match c.data {

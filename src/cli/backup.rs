@@ -7,6 +7,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -94,11 +95,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         // and large writes are cheaper there.
         let tape = file
             .metadata()
-            .map(|m| {
-                use std::os::unix::fs::FileTypeExt;
-                m.file_type().is_char_device()
-            })
-            .unwrap_or(false);
+            .is_ok_and(|m| m.file_type().is_char_device());
         let mut out: Box<dyn Write> = if opts.block_size > 0 && tape {
             Box::new(RecordWriter::new(file, opts.block_size as usize))
         } else {
@@ -180,7 +177,6 @@ fn run_backup(
 /// node. A block device holds a file system or a LUN, so writing over it needs `--force`.
 /// `None` for a regular file or a new name.
 fn open_device(path: &Path, force: bool) -> anyhow::Result<Option<File>> {
-    use std::os::unix::fs::FileTypeExt;
     let Ok(meta) = fs::metadata(path) else {
         return Ok(None);
     };

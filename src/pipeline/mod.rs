@@ -328,7 +328,7 @@ pub fn backup(
                 }
                 while let Some((_, mut disk)) = disks.next_if(|(dv, _)| *dv == v) {
                     let cap = disk.capacity();
-                    let mut chunker = match ChunkReader::with_pool(
+                    let mut chunker = match ChunkReader::new(
                         disk.as_mut(),
                         ordinal,
                         chunk_size,
