@@ -38,6 +38,7 @@ fn hash_compress(c: &mut Criterion) {
             offset: 0,
             len: cs as u64,
             data: ChunkData::Data(data(cs)),
+            zeros: Vec::new(),
         };
         g.throughput(Throughput::Bytes(cs as u64));
         g.bench_with_input(BenchmarkId::new("zstd3", cs >> 10), &chunk, |b, ch| {

@@ -42,6 +42,9 @@ pub struct Chunk {
     pub len: u64,
     /// The contents.
     pub data: ChunkData,
+    /// Byte ranges `(start, len)` of a [`ChunkData::Data`] chunk that are known to be zero (the
+    /// zero runs inside it), ascending: hashing and the zero check skip them.
+    pub zeros: Vec<(usize, usize)>,
 }
 
 /// Cuts a [`VirtualDisk`] into chunks, in disk order.
@@ -143,7 +146,10 @@ impl<'a> Chunker<'a> {
             let at = (p.offset - plan.offset) as usize;
             read_run(self.disk.files(), p, 0, &mut buf[at..at + p.len as usize])?;
         }
-        Ok(Some(plan.into_chunk(ChunkData::Data(buf))))
+        let zeros = plan.gaps();
+        let mut chunk = plan.into_chunk(ChunkData::Data(buf));
+        chunk.zeros = zeros;
+        Ok(Some(chunk))
     }
 }
 
@@ -168,7 +174,26 @@ impl ChunkPlan {
             offset: self.offset,
             len: self.len,
             data,
+            zeros: Vec::new(),
         }
+    }
+
+    /// The chunk's byte ranges `(start, len)` that no part covers (they read as zeros),
+    /// ascending and maximal.
+    pub fn gaps(&self) -> Vec<(usize, usize)> {
+        let mut gaps = Vec::new();
+        let mut covered = 0usize;
+        for part in &self.parts {
+            let at = (part.offset - self.offset) as usize;
+            if at > covered {
+                gaps.push((covered, at - covered));
+            }
+            covered = covered.max(at + part.len as usize);
+        }
+        if (self.len as usize) > covered {
+            gaps.push((covered, self.len as usize - covered));
+        }
+        gaps
     }
 }
 

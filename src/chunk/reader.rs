@@ -94,19 +94,21 @@ impl<'a> ChunkReader<'a> {
                     zero,
                     gaps,
                 } => {
-                    let chunk = Chunk {
+                    let mut chunk = Chunk {
                         disk,
                         offset,
                         len,
                         data: ChunkData::Zero,
+                        zeros: Vec::new(),
                     };
                     if zero {
                         return Ok(Some(chunk));
                     }
                     let mut bytes = self.pool.take(len as usize);
-                    for (at, n) in gaps {
+                    for &(at, n) in &gaps {
                         bytes[at..at + n].fill(0);
                     }
+                    chunk.zeros = gaps;
                     cur = Some((chunk, bytes));
                 }
                 Tag::Data { at } => {
@@ -138,20 +140,7 @@ impl<'a> ChunkReader<'a> {
 /// Appends the jobs of one chunk.
 fn plan_jobs(plan: &ChunkPlan, files: &FileTable, queue: &mut VecDeque<Job<Tag>>) {
     let zero = plan.parts.is_empty();
-    let mut gaps = Vec::new();
-    if !zero {
-        let mut covered = 0usize;
-        for part in &plan.parts {
-            let at = (part.offset - plan.offset) as usize;
-            if at > covered {
-                gaps.push((covered, at - covered));
-            }
-            covered = covered.max(at + part.len as usize);
-        }
-        if (plan.len as usize) > covered {
-            gaps.push((covered, plan.len as usize - covered));
-        }
-    }
+    let gaps = if zero { Vec::new() } else { plan.gaps() };
     queue.push_back(Job {
         tag: Tag::Start {
             disk: plan.disk,
