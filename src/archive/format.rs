@@ -64,8 +64,11 @@ pub const DISK_END_PAYLOAD_BYTES: u64 = 16;
 /// `disk` field value of records that belong to no disk (manifest, index).
 pub const NO_DISK: u32 = u32::MAX;
 
-/// Incompatible feature bits known to this build (none in v1). A reader refuses unknown bits.
-pub const KNOWN_INCOMPAT_FEATURES: u32 = 0;
+/// Incompatible feature bit: Chunk records may use codec 2 ([`Codec::SparseZstd`]).
+pub const INCOMPAT_SPARSE_CHUNKS: u32 = 1;
+
+/// Incompatible feature bits known to this build. A reader refuses unknown bits.
+pub const KNOWN_INCOMPAT_FEATURES: u32 = INCOMPAT_SPARSE_CHUNKS;
 
 /// First 8 bytes of blake3(`data`), the truncated checksum used in headers and the footer.
 pub fn csum8(data: &[u8]) -> [u8; 8] {
@@ -131,6 +134,9 @@ pub enum Codec {
     None,
     /// One zstd frame (`stored_len < raw_len`: a payload that does not shrink is stored raw).
     Zstd,
+    /// Chunk records only: a table of data runs and one zstd frame of their bytes, the rest of
+    /// the chunk zero ([`super::sparse`]; `stored_len < raw_len`).
+    SparseZstd,
 }
 
 impl Codec {
@@ -139,6 +145,7 @@ impl Codec {
         match self {
             Codec::None => 0,
             Codec::Zstd => 1,
+            Codec::SparseZstd => 2,
         }
     }
 
@@ -147,6 +154,7 @@ impl Codec {
         match c {
             0 => Some(Codec::None),
             1 => Some(Codec::Zstd),
+            2 => Some(Codec::SparseZstd),
             _ => None,
         }
     }
@@ -301,7 +309,10 @@ impl RecordHeader {
                     self.stored_len, self.raw_len
                 ));
             }
-            Codec::Zstd if self.stored_len >= self.raw_len => {
+            Codec::SparseZstd if self.kind != RecordKind::Chunk => {
+                return bad(format!("{:?} record with the sparse codec", self.kind));
+            }
+            Codec::Zstd | Codec::SparseZstd if self.stored_len >= self.raw_len => {
                 return bad(format!(
                     "compressed record stores {} bytes >= its {} plaintext bytes",
                     self.stored_len, self.raw_len
@@ -527,6 +538,32 @@ mod tests {
         assert!(RecordHeader::decode(&h.encode(), 0).is_err());
         h.kind = RecordKind::Index;
         assert!(RecordHeader::decode(&h.encode(), 0).is_err());
+    }
+
+    #[test]
+    fn sparse_codec_only_on_shrunk_chunks() {
+        let h = RecordHeader {
+            kind: RecordKind::Chunk,
+            codec: Codec::SparseZstd,
+            disk: 0,
+            offset: 0,
+            stored_len: 100,
+            raw_len: 4096,
+            digest: [0; 32],
+        };
+        assert_eq!(RecordHeader::decode(&h.encode(), 0).unwrap(), h);
+        for bad in [
+            RecordHeader {
+                kind: RecordKind::File,
+                ..h
+            },
+            RecordHeader {
+                stored_len: 4096,
+                ..h
+            },
+        ] {
+            assert!(RecordHeader::decode(&bad.encode(), 0).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

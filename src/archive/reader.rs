@@ -695,6 +695,14 @@ fn decode_borrowed(
             }
             Ok(Some(d))
         }
+        Codec::SparseZstd => {
+            let d =
+                super::sparse::decode(payload, h.raw_len as usize, super::zstd_ctx::decompress)?;
+            if blake3::hash(&d).as_bytes() != &h.digest {
+                return Err("checksum mismatch".into());
+            }
+            Ok(Some(d))
+        }
     }
 }
 
@@ -726,6 +734,12 @@ fn decode_keep(
                 return Err((what, payload));
             }
             (d, payload)
+        }
+        Codec::SparseZstd => {
+            match super::sparse::decode(&payload, h.raw_len as usize, super::zstd_ctx::decompress) {
+                Ok(d) => (d, payload),
+                Err(what) => return Err((what, payload)),
+            }
         }
     };
     if blake3::hash(&data).as_bytes() != &h.digest {

@@ -79,6 +79,25 @@ pub fn encode_payload(raw: &[u8], level: i32) -> Result<(Codec, Vec<u8>)> {
     }
 }
 
+/// Like [`encode_payload`] for a chunk whose bytes outside `runs` (`[start, end)`, ascending)
+/// are zero: only the runs are compressed ([`super::sparse`]). Stored raw, whole, when that does
+/// not shrink it.
+pub fn encode_sparse_payload(
+    raw: &[u8],
+    runs: &[(usize, usize)],
+    level: i32,
+) -> Result<(Codec, Vec<u8>)> {
+    let p = super::sparse::encode(raw, runs, |b, out| {
+        super::zstd_ctx::compress_append(b, level, out)
+    })
+    .map_err(|e| Error::Usage(format!("zstd level {level}: {e}")))?;
+    if p.len() < raw.len() {
+        Ok((Codec::SparseZstd, p))
+    } else {
+        Ok((Codec::None, raw.to_vec()))
+    }
+}
+
 impl<'a> ArchiveWriter<'a> {
     /// Starts an archive: writes the file header and the manifest record. `out_name` names the
     /// sink in I/O errors (a path, or `-` for stdout).
@@ -106,7 +125,7 @@ impl<'a> ArchiveWriter<'a> {
         };
         let header = FileHeader {
             format_version: FORMAT_VERSION,
-            incompat_features: 0,
+            incompat_features: INCOMPAT_SPARSE_CHUNKS,
             compat_features: 0,
             block_size,
         }

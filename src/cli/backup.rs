@@ -1,7 +1,8 @@
 //! `vdar backup`: open every chain, then stream one archive to a file or stdout.
 //!
 //! A file output is written to `NAME.partial` and renamed only after the archive is complete
-//! and fsynced, so a failed or interrupted backup never leaves a file that looks like an archive.
+//! and fsynced, so a failed or interrupted backup never leaves a file that looks like an archive;
+//! its bytes bypass the page cache where the file system allows (`direct_out`).
 //! A device or FIFO (a tape drive) is written in place, like stdout.
 
 use std::fs::{self, File};
@@ -21,6 +22,7 @@ use vdar::pipeline::{
 };
 
 use super::args::{parse_size, BackupArgs};
+use super::direct_out::DirectAppend;
 use super::records::RecordWriter;
 use super::units::human;
 
@@ -216,11 +218,10 @@ pub fn write_file_atomically<T>(
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
     let file = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = DirectAppend::new(&tmp, file);
     let result = write(&mut out).and_then(|v| {
         let file = out
-            .into_inner()
-            .map_err(|e| e.into_error())
+            .finish()
             .with_context(|| format!("{}: write", tmp.display()))?;
         file.sync_all()
             .with_context(|| format!("{}: fsync", tmp.display()))?;

@@ -6,6 +6,7 @@ pub mod args;
 mod backup;
 mod blockmap;
 mod cat;
+mod direct_out;
 mod inspect;
 mod output;
 mod records;

@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 
 use crate::archive::format::Codec;
-use crate::archive::writer::encode_payload;
+use crate::archive::writer::{encode_payload, encode_sparse_payload};
 use crate::chunk::dedup::DedupTable;
 use crate::chunk::{Chunk, ChunkData, Digest};
 use crate::error::Result;
@@ -51,7 +51,12 @@ pub fn process(chunk: &Chunk, level: i32, table: &Mutex<DedupTable>) -> Result<P
     if known {
         return Ok(Processed::Known(digest));
     }
-    let (codec, payload) = encode_payload(data, level)?;
+    let (codec, payload) = if chunk.zeros.is_empty() {
+        encode_payload(data, level)?
+    } else {
+        let runs: Vec<_> = data_ranges(data.len(), &chunk.zeros).collect();
+        encode_sparse_payload(data, &runs, level)?
+    };
     Ok(Processed::Data {
         digest,
         codec,
