@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vdar::chunk::dedup::DedupTable;
-use vdar::chunk::{Chunk, ChunkData};
+use vdar::chunk::{Chunk, ChunkBytes, ChunkData};
 use vdar::pipeline::compress::process;
 
 /// Pseudo-random bytes with every other 4 KiB block text-like (compresses about 2:1).
@@ -37,14 +37,13 @@ fn hash_compress(c: &mut Criterion) {
             disk: 0,
             offset: 0,
             len: cs as u64,
-            data: ChunkData::Data(data(cs)),
-            zeros: Vec::new(),
+            data: ChunkData::Data(ChunkBytes::dense(data(cs))),
         };
         g.throughput(Throughput::Bytes(cs as u64));
         g.bench_with_input(BenchmarkId::new("zstd3", cs >> 10), &chunk, |b, ch| {
             b.iter(|| process(black_box(ch), 3, &table).unwrap())
         });
-        if let ChunkData::Data(d) = &chunk.data {
+        if let ChunkData::Data(ChunkBytes { packed: d, .. }) = &chunk.data {
             g.bench_with_input(BenchmarkId::new("blake3", cs >> 10), d, |b, d| {
                 b.iter(|| blake3::hash(black_box(d)))
             });

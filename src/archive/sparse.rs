@@ -9,25 +9,19 @@
 //! Layout (all little-endian, ARCHIVE.md "Sparse chunk payload"):
 //! `run_count u32`, then `run_count` × (`start u32`, `len u32`), then the zstd frame.
 
-use std::cell::RefCell;
 use std::io;
-
-thread_local! {
-    /// The packed run bytes of the chunk being encoded (kept, as chunk buffers are).
-    static PACKED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 /// Bytes of the run table for `runs` data runs.
 fn table_bytes(runs: usize) -> usize {
     4 + 8 * runs
 }
 
-/// Encodes a chunk whose bytes outside `runs` (`[start, end)`, ascending, not overlapping,
-/// not empty) are zero. `compress` appends one zstd frame of the packed run bytes to its
-/// second argument.
+/// Encodes a chunk whose data runs `runs` (`[start, end)`, ascending, not overlapping, not
+/// empty) hold the bytes `packed` (end to end) and whose other bytes are zero. `compress`
+/// appends one zstd frame of `packed` to its second argument.
 pub fn encode(
-    raw: &[u8],
     runs: &[(usize, usize)],
+    packed: &[u8],
     compress: impl FnOnce(&[u8], &mut Vec<u8>) -> io::Result<()>,
 ) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(table_bytes(runs.len()));
@@ -36,14 +30,7 @@ pub fn encode(
         out.extend_from_slice(&(s as u32).to_le_bytes());
         out.extend_from_slice(&((e - s) as u32).to_le_bytes());
     }
-    PACKED.with(|p| {
-        let mut packed = p.borrow_mut();
-        packed.clear();
-        for &(s, e) in runs {
-            packed.extend_from_slice(&raw[s..e]);
-        }
-        compress(&packed, &mut out)
-    })?;
+    compress(packed, &mut out)?;
     Ok(out)
 }
 
@@ -111,7 +98,12 @@ mod tests {
         raw[512..1024].fill(7);
         raw[3000..3001].fill(9);
         let runs = [(512, 1024), (3000, 3001)];
-        let p = encode(&raw, &runs, |b, out| compress_append(b, 3, out)).unwrap();
+        let p = encode(
+            &runs,
+            &[&raw[512..1024], &raw[3000..3001]].concat(),
+            |b, out| compress_append(b, 3, out),
+        )
+        .unwrap();
         assert_eq!(
             &p[..20],
             &[2, 0, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 184, 11, 0, 0, 1, 0, 0, 0]
@@ -123,7 +115,7 @@ mod tests {
     #[test]
     fn hostile_tables_are_refused() {
         let raw = vec![1u8; 1024];
-        let good = encode(&raw, &[(0, 1024)], |b, out| compress_append(b, 3, out)).unwrap();
+        let good = encode(&[(0, 1024)], &raw, |b, out| compress_append(b, 3, out)).unwrap();
         let frame = &good[12..];
         let with = |table: &[u32]| {
             let mut p: Vec<u8> = table.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -79,23 +79,20 @@ pub fn encode_payload(raw: &[u8], level: i32) -> Result<(Codec, Vec<u8>)> {
     }
 }
 
-/// Like [`encode_payload`] for a chunk whose bytes outside `runs` (`[start, end)`, ascending)
-/// are zero: only the runs are compressed ([`super::sparse`]). Stored raw, whole, when that does
-/// not shrink it.
+/// The sparse payload ([`super::sparse`]) of a `raw_len`-byte chunk whose data runs `runs`
+/// hold `packed` and whose other bytes are zero; `None` when it would not be smaller than the
+/// chunk (then the chunk is stored raw, whole).
 pub fn encode_sparse_payload(
-    raw: &[u8],
     runs: &[(usize, usize)],
+    packed: &[u8],
+    raw_len: usize,
     level: i32,
-) -> Result<(Codec, Vec<u8>)> {
-    let p = super::sparse::encode(raw, runs, |b, out| {
+) -> Result<Option<(Codec, Vec<u8>)>> {
+    let p = super::sparse::encode(runs, packed, |b, out| {
         super::zstd_ctx::compress_append(b, level, out)
     })
     .map_err(|e| Error::Usage(format!("zstd level {level}: {e}")))?;
-    if p.len() < raw.len() {
-        Ok((Codec::SparseZstd, p))
-    } else {
-        Ok((Codec::None, raw.to_vec()))
-    }
+    Ok((p.len() < raw_len).then_some((Codec::SparseZstd, p)))
 }
 
 impl<'a> ArchiveWriter<'a> {

@@ -329,16 +329,27 @@ impl<T, I: Iterator<Item = Result<Job<T>>>> ReadAhead<T, I> {
 
     /// Returns a buffer to the pool.
     pub fn recycle(&mut self, mut buf: AlignedBuf) {
+        buf.set_len(0);
         if self.pool.len() < self.queue_depth {
-            buf.set_len(0);
             self.pool.push(buf);
+        } else if let Some(small) = self
+            .pool
+            .iter_mut()
+            .min_by_key(|b| b.capacity())
+            .filter(|b| b.capacity() < buf.capacity())
+        {
+            // Keep the larger buffers: they serve every request size.
+            *small = buf;
         }
     }
 
     fn buffer(&mut self, len: usize) -> AlignedBuf {
         match self.pool.iter().position(|b| b.capacity() >= len) {
             Some(i) => self.pool.swap_remove(i),
-            None => AlignedBuf::new(len.next_multiple_of(DIRECT_ALIGN)),
+            // Power-of-two sizes, so that a few buffers soon serve every request: requests of
+            // many sizes each allocating their own buffer kept the kernel clearing fresh pages
+            // (2-4% of a backup's CPU).
+            None => AlignedBuf::new(len.next_power_of_two().max(64 << 10)),
         }
     }
 

@@ -11,6 +11,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 
+use super::ChunkBytes;
+
 use blake3::hazmat::{
     left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
 };
@@ -38,59 +40,85 @@ impl Digest {
         Digest(*blake3::hash(data).as_bytes())
     }
 
-    /// Hashes `data`, whose byte ranges `zeros` (`(start, len)`, ascending, not overlapping)
-    /// are known to be zero. Equal to [`Digest::of`]`(data)`; the zero ranges are not read
-    /// unless they share a small subtree with data.
-    pub fn of_sparse(data: &[u8], zeros: &[(usize, usize)]) -> Self {
-        if zeros.is_empty() || data.len() <= blake3::CHUNK_LEN {
-            return Digest::of(data);
+    /// Hashes the whole chunk `b` (zero runs included) without building it: equal to
+    /// [`Digest::of`] of [`ChunkBytes::to_plain`]. Zero runs are not hashed unless they share
+    /// a small subtree with data.
+    pub fn of_sparse(b: &ChunkBytes) -> Self {
+        if b.zeros.is_empty() {
+            return Digest::of(&b.packed);
         }
-        let tree = Tree { data, zeros };
-        let left = left_subtree_len(data.len() as u64) as usize;
+        if b.len <= blake3::CHUNK_LEN {
+            return Digest::of(&b.to_plain());
+        }
+        let mut skipped = 0;
+        let zeros_before = b
+            .zeros
+            .iter()
+            .map(|z| {
+                let before = skipped;
+                skipped += z.1;
+                before
+            })
+            .collect();
+        let tree = Tree { b, zeros_before };
+        let left = left_subtree_len(b.len as u64) as usize;
         let l = tree.cv(0, left);
-        let r = tree.cv(left, data.len() - left);
+        let r = tree.cv(left, b.len - left);
         Digest(*merge_subtrees_root(&l, &r, Mode::Hash).as_bytes())
     }
 }
 
 struct Tree<'a> {
-    data: &'a [u8],
-    zeros: &'a [(usize, usize)],
+    b: &'a ChunkBytes,
+    /// Per zero run, the zero bytes before it (to find data in `b.packed`).
+    zeros_before: Vec<usize>,
 }
 
 enum Cover {
     Zero,
-    Data,
+    /// No zero run meets the range; `i` zero runs lie before it.
+    Data(usize),
     Mixed,
 }
 
 impl Tree<'_> {
     /// Chaining value of the (non-root) subtree `[start, start + len)`.
     fn cv(&self, start: usize, len: usize) -> ChainingValue {
+        let mut h = blake3::Hasher::new();
+        h.set_input_offset(start as u64);
         match self.cover(start, len) {
-            Cover::Zero => zero_cv(start as u64, len as u64),
+            Cover::Zero => return zero_cv(start as u64, len as u64),
+            Cover::Data(i) => {
+                let skipped = match i {
+                    0 => 0,
+                    _ => self.zeros_before[i - 1] + self.b.zeros[i - 1].1,
+                };
+                h.update(&self.b.packed[start - skipped..start + len - skipped]);
+            }
             Cover::Mixed if len > LEAF_BYTES => {
                 let left = left_subtree_len(len as u64) as usize;
                 let l = self.cv(start, left);
                 let r = self.cv(start + left, len - left);
-                merge_subtrees_non_root(&l, &r, Mode::Hash)
+                return merge_subtrees_non_root(&l, &r, Mode::Hash);
             }
-            _ => blake3::Hasher::new()
-                .set_input_offset(start as u64)
-                .update(&self.data[start..start + len])
-                .finalize_non_root(),
+            Cover::Mixed => {
+                let mut leaf = [0u8; LEAF_BYTES];
+                self.b.copy_plain(start, &mut leaf[..len]);
+                h.update(&leaf[..len]);
+            }
         }
+        h.finalize_non_root()
     }
 
-    /// How the zero ranges cover `[start, start + len)`.
+    /// How the zero runs cover `[start, start + len)`.
     fn cover(&self, start: usize, len: usize) -> Cover {
         let end = start + len;
-        // The first zero range that ends after `start`.
-        let i = self.zeros.partition_point(|&(s, n)| s + n <= start);
-        match self.zeros.get(i) {
+        // The first zero run that ends after `start`.
+        let i = self.b.zeros.partition_point(|&(s, n)| s + n <= start);
+        match self.b.zeros.get(i) {
             Some(&(s, n)) if s <= start && s + n >= end => Cover::Zero,
             Some(&(s, _)) if s < end => Cover::Mixed,
-            _ => Cover::Data,
+            _ => Cover::Data(i),
         }
     }
 }
@@ -192,8 +220,10 @@ mod tests {
                     }
                     at += n;
                 }
+                let b = ChunkBytes::from_plain(&data, &zeros);
+                assert_eq!(b.to_plain(), data);
                 assert_eq!(
-                    Digest::of_sparse(&data, &zeros),
+                    Digest::of_sparse(&b),
                     Digest::of(&data),
                     "len {len} case {case} zeros {zeros:?}"
                 );

@@ -10,11 +10,13 @@
 //! anything; the pipeline drops it (restore leaves a hole). Data chunks whose bytes all happen to
 //! be zero are dropped later, after reading, by the hashing stage.
 
+pub mod bytes;
 pub mod dedup;
 pub mod digest;
 pub mod pool;
 mod reader;
 
+pub use bytes::ChunkBytes;
 pub use digest::Digest;
 pub use pool::ChunkPool;
 pub use reader::ChunkReader;
@@ -27,8 +29,8 @@ use crate::error::{Error, Result};
 pub enum ChunkData {
     /// Wholly inside zero runs: not read.
     Zero,
-    /// Read from the disk (zero runs inside the chunk filled with zeros).
-    Data(Vec<u8>),
+    /// Read from the disk: the data runs, and where the zero runs inside the chunk are.
+    Data(ChunkBytes),
 }
 
 /// One chunk of one disk.
@@ -42,9 +44,6 @@ pub struct Chunk {
     pub len: u64,
     /// The contents.
     pub data: ChunkData,
-    /// Byte ranges `(start, len)` of a [`ChunkData::Data`] chunk that are known to be zero (the
-    /// zero runs inside it), ascending: hashing and the zero check skip them.
-    pub zeros: Vec<(usize, usize)>,
 }
 
 /// Cuts a [`VirtualDisk`] into chunks, in disk order.
@@ -141,15 +140,24 @@ impl<'a> Chunker<'a> {
         if plan.parts.is_empty() {
             return Ok(Some(plan.into_chunk(ChunkData::Zero)));
         }
-        let mut buf = vec![0u8; plan.len as usize];
-        for p in &plan.parts {
-            let at = (p.offset - plan.offset) as usize;
-            read_run(self.disk.files(), p, 0, &mut buf[at..at + p.len as usize])?;
-        }
         let zeros = plan.gaps();
-        let mut chunk = plan.into_chunk(ChunkData::Data(buf));
-        chunk.zeros = zeros;
-        Ok(Some(chunk))
+        let mut packed = vec![0u8; plan.packed_len()];
+        let mut at = 0;
+        for p in &plan.parts {
+            read_run(
+                self.disk.files(),
+                p,
+                0,
+                &mut packed[at..at + p.len as usize],
+            )?;
+            at += p.len as usize;
+        }
+        let bytes = ChunkBytes {
+            packed,
+            zeros,
+            len: plan.len as usize,
+        };
+        Ok(Some(plan.into_chunk(ChunkData::Data(bytes))))
     }
 }
 
@@ -174,12 +182,16 @@ impl ChunkPlan {
             offset: self.offset,
             len: self.len,
             data,
-            zeros: Vec::new(),
         }
     }
 
+    /// Bytes of the parts (the chunk without its zero runs).
+    pub fn packed_len(&self) -> usize {
+        self.parts.iter().map(|p| p.len as usize).sum()
+    }
+
     /// The chunk's byte ranges `(start, len)` that no part covers (they read as zeros),
-    /// ascending and maximal.
+    /// ascending and maximal. Parts are ascending and disjoint (runs of one collapsed disk).
     pub fn gaps(&self) -> Vec<(usize, usize)> {
         let mut gaps = Vec::new();
         let mut covered = 0usize;
@@ -188,7 +200,7 @@ impl ChunkPlan {
             if at > covered {
                 gaps.push((covered, at - covered));
             }
-            covered = covered.max(at + part.len as usize);
+            covered = at + part.len as usize;
         }
         if (self.len as usize) > covered {
             gaps.push((covered, self.len as usize - covered));
@@ -215,7 +227,7 @@ mod tests {
                 ChunkData::Zero => got.extend(std::iter::repeat_n(0, ch.len as usize)),
                 ChunkData::Data(b) => {
                     assert_ne!(ch.offset, cs as u64, "zero chunk must not be read");
-                    got.extend(b)
+                    got.extend(b.to_plain())
                 }
             }
         }

@@ -25,22 +25,19 @@ impl ChunkPool {
         }
     }
 
-    /// A buffer of exactly `len` bytes whose contents are unspecified: the caller must write
-    /// every byte before reading any.
-    pub fn take(&self, len: usize) -> Vec<u8> {
+    /// A buffer of exactly `len` bytes, room for `capacity`, whose contents are unspecified:
+    /// the caller must write every byte before reading any. Buffers are allocated at
+    /// `capacity` (the chunk size) so that reuse never reallocates whatever `len` comes next.
+    pub fn take(&self, len: usize, capacity: usize) -> Vec<u8> {
         let reused = self
             .free
             .lock()
             .expect("invariant: no panic while holding the free list")
             .pop();
-        match reused {
-            Some(mut v) => {
-                v.truncate(len);
-                v.resize(len, 0);
-                v
-            }
-            None => vec![0; len],
-        }
+        let mut v = reused.unwrap_or_else(|| Vec::with_capacity(capacity.max(len)));
+        v.truncate(len);
+        v.resize(len, 0);
+        v
     }
 
     /// Returns a buffer for reuse.
@@ -68,10 +65,12 @@ mod tests {
         pool.give(vec![7; 100]);
         pool.give(vec![8; 100]);
         assert_eq!(pool.free.lock().unwrap().len(), 1);
-        assert_eq!(pool.take(40).len(), 40);
-        assert_eq!(pool.take(300), vec![0; 300], "an empty pool gives zeros");
+        assert_eq!(pool.take(40, 40).len(), 40);
+        let fresh = pool.take(300, 1000);
+        assert_eq!(fresh, vec![0; 300], "an empty pool gives zeros");
+        assert!(fresh.capacity() >= 1000);
         pool.give(vec![9; 10]);
-        let v = pool.take(30);
+        let v = pool.take(30, 30);
         assert_eq!(v.len(), 30);
         assert_eq!(v[10..], [0; 20], "growth past the old length is zeroed");
     }

@@ -14,7 +14,7 @@ use crate::chain::{read_run, DiskRun, VirtualDisk};
 use crate::error::Result;
 use crate::input::{FileTable, Source};
 
-use super::{Chunk, ChunkData, ChunkPlan, ChunkPool, Chunker};
+use super::{Chunk, ChunkBytes, ChunkData, ChunkPlan, ChunkPool, Chunker};
 
 /// Largest single read. Buffers are pooled per queue slot, so this bounds the reader's memory
 /// (queue depth × 1 MiB) whatever the chunk size; 1 MiB is already past the point where larger
@@ -25,17 +25,18 @@ pub const READ_BYTES: u64 = 1 << 20;
 #[derive(Debug)]
 enum Tag {
     /// A chunk begins; no parts follow when `zero`. `gaps` are the chunk's byte ranges that no
-    /// part covers (zero runs inside it).
+    /// part covers (zero runs inside it); the parts fill `packed_len` bytes.
     Start {
         disk: u32,
         offset: u64,
         len: u64,
         zero: bool,
         gaps: Vec<(usize, usize)>,
+        packed_len: usize,
     },
-    /// Read bytes for chunk bytes `[at, at + len)`.
+    /// Read bytes for packed bytes `[at, at + len)` (the parts end to end, zero runs left out).
     Data { at: usize },
-    /// A compressed grain piece, inflated on arrival.
+    /// A compressed grain piece, inflated on arrival into packed bytes from `at`.
     Deflate { part: DiskRun, at: usize },
     /// The chunk is complete.
     End,
@@ -83,7 +84,7 @@ impl<'a> ChunkReader<'a> {
 
     /// The next chunk, or `None` at the end of the disk.
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
-        let mut cur: Option<(Chunk, Vec<u8>)> = None;
+        let mut cur: Option<(Chunk, ChunkBytes)> = None;
         while let Some(done) = self.ahead.next() {
             let done = done?;
             match done.tag {
@@ -93,28 +94,29 @@ impl<'a> ChunkReader<'a> {
                     len,
                     zero,
                     gaps,
+                    packed_len,
                 } => {
-                    let mut chunk = Chunk {
+                    let chunk = Chunk {
                         disk,
                         offset,
                         len,
                         data: ChunkData::Zero,
-                        zeros: Vec::new(),
                     };
                     if zero {
                         return Ok(Some(chunk));
                     }
-                    let mut bytes = self.pool.take(len as usize);
-                    for &(at, n) in &gaps {
-                        bytes[at..at + n].fill(0);
-                    }
-                    chunk.zeros = gaps;
+                    // Every packed byte is overwritten by a part: reused buffers need no clearing.
+                    let bytes = ChunkBytes {
+                        packed: self.pool.take(packed_len, len as usize),
+                        zeros: gaps,
+                        len: len as usize,
+                    };
                     cur = Some((chunk, bytes));
                 }
                 Tag::Data { at } => {
                     let buf = done.data.expect("invariant: data jobs carry a read");
                     let (_, bytes) = cur.as_mut().expect("invariant: parts follow a start");
-                    bytes[at..at + buf.len()].copy_from_slice(&buf);
+                    bytes.packed[at..at + buf.len()].copy_from_slice(&buf);
                     self.ahead.recycle(buf);
                 }
                 Tag::Deflate { part, at } => {
@@ -123,7 +125,7 @@ impl<'a> ChunkReader<'a> {
                         &self.files,
                         &part,
                         0,
-                        &mut bytes[at..at + part.len as usize],
+                        &mut bytes.packed[at..at + part.len as usize],
                     )?;
                 }
                 Tag::End => {
@@ -141,6 +143,7 @@ impl<'a> ChunkReader<'a> {
 fn plan_jobs(plan: &ChunkPlan, files: &FileTable, queue: &mut VecDeque<Job<Tag>>) {
     let zero = plan.parts.is_empty();
     let gaps = if zero { Vec::new() } else { plan.gaps() };
+    let packed_len = plan.packed_len();
     queue.push_back(Job {
         tag: Tag::Start {
             disk: plan.disk,
@@ -148,14 +151,15 @@ fn plan_jobs(plan: &ChunkPlan, files: &FileTable, queue: &mut VecDeque<Job<Tag>>
             len: plan.len,
             zero,
             gaps,
+            packed_len,
         },
         read: None,
     });
     if zero {
         return;
     }
+    let mut at = 0;
     for part in &plan.parts {
-        let at = (part.offset - plan.offset) as usize;
         match part.source {
             Source::Data { file, offset } => {
                 let mut done = 0;
@@ -179,6 +183,7 @@ fn plan_jobs(plan: &ChunkPlan, files: &FileTable, queue: &mut VecDeque<Job<Tag>>
                 read: None,
             }),
         }
+        at += part.len as usize;
     }
     queue.push_back(Job {
         tag: Tag::End,
@@ -197,7 +202,7 @@ mod tests {
         while let Some(c) = next().unwrap() {
             let data = match c.data {
                 ChunkData::Zero => None,
-                ChunkData::Data(b) => Some(b),
+                ChunkData::Data(b) => Some(b.to_plain()),
             };
             out.push((c.offset, c.len, data));
         }
@@ -275,9 +280,8 @@ mod tests {
             let bytes = match c.data {
                 ChunkData::Zero => None,
                 ChunkData::Data(b) => {
-                    let copy = b.clone();
-                    pool.give(vec![0xAA; b.len()]);
-                    Some(copy)
+                    pool.give(vec![0xAA; b.packed.len()]);
+                    Some(b.to_plain())
                 }
             };
             got.push((c.offset, c.len, bytes));

@@ -36,14 +36,14 @@ pub enum Processed {
 
 /// Hashes and compresses one chunk. `table` is consulted only to skip redundant compression.
 pub fn process(chunk: &Chunk, level: i32, table: &Mutex<DedupTable>) -> Result<Processed> {
-    let data = match &chunk.data {
+    let bytes = match &chunk.data {
         ChunkData::Zero => return Ok(Processed::Zero { was_read: false }),
-        ChunkData::Data(d) => d,
+        ChunkData::Data(b) => b,
     };
-    if data_ranges(data.len(), &chunk.zeros).all(|(s, e)| is_zero(&data[s..e])) {
+    if bytes.is_zero() {
         return Ok(Processed::Zero { was_read: true });
     }
-    let digest = Digest::of_sparse(data, &chunk.zeros);
+    let digest = bytes.digest();
     let known = table
         .lock()
         .expect("invariant: writer does not panic holding the table")
@@ -51,11 +51,17 @@ pub fn process(chunk: &Chunk, level: i32, table: &Mutex<DedupTable>) -> Result<P
     if known {
         return Ok(Processed::Known(digest));
     }
-    let (codec, payload) = if chunk.zeros.is_empty() {
-        encode_payload(data, level)?
+    let sparse = if bytes.zeros.is_empty() {
+        None
     } else {
-        let runs: Vec<_> = data_ranges(data.len(), &chunk.zeros).collect();
-        encode_sparse_payload(data, &runs, level)?
+        let runs: Vec<_> = bytes.data_runs().collect();
+        encode_sparse_payload(&runs, &bytes.packed, bytes.len, level)?
+    };
+    let (codec, payload) = match sparse {
+        Some(p) => p,
+        None if bytes.zeros.is_empty() => encode_payload(&bytes.packed, level)?,
+        // The runs alone did not shrink: the whole chunk, raw.
+        None => (Codec::None, bytes.to_plain()),
     };
     Ok(Processed::Data {
         digest,
@@ -64,75 +70,81 @@ pub fn process(chunk: &Chunk, level: i32, table: &Mutex<DedupTable>) -> Result<P
     })
 }
 
-/// The ranges `[start, end)` of a `len`-byte chunk outside its known-zero ranges.
-fn data_ranges(len: usize, zeros: &[(usize, usize)]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let mut at = 0;
-    zeros.iter().map(Some).chain([None]).filter_map(move |z| {
-        let (s, n) = z.copied().unwrap_or((len, 0));
-        let r = (at, s);
-        at = s + n;
-        (r.0 < r.1).then_some(r)
-    })
-}
-
-/// Whether `data` is all zero bytes (word-at-a-time; the compiler vectorises this).
-pub fn is_zero(data: &[u8]) -> bool {
-    let chunks = data.chunks_exact(16);
-    let rest = chunks.remainder();
-    chunks
-        .map(|c| u128::from_ne_bytes(c.try_into().expect("invariant: 16-byte chunk")))
-        .all(|w| w == 0)
-        && rest.iter().all(|&b| b == 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::{ChunkBytes, Digest};
 
     #[test]
-    fn data_ranges_are_the_complement_of_the_zero_ranges() {
-        let r = |len, z: &[(usize, usize)]| data_ranges(len, z).collect::<Vec<_>>();
-        assert_eq!(r(10, &[]), [(0, 10)]);
-        assert_eq!(r(10, &[(0, 2), (5, 1)]), [(2, 5), (6, 10)]);
-        assert_eq!(r(10, &[(3, 7)]), [(0, 3)]);
-        assert_eq!(r(10, &[(0, 10)]), []);
-    }
-
-    #[test]
-    fn known_zero_ranges_change_nothing_but_the_work() {
+    fn zero_runs_change_nothing_but_the_work() {
         let table = Mutex::new(DedupTable::default());
         let len = 1 << 20;
-        let mut bytes: Vec<u8> = (0..len).map(|i| (i * 7 / 3) as u8).collect();
+        let mut plain: Vec<u8> = (0..len).map(|i| (i * 7 / 3) as u8).collect();
         let zeros = vec![(0, 4096), (65536, 300_000), (len - 512, 512)];
         for &(s, n) in &zeros {
-            bytes[s..s + n].fill(0);
+            plain[s..s + n].fill(0);
         }
-        let chunk = |zeros| Chunk {
+        let chunk = |bytes| Chunk {
             disk: 0,
             offset: 0,
             len: len as u64,
-            data: ChunkData::Data(bytes.clone()),
-            zeros,
+            data: ChunkData::Data(bytes),
         };
-        let digest = |p| match p {
-            Processed::Data { digest, .. } => digest,
+        let sparse = process(&chunk(ChunkBytes::from_plain(&plain, &zeros)), 3, &table).unwrap();
+        let dense = process(&chunk(ChunkBytes::dense(plain.clone())), 3, &table).unwrap();
+        match (sparse, dense) {
+            (
+                Processed::Data {
+                    digest,
+                    codec: Codec::SparseZstd,
+                    ..
+                },
+                Processed::Data {
+                    digest: d2,
+                    codec: Codec::Zstd,
+                    ..
+                },
+            ) => {
+                assert_eq!(digest, d2);
+                assert_eq!(digest, Digest::of(&plain));
+            }
             other => panic!("{other:?}"),
-        };
-        let sparse = digest(process(&chunk(zeros.clone()), 3, &table).unwrap());
-        assert_eq!(
-            sparse,
-            digest(process(&chunk(Vec::new()), 3, &table).unwrap())
-        );
-        assert_eq!(sparse, Digest::of(&bytes));
-        // Only the ranges outside the known zeros are checked for data.
-        let all_zero = Chunk {
-            data: ChunkData::Data(vec![0; len]),
-            zeros: vec![(0, len / 2)],
-            ..chunk(Vec::new())
-        };
+        }
+        // Read data that happens to be zero is still found.
+        let all_zero = ChunkBytes::from_plain(&vec![0; len], &[(0, len / 2)]);
         assert!(matches!(
-            process(&all_zero, 3, &table).unwrap(),
+            process(&chunk(all_zero), 3, &table).unwrap(),
             Processed::Zero { was_read: true }
         ));
+    }
+
+    #[test]
+    fn incompressible_runs_fall_back_to_the_whole_chunk_raw() {
+        let table = Mutex::new(DedupTable::default());
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut plain: Vec<u8> = (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        plain[8184..8192].fill(0);
+        let bytes = ChunkBytes::from_plain(&plain, &[(8184, 8)]);
+        let c = Chunk {
+            disk: 0,
+            offset: 0,
+            len: 8192,
+            data: ChunkData::Data(bytes),
+        };
+        match process(&c, 3, &table).unwrap() {
+            Processed::Data { codec, payload, .. } => {
+                // zstd framing and the run table outweigh the 8 zero bytes left out.
+                assert_eq!(codec, Codec::None);
+                assert_eq!(payload, plain);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -13,7 +13,8 @@
 //!   waiting to be reordered). `credits = max(queue_bytes / chunk_size, 2 × workers + 2)`, so peak
 //!   chunk memory is about `2 × credits × chunk_size` (plaintext plus compressed copy):
 //!   64 MiB by default, plus the reader's read-ahead buffers (queue depth × 1 MiB, 16 MiB by
-//!   default), independent of disk size. Only the dedup table and the index grow.
+//!   default) and two chunk-sized scratch buffers per worker (zstd output, packed sparse runs),
+//!   independent of disk size. Only the dedup table and the index grow.
 //! * Errors: a failing stage latches `stop`; the reader checks it before every chunk, workers
 //!   exit when their queue closes, and the first error is returned. Reader errors travel in
 //!   sequence as `Err` items so they surface exactly where they happened.
@@ -376,7 +377,7 @@ pub fn backup(
                             let p = process(c, level, table)?;
                             // The writer needs only the chunk's place and the processed result.
                             if let ChunkData::Data(bytes) = &mut c.data {
-                                pool.give(std::mem::take(bytes));
+                                pool.give(std::mem::take(&mut bytes.packed));
                             }
                             Ok((item, Some(p)))
                         }
@@ -413,8 +414,10 @@ pub fn backup(
                                 p.current = labels[c.disk as usize].clone();
                             }
                             p.chunks += 1;
-                            if matches!(c.data, ChunkData::Data(_)) {
-                                p.bytes_read += c.len;
+                            if let ChunkData::Data(b) = &c.data {
+                                // Zero runs inside the chunk are not read.
+                                p.bytes_read +=
+                                    (b.len - b.zeros.iter().map(|z| z.1).sum::<usize>()) as u64;
                             }
                             let loc = ChunkLoc {
                                 disk: c.disk,
