@@ -8,7 +8,8 @@
 //!    (`VirtualDisk`): per run of sectors the topmost layer that has it wins, an explicit zero
 //!    stops the search, unallocated at the bottom is zero. Runs are coalesced, so later stages
 //!    issue large sequential reads and never read unallocated or zero space.
-//! 3. [`chunk`]: fixed-size chunks aligned to the disk; BLAKE3 digests; the dedup table.
+//! 3. [`chunk`]: fixed-size chunks aligned to the disk, held as their data runs packed (zero
+//!    runs inside a chunk are never built); BLAKE3 digests of the whole chunk; the dedup table.
 //! 4. [`pipeline`]: one reader thread, hashing and zstd on all cores (order-preserving), a single
 //!    writer that deduplicates; bounded queues and a latched error.
 //! 5. [`archive`]: the on-disk format (formats/ARCHIVE.md): framed records, index, footer, written

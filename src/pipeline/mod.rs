@@ -13,8 +13,8 @@
 //!   waiting to be reordered). `credits = max(queue_bytes / chunk_size, 2 × workers + 2)`, so peak
 //!   chunk memory is about `2 × credits × chunk_size` (plaintext plus compressed copy):
 //!   64 MiB by default, plus the reader's read-ahead buffers (queue depth × 1 MiB, 16 MiB by
-//!   default) and two chunk-sized scratch buffers per worker (zstd output, packed sparse runs),
-//!   independent of disk size. Only the dedup table and the index grow.
+//!   default), one chunk-sized zstd output buffer per worker and the archive file's 12 MiB of
+//!   write-behind buffers, independent of disk size. Only the dedup table and the index grow.
 //! * Errors: a failing stage latches `stop`; the reader checks it before every chunk, workers
 //!   exit when their queue closes, and the first error is returned. Reader errors travel in
 //!   sequence as `Err` items so they surface exactly where they happened.
