@@ -697,7 +697,7 @@ fn decode_borrowed(
         }
         Codec::SparseZstd => {
             let d =
-                super::sparse::decode(payload, h.raw_len as usize, super::zstd_ctx::decompress)?;
+                super::sparse::decode(payload, h.raw_len as usize, super::sparse::zstd_decompress)?;
             if blake3::hash(&d).as_bytes() != &h.digest {
                 return Err("checksum mismatch".into());
             }
@@ -736,7 +736,11 @@ fn decode_keep(
             (d, payload)
         }
         Codec::SparseZstd => {
-            match super::sparse::decode(&payload, h.raw_len as usize, super::zstd_ctx::decompress) {
+            match super::sparse::decode(
+                &payload,
+                h.raw_len as usize,
+                super::sparse::zstd_decompress,
+            ) {
                 Ok(d) => (d, payload),
                 Err(what) => return Err((what, payload)),
             }

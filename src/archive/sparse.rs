@@ -34,13 +34,13 @@ pub fn encode(
     Ok(out)
 }
 
-/// Decodes a sparse payload into the `raw_len`-byte plaintext. `decompress(frame, cap)` must
-/// refuse a frame of more than `cap` bytes. Every table value is checked before it is used, so
-/// a hostile payload allocates at most `raw_len` plus the packed bytes.
+/// Decodes a sparse payload into the `raw_len`-byte plaintext. `decompress(frame, cap, f)`
+/// must refuse a frame of more than `cap` bytes and call `f` with the bytes. Every table value
+/// is checked before it is used, so a hostile payload allocates at most `raw_len`.
 pub fn decode(
     payload: &[u8],
     raw_len: usize,
-    decompress: impl FnOnce(&[u8], usize) -> io::Result<Vec<u8>>,
+    decompress: impl FnOnce(&[u8], usize, &mut dyn FnMut(&[u8])) -> io::Result<()>,
 ) -> Result<Vec<u8>, String> {
     let count = payload
         .get(0..4)
@@ -71,20 +71,30 @@ pub fn decode(
         runs.push((s as usize, n as usize));
     }
     let packed_len: usize = runs.iter().map(|r| r.1).sum();
-    let packed = decompress(&payload[table_end..], packed_len).map_err(|e| format!("zstd: {e}"))?;
-    if packed.len() != packed_len {
+    let mut raw = vec![0u8; raw_len];
+    let mut got = 0;
+    decompress(&payload[table_end..], packed_len, &mut |packed| {
+        got = packed.len();
+        if got == packed_len {
+            let mut at = 0;
+            for &(s, n) in &runs {
+                raw[s..s + n].copy_from_slice(&packed[at..at + n]);
+                at += n;
+            }
+        }
+    })
+    .map_err(|e| format!("zstd: {e}"))?;
+    if got != packed_len {
         return Err(format!(
-            "sparse data decompressed to {} bytes, the runs hold {packed_len}",
-            packed.len()
+            "sparse data decompressed to {got} bytes, the runs hold {packed_len}"
         ));
     }
-    let mut raw = vec![0u8; raw_len];
-    let mut at = 0;
-    for (s, n) in runs {
-        raw[s..s + n].copy_from_slice(&packed[at..at + n]);
-        at += n;
-    }
     Ok(raw)
+}
+
+/// [`decode`]'s decompressor: zstd through the per-thread context and buffer.
+pub fn zstd_decompress(frame: &[u8], cap: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+    super::zstd_ctx::decompress_with(frame, cap, f)
 }
 
 #[cfg(test)]
@@ -109,7 +119,7 @@ mod tests {
             &[2, 0, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 184, 11, 0, 0, 1, 0, 0, 0]
         );
         assert_eq!(decompress(&p[20..], 513).unwrap().len(), 513);
-        assert_eq!(decode(&p, 4096, decompress).unwrap(), raw);
+        assert_eq!(decode(&p, 4096, zstd_decompress).unwrap(), raw);
     }
 
     #[test]
@@ -130,14 +140,17 @@ mod tests {
             (&[2, 0, 512, 100, 512][..], "out of order"),
             (&[1, 0, 1000][..], "zstd"),
         ] {
-            let e = decode(&with(table), 1024, decompress).unwrap_err();
+            let e = decode(&with(table), 1024, zstd_decompress).unwrap_err();
             assert!(e.contains(why), "{table:?}: {e}");
         }
-        let e = decode(&[1, 0], 1024, decompress).unwrap_err();
+        let e = decode(&[1, 0], 1024, zstd_decompress).unwrap_err();
         assert!(e.contains("shorter"), "{e}");
-        let e = decode(&with(&[1, 0, 2000]), 4096, decompress).unwrap_err();
+        let e = decode(&with(&[1, 0, 2000]), 4096, zstd_decompress).unwrap_err();
         assert!(e.contains("decompressed to 1024 bytes"), "{e}");
-        assert_eq!(decode(&with(&[1, 0, 1024]), 1024, decompress).unwrap(), raw);
-        assert!(decode(&with(&[1, 0, 1024]), 1023, decompress).is_err());
+        assert_eq!(
+            decode(&with(&[1, 0, 1024]), 1024, zstd_decompress).unwrap(),
+            raw
+        );
+        assert!(decode(&with(&[1, 0, 1024]), 1023, zstd_decompress).is_err());
     }
 }
