@@ -51,17 +51,15 @@ pub fn process(chunk: &Chunk, level: i32, table: &Mutex<DedupTable>) -> Result<P
     if known {
         return Ok(Processed::Known(digest));
     }
-    let sparse = if bytes.zeros.is_empty() {
-        None
+    let (codec, payload) = if bytes.zeros.is_empty() {
+        encode_payload(&bytes.packed, level)?
     } else {
         let runs: Vec<_> = bytes.data_runs().collect();
-        encode_sparse_payload(&runs, &bytes.packed, bytes.len, level)?
-    };
-    let (codec, payload) = match sparse {
-        Some(p) => p,
-        None if bytes.zeros.is_empty() => encode_payload(&bytes.packed, level)?,
-        // The runs alone did not shrink: the whole chunk, raw.
-        None => (Codec::None, bytes.to_plain()),
+        match encode_sparse_payload(&runs, &bytes.packed, bytes.len, level)? {
+            Some(p) => p,
+            // The runs alone did not shrink: the whole chunk, raw.
+            None => (Codec::None, bytes.to_plain()),
+        }
     };
     Ok(Processed::Data {
         digest,

@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use crate::blockio::{open_direct, AlignedBuf, DIRECT_ALIGN};
+use crate::chunk::bytes::is_zero;
 use crate::error::{Error, Result};
 
 /// Ordered writer of one disk image.
@@ -150,24 +151,6 @@ impl DiskSink for RawSink {
     fn random_access(&self) -> bool {
         true
     }
-}
-
-/// Whether `b` is all zeros. Word-wise OR so the compiler vectorises it; no early exit per
-/// byte (most data grains fail on the first word anyway).
-pub(crate) fn is_zero(b: &[u8]) -> bool {
-    let mut words = b.chunks_exact(64);
-    for w in &mut words {
-        let mut acc = 0u64;
-        for x in w.chunks_exact(8) {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(x);
-            acc |= u64::from_ne_bytes(a);
-        }
-        if acc != 0 {
-            return false;
-        }
-    }
-    words.remainder().iter().all(|&x| x == 0)
 }
 
 /// One grain's worth of output from [`Grainer`].
