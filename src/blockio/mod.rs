@@ -597,12 +597,18 @@ mod tests {
         (out, ra.direct_bytes())
     }
 
-    #[test]
-    fn uring_and_pread_read_the_same_bytes_in_order() {
+    /// A 3 MiB + 1234 B pattern file in a fresh directory (kept alive by the caller).
+    fn pattern_file() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         let data = pattern(3 * 1024 * 1024 + 1234);
         std::fs::write(&p, &data).unwrap();
+        (dir, p, data)
+    }
+
+    #[test]
+    fn uring_and_pread_read_the_same_bytes_in_order() {
+        let (_dir, p, data) = pattern_file();
         let src: Arc<dyn ByteSource> = Arc::new(LocalFile::open(&p).unwrap());
         for qd in [1, 3, 64] {
             for chunk in [4095, 65536, 1 << 20] {
@@ -623,10 +629,7 @@ mod tests {
 
     #[test]
     fn local_direct_handles_serve_aligned_reads_and_change_no_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        let data = pattern(3 * 1024 * 1024 + 1234);
-        std::fs::write(&p, &data).unwrap();
+        let (_dir, p, data) = pattern_file();
         let src: Arc<dyn ByteSource> = Arc::new(LocalFile::open_direct(&p).unwrap());
         let direct_ok = open_direct(&p, false).is_ok();
         for backend in [Backend::Pread, Backend::Auto] {
