@@ -681,6 +681,8 @@ fn decode_borrowed(
             Ok(None)
         }
         Codec::Zstd => {
+            // The declared plaintext size (already bounded by MAX_*) caps the output buffer, so
+            // a decompression bomb cannot allocate more than the header admitted.
             let d = super::zstd_ctx::decompress(payload, h.raw_len as usize)
                 .map_err(|e| format!("zstd: {e}"))?;
             if d.len() as u64 != h.raw_len {
@@ -696,8 +698,7 @@ fn decode_borrowed(
             Ok(Some(d))
         }
         Codec::SparseZstd => {
-            let d =
-                super::sparse::decode(payload, h.raw_len as usize, super::sparse::zstd_decompress)?;
+            let d = super::sparse::decode(payload, h.raw_len as usize)?;
             if blake3::hash(&d).as_bytes() != &h.digest {
                 return Err("checksum mismatch".into());
             }
@@ -714,42 +715,11 @@ fn decode_keep(
     if h.kind == RecordKind::Ref {
         return Ok(payload);
     }
-    let (data, payload) = match h.codec {
-        Codec::None => {
-            if blake3::hash(&payload).as_bytes() != &h.digest {
-                return Err(("checksum mismatch".into(), payload));
-            }
-            return Ok(payload);
-        }
-        Codec::Zstd => {
-            // The declared plaintext size (already bounded by MAX_*) caps the output buffer, so
-            // a decompression bomb cannot allocate more than the header admitted.
-            let cap = h.raw_len as usize;
-            let d = match super::zstd_ctx::decompress(&payload, cap) {
-                Ok(d) => d,
-                Err(e) => return Err((format!("zstd: {e}"), payload)),
-            };
-            if d.len() as u64 != h.raw_len {
-                let what = format!("decompressed to {} bytes, expected {}", d.len(), h.raw_len);
-                return Err((what, payload));
-            }
-            (d, payload)
-        }
-        Codec::SparseZstd => {
-            match super::sparse::decode(
-                &payload,
-                h.raw_len as usize,
-                super::sparse::zstd_decompress,
-            ) {
-                Ok(d) => (d, payload),
-                Err(what) => return Err((what, payload)),
-            }
-        }
-    };
-    if blake3::hash(&data).as_bytes() != &h.digest {
-        return Err(("checksum mismatch".into(), payload));
+    match decode_borrowed(h, &payload) {
+        Ok(Some(data)) => Ok(data),
+        Ok(None) => Ok(payload),
+        Err(what) => Err((what, payload)),
     }
-    Ok(data)
 }
 
 /// Decodes a Ref payload into (source disk, source offset).

@@ -11,37 +11,31 @@
 
 use std::io;
 
+use super::zstd_ctx;
+
 /// Bytes of the run table for `runs` data runs.
 fn table_bytes(runs: usize) -> usize {
     4 + 8 * runs
 }
 
 /// Encodes a chunk whose data runs `runs` (`[start, end)`, ascending, not overlapping, not
-/// empty) hold the bytes `packed` (end to end) and whose other bytes are zero. `compress`
-/// appends one zstd frame of `packed` to its second argument.
-pub fn encode(
-    runs: &[(usize, usize)],
-    packed: &[u8],
-    compress: impl FnOnce(&[u8], &mut Vec<u8>) -> io::Result<()>,
-) -> io::Result<Vec<u8>> {
+/// empty) hold the bytes `packed` (end to end) and whose other bytes are zero, compressing at
+/// zstd `level`.
+pub fn encode(runs: &[(usize, usize)], packed: &[u8], level: i32) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(table_bytes(runs.len()));
     out.extend_from_slice(&(runs.len() as u32).to_le_bytes());
     for &(s, e) in runs {
         out.extend_from_slice(&(s as u32).to_le_bytes());
         out.extend_from_slice(&((e - s) as u32).to_le_bytes());
     }
-    compress(packed, &mut out)?;
+    zstd_ctx::compress_append(packed, level, &mut out)?;
     Ok(out)
 }
 
-/// Decodes a sparse payload into the `raw_len`-byte plaintext. `decompress(frame, cap, f)`
-/// must refuse a frame of more than `cap` bytes and call `f` with the bytes. Every table value
-/// is checked before it is used, so a hostile payload allocates at most `raw_len`.
-pub fn decode(
-    payload: &[u8],
-    raw_len: usize,
-    decompress: impl FnOnce(&[u8], usize, &mut dyn FnMut(&[u8])) -> io::Result<()>,
-) -> Result<Vec<u8>, String> {
+/// Decodes a sparse payload into the `raw_len`-byte plaintext. Every table value is checked
+/// before it is used, and the frame is capped at the runs' total length, so a hostile payload
+/// allocates at most `raw_len`.
+pub fn decode(payload: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     let count = payload
         .get(0..4)
         .map(|b| u32::from_le_bytes(b.try_into().expect("invariant: 4 bytes")) as usize)
@@ -73,7 +67,7 @@ pub fn decode(
     let packed_len: usize = runs.iter().map(|r| r.1).sum();
     let mut raw = vec![0u8; raw_len];
     let mut got = 0;
-    decompress(&payload[table_end..], packed_len, &mut |packed| {
+    zstd_ctx::decompress_with(&payload[table_end..], packed_len, |packed| {
         got = packed.len();
         if got == packed_len {
             let mut at = 0;
@@ -92,15 +86,10 @@ pub fn decode(
     Ok(raw)
 }
 
-/// [`decode`]'s decompressor: zstd through the per-thread context and buffer.
-pub fn zstd_decompress(frame: &[u8], cap: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
-    super::zstd_ctx::decompress_with(frame, cap, f)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::zstd_ctx::{compress_append, decompress};
+    use crate::archive::zstd_ctx::decompress;
 
     #[test]
     fn round_trip_and_exact_layout() {
@@ -108,24 +97,19 @@ mod tests {
         raw[512..1024].fill(7);
         raw[3000..3001].fill(9);
         let runs = [(512, 1024), (3000, 3001)];
-        let p = encode(
-            &runs,
-            &[&raw[512..1024], &raw[3000..3001]].concat(),
-            |b, out| compress_append(b, 3, out),
-        )
-        .unwrap();
+        let p = encode(&runs, &[&raw[512..1024], &raw[3000..3001]].concat(), 3).unwrap();
         assert_eq!(
             &p[..20],
             &[2, 0, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 184, 11, 0, 0, 1, 0, 0, 0]
         );
         assert_eq!(decompress(&p[20..], 513).unwrap().len(), 513);
-        assert_eq!(decode(&p, 4096, zstd_decompress).unwrap(), raw);
+        assert_eq!(decode(&p, 4096).unwrap(), raw);
     }
 
     #[test]
     fn hostile_tables_are_refused() {
         let raw = vec![1u8; 1024];
-        let good = encode(&[(0, 1024)], &raw, |b, out| compress_append(b, 3, out)).unwrap();
+        let good = encode(&[(0, 1024)], &raw, 3).unwrap();
         let frame = &good[12..];
         let with = |table: &[u32]| {
             let mut p: Vec<u8> = table.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -140,17 +124,14 @@ mod tests {
             (&[2, 0, 512, 100, 512][..], "out of order"),
             (&[1, 0, 1000][..], "zstd"),
         ] {
-            let e = decode(&with(table), 1024, zstd_decompress).unwrap_err();
+            let e = decode(&with(table), 1024).unwrap_err();
             assert!(e.contains(why), "{table:?}: {e}");
         }
-        let e = decode(&[1, 0], 1024, zstd_decompress).unwrap_err();
+        let e = decode(&[1, 0], 1024).unwrap_err();
         assert!(e.contains("shorter"), "{e}");
-        let e = decode(&with(&[1, 0, 2000]), 4096, zstd_decompress).unwrap_err();
+        let e = decode(&with(&[1, 0, 2000]), 4096).unwrap_err();
         assert!(e.contains("decompressed to 1024 bytes"), "{e}");
-        assert_eq!(
-            decode(&with(&[1, 0, 1024]), 1024, zstd_decompress).unwrap(),
-            raw
-        );
-        assert!(decode(&with(&[1, 0, 1024]), 1023, zstd_decompress).is_err());
+        assert_eq!(decode(&with(&[1, 0, 1024]), 1024).unwrap(), raw);
+        assert!(decode(&with(&[1, 0, 1024]), 1023).is_err());
     }
 }

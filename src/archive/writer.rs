@@ -88,10 +88,8 @@ pub fn encode_sparse_payload(
     raw_len: usize,
     level: i32,
 ) -> Result<Option<(Codec, Vec<u8>)>> {
-    let p = super::sparse::encode(runs, packed, |b, out| {
-        super::zstd_ctx::compress_append(b, level, out)
-    })
-    .map_err(|e| Error::Usage(format!("zstd level {level}: {e}")))?;
+    let p = super::sparse::encode(runs, packed, level)
+        .map_err(|e| Error::Usage(format!("zstd level {level}: {e}")))?;
     Ok((p.len() < raw_len).then_some((Codec::SparseZstd, p)))
 }
 

@@ -62,6 +62,11 @@ impl ChunkBytes {
             })
     }
 
+    /// Bytes outside the zero runs (what was read).
+    pub fn data_len(&self) -> usize {
+        self.len - self.zeros.iter().map(|z| z.1).sum::<usize>()
+    }
+
     /// Whether every byte is zero.
     pub fn is_zero(&self) -> bool {
         is_zero(&self.packed)
@@ -158,6 +163,7 @@ mod tests {
             .collect();
         let b = ChunkBytes::from_plain(&plain, &[(0, 7), (1000, 500), (4000, 1000)]);
         assert_eq!(b.packed.len(), 5000 - 1507);
+        assert_eq!(b.data_len(), b.packed.len());
         assert_eq!(b.to_plain(), plain);
         for (s, l) in [
             (0, 1),

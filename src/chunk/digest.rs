@@ -50,15 +50,12 @@ impl Digest {
         if b.len <= blake3::CHUNK_LEN {
             return Digest::of(&b.to_plain());
         }
-        let mut skipped = 0;
-        let zeros_before = b
-            .zeros
-            .iter()
-            .map(|z| {
-                let before = skipped;
-                skipped += z.1;
-                before
-            })
+        // Prefix sums: zero bytes before zero run i (and, last, in all of them).
+        let zeros_before = std::iter::once(0)
+            .chain(b.zeros.iter().scan(0, |sum, z| {
+                *sum += z.1;
+                Some(*sum)
+            }))
             .collect();
         let tree = Tree { b, zeros_before };
         let left = left_subtree_len(b.len as u64) as usize;
@@ -70,7 +67,7 @@ impl Digest {
 
 struct Tree<'a> {
     b: &'a ChunkBytes,
-    /// Per zero run, the zero bytes before it (to find data in `b.packed`).
+    /// Entry i: the zero bytes in zero runs `0..i` (to find data in `b.packed`).
     zeros_before: Vec<usize>,
 }
 
@@ -84,30 +81,30 @@ enum Cover {
 impl Tree<'_> {
     /// Chaining value of the (non-root) subtree `[start, start + len)`.
     fn cv(&self, start: usize, len: usize) -> ChainingValue {
-        let mut h = blake3::Hasher::new();
-        h.set_input_offset(start as u64);
+        let hash = |bytes: &[u8]| {
+            blake3::Hasher::new()
+                .set_input_offset(start as u64)
+                .update(bytes)
+                .finalize_non_root()
+        };
         match self.cover(start, len) {
-            Cover::Zero => return zero_cv(start as u64, len as u64),
+            Cover::Zero => zero_cv(start as u64, len as u64),
             Cover::Data(i) => {
-                let skipped = match i {
-                    0 => 0,
-                    _ => self.zeros_before[i - 1] + self.b.zeros[i - 1].1,
-                };
-                h.update(&self.b.packed[start - skipped..start + len - skipped]);
+                let at = start - self.zeros_before[i];
+                hash(&self.b.packed[at..at + len])
             }
             Cover::Mixed if len > LEAF_BYTES => {
                 let left = left_subtree_len(len as u64) as usize;
                 let l = self.cv(start, left);
                 let r = self.cv(start + left, len - left);
-                return merge_subtrees_non_root(&l, &r, Mode::Hash);
+                merge_subtrees_non_root(&l, &r, Mode::Hash)
             }
             Cover::Mixed => {
                 let mut leaf = [0u8; LEAF_BYTES];
                 self.b.copy_plain(start, &mut leaf[..len]);
-                h.update(&leaf[..len]);
+                hash(&leaf[..len])
             }
         }
-        h.finalize_non_root()
     }
 
     /// How the zero runs cover `[start, start + len)`.

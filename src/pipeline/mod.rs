@@ -416,8 +416,7 @@ pub fn backup(
                             p.chunks += 1;
                             if let ChunkData::Data(b) = &c.data {
                                 // Zero runs inside the chunk are not read.
-                                p.bytes_read +=
-                                    (b.len - b.zeros.iter().map(|z| z.1).sum::<usize>()) as u64;
+                                p.bytes_read += b.data_len() as u64;
                             }
                             let loc = ChunkLoc {
                                 disk: c.disk,
