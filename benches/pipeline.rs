@@ -33,15 +33,16 @@ fn hash_compress(c: &mut Criterion) {
     g.sample_size(10);
     let table = Mutex::new(DedupTable::default());
     for cs in [64usize << 10, 256 << 10, 1 << 20, 4 << 20] {
-        let chunk = Chunk {
+        // No zero blocks: processing leaves the chunk as it is, so it can be processed again.
+        let mut chunk = Chunk {
             disk: 0,
             offset: 0,
             len: cs as u64,
             data: ChunkData::Data(ChunkBytes::dense(data(cs))),
         };
         g.throughput(Throughput::Bytes(cs as u64));
-        g.bench_with_input(BenchmarkId::new("zstd3", cs >> 10), &chunk, |b, ch| {
-            b.iter(|| process(black_box(ch), 3, &table).unwrap())
+        g.bench_function(BenchmarkId::new("zstd3", cs >> 10), |b| {
+            b.iter(|| process(black_box(&mut chunk), 3, &table).unwrap())
         });
         if let ChunkData::Data(ChunkBytes { packed: d, .. }) = &chunk.data {
             g.bench_with_input(BenchmarkId::new("blake3", cs >> 10), d, |b, d| {

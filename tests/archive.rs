@@ -301,6 +301,71 @@ fn deterministic_and_thread_independent() {
 }
 
 #[test]
+fn archive_bytes_depend_on_contents_not_allocation() {
+    // One disk's bytes under several allocation maps: all allocated, the zero ranges as
+    // holes, holes at sector grain around data, and part of a zero range left allocated (ext4
+    // reports cached preallocated extents as data).
+    let mut data = bytes(7, (4 * CS + 3072) as usize);
+    let zero = [
+        (CS + 4096, 3 * 4096),
+        (2 * CS + 512, 1024),
+        (3 * CS, CS),
+        (4 * CS + 1024, 2048),
+    ];
+    for (s, n) in zero {
+        data[s as usize..(s + n) as usize].fill(0);
+    }
+    let maps: [&[(u64, u64)]; 4] = [
+        &[],
+        &zero,
+        &[
+            (CS + 4096, 4096),
+            (2 * CS + 512, 512),
+            (4 * CS + 1536, 1024),
+        ],
+        &[(CS + 8192, 8192), (3 * CS + 4096, CS - 8192)],
+    ];
+    let archives: Vec<Vec<u8>> = maps
+        .iter()
+        .map(|map| {
+            let disk = MemDisk::new("x", data.clone(), map);
+            let vm = VmInput {
+                name: "vm".into(),
+                files: vec![],
+                disks: vec![DiskInput {
+                    name: "x".into(),
+                    meta: DiskMeta {
+                        capacity: data.len() as u64,
+                        descriptor: String::new(),
+                        create_type: "vmfs".into(),
+                        ddb: vec![],
+                        chain: vec![],
+                    },
+                    disk: Box::new(disk),
+                }],
+            };
+            let mut out = Vec::new();
+            backup(vec![vm], &opts(2), &mut out, None).unwrap();
+            out
+        })
+        .collect();
+    for (i, a) in archives.iter().enumerate().skip(1) {
+        assert!(*a == archives[0], "allocation map {i} changed the archive");
+    }
+    let mut c = std::io::Cursor::new(&archives[0]);
+    let a = vdar::archive::index::SeekableArchive::open(&mut c).unwrap();
+    let sparse = a
+        .index
+        .iter()
+        .filter(|e| e.codec == vdar::archive::Codec::SparseZstd)
+        .count();
+    assert_eq!(
+        sparse, 1,
+        "only the chunk with a whole zero block is sparse"
+    );
+}
+
+#[test]
 fn golden_vector() {
     // If this changes, the format changed: bump FORMAT_VERSION and update formats/ARCHIVE.md.
     let (ar, _) = make_archive(2);

@@ -199,6 +199,63 @@ fn deterministic_and_block_padded() {
 }
 
 #[test]
+fn allocation_and_page_cache_change_no_archive_byte() {
+    // A flat extent whose allocation changes while its bytes do not: preallocated (unwritten)
+    // extents, then the same extents in the page cache (ext4 then reports them as data), then
+    // every byte written out.
+    let d = tempdir();
+    let flat = d.path().join("d-flat.vmdk");
+    let desc = d.path().join("d.vmdk");
+    fs::write(
+        &desc,
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n\
+         createType=\"vmfs\"\n\nRW 16384 VMFS \"d-flat.vmdk\"\n",
+    )
+    .unwrap();
+    run("fallocate", &["-l", "8M", s(&flat)]);
+    let mut contents = vec![0u8; 8 << 20];
+    for (i, b) in contents[..1 << 20].iter_mut().enumerate() {
+        *b = (i * 7 / 5) as u8;
+    }
+    contents[(4 << 20) + 4096..(4 << 20) + 6000].fill(0x5a);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&flat).unwrap();
+        f.write_all_at(&contents[..1 << 20], 0).unwrap();
+        f.write_all_at(&contents[4 << 20..(4 << 20) + 8192], 4 << 20)
+            .unwrap();
+        f.sync_all().unwrap();
+    }
+    let backup = |name: &str| {
+        let out = d.path().join(name);
+        let o = Command::new(vdar_bin())
+            .args(["backup", s(&desc), "-o", s(&out), "--chunk-size", "1M"])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        fs::read(out).unwrap()
+    };
+    let preallocated = backup("a");
+    assert!(fs::read(&flat).unwrap() == contents);
+    let cached = backup("b");
+    fs::write(&flat, &contents).unwrap();
+    let written = backup("c");
+    assert!(
+        preallocated == cached,
+        "page cache state changed the archive"
+    );
+    assert!(preallocated == written, "allocation changed the archive");
+    let r = d.path().join("r");
+    ok(&["restore", s(&d.path().join("c")), "--to", s(&r)]);
+    let restored = files_under(&r);
+    assert!(
+        restored.iter().any(|(_, b)| *b == contents),
+        "restored disk differs"
+    );
+}
+
+#[test]
 fn damage_is_named_and_salvaged_around() {
     let d = tempdir();
     let vm = extract_sample(d.path());

@@ -9,6 +9,10 @@
 
 use super::Digest;
 
+/// The grain at which zero runs are found by content: 4 KiB, the block of the file systems and
+/// LUN formats vdar reads, so whole unallocated blocks map to whole zero blocks.
+pub const ZERO_BLOCK: usize = 4096;
+
 /// The bytes of one read chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkBytes {
@@ -67,11 +71,6 @@ impl ChunkBytes {
         self.len - self.zeros.iter().map(|z| z.1).sum::<usize>()
     }
 
-    /// Whether every byte is zero.
-    pub fn is_zero(&self) -> bool {
-        is_zero(&self.packed)
-    }
-
     /// BLAKE3 of the whole chunk (zero runs included), without building it.
     pub fn digest(&self) -> Digest {
         Digest::of_sparse(self)
@@ -99,6 +98,86 @@ impl ChunkBytes {
                 }
             }
         }
+    }
+
+    /// Makes the zero runs exactly the chunk's all-zero [`ZERO_BLOCK`]-byte blocks (counted from
+    /// the chunk's start, the last one possibly short), whether the disk reported them
+    /// unallocated or they were read as zeros.
+    ///
+    /// The allocation a disk reports is not a function of its contents: ext4 reports preallocated
+    /// extents whose pages are cached as data, and a chain and its flattened image allocate
+    /// differently. After this the runs, and so the archive bytes, depend on the bytes alone.
+    /// Zero blocks that were read are also kept from hashing and compression.
+    pub fn canonicalize(&mut self) {
+        let blocks = self.len.div_ceil(ZERO_BLOCK);
+        let mut nonzero = vec![false; blocks];
+        let mut at = 0;
+        let runs: Vec<_> = self.data_runs().collect();
+        for &(s, e) in &runs {
+            let mut p = s;
+            while p < e {
+                let k = p / ZERO_BLOCK;
+                let stop = ((k + 1) * ZERO_BLOCK).min(e);
+                if !nonzero[k] && !is_zero(&self.packed[at + p - s..at + stop - s]) {
+                    nonzero[k] = true;
+                }
+                p = stop;
+            }
+            at += e - s;
+        }
+        let mut zeros = Vec::new();
+        let mut k = 0;
+        while k < blocks {
+            if nonzero[k] {
+                k += 1;
+                continue;
+            }
+            let first = k;
+            while k < blocks && !nonzero[k] {
+                k += 1;
+            }
+            let end = (k * ZERO_BLOCK).min(self.len);
+            zeros.push((first * ZERO_BLOCK, end - first * ZERO_BLOCK));
+        }
+        if zeros == self.zeros {
+            return;
+        }
+        // A nonzero block that was partly unallocated gains data bytes; otherwise data only
+        // shrinks and moves towards the front, in place, keeping the pooled buffer.
+        let grows = self
+            .zeros
+            .iter()
+            .any(|&(s, n)| (s / ZERO_BLOCK..(s + n).div_ceil(ZERO_BLOCK)).any(|k| nonzero[k]));
+        let old = std::mem::replace(&mut self.zeros, zeros);
+        let new_runs: Vec<_> = self.data_runs().collect();
+        if grows {
+            let mut packed = Vec::with_capacity(self.len);
+            let old = ChunkBytes {
+                packed: std::mem::take(&mut self.packed),
+                zeros: old,
+                len: self.len,
+            };
+            for (s, e) in new_runs {
+                let at = packed.len();
+                packed.resize(at + e - s, 0);
+                old.copy_plain(s, &mut packed[at..]);
+            }
+            self.packed = packed;
+            return;
+        }
+        let mut to = 0;
+        let mut gap = 0;
+        let mut skipped = 0;
+        for (s, e) in new_runs {
+            // Zero bytes of the old runs before `s` (none of them contains `s`).
+            while gap < old.len() && old[gap].0 < s {
+                skipped += old[gap].1;
+                gap += 1;
+            }
+            self.packed.copy_within(s - skipped..e - skipped, to);
+            to += e - s;
+        }
+        self.packed.truncate(to);
     }
 
     /// The whole chunk.
@@ -133,6 +212,95 @@ pub fn is_zero(b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Zero runs of whole zero blocks, found the slow way.
+    fn zero_blocks(plain: &[u8]) -> Vec<(usize, usize)> {
+        let mut zeros: Vec<(usize, usize)> = Vec::new();
+        for (k, b) in plain.chunks(ZERO_BLOCK).enumerate() {
+            if b.iter().all(|&x| x == 0) {
+                match zeros.last_mut() {
+                    Some(z) if z.0 + z.1 == k * ZERO_BLOCK => z.1 += b.len(),
+                    _ => zeros.push((k * ZERO_BLOCK, b.len())),
+                }
+            }
+        }
+        zeros
+    }
+
+    #[test]
+    fn canonical_runs_depend_on_the_bytes_alone() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n) as usize
+        };
+        for round in 0..300 {
+            let len = [65536, 65536 + 512, 40960, 12345][round % 4];
+            let mut plain = vec![0u8; len];
+            // Data with zero stretches at byte, sector and block grain.
+            let mut p = 0;
+            while p < len {
+                let n = (1 + next(3 * ZERO_BLOCK as u64)).min(len - p);
+                if next(2) == 0 {
+                    plain[p..p + n]
+                        .iter_mut()
+                        .for_each(|b| *b = 1 + next(255) as u8);
+                }
+                p += n;
+            }
+            // Any claimed allocation whose unallocated parts hold zeros.
+            let mut zeros: Vec<(usize, usize)> = Vec::new();
+            let mut p = 0;
+            while p < len {
+                let n = (1 + next([512, 4096, 20000][round % 3])).min(len - p);
+                if plain[p..p + n].iter().all(|&b| b == 0) && next(3) != 0 {
+                    match zeros.last_mut() {
+                        Some(z) if z.0 + z.1 == p => z.1 += n,
+                        _ => zeros.push((p, n)),
+                    }
+                }
+                p += n;
+            }
+            let mut b = ChunkBytes::from_plain(&plain, &zeros);
+            b.canonicalize();
+            assert_eq!(b.zeros, zero_blocks(&plain), "round {round}");
+            assert_eq!(b.to_plain(), plain, "round {round}");
+            assert_eq!(b.packed.len(), b.data_len(), "round {round}");
+        }
+    }
+
+    #[test]
+    fn canonical_runs_keep_the_buffer_unless_data_grows() {
+        let mut plain = vec![7u8; 8 * ZERO_BLOCK];
+        plain[ZERO_BLOCK..3 * ZERO_BLOCK].fill(0);
+        // Read zeros become a zero run, in place.
+        let mut b = ChunkBytes::dense(plain.clone());
+        let buf = b.packed.as_ptr();
+        b.canonicalize();
+        assert_eq!(b.zeros, [(ZERO_BLOCK, 2 * ZERO_BLOCK)]);
+        assert_eq!(b.packed.as_ptr(), buf);
+        assert_eq!(b.to_plain(), plain);
+        // A sector hole beside data: the block is data, zeros and all.
+        plain[5 * ZERO_BLOCK..5 * ZERO_BLOCK + 512].fill(0);
+        let mut b = ChunkBytes::from_plain(
+            &plain,
+            &[(ZERO_BLOCK, 2 * ZERO_BLOCK), (5 * ZERO_BLOCK, 512)],
+        );
+        b.canonicalize();
+        assert_eq!(b.zeros, [(ZERO_BLOCK, 2 * ZERO_BLOCK)]);
+        assert_eq!(b.to_plain(), plain);
+        // Already canonical: untouched.
+        let before = b.clone();
+        b.canonicalize();
+        assert_eq!(b, before);
+        // All zeros.
+        let mut b = ChunkBytes::from_plain(&[0; 10000], &[(100, 200)]);
+        b.canonicalize();
+        assert_eq!(b.zeros, [(0, 10000)]);
+        assert!(b.packed.is_empty());
+    }
 
     #[test]
     fn data_runs_are_the_complement_of_the_zero_runs() {
@@ -178,7 +346,5 @@ mod tests {
             b.copy_plain(s, &mut out);
             assert_eq!(out, plain[s..s + l], "{s}+{l}");
         }
-        assert!(!b.is_zero());
-        assert!(ChunkBytes::from_plain(&[0; 100], &[(10, 20)]).is_zero());
     }
 }

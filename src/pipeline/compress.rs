@@ -35,12 +35,17 @@ pub enum Processed {
 }
 
 /// Hashes and compresses one chunk. `table` is consulted only to skip redundant compression.
-pub fn process(chunk: &Chunk, level: i32, table: &Mutex<DedupTable>) -> Result<Processed> {
-    let bytes = match &chunk.data {
+/// The chunk's zero runs are first made canonical ([`ChunkBytes::canonicalize`]), so the result
+/// depends on its bytes alone.
+///
+/// [`ChunkBytes::canonicalize`]: crate::chunk::ChunkBytes::canonicalize
+pub fn process(chunk: &mut Chunk, level: i32, table: &Mutex<DedupTable>) -> Result<Processed> {
+    let bytes = match &mut chunk.data {
         ChunkData::Zero => return Ok(Processed::Zero { was_read: false }),
         ChunkData::Data(b) => b,
     };
-    if bytes.is_zero() {
+    bytes.canonicalize();
+    if bytes.packed.is_empty() {
         return Ok(Processed::Zero { was_read: true });
     }
     let digest = bytes.digest();
@@ -88,22 +93,39 @@ mod tests {
             len: len as u64,
             data: ChunkData::Data(bytes),
         };
-        let sparse = process(&chunk(ChunkBytes::from_plain(&plain, &zeros)), 3, &table).unwrap();
-        let dense = process(&chunk(ChunkBytes::dense(plain.clone())), 3, &table).unwrap();
+        let sparse = process(
+            &mut chunk(ChunkBytes::from_plain(&plain, &zeros)),
+            3,
+            &table,
+        )
+        .unwrap();
+        let dense = process(&mut chunk(ChunkBytes::dense(plain.clone())), 3, &table).unwrap();
+        // Read zero blocks and reported zero runs come out the same (content decides).
         match (sparse, dense) {
             (
                 Processed::Data {
                     digest,
                     codec: Codec::SparseZstd,
-                    ..
+                    payload,
                 },
                 Processed::Data {
                     digest: d2,
-                    codec: Codec::Zstd,
-                    ..
+                    codec: Codec::SparseZstd,
+                    payload: p2,
                 },
             ) => {
                 assert_eq!(digest, d2);
+                assert_eq!(digest, Digest::of(&plain));
+                assert!(payload == p2, "payloads differ");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without zero blocks a chunk is compressed whole.
+        plain[..4096].fill(1);
+        plain[65536..65536 + 300_000].fill(2);
+        match process(&mut chunk(ChunkBytes::dense(plain.clone())), 3, &table).unwrap() {
+            Processed::Data { codec, digest, .. } => {
+                assert_eq!(codec, Codec::Zstd);
                 assert_eq!(digest, Digest::of(&plain));
             }
             other => panic!("{other:?}"),
@@ -111,7 +133,7 @@ mod tests {
         // Read data that happens to be zero is still found.
         let all_zero = ChunkBytes::from_plain(&vec![0; len], &[(0, len / 2)]);
         assert!(matches!(
-            process(&chunk(all_zero), 3, &table).unwrap(),
+            process(&mut chunk(all_zero), 3, &table).unwrap(),
             Processed::Zero { was_read: true }
         ));
     }
@@ -130,13 +152,13 @@ mod tests {
             .collect();
         plain[8184..8192].fill(0);
         let bytes = ChunkBytes::from_plain(&plain, &[(8184, 8)]);
-        let c = Chunk {
+        let mut c = Chunk {
             disk: 0,
             offset: 0,
             len: 8192,
             data: ChunkData::Data(bytes),
         };
-        match process(&c, 3, &table).unwrap() {
+        match process(&mut c, 3, &table).unwrap() {
             Processed::Data { codec, payload, .. } => {
                 // zstd framing and the run table outweigh the 8 zero bytes left out.
                 assert_eq!(codec, Codec::None);

@@ -298,7 +298,7 @@ pub fn backup(
     let nvms = files.len();
 
     let (job_tx, job_rx) = bounded::<(u64, Result<Item>)>(credits);
-    let (res_tx, res_rx) = unbounded::<(u64, Result<(Item, Option<Processed>)>)>();
+    let (res_tx, res_rx) = unbounded::<(u64, Result<(Item, Option<(Processed, u64)>)>)>();
     let (credit_tx, credit_rx) = bounded::<()>(credits);
     for _ in 0..credits {
         credit_tx.send(()).expect("invariant: capacity");
@@ -374,12 +374,17 @@ pub fn backup(
                 for (seq, item) in job_rx {
                     let r = item.and_then(|mut item| match &mut item {
                         Item::Chunk(c) => {
+                            // Counted before zero blocks that were read leave the data runs.
+                            let read = match &c.data {
+                                ChunkData::Zero => 0,
+                                ChunkData::Data(b) => b.data_len() as u64,
+                            };
                             let p = process(c, level, table)?;
                             // The writer needs only the chunk's place and the processed result.
                             if let ChunkData::Data(bytes) = &mut c.data {
                                 pool.give(std::mem::take(&mut bytes.packed));
                             }
-                            Ok((item, Some(p)))
+                            Ok((item, Some((p, read))))
                         }
                         _ => Ok((item, None)),
                     });
@@ -414,15 +419,14 @@ pub fn backup(
                                 p.current = labels[c.disk as usize].clone();
                             }
                             p.chunks += 1;
-                            if let ChunkData::Data(b) = &c.data {
-                                // Zero runs inside the chunk are not read.
-                                p.bytes_read += b.data_len() as u64;
-                            }
+                            let (processed, read) =
+                                processed.expect("invariant: chunks are processed");
+                            p.bytes_read += read;
                             let loc = ChunkLoc {
                                 disk: c.disk,
                                 offset: c.offset,
                             };
-                            match processed.expect("invariant: chunks are processed") {
+                            match processed {
                                 Processed::Zero { .. } => p.chunks_zero += 1,
                                 Processed::Known(d) => {
                                     let first = table
