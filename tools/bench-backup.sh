@@ -154,6 +154,10 @@ print(f"allocated (collapsed data) bytes: {data/2**30:.2f} GiB")
 for k, t in b.items():
     print(f"  {k:<34} {t:8.2f} s  {data/t/1e6:8.1f} MB/s of allocated data  ({t/v:.2f}x vdar's time)")
 print(f"  compression floor (zstd -T0 -3 of the data bytes, {data/floor/1e6:.0f} MB/s): {floor:.2f} s; vdar is {100*(v/floor-1):+.0f}% over it")
+# The targets side by side: 3x restic against within 20% of the floor. When restic
+# takes less than 3x the floor's time, no level-3 compressor near the floor reaches 3x.
+rest = b["restic backup --stdin"]
+print(f"  restic / vdar {rest/v:.2f}x (target 3x); restic / floor {rest/floor:.2f}x; borg / vdar {b['borg create fixed 4M zstd,3']/v:.2f}x (target 2x)")
 print(f"sizes: vdar archive {int(vsize)/2**20:.1f} MiB, borg repo {int(bsize)/2**20:.1f} MiB, restic repo {int(rsize)/2**20:.1f} MiB, zstd -3 of flat {int(zsize)/2**20:.1f} MiB")
 for k, t in r.items():
     print(f"  {k:<34} {t:8.2f} s")
