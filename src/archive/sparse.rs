@@ -3,8 +3,11 @@
 //!
 //! Disks are sparse at a finer grain than chunks (on the bench chain every 4 MiB chunk held some
 //! data and two thirds of the bytes were zero runs between it). zstd crosses zeros quickly but
-//! not for free: compressing the zero runs took a fifth of its time there. The reader knows the
-//! runs without looking at the bytes, so they never reach the compressor.
+//! not for free: compressing the zero runs took a fifth of its time there. The runs are the
+//! chunk's all-zero 4 KiB blocks ([`ChunkBytes::canonicalize`]); most of them the reader never
+//! read, and none of them reaches the compressor.
+//!
+//! [`ChunkBytes::canonicalize`]: crate::chunk::ChunkBytes::canonicalize
 //!
 //! Layout (all little-endian, ARCHIVE.md "Sparse chunk payload"):
 //! `run_count u32`, then `run_count` × (`start u32`, `len u32`), then the zstd frame.
