@@ -1,12 +1,16 @@
 //! Chunk hash + compress throughput: the per-chunk work of the parallel stage
-//! (`pipeline::compress::process`) at several chunk sizes, on half-compressible data.
+//! (`pipeline::compress::process`) at several chunk sizes, on half-compressible data; and the
+//! cost of finding a chunk's zero blocks (`ChunkBytes::canonicalize`), which every read chunk
+//! pays before hashing.
 
 // criterion_group! generates undocumented functions.
 #![allow(missing_docs)]
 
 use std::sync::Mutex;
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
+};
 use vdar::chunk::dedup::DedupTable;
 use vdar::chunk::{Chunk, ChunkBytes, ChunkData};
 use vdar::pipeline::compress::process;
@@ -53,5 +57,30 @@ fn hash_compress(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hash_compress);
+fn zero_blocks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("chunk_zero_blocks");
+    let cs = 4 << 20;
+    let dense = data(cs);
+    // Every eighth 4 KiB block read as zeros: the data moves down in place.
+    let mut holey = dense.clone();
+    for b in holey.chunks_mut(4096).step_by(8) {
+        b.fill(0);
+    }
+    g.throughput(Throughput::Bytes(cs as u64));
+    for (name, bytes) in [("none", dense), ("every_8th", holey)] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || ChunkBytes::dense(bytes.clone()),
+                |mut c| {
+                    c.canonicalize();
+                    c
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, hash_compress, zero_blocks);
 criterion_main!(benches);
