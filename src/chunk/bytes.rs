@@ -112,8 +112,7 @@ impl ChunkBytes {
         let blocks = self.len.div_ceil(ZERO_BLOCK);
         let mut nonzero = vec![false; blocks];
         let mut at = 0;
-        let runs: Vec<_> = self.data_runs().collect();
-        for &(s, e) in &runs {
+        for (s, e) in self.data_runs() {
             let mut p = s;
             while p < e {
                 let k = p / ZERO_BLOCK;
