@@ -69,16 +69,15 @@ pub fn decode(payload: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     }
     let packed_len: usize = runs.iter().map(|r| r.1).sum();
     let mut raw = vec![0u8; raw_len];
-    let mut got = 0;
-    zstd_ctx::decompress_with(&payload[table_end..], packed_len, |packed| {
-        got = packed.len();
-        if got == packed_len {
+    let got = zstd_ctx::decompress_with(&payload[table_end..], packed_len, |packed| {
+        if packed.len() == packed_len {
             let mut at = 0;
             for &(s, n) in &runs {
                 raw[s..s + n].copy_from_slice(&packed[at..at + n]);
                 at += n;
             }
         }
+        packed.len()
     })
     .map_err(|e| format!("zstd: {e}"))?;
     if got != packed_len {

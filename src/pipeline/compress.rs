@@ -17,10 +17,7 @@ use crate::error::Result;
 #[derive(Debug)]
 pub enum Processed {
     /// Nothing to store: the chunk reads as zeros (elided unread, or read and found zero).
-    Zero {
-        /// Whether the bytes were read (counted as read but stored as a hole).
-        was_read: bool,
-    },
+    Zero,
     /// Stored before: only the digest is needed.
     Known(Digest),
     /// New data: digest, codec and payload.
@@ -41,12 +38,12 @@ pub enum Processed {
 /// [`ChunkBytes::canonicalize`]: crate::chunk::ChunkBytes::canonicalize
 pub fn process(chunk: &mut Chunk, level: i32, table: &Mutex<DedupTable>) -> Result<Processed> {
     let bytes = match &mut chunk.data {
-        ChunkData::Zero => return Ok(Processed::Zero { was_read: false }),
+        ChunkData::Zero => return Ok(Processed::Zero),
         ChunkData::Data(b) => b,
     };
     bytes.canonicalize();
     if bytes.packed.is_empty() {
-        return Ok(Processed::Zero { was_read: true });
+        return Ok(Processed::Zero);
     }
     let digest = bytes.digest();
     let known = table
@@ -136,7 +133,7 @@ mod tests {
         let all_zero = ChunkBytes::from_plain(&vec![0; len], &[(0, len / 2)]);
         assert!(matches!(
             process(&mut chunk(all_zero), 3, &table).unwrap(),
-            Processed::Zero { was_read: true }
+            Processed::Zero
         ));
     }
 

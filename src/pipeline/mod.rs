@@ -427,7 +427,7 @@ pub fn backup(
                                 offset: c.offset,
                             };
                             match processed {
-                                Processed::Zero { .. } => p.chunks_zero += 1,
+                                Processed::Zero => p.chunks_zero += 1,
                                 Processed::Known(d) => {
                                     let first = table
                                         .lock()
