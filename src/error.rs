@@ -12,15 +12,17 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O error on a named file, at a byte offset when one applies.
-    #[error("{}{}: {source}", path.display(), fmt_offset(*offset))]
+    ///
+    /// The message includes the operating system's; the cause is not also exposed as
+    /// `source()`, or error chains (`{:#}`) would print it twice.
+    #[error("{}{}: {cause}", path.display(), fmt_offset(*offset))]
     Io {
         /// The file being read or written.
         path: PathBuf,
         /// Byte offset of the failed operation, if it had one.
         offset: Option<u64>,
         /// The underlying error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// Bytes on disk that violate their format.
     #[error("{}: byte {offset:#x}: {what}", path.display())]
@@ -164,7 +166,7 @@ impl Error {
         Error::Io {
             path: path.into(),
             offset,
-            source,
+            cause: source,
         }
     }
 

@@ -19,6 +19,7 @@ mod backup;
 mod chain;
 mod cowd;
 mod esx;
+mod full_disk;
 mod oracle_libvmdk;
 mod sample;
 mod san;

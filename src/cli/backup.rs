@@ -23,6 +23,7 @@ use vdar::pipeline::{
 
 use super::args::{parse_size, BackupArgs};
 use super::direct_out::DirectAppend;
+use super::output::{pipe_error, Counted};
 use super::records::RecordWriter;
 use super::units::human;
 
@@ -98,14 +99,24 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         let tape = file
             .metadata()
             .is_ok_and(|m| m.file_type().is_char_device());
+        let (file, accepted) = Counted::new(file);
         let mut out: Box<dyn Write> = if opts.block_size > 0 && tape {
             Box::new(RecordWriter::new(file, opts.block_size as usize))
         } else {
             Box::new(BufWriter::with_capacity(1 << 20, file))
         };
-        let s = run_backup(vms, &opts, &mut out, total)?;
+        let s = run_backup(vms, &opts, &mut out, total).map_err(|e| {
+            // The archive writer names the bytes it handed on; the buffers below may hold
+            // more. Name what really went out, and say what a closed pipe means.
+            match e.downcast_ref::<vdar::Error>() {
+                Some(vdar::Error::Io { path, cause, .. }) if *path == args.output => {
+                    pipe_error(cause, &name, accepted.get())
+                }
+                _ => e,
+            }
+        })?;
         out.flush()
-            .map_err(|e| super::output::pipe_error(e, &name, s.totals.bytes_written))?;
+            .map_err(|e| pipe_error(&e, &name, accepted.get()))?;
         // A pipe cannot be taken back: a failed probe still fails the backup (non-zero exit).
         finish_san()?;
         s

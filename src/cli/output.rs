@@ -1,9 +1,11 @@
 //! Writing a collapsed disk as raw bytes to a file (zero runs as holes) or a stream.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::rc::Rc;
 
 use anyhow::Context;
 use vdar::blockio::{Job, ReadAhead, ReadOptions, ReadRequest};
@@ -18,17 +20,19 @@ const IO_BYTES: usize = 1 << 20;
 pub enum RawSink {
     /// A regular file: data is written at its offset, zero runs are skipped (holes).
     File(File, std::path::PathBuf),
-    /// A pipe or terminal: zeros are written out.
-    Stream(Box<dyn Write>, String),
+    /// A pipe or terminal: zeros are written out; the count is what stdout accepted.
+    Stream(Box<dyn Write>, String, Rc<Cell<u64>>),
 }
 
 impl RawSink {
     /// Opens `path` (`-` is stdout) for a disk of `capacity` bytes.
     pub fn create(path: &Path) -> anyhow::Result<RawSink> {
         if path == Path::new("-") {
+            let (w, accepted) = Counted::new(io::stdout().lock());
             return Ok(RawSink::Stream(
-                Box::new(io::BufWriter::with_capacity(1 << 20, io::stdout().lock())),
+                Box::new(io::BufWriter::with_capacity(1 << 20, w)),
                 "stdout".into(),
+                accepted,
             ));
         }
         let f = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
@@ -37,9 +41,11 @@ impl RawSink {
             Ok(RawSink::File(f, path.to_path_buf()))
         } else {
             // A device or FIFO given by name: it cannot have holes.
+            let (w, accepted) = Counted::new(f);
             Ok(RawSink::Stream(
-                Box::new(io::BufWriter::with_capacity(1 << 20, f)),
+                Box::new(io::BufWriter::with_capacity(1 << 20, w)),
                 path.display().to_string(),
+                accepted,
             ))
         }
     }
@@ -77,7 +83,7 @@ pub fn copy_disk(
     let files = disk.files().clone();
     let (mut file, mut stream) = match sink {
         RawSink::File(f, p) => (Some((f, p)), None),
-        RawSink::Stream(w, n) => (None, Some((w, n))),
+        RawSink::Stream(w, n, accepted) => (None, Some((w, n, accepted))),
     };
     if let Some((f, p)) = &file {
         // Truncate first so skipped zero runs really are holes, not stale bytes.
@@ -141,8 +147,9 @@ pub fn copy_disk(
             if let Some((f, p)) = &mut file {
                 f.write_all_at(chunk, at)
                     .with_context(|| format!("{}: write at byte {at:#x}", p.display()))?;
-            } else if let Some((w, name)) = &mut stream {
-                w.write_all(chunk).map_err(|e| pipe_error(e, name, at))?;
+            } else if let Some((w, name, accepted)) = &mut stream {
+                w.write_all(chunk)
+                    .map_err(|e| pipe_error(&e, name, accepted.get()))?;
             }
             Ok(())
         };
@@ -176,18 +183,52 @@ pub fn copy_disk(
             .and_then(|_| f.sync_all())
             .with_context(|| format!("{}: cannot finish", p.display()))?;
     }
-    if let Some((w, name)) = &mut stream {
-        w.flush().map_err(|e| pipe_error(e, name, capacity))?;
+    if let Some((w, name, accepted)) = &mut stream {
+        w.flush()
+            .map_err(|e| pipe_error(&e, name, accepted.get()))?;
     }
     Ok(stats)
 }
 
-/// A write error on a stream; a closed pipe means the reader got a truncated disk, which must
-/// not look like success.
-pub fn pipe_error(e: io::Error, name: &str, at: u64) -> anyhow::Error {
+/// A write error on a stream, `at` being the first byte the stream did not accept; a closed
+/// pipe means the reader got truncated output, which must not look like success.
+pub fn pipe_error(e: &io::Error, name: &str, at: u64) -> anyhow::Error {
     if e.kind() == io::ErrorKind::BrokenPipe {
         anyhow::anyhow!("{name}: reader closed the pipe at byte {at:#x}: output is incomplete")
     } else {
-        anyhow::Error::new(e).context(format!("{name}: write at byte {at:#x}"))
+        anyhow::anyhow!("{name}: write at byte {at:#x}: {e}")
+    }
+}
+
+/// Counts the bytes the writer below accepted. Buffers above it hide where a write failed;
+/// the count names the first byte that did not go out.
+pub struct Counted<W> {
+    inner: W,
+    accepted: Rc<Cell<u64>>,
+}
+
+impl<W: Write> Counted<W> {
+    /// The wrapper and a handle on its count.
+    pub fn new(inner: W) -> (Self, Rc<Cell<u64>>) {
+        let accepted = Rc::new(Cell::new(0));
+        (
+            Counted {
+                inner,
+                accepted: accepted.clone(),
+            },
+            accepted,
+        )
+    }
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.accepted.set(self.accepted.get() + n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }

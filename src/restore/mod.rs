@@ -34,6 +34,7 @@ mod ova;
 mod raw;
 mod sink;
 mod sparse;
+mod staged;
 mod stream;
 mod vmdk;
 

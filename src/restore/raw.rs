@@ -5,8 +5,9 @@
 //! Every path is `DIR/<vm>/<name>` with names checked by [`check_name`]; directories that exist
 //! must be real directories (not symlinks) and files are opened with `O_NOFOLLOW`, so a restore
 //! never writes outside `DIR`. All outputs are created before the first chunk is written, so a
-//! refusal to overwrite happens before any work. I/O errors (ENOSPC, EIO) name the file and the
-//! byte offset.
+//! refusal to overwrite happens before any work; they are written as `NAME.partial` and renamed
+//! into place only when the whole restore has succeeded (`staged`). I/O errors (ENOSPC, EIO)
+//! name the file and the byte offset.
 //!
 //! References in a one-pass restore are resolved by reading the earlier chunk back. Raw images
 //! and ESX flat extents are read directly. Compressed or re-laid-out outputs (sparse, stream,
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use super::ova::{self, HashWriter, OvaDisk};
 use super::sink::{DiskSink, RawSink};
 use super::sparse::SparseSink;
+use super::staged::Staged;
 use super::stream::StreamSink;
 use super::vmdk::{check_disk, descriptor, disk_stems, fresh_cid, rewrite_vmx};
 use super::{Dest, Format, RestoreReport, Selection, Target};
@@ -96,32 +98,20 @@ pub struct FsTarget {
     format: Format,
     force: bool,
     created: u64,
-}
-
-fn open_out(path: &Path, force: bool) -> Result<File> {
-    let mut o = OpenOptions::new();
-    o.read(true).write(true);
-    if force {
-        o.create(true).truncate(true);
-    } else {
-        o.create_new(true);
-    }
-    o.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
-    o.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::Exists {
-                path: path.to_path_buf(),
-            }
-        } else {
-            Error::io(path, None, e)
-        }
-    })
+    /// Every file written into the directory, renamed into place by `finish`.
+    staged: Staged,
 }
 
 /// An unlinked file in `dir`: nothing is left behind even if the restore is killed.
 fn unlinked(dir: &Path, tag: &str) -> Result<File> {
     let p = dir.join(format!(".vdar-{tag}-{}", std::process::id()));
-    let f = open_out(&p, false)?;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&p)
+        .map_err(|e| Error::io(&p, None, e))?;
     std::fs::remove_file(&p).map_err(|e| Error::io(&p, None, e))?;
     Ok(f)
 }
@@ -223,6 +213,8 @@ impl FsTarget {
             }
         }
         let scratch_dir = dir.clone().unwrap_or_else(std::env::temp_dir);
+        // Dropped with its partial files if anything below fails.
+        let mut staged = Staged::default();
         if let Some(d) = &dir {
             real_dir(d)?;
         }
@@ -257,7 +249,7 @@ impl FsTarget {
                         (_, Some(w)) => OvaDest::Writer(w),
                         (Some(d), None) => {
                             let p = d.join(format!("{}.ova", vm.name));
-                            let f = open_out(&p, force)?;
+                            let (p, f) = staged.create(&p, force)?;
                             OvaDest::File(p, BufWriter::with_capacity(1 << 20, f))
                         }
                         (None, None) => {
@@ -312,8 +304,8 @@ impl FsTarget {
                     }
                     Format::Raw => {
                         let p = at(&raw_name(&disk.name))?;
-                        let f = open_out(&p, force)?;
-                        Out::new(Sink::Raw(RawSink::new(p.clone(), f, cap)?), Some(p))
+                        let (partial, f) = staged.create(&p, force)?;
+                        Out::new(Sink::Raw(RawSink::new(partial, f, cap)?), Some(p))
                     }
                     Format::Vmdk => {
                         let flat = format!("{stem}-flat.vmdk");
@@ -321,10 +313,11 @@ impl FsTarget {
                         if !force && std::fs::symlink_metadata(&desc).is_ok() {
                             return Err(Error::Exists { path: desc });
                         }
-                        let p = at(&flat)?;
-                        let f = open_out(&p, force)?;
-                        let mut o =
-                            Out::new(Sink::Raw(RawSink::new(p, f, cap)?), Some(desc.clone()));
+                        let (partial, f) = staged.create(&at(&flat)?, force)?;
+                        let mut o = Out::new(
+                            Sink::Raw(RawSink::new(partial, f, cap)?),
+                            Some(desc.clone()),
+                        );
                         o.after = Some((desc, descriptor("vmfs", cid, "VMFS", &flat, &disk.meta)));
                         vms[v]
                             .disk_files
@@ -334,11 +327,11 @@ impl FsTarget {
                     Format::Sparse => {
                         let name = format!("{stem}.vmdk");
                         let p = at(&name)?;
-                        let f = open_out(&p, force)?;
+                        let (partial, f) = staged.create(&p, force)?;
                         let text = descriptor("monolithicSparse", cid, "SPARSE", &name, &disk.meta);
                         vms[v].disk_files.push((disk.name.clone(), name));
                         Out::new(
-                            Sink::Other(Box::new(SparseSink::new(p.clone(), f, cap, &text)?)),
+                            Sink::Other(Box::new(SparseSink::new(partial, f, cap, &text)?)),
                             Some(p),
                         )
                     }
@@ -357,11 +350,12 @@ impl FsTarget {
                             ),
                             None => {
                                 let p = at(&name)?;
-                                let f = BufWriter::with_capacity(1 << 20, open_out(&p, force)?);
+                                let (partial, f) = staged.create(&p, force)?;
+                                let f = BufWriter::with_capacity(1 << 20, f);
                                 Out::new(
                                     Sink::Other(Box::new(StreamSink::new(
                                         f,
-                                        p.display().to_string(),
+                                        partial.display().to_string(),
                                         cap,
                                         text,
                                     )?)),
@@ -408,6 +402,7 @@ impl FsTarget {
             format,
             force,
             created: m.created,
+            staged,
         })
     }
 
@@ -512,9 +507,9 @@ impl Target for FsTarget {
             return Ok(None);
         };
         let p = d.join(name);
-        let f = open_out(&p, self.force)?;
+        let (partial, f) = self.staged.create(&p, self.force)?;
         f.write_all_at(&bytes, 0)
-            .map_err(|e| Error::io(&p, Some(0), e))?;
+            .map_err(|e| Error::io(&partial, Some(0), e))?;
         Ok(Some(p))
     }
 
@@ -564,10 +559,9 @@ impl Target for FsTarget {
             }
             s.finish()?;
             if let Some((p, text)) = &o.after {
-                let f = open_out(p, self.force)?;
+                let (partial, f) = self.staged.create(p, self.force)?;
                 f.write_all_at(text.as_bytes(), 0)
-                    .map_err(|e| Error::io(p, Some(0), e))?;
-                f.sync_all().map_err(|e| Error::io(p, None, e))?;
+                    .map_err(|e| Error::io(&partial, Some(0), e))?;
             }
             if let (Sink::Spool(s), Some(member)) = (&mut o.sink, &o.member) {
                 let (hw, sum) = s
@@ -596,10 +590,8 @@ impl Target for FsTarget {
             match dest {
                 OvaDest::File(p, mut w) => {
                     ova::write_ova(&mut w, &v.name, self.created, &text, &mut v.ova_disks)?;
-                    let f = w
-                        .into_inner()
+                    w.into_inner()
                         .map_err(|e| Error::io(&p, None, e.into_error()))?;
-                    f.sync_all().map_err(|e| Error::io(&p, None, e))?;
                 }
                 OvaDest::Writer(mut w) => {
                     ova::write_ova(&mut w, &v.name, self.created, &text, &mut v.ova_disks)?;
@@ -607,6 +599,6 @@ impl Target for FsTarget {
             }
             v.ova_disks.clear();
         }
-        Ok(())
+        self.staged.commit()
     }
 }

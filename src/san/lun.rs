@@ -407,9 +407,9 @@ impl LunSet {
                         }
                         alive.push((p, f));
                     }
-                    Err(Error::Io { source, offset, .. }) if multi => {
+                    Err(Error::Io { cause, offset, .. }) if multi => {
                         notices.push(format!(
-                            "LUN path {} is dead: read at byte {:#x} failed: {source}",
+                            "LUN path {} is dead: read at byte {:#x} failed: {cause}",
                             p.display(),
                             offset.unwrap_or(0)
                         ));

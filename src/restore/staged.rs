@@ -1,0 +1,170 @@
+//! Restore outputs under their final names only once complete.
+//!
+//! Every file a restore writes into its directory is created as `NAME.partial` and renamed to
+//! `NAME` after the whole restore has succeeded and the file is fsynced (then the directory is
+//! fsynced). A restore that fails (disk full, a damaged archive without `--salvage`, an I/O
+//! error) removes its `.partial` files, so it never leaves a full-size image whose missing
+//! ranges read as zeros under a name that looks finished; and with `--force` the file being
+//! replaced stays intact until its replacement is complete. A restore killed outright leaves
+//! only `.partial` names, which the next run overwrites.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Outputs being written, renamed into place by [`Staged::commit`] and removed when dropped
+/// before it.
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    /// (partial, final) pairs not yet renamed.
+    pending: Vec<(PathBuf, PathBuf)>,
+}
+
+/// `NAME.partial` beside `path`.
+pub(crate) fn partial_name(path: &Path) -> PathBuf {
+    let mut p = OsString::from(path.as_os_str());
+    p.push(".partial");
+    PathBuf::from(p)
+}
+
+impl Staged {
+    /// Creates the output that becomes `path`: refuses an existing `path` unless `force`
+    /// (and a directory even then) and a name this restore already writes. Returns the
+    /// partial file's path, which I/O errors name, and the file, opened read-write.
+    pub(crate) fn create(&mut self, path: &Path, force: bool) -> Result<(PathBuf, File)> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => {
+                return Err(Error::Usage(format!(
+                    "{}: exists and is a directory",
+                    path.display()
+                )))
+            }
+            Ok(_) if !force => {
+                return Err(Error::Exists {
+                    path: path.to_path_buf(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(path, None, e)),
+        }
+        let partial = partial_name(path);
+        if self
+            .pending
+            .iter()
+            .any(|(p, f)| [&partial, path].iter().any(|n| *n == p || *n == f))
+        {
+            return Err(Error::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        // A `.partial` left by a restore that was killed is ours to overwrite; a symlink in
+        // its place is refused (O_NOFOLLOW), so nothing is written outside the directory.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&partial)
+            .map_err(|e| Error::io(&partial, None, e))?;
+        self.pending.push((partial.clone(), path.to_path_buf()));
+        Ok((partial, file))
+    }
+
+    /// Fsyncs every output, renames it to its final name and fsyncs the directories.
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        let mut dirs = BTreeSet::new();
+        for (partial, _) in &self.pending {
+            File::open(partial)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(partial, None, e))?;
+        }
+        while let Some((partial, path)) = self.pending.first().cloned() {
+            std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, None, e))?;
+            self.pending.remove(0);
+            if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        for d in dirs {
+            File::open(&d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&d, None, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (partial, _) in &self.pending {
+            // Best effort: the restore is already failing with the error that matters.
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn outputs_appear_only_on_commit_and_vanish_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.raw");
+        let old = dir.path().join("old.raw");
+        std::fs::write(&old, b"keep me").unwrap();
+
+        let mut s = Staged::default();
+        let (pa, mut fa) = s.create(&a, false).unwrap();
+        assert_eq!(pa, dir.path().join("a.raw.partial"));
+        fa.write_all(b"new").unwrap();
+        assert!(matches!(s.create(&old, false), Err(Error::Exists { .. })));
+        let (_, mut fo) = s.create(&old, true).unwrap();
+        fo.write_all(b"replacement").unwrap();
+        assert!(
+            matches!(s.create(&a, true), Err(Error::Exists { .. })),
+            "one name, two outputs"
+        );
+        assert!(!a.exists());
+        assert_eq!(std::fs::read(&old).unwrap(), b"keep me");
+        drop(s);
+        assert!(
+            !pa.exists() && !a.exists(),
+            "a failed restore leaves nothing"
+        );
+        assert_eq!(std::fs::read(&old).unwrap(), b"keep me", "--force kept it");
+
+        let mut s = Staged::default();
+        let (_, mut fa) = s.create(&a, false).unwrap();
+        fa.write_all(b"done").unwrap();
+        let (_, mut fo) = s.create(&old, true).unwrap();
+        fo.write_all(b"replaced").unwrap();
+        s.commit().unwrap();
+        drop(s);
+        assert_eq!(std::fs::read(&a).unwrap(), b"done");
+        assert_eq!(std::fs::read(&old).unwrap(), b"replaced");
+        assert!(!pa.exists());
+    }
+
+    #[test]
+    fn directories_and_symlinked_partials_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        std::fs::create_dir(&d).unwrap();
+        let mut s = Staged::default();
+        assert!(s.create(&d, true).is_err());
+        let outside = dir.path().join("outside");
+        let x = dir.path().join("x.raw");
+        std::os::unix::fs::symlink(&outside, partial_name(&x)).unwrap();
+        assert!(s.create(&x, true).is_err());
+        assert!(!outside.exists(), "nothing written through the link");
+    }
+}

@@ -1,0 +1,137 @@
+//! A full disk under a backup or a restore: a clear error naming the file and the byte, exit 2,
+//! and nothing left behind that looks finished; with `--force`, the file being replaced
+//! survives a failed replacement.
+//!
+//! `/dev/full` needs nothing. A small full file system comes from a tmpfs mounted in a private
+//! mount namespace (`unshare`, as root or through a user namespace): the mount disappears with
+//! the shell that made it. Where namespaces are not allowed (some CI containers) that part is
+//! skipped with the reason printed.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use crate::util::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A VMDK of `mib` MiB of incompressible bytes (so compressed outputs fill a disk too).
+fn random_vmdk(dir: &Path, mib: usize) -> std::path::PathBuf {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..mib << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let raw = dir.join("r.raw");
+    fs::write(&raw, bytes).unwrap();
+    let vmdk = dir.join("r.vmdk");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            s(&raw),
+            s(&vmdk),
+        ],
+    );
+    vmdk
+}
+
+#[test]
+fn writing_to_dev_full_names_the_device_and_fails() {
+    let d = tempdir();
+    let vmdk = random_vmdk(d.path(), 2);
+    for args in [
+        vec!["backup", s(&vmdk), "-o", "/dev/full"],
+        vec!["backup", s(&vmdk), "-o", "/dev/full", "--block-size", "64k"],
+        vec!["cat", s(&vmdk), "-o", "/dev/full"],
+    ] {
+        let out = vdar(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("/dev/full: write at byte 0x0: No space left on device"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.matches("No space left").count(), 1, "said once: {err}");
+    }
+}
+
+#[test]
+fn full_file_system_leaves_no_finished_looking_output() {
+    let d = tempdir();
+    let vmdk = random_vmdk(d.path(), 12);
+    let archive = d.path().join("r.vdar");
+    let out = vdar(&["backup", s(&vmdk), "-o", s(&archive)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mnt = d.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let v = s(&vdar_bin()).to_string();
+    let (a, m) = (s(&archive).to_string(), s(&mnt).to_string());
+    // One shell in a private mount namespace: a 4 MiB tmpfs, then every attempt, each
+    // followed by what it left (`@` lines) and its exit code.
+    let mut script = format!(
+        "set -u\nmount -t tmpfs -o size=4m vdar-full {m} || {{ echo NOMOUNT; exit 0; }}\n\
+         list() {{ find {m} -type f -printf '@%P %s\\n' | sort; }}\n\
+         {v} backup {vmdk} -o {m}/b.vdar; echo \"rc=$?\"; list\n",
+        vmdk = s(&vmdk)
+    );
+    for f in ["raw", "vmdk", "sparse", "stream", "ova"] {
+        script += &format!("{v} restore {a} --to {m}/{f} --format {f}; echo \"rc=$?\"; list\n");
+        script += &format!("rm -rf {m}/{f}\n");
+    }
+    // --force over an earlier (here: stand-in) restore: the old image must survive.
+    script += &format!(
+        "mkdir -p {m}/old/r && echo old > {m}/old/r/r.vmdk.raw\n\
+         {v} restore {a} --to {m}/old --force; echo \"rc=$?\"; list\n\
+         cat {m}/old/r/r.vmdk.raw\n"
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--map-root-user", "bash", "-c", &script])
+        .output()
+        .or_else(|_| Command::new("false").output())
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || stdout.contains("NOMOUNT") {
+        eprintln!("skipped: no private tmpfs mount here (unshare/mount refused): {stderr}");
+        return;
+    }
+    let rcs: Vec<&str> = stdout.lines().filter(|l| l.starts_with("rc=")).collect();
+    assert_eq!(rcs, ["rc=2"; 7], "every attempt fails: {stdout}\n{stderr}");
+    let left: Vec<&str> = stdout.lines().filter(|l| l.starts_with('@')).collect();
+    assert_eq!(
+        left,
+        ["@old/r/r.vmdk.raw 4"],
+        "only the old image is left: {stdout}\n{stderr}"
+    );
+    assert!(stdout.ends_with("old\n"), "old image intact: {stdout}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 7, "{stderr}");
+    for e in &errors {
+        assert!(
+            e.contains("No space left on device") && e.contains(": byte 0x"),
+            "names file and byte: {e}"
+        );
+    }
+    assert!(errors[0].contains("b.vdar"), "{}", errors[0]);
+    assert!(
+        errors[1].contains("raw/r/r.vmdk.raw.partial"),
+        "{}",
+        errors[1]
+    );
+}
