@@ -168,12 +168,13 @@ fn run_backup(
         let rate = p.bytes_read as f64 / secs / 1e6;
         let eta = secs * (total.saturating_sub(done)) as f64 / done as f64;
         eprint!(
-            "\r\x1b[K{} {} read {:.0} MB/s, {} written, dedup {} chunks, ETA {:.0}s",
+            "\r\x1b[K{} {} read {:.0} MB/s, {} written, dedup {:.2}x, compression {:.2}x, ETA {:.0}s",
             p.current,
             human(p.bytes_read),
             rate,
             human(p.bytes_written),
-            p.chunks_dedup,
+            p.dedup_ratio(),
+            p.compression_ratio(),
             eta
         );
     };

@@ -113,7 +113,8 @@ impl Default for BackupOptions {
 pub struct Progress {
     /// Disk being processed (`vm/disk`).
     pub current: String,
-    /// Sum of the capacities of the disks finished or in progress.
+    /// Disk bytes covered so far: the capacities of the finished disks plus the current disk's
+    /// position (at the end, the sum of all capacities).
     pub disk_bytes: u64,
     /// Bytes read from disks (zero runs are not read).
     pub bytes_read: u64,
@@ -133,6 +134,21 @@ pub struct Progress {
     pub stored_raw_bytes: u64,
     /// Payload bytes of the stored chunks (after compression).
     pub stored_bytes: u64,
+}
+
+impl Progress {
+    /// Nonzero plaintext over the plaintext stored (1.0 before anything is stored).
+    pub fn dedup_ratio(&self) -> f64 {
+        ratio(
+            self.stored_raw_bytes + self.dedup_bytes,
+            self.stored_raw_bytes,
+        )
+    }
+
+    /// Plaintext stored over its payload bytes (1.0 before anything is stored).
+    pub fn compression_ratio(&self) -> f64 {
+        ratio(self.stored_raw_bytes, self.stored_bytes)
+    }
 }
 
 /// The result of a backup.
@@ -401,6 +417,7 @@ pub fn backup(
         let mut pending = BTreeMap::new();
         let mut next = 0u64;
         let mut disk_records = 0u64;
+        let mut finished_disks = 0u64;
         let mut last_report = 0u64;
         let run = (|| -> Result<()> {
             for (seq, r) in &res_rx {
@@ -419,6 +436,7 @@ pub fn backup(
                                 p.current = labels[c.disk as usize].clone();
                             }
                             p.chunks += 1;
+                            p.disk_bytes = finished_disks + c.offset + c.len;
                             let (processed, read) =
                                 processed.expect("invariant: chunks are processed");
                             p.bytes_read += read;
@@ -481,7 +499,8 @@ pub fn backup(
                         Item::DiskEnd(d, cap) => {
                             writer.write_disk_end(d, cap, disk_records)?;
                             disk_records = 0;
-                            p.disk_bytes += cap;
+                            finished_disks += cap;
+                            p.disk_bytes = finished_disks;
                         }
                     }
                     // The credit goes back only now that the chunk's memory is released.
@@ -510,10 +529,9 @@ pub fn backup(
     if let Some(cb) = progress {
         cb(&p);
     }
-    let nonzero = p.stored_raw_bytes + p.dedup_bytes;
     Ok(BackupSummary {
-        dedup_ratio: ratio(nonzero, p.stored_raw_bytes),
-        compression_ratio: ratio(p.stored_raw_bytes, p.stored_bytes),
+        dedup_ratio: p.dedup_ratio(),
+        compression_ratio: p.compression_ratio(),
         unique_chunks: table
             .into_inner()
             .expect("invariant: no panic under lock")
