@@ -643,6 +643,30 @@ fn hostile_archives_rejected_cheaply() {
 }
 
 #[test]
+fn progress_follows_the_disk_position() {
+    let (vms, _) = corpus();
+    let caps: Vec<u64> = vms
+        .iter()
+        .flat_map(|v| v.disks.iter().map(|d| d.disk.capacity()))
+        .collect();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let cb = |p: &vdar::pipeline::Progress| seen.lock().unwrap().push(p.disk_bytes);
+    let s = backup(vms, &opts(2), &mut Vec::new(), Some(&cb)).unwrap();
+    let seen = seen.into_inner().unwrap();
+    let total: u64 = caps.iter().sum();
+    assert_eq!(s.totals.disk_bytes, total);
+    assert_eq!(seen.last(), Some(&total));
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    // Inside the first disk, per chunk: not only at its end.
+    let inside: Vec<u64> = seen
+        .iter()
+        .copied()
+        .filter(|&b| b > 0 && b < caps[0])
+        .collect();
+    assert_eq!(inside, [CS, 2 * CS, 3 * CS, 4 * CS, 5 * CS], "{seen:?}");
+}
+
+#[test]
 fn listing_reports_dedup_and_compression() {
     let (ar, _) = make_archive(2);
     let a = vdar::list::list_seekable(&mut std::io::Cursor::new(&ar)).unwrap();

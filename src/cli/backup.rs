@@ -162,20 +162,9 @@ fn run_backup(
             return;
         }
         *l = Instant::now();
-        let secs = start.elapsed().as_secs_f64().max(0.001);
-        // Zero runs are skipped without reading, so progress is measured over disk positions.
-        let done = p.disk_bytes.min(total).max(1);
-        let rate = p.bytes_read as f64 / secs / 1e6;
-        let eta = secs * (total.saturating_sub(done)) as f64 / done as f64;
         eprint!(
-            "\r\x1b[K{} {} read {:.0} MB/s, {} written, dedup {:.2}x, compression {:.2}x, ETA {:.0}s",
-            p.current,
-            human(p.bytes_read),
-            rate,
-            human(p.bytes_written),
-            p.dedup_ratio(),
-            p.compression_ratio(),
-            eta
+            "\r\x1b[K{}",
+            progress_line(p, total, start.elapsed().as_secs_f64())
         );
     };
     let progress: Option<&(dyn Fn(&Progress) + Sync)> = if tty { Some(&report) } else { None };
@@ -184,6 +173,25 @@ fn run_backup(
         eprint!("\r\x1b[K");
     }
     Ok(summary)
+}
+
+/// One progress line `secs` seconds into a backup of `total` disk bytes.
+fn progress_line(p: &Progress, total: u64, secs: f64) -> String {
+    let secs = secs.max(0.001);
+    // Zero runs are skipped without reading, so progress is measured over disk positions.
+    let done = p.disk_bytes.min(total).max(1);
+    let rate = p.bytes_read as f64 / secs / 1e6;
+    let eta = secs * (total.saturating_sub(done)) as f64 / done as f64;
+    format!(
+        "{} {} read {:.0} MB/s, {} written, dedup {:.2}x, compression {:.2}x, ETA {:.0}s",
+        p.current,
+        human(p.bytes_read),
+        rate,
+        human(p.bytes_written),
+        p.dedup_ratio(),
+        p.compression_ratio(),
+        eta
+    )
 }
 
 /// The output when `path` names an existing device or FIFO (a tape drive, `/dev/null`, a named
@@ -383,4 +391,28 @@ fn merged_ddb(chain: &Chain) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_line_figures() {
+        let p = Progress {
+            current: "vm/scsi0:0".into(),
+            disk_bytes: 1 << 30,
+            bytes_read: 500_000_000,
+            bytes_written: 100 << 20,
+            stored_raw_bytes: 300 << 20,
+            dedup_bytes: 100 << 20,
+            stored_bytes: 100 << 20,
+            ..Default::default()
+        };
+        assert_eq!(
+            progress_line(&p, 4 << 30, 10.0),
+            "vm/scsi0:0 476.8 MiB read 50 MB/s, 100.0 MiB written, dedup 1.33x, \
+             compression 3.00x, ETA 30s"
+        );
+    }
 }

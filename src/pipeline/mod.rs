@@ -279,6 +279,8 @@ fn build_manifest(vms: &[VmInput], opts: &BackupOptions, created: u64) -> Result
 }
 
 /// Backs up `vms` into one archive written to `out`. See the module docs for the threading.
+/// `progress` is called after every chunk and at the end, from the writing thread: it should
+/// be cheap (throttle any printing).
 pub fn backup(
     mut vms: Vec<VmInput>,
     opts: &BackupOptions,
@@ -418,7 +420,6 @@ pub fn backup(
         let mut next = 0u64;
         let mut disk_records = 0u64;
         let mut finished_disks = 0u64;
-        let mut last_report = 0u64;
         let run = (|| -> Result<()> {
             for (seq, r) in &res_rx {
                 pending.insert(seq, r);
@@ -506,11 +507,10 @@ pub fn backup(
                     // The credit goes back only now that the chunk's memory is released.
                     let _ = credit_tx.send(());
                     p.bytes_written = writer.position();
+                    // After every item, so that a disk of zeros (which writes next to nothing)
+                    // still moves; the callback decides how often to show it.
                     if let Some(cb) = progress {
-                        if p.bytes_written - last_report >= 16 << 20 {
-                            last_report = p.bytes_written;
-                            cb(&p);
-                        }
+                        cb(&p);
                     }
                 }
             }
