@@ -8,7 +8,9 @@ use std::path::Path;
 use vdar::archive::format::{FOOTER_BYTES, RECORD_HEADER_BYTES};
 use vdar::fixture::memdisk::MemDisk;
 use vdar::pipeline::{backup, BackupOptions, DiskInput, DiskMeta, VmFile, VmInput};
-use vdar::restore::{restore_seekable, restore_stream, RestoreOptions};
+use vdar::restore::{
+    restore_seekable, restore_stream, ProgressHook, RestoreOptions, RestoreProgress,
+};
 
 const CS: u64 = 64 << 10;
 
@@ -664,6 +666,51 @@ fn progress_follows_the_disk_position() {
         .filter(|&b| b > 0 && b < caps[0])
         .collect();
     assert_eq!(inside, [CS, 2 * CS, 3 * CS, 4 * CS, 5 * CS], "{seen:?}");
+}
+
+#[test]
+fn restore_progress_follows_the_selected_disks() {
+    let (ar, expect) = make_archive(2);
+    let caps: Vec<u64> = expect.iter().map(|e| e.2.len() as u64).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("a.vdar");
+    std::fs::write(&path, &ar).unwrap();
+    for (i, (seekable, only_c)) in [(true, false), (false, false), (true, true), (false, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let o = RestoreOptions {
+            vm: only_c.then(|| "vm2".into()),
+            progress: Some(ProgressHook(std::sync::Arc::new(
+                move |p: &RestoreProgress| {
+                    log.lock().unwrap().push(p.clone());
+                },
+            ))),
+            ..Default::default()
+        };
+        let dir = tmp.path().join(format!("r{i}"));
+        let r = if seekable {
+            restore_seekable(&mut std::fs::File::open(&path).unwrap(), &dir, &o).unwrap()
+        } else {
+            restore_stream(&mut &ar[..], &dir, &o).unwrap()
+        };
+        assert!(r.is_complete());
+        let seen = seen.lock().unwrap();
+        let total = if only_c { caps[2] } else { caps.iter().sum() };
+        assert!(seen.iter().all(|p| p.total == total), "{seen:?}");
+        assert_eq!(seen.last().unwrap().position, total);
+        assert!(
+            seen.windows(2).all(|w| w[0].position <= w[1].position),
+            "{seen:?}"
+        );
+        let mut labels: Vec<&str> = seen.iter().map(|p| p.current.as_str()).collect();
+        labels.dedup();
+        let want = if only_c { 1 } else { 3 };
+        assert_eq!(labels.len(), want, "one run per disk, in order: {labels:?}");
+        assert!(seen.len() > want, "per chunk, not per disk: {seen:?}");
+    }
 }
 
 #[test]

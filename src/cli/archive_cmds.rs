@@ -4,12 +4,16 @@
 //! Exit codes: 0 success; 1 damage found (verify) or data lost (restore --salvage); 2 error.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, IsTerminal, Read};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::Context;
-use vdar::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
+use vdar::restore::{
+    restore_seekable_to, restore_stream_to, Dest, ProgressHook, RestoreOptions, RestoreProgress,
+};
 
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
 use super::units::human;
@@ -48,6 +52,41 @@ pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
     })
 }
 
+/// Prints a progress line to stderr at most twice a second.
+pub(super) fn progress_printer() -> ProgressHook {
+    let start = Instant::now();
+    let last = Mutex::new(start);
+    ProgressHook(Arc::new(move |p: &RestoreProgress| {
+        let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+        if l.elapsed().as_millis() < 500 {
+            return;
+        }
+        *l = Instant::now();
+        eprint!(
+            "\r\x1b[K{}",
+            progress_line(p, start.elapsed().as_secs_f64())
+        );
+    }))
+}
+
+/// One restore progress line, `secs` seconds in.
+fn progress_line(p: &RestoreProgress, secs: f64) -> String {
+    let secs = secs.max(0.001);
+    // Zero ranges are not written, so how far along is measured over disk positions.
+    let done = p.position.min(p.total).max(1);
+    let eta = secs * p.total.saturating_sub(done) as f64 / done as f64;
+    format!(
+        "{} {} of {} ({:.0}%), {} written, {:.0} MB/s, ETA {:.0}s",
+        p.current,
+        human(p.position),
+        human(p.total),
+        100.0 * done as f64 / p.total.max(1) as f64,
+        human(p.bytes_written),
+        p.bytes_written as f64 / secs / 1e6,
+        eta
+    )
+}
+
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let Some(to) = &args.to else {
         return super::writeback::run(args);
@@ -58,6 +97,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         disk: args.disk.clone(),
         force: args.force,
         salvage: args.salvage,
+        progress: io::stderr().is_terminal().then(progress_printer),
     };
     let dest = if to == Path::new("-") {
         // Stdout is line-buffered; an image is not lines.
@@ -70,9 +110,13 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         Dest::Dir(to.clone())
     };
     let report = match archive(&args.archive)? {
-        Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts)?,
-        Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts)?,
+        Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts),
+        Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts),
     };
+    if opts.progress.is_some() {
+        eprint!("\r\x1b[K");
+    }
+    let report = report?;
     if args.json && to == Path::new("-") {
         // Stdout carries the image.
         eprintln!("{}", serde_json::to_string_pretty(&report)?);
@@ -168,4 +212,23 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         l.compression_ratio
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_progress_line() {
+        let p = RestoreProgress {
+            current: "vm/scsi0:0".into(),
+            position: 1 << 30,
+            total: 4 << 30,
+            bytes_written: 300_000_000,
+        };
+        assert_eq!(
+            progress_line(&p, 10.0),
+            "vm/scsi0:0 1.0 GiB of 4.0 GiB (25%), 286.1 MiB written, 30 MB/s, ETA 30s"
+        );
+    }
 }

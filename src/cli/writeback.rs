@@ -3,6 +3,7 @@
 //! read-only; the library opens them for writing only once the target, its runs and the map's
 //! probes have passed. Exit codes: 0 written and verified, 1 the read-back differs, 2 error.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -49,6 +50,9 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let opts = RestoreOptions {
         vm: args.vm.clone(),
         disk: args.disk.clone(),
+        progress: std::io::stderr()
+            .is_terminal()
+            .then(super::archive_cmds::progress_printer),
         ..Default::default()
     };
     let dest = Dest::Sink(Box::new(factory));
@@ -56,6 +60,9 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts),
         Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts),
     };
+    if opts.progress.is_some() {
+        eprint!("\r\x1b[K");
+    }
     let wrote = report.lock().unwrap_or_else(|p| p.into_inner()).clone();
     for n in &wrote.notices {
         eprintln!("vdar: warning: {n}");

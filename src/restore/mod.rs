@@ -31,6 +31,7 @@
 //! next one, which may include ranges that were zeros (they were not stored, so nothing says).
 
 mod ova;
+mod progress;
 mod raw;
 mod sink;
 mod sparse;
@@ -52,6 +53,7 @@ use crate::archive::reader::{decode_ref, Event, StreamReader};
 use crate::error::{Error, Result};
 
 pub use ova::HashWriter;
+pub use progress::{ProgressHook, RestoreProgress};
 pub use raw::FsTarget;
 pub use sink::{DiskSink, RawSink};
 pub use sparse::SparseSink;
@@ -118,6 +120,8 @@ pub struct RestoreOptions {
     pub force: bool,
     /// Restore what is intact from a damaged archive instead of failing.
     pub salvage: bool,
+    /// Told after every chunk written (file-system restores).
+    pub progress: Option<ProgressHook>,
 }
 
 /// A damaged record or unreadable stretch of the archive.
@@ -659,6 +663,9 @@ pub fn restore_stream_to(
     let manifest = reader.manifest.clone();
     let sel = Selection::new(&manifest, opts)?;
     let mut target = FsTarget::create(dest, &manifest, &sel, opts.force, opts.format, true)?;
+    if let Some(h) = &opts.progress {
+        target.track(progress::Tracker::new(h.clone(), &manifest, &sel));
+    }
     let mut book = Book::new(&manifest, sel, opts.salvage);
     replay(
         &mut reader,
@@ -760,6 +767,9 @@ pub fn restore_seekable_to(
     let manifest = ar.manifest.clone();
     let sel = Selection::new(&manifest, opts)?;
     let mut target = FsTarget::create(dest, &manifest, &sel, opts.force, opts.format, false)?;
+    if let Some(h) = &opts.progress {
+        target.track(progress::Tracker::new(h.clone(), &manifest, &sel));
+    }
     let mut book = Book::new(&manifest, sel, opts.salvage);
     let ndisks = book.names.len();
     let book_names = book.names.clone();

@@ -21,6 +21,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ova::{self, HashWriter, OvaDisk};
+use super::progress::Tracker;
 use super::sink::{DiskSink, RawSink};
 use super::sparse::SparseSink;
 use super::staged::Staged;
@@ -100,6 +101,7 @@ pub struct FsTarget {
     created: u64,
     /// Every file written into the directory, renamed into place by `finish`.
     staged: Staged,
+    tracker: Option<Tracker>,
 }
 
 /// An unlinked file in `dir`: nothing is left behind even if the restore is killed.
@@ -403,7 +405,13 @@ impl FsTarget {
             force,
             created: m.created,
             staged,
+            tracker: None,
         })
+    }
+
+    /// Reports progress to `t` from now on.
+    pub(crate) fn track(&mut self, t: Tracker) {
+        self.tracker = Some(t);
     }
 
     /// Puts the output paths into a report built by the engine.
@@ -529,6 +537,9 @@ impl Target for FsTarget {
         }
         if let Some(o) = &mut d.out {
             o.put(&d.name, d.capacity, offset, data, digest)?;
+            if let Some(t) = &mut self.tracker {
+                t.chunk(disk, offset, data.len() as u64);
+            }
         }
         Ok(())
     }
@@ -599,6 +610,10 @@ impl Target for FsTarget {
             }
             v.ova_disks.clear();
         }
-        self.staged.commit()
+        self.staged.commit()?;
+        if let Some(t) = &mut self.tracker {
+            t.finish();
+        }
+        Ok(())
     }
 }
