@@ -324,6 +324,76 @@ fn damage_is_named_and_salvaged_around() {
         "--salvage",
     ]);
     assert_eq!(out.status.code(), Some(1));
+
+    // Without --salvage: the archive is named, the offset given once, and what to do said;
+    // nothing is left under a finished name.
+    let strict = d.path().join("tstrict");
+    for piped in [false, true] {
+        let out = if piped {
+            let sh = format!(
+                "{} restore - --to {} < {}",
+                s(&vdar_bin()),
+                s(&strict),
+                s(&t)
+            );
+            Command::new("sh").args(["-c", &sh]).output().unwrap()
+        } else {
+            vdar(&["restore", s(&t), "--to", s(&strict)])
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        let name = if piped { "standard input" } else { s(&t) };
+        assert!(err.contains(&format!("{name}: archive byte 0x")), "{err}");
+        assert_eq!(err.matches("archive byte").count(), 1, "{err}");
+        assert!(err.contains("--salvage"), "{err}");
+        assert!(!strict.join("sample/scsi0:0.raw").exists());
+    }
+    // list shows what the truncated archive holds, marked incomplete, and exits 1.
+    let out = vdar(&["list", s(&t)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("(INCOMPLETE)") && text.contains("vm sample"),
+        "{text}"
+    );
+    // Not an archive at all: named.
+    let out = vdar(&["list", s(&vm.join("sample.vmx"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("sample.vmx: archive byte 0x0: not a vdar archive"),
+        "{err}"
+    );
+}
+
+#[test]
+fn report_commands_survive_a_closed_stdout() {
+    let d = tempdir();
+    let vm = extract_sample(d.path());
+    let a = d.path().join("a.vdar");
+    ok(&["backup", s(&vm.join("sample.vmx")), "-o", s(&a)]);
+    for args in [
+        vec!["list", s(&a)],
+        vec!["list", s(&a), "--json"],
+        vec!["verify", s(&a)],
+        vec!["inspect", s(&vm.join("sample.vmx"))],
+    ] {
+        // The reader is gone before vdar writes a byte.
+        let mut child = Command::new(vdar_bin())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("stdout: reader closed the pipe") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -12,6 +12,8 @@ mod args;
 #[allow(dead_code)]
 #[path = "../cli/san.rs"]
 mod san;
+#[path = "../cli/stdout.rs"]
+mod stdout;
 #[path = "../cli/units.rs"]
 mod units;
 #[path = "../cli/writeback.rs"]
@@ -29,7 +31,9 @@ use clap::{Parser, Subcommand};
 /// Restore, verify and list vdar archives.
 #[derive(Debug, Parser)]
 #[command(name = "vdar-restore", version, about)]
-#[command(after_help = "Exit codes: 0 success, 1 damage found or data lost, 2 error.")]
+#[command(
+    after_help = "Exit codes: 0 success, 1 damage found, archive incomplete or data lost, 2 error."
+)]
 struct RestoreCli {
     #[command(subcommand)]
     command: RestoreCommand,

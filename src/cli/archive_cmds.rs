@@ -4,7 +4,7 @@
 //! Exit codes: 0 success; 1 damage found (verify) or data lost (restore --salvage); 2 error.
 
 use std::fs::File;
-use std::io::{self, BufReader, IsTerminal, Read};
+use std::io::{self, BufReader, IsTerminal, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -50,6 +50,28 @@ pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
     } else {
         Archive::Stream(Box::new(r))
     })
+}
+
+/// Names the archive in errors about its bytes (the library knows only their offsets); with
+/// `hint`, says what to do about a damaged one.
+pub(super) fn about_archive(e: vdar::Error, path: &Path, hint: bool) -> anyhow::Error {
+    match e {
+        vdar::Error::ArchiveCorrupt { .. } | vdar::Error::UnsupportedVersion { .. } => {
+            let name = if path == Path::new("-") {
+                "standard input".to_string()
+            } else {
+                path.display().to_string()
+            };
+            let hint = if hint && matches!(e, vdar::Error::ArchiveCorrupt { .. }) {
+                "\n  `vdar verify` names every damaged record; `vdar restore --salvage` restores \
+                 everything intact"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{name}: {e}{hint}")
+        }
+        e => e.into(),
+    }
 }
 
 /// Prints a progress line to stderr at most twice a second.
@@ -116,12 +138,12 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     if opts.progress.is_some() {
         eprint!("\r\x1b[K");
     }
-    let report = report?;
+    let report = report.map_err(|e| about_archive(e, &args.archive, !args.salvage))?;
     if args.json && to == Path::new("-") {
         // Stdout carries the image.
         eprintln!("{}", serde_json::to_string_pretty(&report)?);
     } else if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::stdout::line(format_args!("{}", serde_json::to_string_pretty(&report)?))?;
     } else {
         for d in &report.disks {
             eprintln!("vdar: restored {}", serde_json::to_string(d)?);
@@ -140,27 +162,28 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // Verify reads every record in order whatever the input.
     let report = match archive(&args.archive)? {
-        Archive::Stream(mut r) => vdar::verify::verify(&mut r)?,
-        Archive::Seekable(mut f) => vdar::verify::verify(&mut f)?,
-    };
+        Archive::Stream(mut r) => vdar::verify::verify(&mut r),
+        Archive::Seekable(mut f) => vdar::verify::verify(&mut f),
+    }
+    .map_err(|e| about_archive(e, &args.archive, false))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::stdout::line(format_args!("{}", serde_json::to_string_pretty(&report)?))?;
     } else if report.ok {
-        println!(
+        super::stdout::line(format_args!(
             "{}: ok, {} records verified",
             args.archive.display(),
             report.records
-        );
+        ))?;
     } else {
-        println!("{}: DAMAGED", args.archive.display());
+        super::stdout::line(format_args!("{}: DAMAGED", args.archive.display()))?;
         for d in &report.damage {
-            println!("  damage: {}", serde_json::to_string(d)?);
+            super::stdout::line(format_args!("  damage: {}", serde_json::to_string(d)?))?;
         }
         for l in &report.lost {
-            println!("  lost: {}", serde_json::to_string(l)?);
+            super::stdout::line(format_args!("  lost: {}", serde_json::to_string(l)?))?;
         }
         for f in &report.missing_files {
-            println!("  missing file: {f}");
+            super::stdout::line(format_args!("  missing file: {f}"))?;
         }
     }
     Ok(if report.ok {
@@ -172,28 +195,43 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
 
 pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let l = match archive(&args.archive)? {
-        Archive::Stream(mut r) => vdar::list::list_stream(&mut r)?,
-        Archive::Seekable(mut f) => vdar::list::list_seekable(&mut f)?,
+        Archive::Stream(mut r) => vdar::list::list_stream(&mut r),
+        Archive::Seekable(mut f) => match vdar::list::list_seekable(&mut f) {
+            // No usable footer or index (a truncated copy): list what the records say.
+            Err(vdar::Error::ArchiveCorrupt { .. }) => {
+                f.seek(SeekFrom::Start(0))
+                    .with_context(|| format!("{}: seek", args.archive.display()))?;
+                vdar::list::list_stream(&mut f)
+            }
+            l => l,
+        },
+    }
+    .map_err(|e| about_archive(e, &args.archive, false))?;
+    // An incomplete archive is listed as far as it goes, and is not a success.
+    let code = if l.complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&l)?);
-        return Ok(ExitCode::SUCCESS);
+        super::stdout::line(format_args!("{}", serde_json::to_string_pretty(&l)?))?;
+        return Ok(code);
     }
-    println!(
+    super::stdout::line(format_args!(
         "archive: vdar {} created {} chunk {} zstd level {}{}",
         l.vdar_version,
         l.created,
         human(l.chunk_size),
         l.level,
         if l.complete { "" } else { " (INCOMPLETE)" }
-    );
+    ))?;
     for vm in &l.vms {
-        println!("vm {}", vm.name);
+        super::stdout::line(format_args!("vm {}", vm.name))?;
         for f in &vm.files {
-            println!("  file {}", serde_json::to_string(f)?);
+            super::stdout::line(format_args!("  file {}", serde_json::to_string(f)?))?;
         }
         for d in &vm.disks {
-            println!(
+            super::stdout::line(format_args!(
                 "  disk {}: {} capacity, {} chunks ({} deduplicated), {} stored from {}",
                 d.name,
                 human(d.capacity),
@@ -201,17 +239,17 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
                 d.refs,
                 human(d.stored_bytes),
                 human(d.stored_raw_bytes)
-            );
+            ))?;
         }
     }
-    println!(
+    super::stdout::line(format_args!(
         "total: {} of disks, archive {}; dedup {:.2}x, compression {:.2}x",
         human(l.disk_bytes),
         human(l.archive_bytes),
         l.dedup_ratio,
         l.compression_ratio
-    );
-    Ok(ExitCode::SUCCESS)
+    ))?;
+    Ok(code)
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// vdar: streaming archiver for VMware VM disks.
 #[derive(Debug, Parser)]
 #[command(name = "vdar", version, about, long_about = None)]
-#[command(after_help = "Exit codes: 0 success, 1 verification found damage, 2 error.")]
+#[command(
+    after_help = "Exit codes: 0 success, 1 damage found, archive incomplete or data lost, 2 error."
+)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]

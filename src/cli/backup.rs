@@ -132,7 +132,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     if args.json && to_stdout {
         eprintln!("{json}");
     } else if args.json {
-        println!("{json}");
+        super::stdout::line(format_args!("{json}"))?;
     } else {
         let t = &summary.totals;
         eprintln!(

@@ -124,29 +124,29 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        super::stdout::line(format_args!("{}", serde_json::to_string_pretty(&reports)?))?;
     } else {
         for r in &reports {
-            print_disk(r);
+            print_disk(r)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_disk(r: &DiskReport) {
-    println!(
+fn print_disk(r: &DiskReport) -> anyhow::Result<()> {
+    super::stdout::line(format_args!(
         "disk {} ({}): {}",
         r.name,
         r.path.display(),
         human(r.capacity)
-    );
-    println!(
+    ))?;
+    super::stdout::line(format_args!(
         "  {:<40} {:<20} {:>8} {:>8} {:>7} {:>12}",
         "layer", "format", "CID", "parent", "grain", "allocated"
-    );
+    ))?;
     for l in &r.chain {
         let file = l.file.file_name().unwrap_or_default().to_string_lossy();
-        println!(
+        super::stdout::line(format_args!(
             "  {:<40} {:<20} {:>8} {:>8} {:>7} {:>12}",
             file,
             l.format,
@@ -154,15 +154,16 @@ fn print_disk(r: &DiskReport) {
             l.parent_cid,
             human(l.grain_bytes),
             human(l.allocated_bytes)
-        );
+        ))?;
     }
-    println!(
+    super::stdout::line(format_args!(
         "  collapsed: {} data, {} zero, {} runs",
         human(r.data_bytes),
         human(r.zero_bytes),
         r.runs
-    );
+    ))?;
     for w in &r.warnings {
-        println!("  warning: {w}");
+        super::stdout::line(format_args!("  warning: {w}"))?;
     }
+    Ok(())
 }

@@ -11,6 +11,7 @@ mod inspect;
 mod output;
 mod records;
 mod san;
+mod stdout;
 mod units;
 mod writeback;
 

@@ -72,11 +72,11 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
             eprintln!("vdar: VERIFY FAILED: {m}");
             return Ok(ExitCode::from(1));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(super::archive_cmds::about_archive(e, &args.archive, false)),
         Ok(_) => {}
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&wrote)?);
+        super::stdout::line(format_args!("{}", serde_json::to_string_pretty(&wrote)?))?;
     } else {
         eprintln!(
             "vdar: wrote {}/{} into {} ({} bytes of data, {} of zeros written, {} of zeros \

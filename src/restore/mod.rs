@@ -143,19 +143,31 @@ pub struct Damage {
     pub what: String,
 }
 
-impl std::fmt::Display for Damage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "archive byte {:#x}: ", self.archive_offset)?;
+impl Damage {
+    /// What is damaged and how, without the archive offset.
+    fn detail(&self) -> String {
+        let mut s = String::new();
         if let Some(vm) = &self.vm {
-            write!(f, "vm {vm:?} ")?;
+            s += &format!("vm {vm:?} ");
         }
         if let Some(d) = &self.disk {
-            write!(f, "disk {d:?} bytes {:#x}..{:#x} ", self.start, self.end)?;
+            s += &format!("disk {d:?} bytes {:#x}..{:#x} ", self.start, self.end);
         }
         if let Some(file) = &self.file {
-            write!(f, "file {file:?} ")?;
+            s += &format!("file {file:?} ");
         }
-        write!(f, "{}", self.what)
+        s + &self.what
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "archive byte {:#x}: {}",
+            self.archive_offset,
+            self.detail()
+        )
     }
 }
 
@@ -329,7 +341,7 @@ impl<'m> Book<'m> {
     /// Records damage; without salvage, turns it into the error.
     fn damage(&mut self, d: Damage) -> Result<()> {
         if !self.salvage {
-            return Err(Error::archive(d.archive_offset, d.to_string()));
+            return Err(Error::archive(d.archive_offset, d.detail()));
         }
         self.report.damage.push(d);
         Ok(())
