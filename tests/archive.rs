@@ -669,6 +669,42 @@ fn progress_follows_the_disk_position() {
 }
 
 #[test]
+fn disks_are_selected_by_name_or_number() {
+    let (ar, expect) = make_archive(2);
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, (vm, disk, want)) in [
+        (Some("vm1"), "1", 1),
+        (None, "scsi0:1", 1),
+        (Some("vm2"), "0", 2),
+        (Some("vm2"), "c", 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let o = RestoreOptions {
+            vm: vm.map(String::from),
+            disk: Some(disk.into()),
+            ..Default::default()
+        };
+        let dir = tmp.path().join(format!("r{i}"));
+        let r = restore_stream(&mut &ar[..], &dir, &o).unwrap();
+        assert_eq!(r.disks.len(), 1, "{vm:?} {disk}: {r:?}");
+        let (v, n, bytes) = &expect[want];
+        assert_eq!(
+            std::fs::read(dir.join(v).join(format!("{n}.raw"))).unwrap(),
+            *bytes
+        );
+    }
+    let o = RestoreOptions {
+        vm: Some("vm2".into()),
+        disk: Some("2".into()),
+        ..Default::default()
+    };
+    let e = restore_stream(&mut &ar[..], &tmp.path().join("none"), &o).unwrap_err();
+    assert!(e.to_string().contains("vm2/c (#0), vm2/d (#1)"), "{e}");
+}
+
+#[test]
 fn restore_progress_follows_the_selected_disks() {
     let (ar, expect) = make_archive(2);
     let caps: Vec<u64> = expect.iter().map(|e| e.2.len() as u64).collect();

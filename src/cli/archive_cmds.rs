@@ -230,9 +230,9 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         for f in &vm.files {
             super::stdout::line(format_args!("  file {}", serde_json::to_string(f)?))?;
         }
-        for d in &vm.disks {
+        for (k, d) in vm.disks.iter().enumerate() {
             super::stdout::line(format_args!(
-                "  disk {}: {} capacity, {} chunks ({} deduplicated), {} stored from {}",
+                "  disk #{k} {}: {} capacity, {} chunks ({} deduplicated), {} stored from {}",
                 d.name,
                 human(d.capacity),
                 d.chunks,

@@ -169,8 +169,8 @@ pub struct RestoreArgs {
     /// Only this VM.
     #[arg(long, value_name = "NAME")]
     pub vm: Option<String>,
-    /// Only this disk (its name, e.g. scsi0:0).
-    #[arg(long, value_name = "NAME")]
+    /// Only this disk: its name (e.g. scsi0:0) or its number within its VM (#N in `vdar list`).
+    #[arg(long, value_name = "NAME|N")]
     pub disk: Option<String>,
     /// Overwrite existing files.
     #[arg(long)]

@@ -285,20 +285,53 @@ impl Selection {
             .iter()
             .map(|v| opts.vm.as_ref().is_none_or(|n| *n == v.name))
             .collect();
-        let disks: Vec<bool> = m
-            .disks()
-            .map(|(v, d)| vms[v] && opts.disk.as_ref().is_none_or(|n| *n == d.name))
-            .collect();
         if opts.vm.is_some() && !vms.contains(&true) {
+            let names: Vec<&str> = m.vms.iter().map(|v| v.name.as_str()).collect();
             return Err(Error::Usage(format!(
-                "no VM named {:?} in the archive",
-                opts.vm.as_deref().unwrap_or_default()
+                "no VM named {:?} in the archive (it holds {})",
+                opts.vm.as_deref().unwrap_or_default(),
+                names.join(", ")
             )));
         }
+        // A disk by name, or else by its number within its VM (as `vdar list` shows it).
+        let pick = |by_number: bool| -> Vec<bool> {
+            m.vms
+                .iter()
+                .enumerate()
+                .flat_map(|(v, vm)| vm.disks.iter().enumerate().map(move |(k, d)| (v, k, d)))
+                .map(|(v, k, d)| {
+                    vms[v]
+                        && opts.disk.as_ref().is_none_or(|n| {
+                            if by_number {
+                                n.parse::<usize>() == Ok(k)
+                            } else {
+                                *n == d.name
+                            }
+                        })
+                })
+                .collect()
+        };
+        let mut disks = pick(false);
+        if !disks.contains(&true) {
+            disks = pick(true);
+        }
         if opts.disk.is_some() && !disks.contains(&true) {
+            let names: Vec<String> = m
+                .vms
+                .iter()
+                .enumerate()
+                .filter(|&(v, _)| vms[v])
+                .flat_map(|(_, vm)| {
+                    vm.disks
+                        .iter()
+                        .enumerate()
+                        .map(move |(k, d)| format!("{}/{} (#{k})", vm.name, d.name))
+                })
+                .collect();
             return Err(Error::Usage(format!(
-                "no disk named {:?} in the archive",
-                opts.disk.as_deref().unwrap_or_default()
+                "no disk named or numbered {:?} in the archive (it holds {})",
+                opts.disk.as_deref().unwrap_or_default(),
+                names.join(", ")
             )));
         }
         Ok(Selection { vms, disks })
