@@ -106,7 +106,7 @@ pub struct BackupArgs {
     /// Pad the output to whole blocks of this size (tape drives in fixed-block mode), e.g. 256K.
     #[arg(long, value_name = "SIZE")]
     pub block_size: Option<String>,
-    /// Worker threads for hashing and compression (default: one per core).
+    /// Worker threads for hashing and compression (default: one per core; at most 256).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Print the final summary as JSON (to stdout, or stderr when the archive goes to stdout).

@@ -211,8 +211,19 @@ fn check_options(opts: &BackupOptions) -> Result<()> {
             opts.block_size
         )));
     }
+    // Each worker keeps about four chunks in flight (plaintext and compressed, two credits):
+    // a mistyped thread count must not become gigabytes of buffers.
+    if opts.threads > MAX_THREADS {
+        return Err(Error::Usage(format!(
+            "{} threads out of range 0..={MAX_THREADS} (0: one per core)",
+            opts.threads
+        )));
+    }
     Ok(())
 }
+
+/// Most worker threads a backup takes.
+pub const MAX_THREADS: usize = 256;
 
 /// Builds the manifest for `vms` (validating names exactly as a reader will).
 fn build_manifest(vms: &[VmInput], opts: &BackupOptions, created: u64) -> Result<Manifest> {
@@ -545,5 +556,57 @@ fn ratio(a: u64, b: u64) -> f64 {
         1.0
     } else {
         a as f64 / b as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_out_of_range_are_refused() {
+        let ok = BackupOptions::default();
+        assert!(check_options(&ok).is_ok());
+        let bad = [
+            BackupOptions {
+                chunk_size: 1000,
+                ..Default::default()
+            },
+            BackupOptions {
+                chunk_size: MAX_CHUNK_BYTES * 2,
+                ..Default::default()
+            },
+            BackupOptions {
+                level: 0,
+                ..Default::default()
+            },
+            BackupOptions {
+                level: 23,
+                ..Default::default()
+            },
+            BackupOptions {
+                block_size: 511,
+                ..Default::default()
+            },
+            BackupOptions {
+                block_size: MAX_BLOCK_BYTES + 1,
+                ..Default::default()
+            },
+            BackupOptions {
+                threads: MAX_THREADS + 1,
+                ..Default::default()
+            },
+        ];
+        for o in bad {
+            assert!(matches!(check_options(&o), Err(Error::Usage(_))), "{o:?}");
+        }
+        let edge = BackupOptions {
+            chunk_size: MIN_CHUNK_BYTES,
+            level: 22,
+            block_size: 512,
+            threads: MAX_THREADS,
+            ..Default::default()
+        };
+        assert!(check_options(&edge).is_ok());
     }
 }
