@@ -112,6 +112,28 @@ fn restore_of_backup_equals_qemu_for_every_format_via_file_and_pipe() {
     let listing: serde_json::Value =
         serde_json::from_slice(&ok(&["list", "--json", s(&archive)]).stdout).unwrap();
     assert_eq!(listing["vms"].as_array().unwrap().len(), 2);
+    // The summary catalogs the same archive: path, time, VMs with their disks and files.
+    assert_eq!(summary["archive"], s(&archive));
+    assert_eq!(summary["created"], listing["created"]);
+    assert!(summary["seconds"].as_f64().unwrap() > 0.0);
+    for (a, b) in summary["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(listing["vms"].as_array().unwrap())
+    {
+        assert_eq!(a["name"], b["name"]);
+        let names = |v: &serde_json::Value, k: &str| -> Vec<serde_json::Value> {
+            v[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["name"].clone())
+                .collect()
+        };
+        assert_eq!(names(a, "disks"), names(b, "disks"));
+        let files: Vec<serde_json::Value> = a["files"].as_array().unwrap().clone();
+        assert_eq!(files, names(b, "files"));
+    }
     ok(&["verify", s(&archive)]);
 
     // Restore from the file (seekable) and from a pipe (one pass).

@@ -31,7 +31,19 @@ use super::units::human;
 /// bigger is not a config file.
 const MAX_CONFIG_FILE_BYTES: u64 = 64 << 20;
 
+/// What `--json` prints: the library's summary plus where the archive went and how long it
+/// took, for schedulers and catalogs.
+#[derive(serde::Serialize)]
+struct BackupReport<'a> {
+    archive: String,
+    seconds: f64,
+    vdar_version: &'static str,
+    #[serde(flatten)]
+    summary: &'a vdar::pipeline::BackupSummary,
+}
+
 pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
     let mut opts = BackupOptions {
         level: args.level,
         threads: args.threads,
@@ -128,7 +140,12 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         })?
     };
 
-    let json = serde_json::to_string_pretty(&summary)?;
+    let json = serde_json::to_string_pretty(&BackupReport {
+        archive: args.output.display().to_string(),
+        seconds: started.elapsed().as_secs_f64(),
+        vdar_version: env!("CARGO_PKG_VERSION"),
+        summary: &summary,
+    })?;
     if args.json && to_stdout {
         eprintln!("{json}");
     } else if args.json {
