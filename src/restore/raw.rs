@@ -377,7 +377,11 @@ impl FsTarget {
                         let mut o = Out::new(
                             Sink::Spool(Box::new(StreamSink::new(
                                 HashWriter::new(spool),
-                                format!("OVA member {member}"),
+                                // The spool is unlinked: name the directory it fills.
+                                format!(
+                                    "OVA member {member} (spooled in {})",
+                                    scratch_dir.display()
+                                ),
                                 cap,
                                 text,
                             )?)),
