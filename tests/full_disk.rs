@@ -124,11 +124,15 @@ fn full_file_system_leaves_no_finished_looking_output() {
     assert_eq!(errors.len(), 7, "{stderr}");
     for e in &errors {
         assert!(
-            e.contains("No space left on device") && e.contains(": byte 0x"),
+            e.contains("No space left on device") && e.contains("byte 0x"),
             "names file and byte: {e}"
         );
     }
-    assert!(errors[0].contains("b.vdar"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("/b.vdar: write at byte 0x"),
+        "{}",
+        errors[0]
+    );
     assert!(
         errors[1].contains("raw/r/r.vmdk.raw.partial"),
         "{}",

@@ -22,7 +22,7 @@ use vdar::pipeline::{
 };
 
 use super::args::{parse_size, BackupArgs};
-use super::direct_out::DirectAppend;
+use super::direct_out::{DirectAppend, FailedWrite};
 use super::output::{pipe_error, Counted};
 use super::records::RecordWriter;
 use super::units::human;
@@ -256,14 +256,22 @@ pub fn write_file_atomically<T>(
     let tmp = PathBuf::from(tmp);
     let file = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
     let mut out = DirectAppend::new(&tmp, file);
-    let result = write(&mut out).and_then(|v| {
-        let file = out
-            .finish()
-            .with_context(|| format!("{}: write", tmp.display()))?;
-        file.sync_all()
-            .with_context(|| format!("{}: fsync", tmp.display()))?;
-        Ok(v)
-    });
+    // A failed write names the file as given and the offset the write-behind thread reports.
+    let failed =
+        |e: &io::Error| FailedWrite::find(e).map(|w| anyhow::anyhow!("{}: {w}", path.display()));
+    let result = write(&mut out)
+        .map_err(|e| match e.downcast_ref::<vdar::Error>() {
+            Some(vdar::Error::Io { cause, .. }) => failed(cause).unwrap_or(e),
+            _ => e,
+        })
+        .and_then(|v| {
+            let file = out.finish().map_err(|e| {
+                failed(&e).unwrap_or_else(|| anyhow::anyhow!("{}: write: {e}", tmp.display()))
+            })?;
+            file.sync_all()
+                .with_context(|| format!("{}: fsync", tmp.display()))?;
+            Ok(v)
+        });
     match result {
         Ok(v) => {
             fs::rename(&tmp, path).with_context(|| format!("{}: rename", path.display()))?;

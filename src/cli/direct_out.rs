@@ -23,6 +23,35 @@ const BLOCK_BYTES: usize = 4 << 20;
 /// Staging buffers: one filling, the others queued or being written.
 const BUFFERS: usize = 3;
 
+/// A write that failed, and where: the write-behind thread reports errors after the fact, so
+/// the offset travels with the error (inside the `io::Error`, for callers to find).
+#[derive(Debug)]
+pub struct FailedWrite {
+    /// File offset of the write.
+    pub at: u64,
+    /// What the kernel said.
+    pub cause: io::Error,
+}
+
+impl std::fmt::Display for FailedWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "write at byte {:#x}: {}", self.at, self.cause)
+    }
+}
+
+impl std::error::Error for FailedWrite {}
+
+impl FailedWrite {
+    fn wrap(at: u64, cause: io::Error) -> io::Error {
+        io::Error::new(cause.kind(), FailedWrite { at, cause })
+    }
+
+    /// The failed write inside `e`, if it is one.
+    pub fn find(e: &io::Error) -> Option<&FailedWrite> {
+        e.get_ref().and_then(|x| x.downcast_ref::<FailedWrite>())
+    }
+}
+
 /// A full or final staging buffer: `len` bytes to write at `at`.
 type Filled = (AlignedBuf, usize, u64);
 
@@ -105,7 +134,9 @@ impl DirectAppend {
             Some(Ok(r)) => r?,
             _ => return Err(io::Error::other("archive writer thread panicked")),
         }
-        self.file.write_all_at(&tail, self.pos)?;
+        self.file
+            .write_all_at(&tail, self.pos)
+            .map_err(|e| FailedWrite::wrap(self.pos, e))?;
         Ok(self.file.clone())
     }
 }
@@ -156,9 +187,11 @@ fn write_behind(
             // Opened with O_DIRECT but this write refused: buffered from here on.
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                 direct = None;
-                buffered.write_all_at(bytes, at)?;
+                buffered
+                    .write_all_at(bytes, at)
+                    .map_err(|e| FailedWrite::wrap(at, e))?;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(FailedWrite::wrap(at, e)),
         }
         // The filling side may be gone (finished or failed); nothing more to hand back then.
         let _ = give_back.send(buf);
