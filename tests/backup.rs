@@ -400,15 +400,15 @@ fn report_commands_survive_a_closed_stdout() {
         vec!["verify", s(&a)],
         vec!["inspect", s(&vm.join("sample.vmx"))],
     ] {
-        // The reader is gone before vdar writes a byte.
-        let mut child = Command::new(vdar_bin())
-            .args(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
+        // The reader (`:`) is gone before vdar starts. The pipe is made by a shell, not by this
+        // test process: a child forked by a concurrent test would hold a copy of the read end
+        // until its exec, and a write in that window succeeds.
+        let sh = format!(
+            "(sleep 0.3; exec {} {}) | :; exit ${{PIPESTATUS[0]}}",
+            s(&vdar_bin()),
+            args.join(" ")
+        );
+        let out = Command::new("bash").args(["-c", &sh]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
