@@ -395,16 +395,16 @@ fn block_size_pads_to_whole_blocks() {
     let (vms, expect) = corpus();
     let mut ar = Vec::new();
     let o = BackupOptions {
-        block_size: 10240,
+        block_size: 8192,
         ..opts(2)
     };
     backup(vms, &o, &mut ar, None).unwrap();
-    assert_eq!(ar.len() % 10240, 0);
+    assert_eq!(ar.len() % 8192, 0);
     let dir = crate::util::tempdir();
     let r = restore_stream(
         &mut Pieces {
             data: &ar,
-            piece: 10240,
+            piece: 8192,
         },
         dir.path(),
         &RestoreOptions::default(),
@@ -413,7 +413,7 @@ fn block_size_pads_to_whole_blocks() {
     assert!(r.is_complete(), "{r:?}");
     check_restored(dir.path(), &expect);
     let l = vdar::list::list_seekable(&mut std::io::Cursor::new(&ar)).unwrap();
-    assert_eq!(l.block_size, 10240);
+    assert_eq!(l.block_size, 8192);
     assert!(vdar::verify::verify(&mut &ar[..]).unwrap().ok);
 }
 

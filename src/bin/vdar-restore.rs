@@ -10,6 +10,9 @@ mod archive_cmds;
 mod args;
 // SAN write-back (`restore --blockmap`) belongs on recovery media too.
 #[allow(dead_code)]
+#[path = "../cli/records.rs"]
+mod records;
+#[allow(dead_code)]
 #[path = "../cli/san.rs"]
 mod san;
 #[path = "../cli/stdout.rs"]

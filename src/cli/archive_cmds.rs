@@ -1,10 +1,16 @@
 //! The archive-reading commands, `restore`, `verify` and `list`, shared by `vdar` and the
 //! small disaster-recovery binary `vdar-restore`.
 //!
-//! Exit codes: 0 success; 1 damage found (verify) or data lost (restore --salvage); 2 error.
+//! Exit codes: 0 success; 1 damage found (verify), an incomplete archive (list) or data lost
+//! (restore --salvage); 2 error.
+//!
+//! A regular file is read through its index; anything else in one pass, a tape drive (a
+//! character device) in whole 16 MiB requests (`records`).
 
 use std::fs::File;
 use std::io::{self, BufReader, IsTerminal, Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -16,6 +22,7 @@ use vdar::restore::{
 };
 
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
+use super::records::{RecordReader, TAPE_READ_BYTES};
 use super::units::human;
 
 pub(super) fn open(path: &Path) -> anyhow::Result<File> {
@@ -37,18 +44,32 @@ pub(super) enum Archive {
 
 pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
     if path == Path::new("-") {
-        return Ok(Archive::Stream(Box::new(stdin())));
+        // `vdar restore - < /dev/nst0` reads a tape too.
+        let tape = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(File::from)
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.file_type().is_char_device());
+        return Ok(Archive::Stream(if tape {
+            Box::new(RecordReader::new(io::stdin().lock(), TAPE_READ_BYTES))
+        } else {
+            Box::new(stdin())
+        }));
     }
     let f = open(path)?;
-    let regular = f
+    let kind = f
         .metadata()
         .with_context(|| format!("{}: cannot stat", path.display()))?
-        .is_file();
-    let r = BufReader::with_capacity(1 << 20, f);
-    Ok(if regular {
-        Archive::Seekable(r)
+        .file_type();
+    Ok(if kind.is_file() {
+        Archive::Seekable(BufReader::with_capacity(1 << 20, f))
+    } else if kind.is_char_device() {
+        // A tape drive: every read a whole number of blocks, large enough for any record.
+        Archive::Stream(Box::new(RecordReader::new(f, TAPE_READ_BYTES)))
     } else {
-        Archive::Stream(Box::new(r))
+        Archive::Stream(Box::new(BufReader::with_capacity(1 << 20, f)))
     })
 }
 

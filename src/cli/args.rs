@@ -103,7 +103,8 @@ pub struct BackupArgs {
     /// Chunk size (power of two, 64K..16M), e.g. 1M.
     #[arg(long, value_name = "SIZE")]
     pub chunk_size: Option<String>,
-    /// Pad the output to whole blocks of this size (tape drives in fixed-block mode), e.g. 256K.
+    /// Pad the output to whole blocks of this size (tape drives in fixed-block mode), a power of
+    /// two from 512 to 16M, e.g. 256K.
     #[arg(long, value_name = "SIZE")]
     pub block_size: Option<String>,
     /// Worker threads for hashing and compression (default: one per core; at most 256).

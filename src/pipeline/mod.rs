@@ -229,10 +229,11 @@ fn check_options(opts: &BackupOptions) -> Result<()> {
             opts.level
         )));
     }
-    if opts.block_size > MAX_BLOCK_BYTES || (opts.block_size != 0 && opts.block_size < 512) {
+    // A power of two, so that a tape read in MAX_BLOCK_BYTES requests is whole blocks.
+    let bs = opts.block_size;
+    if bs != 0 && (!(512..=MAX_BLOCK_BYTES).contains(&bs) || !bs.is_power_of_two()) {
         return Err(Error::Usage(format!(
-            "block size {} out of range 512..={MAX_BLOCK_BYTES}",
-            opts.block_size
+            "block size {bs} must be a power of two in 512..={MAX_BLOCK_BYTES}"
         )));
     }
     // Each worker keeps about four chunks in flight (plaintext and compressed, two credits):
@@ -635,6 +636,10 @@ mod tests {
             },
             BackupOptions {
                 threads: MAX_THREADS + 1,
+                ..Default::default()
+            },
+            BackupOptions {
+                block_size: 10240,
                 ..Default::default()
             },
         ];
