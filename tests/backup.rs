@@ -419,26 +419,31 @@ fn report_commands_survive_a_closed_stdout() {
 }
 
 #[test]
-fn backup_to_a_closed_pipe_fails_loudly() {
+fn writers_to_a_closed_pipe_fail_loudly() {
     let d = tempdir();
     let vm = extract_sample(d.path());
-    let sh = format!(
-        "{} backup {} -o - --level 1 | head -c 1000 >/dev/null; exit ${{PIPESTATUS[0]}}",
-        s(&vdar_bin()),
-        s(&vm.join("sample.vmx"))
-    );
-    let out = Command::new("bash").args(["-c", &sh]).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("pipe"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let a = d.path().join("a.vdar");
+    ok(&["backup", s(&vm.join("sample.vmx")), "-o", s(&a)]);
+    // Each writes far more than a pipe holds, so the reader's exit is always seen.
+    for cmd in [
+        format!("backup {} -o - --level 1", s(&vm.join("sample.vmx"))),
+        format!("cat {} -o -", s(&vm.join("sample-000002.vmdk"))),
+        format!("restore {} --to - --format stream", s(&a)),
+        format!("restore {} --to - --format ova", s(&a)),
+    ] {
+        let sh = format!(
+            "{} {cmd} | head -c 1000 >/dev/null; exit ${{PIPESTATUS[0]}}",
+            s(&vdar_bin())
+        );
+        let out = Command::new("bash").args(["-c", &sh]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("stdout: reader closed the pipe at byte 0x")
+                && err.contains("output is incomplete"),
+            "{cmd}: {err}"
+        );
+    }
 }
 
 /// Writes `bytes` into the FIFO at `path` from another thread (opening blocks until a reader

@@ -13,6 +13,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -23,6 +24,7 @@ use vdar::restore::{
 
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
 use super::records::{RecordReader, TAPE_READ_BYTES};
+use super::stdout::{pipe_error, Counted};
 use super::units::human;
 
 pub(super) fn open(path: &Path) -> anyhow::Result<File> {
@@ -142,12 +144,12 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         salvage: args.salvage,
         progress: io::stderr().is_terminal().then(progress_printer),
     };
+    let mut accepted = None;
     let dest = if to == Path::new("-") {
         // Stdout is line-buffered; an image is not lines.
-        Dest::Writer(Box::new(io::BufWriter::with_capacity(
-            1 << 20,
-            io::stdout(),
-        )))
+        let (w, a) = Counted::new(io::stdout());
+        accepted = Some(a);
+        Dest::Writer(Box::new(io::BufWriter::with_capacity(1 << 20, w)))
     } else {
         std::fs::create_dir_all(to).with_context(|| format!("{}: cannot create", to.display()))?;
         Dest::Dir(to.clone())
@@ -159,7 +161,13 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     if opts.progress.is_some() {
         eprint!("\r\x1b[K");
     }
-    let report = report.map_err(|e| about_archive(e, &args.archive, !args.salvage))?;
+    let report = report.map_err(|e| match (e, &accepted) {
+        // Only the output pipe says EPIPE: name where its reader left.
+        (vdar::Error::Io { cause, .. }, Some(a)) if cause.kind() == io::ErrorKind::BrokenPipe => {
+            pipe_error(&cause, "stdout", a.load(Ordering::Relaxed))
+        }
+        (e, _) => about_archive(e, &args.archive, !args.salvage),
+    })?;
     if args.json && to == Path::new("-") {
         // Stdout carries the image.
         eprintln!("{}", serde_json::to_string_pretty(&report)?);

@@ -11,6 +11,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -23,8 +24,8 @@ use vdar::pipeline::{
 
 use super::args::{parse_size, BackupArgs};
 use super::direct_out::{DirectAppend, FailedWrite};
-use super::output::{pipe_error, Counted};
 use super::records::RecordWriter;
+use super::stdout::{pipe_error, Counted};
 use super::units::human;
 
 /// Largest VM configuration file stored (.vmx, .nvram, ...): they are kilobytes; anything
@@ -122,13 +123,13 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
             // more. Name what really went out, and say what a closed pipe means.
             match e.downcast_ref::<vdar::Error>() {
                 Some(vdar::Error::Io { path, cause, .. }) if *path == args.output => {
-                    pipe_error(cause, &name, accepted.get())
+                    pipe_error(cause, &name, accepted.load(Ordering::Relaxed))
                 }
                 _ => e,
             }
         })?;
         out.flush()
-            .map_err(|e| pipe_error(&e, &name, accepted.get()))?;
+            .map_err(|e| pipe_error(&e, &name, accepted.load(Ordering::Relaxed)))?;
         // A pipe cannot be taken back: a failed probe still fails the backup (non-zero exit).
         finish_san()?;
         s

@@ -1,16 +1,17 @@
 //! Writing a collapsed disk as raw bytes to a file (zero runs as holes) or a stream.
 
-use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use vdar::blockio::{Job, ReadAhead, ReadOptions, ReadRequest};
 use vdar::chain::{read_run, DiskRun, VirtualDisk};
 use vdar::input::Source;
+
+use super::stdout::{pipe_error, Accepted, Counted};
 
 /// Bytes per read request: large reads for sequential throughput; with the default queue depth
 /// of 16 the pipeline holds 16 MiB of buffers.
@@ -21,7 +22,7 @@ pub enum RawSink {
     /// A regular file: data is written at its offset, zero runs are skipped (holes).
     File(File, std::path::PathBuf),
     /// A pipe or terminal: zeros are written out; the count is what stdout accepted.
-    Stream(Box<dyn Write>, String, Rc<Cell<u64>>),
+    Stream(Box<dyn Write>, String, Accepted),
 }
 
 impl RawSink {
@@ -149,7 +150,7 @@ pub fn copy_disk(
                     .with_context(|| format!("{}: write at byte {at:#x}", p.display()))?;
             } else if let Some((w, name, accepted)) = &mut stream {
                 w.write_all(chunk)
-                    .map_err(|e| pipe_error(&e, name, accepted.get()))?;
+                    .map_err(|e| pipe_error(&e, name, accepted.load(Ordering::Relaxed)))?;
             }
             Ok(())
         };
@@ -185,50 +186,7 @@ pub fn copy_disk(
     }
     if let Some((w, name, accepted)) = &mut stream {
         w.flush()
-            .map_err(|e| pipe_error(&e, name, accepted.get()))?;
+            .map_err(|e| pipe_error(&e, name, accepted.load(Ordering::Relaxed)))?;
     }
     Ok(stats)
-}
-
-/// A write error on a stream, `at` being the first byte the stream did not accept; a closed
-/// pipe means the reader got truncated output, which must not look like success.
-pub fn pipe_error(e: &io::Error, name: &str, at: u64) -> anyhow::Error {
-    if e.kind() == io::ErrorKind::BrokenPipe {
-        anyhow::anyhow!("{name}: reader closed the pipe at byte {at:#x}: output is incomplete")
-    } else {
-        anyhow::anyhow!("{name}: write at byte {at:#x}: {e}")
-    }
-}
-
-/// Counts the bytes the writer below accepted. Buffers above it hide where a write failed;
-/// the count names the first byte that did not go out.
-pub struct Counted<W> {
-    inner: W,
-    accepted: Rc<Cell<u64>>,
-}
-
-impl<W: Write> Counted<W> {
-    /// The wrapper and a handle on its count.
-    pub fn new(inner: W) -> (Self, Rc<Cell<u64>>) {
-        let accepted = Rc::new(Cell::new(0));
-        (
-            Counted {
-                inner,
-                accepted: accepted.clone(),
-            },
-            accepted,
-        )
-    }
-}
-
-impl<W: Write> Write for Counted<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.accepted.set(self.accepted.get() + n as u64);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
