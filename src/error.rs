@@ -77,6 +77,9 @@ pub enum Error {
         /// What is wrong.
         what: String,
     },
+    /// Stopped through a [`Cancel`](crate::cancel::Cancel) flag (the value it was set to).
+    #[error("interrupted")]
+    Interrupted(usize),
     /// Invalid request from the caller (bad option combination, unknown VM or snapshot name).
     #[error("{0}")]
     Usage(String),

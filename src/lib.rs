@@ -27,6 +27,7 @@
 
 pub mod archive;
 pub mod blockio;
+pub mod cancel;
 pub mod chain;
 pub mod chunk;
 pub mod error;

@@ -14,9 +14,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => code,
-        Err(e) => {
+        Err(e) => cli::interrupted(&e).unwrap_or_else(|| {
             eprintln!("vdar: error: {e:#}");
             ExitCode::from(2)
-        }
+        }),
     }
 }

@@ -17,36 +17,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A VMDK of `mib` MiB of incompressible bytes (so compressed outputs fill a disk too).
-fn random_vmdk(dir: &Path, mib: usize) -> std::path::PathBuf {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let bytes: Vec<u8> = (0..mib << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect();
-    let raw = dir.join("r.raw");
-    fs::write(&raw, bytes).unwrap();
-    let vmdk = dir.join("r.vmdk");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-q",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            s(&raw),
-            s(&vmdk),
-        ],
-    );
-    vmdk
-}
-
 #[test]
 fn writing_to_dev_full_names_the_device_and_fails() {
     let d = tempdir();

@@ -20,6 +20,7 @@ mod chain;
 mod cowd;
 mod esx;
 mod full_disk;
+mod interrupt;
 mod oracle_libvmdk;
 mod sample;
 mod san;

@@ -146,3 +146,33 @@ pub fn assert_same_file(a: &Path, b: &Path) {
         done = done.max(e);
     }
 }
+
+/// A VMDK of `mib` MiB of incompressible bytes (so compressed outputs fill a disk too).
+pub fn random_vmdk(dir: &Path, mib: usize) -> PathBuf {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..mib << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let raw = dir.join("r.raw");
+    std::fs::write(&raw, bytes).unwrap();
+    let vmdk = dir.join("r.vmdk");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            raw.to_str().unwrap(),
+            vmdk.to_str().unwrap(),
+        ],
+    );
+    vmdk
+}

@@ -15,6 +15,8 @@ mod records;
 #[allow(dead_code)]
 #[path = "../cli/san.rs"]
 mod san;
+#[path = "../cli/signals.rs"]
+mod signals;
 #[path = "../cli/stdout.rs"]
 mod stdout;
 #[path = "../cli/units.rs"]
@@ -35,7 +37,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "vdar-restore", version, about)]
 #[command(
-    after_help = "Exit codes: 0 success, 1 damage found, archive incomplete or data lost, 2 error."
+    after_help = "Exit codes: 0 success, 1 damage found, archive incomplete or data lost, 2 error, \
+                  130/143 interrupted by SIGINT/SIGTERM."
 )]
 struct RestoreCli {
     #[command(subcommand)]
@@ -59,7 +62,9 @@ fn main() -> ExitCode {
         RestoreCommand::List(a) => archive_cmds::list(&a),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("vdar-restore: error: {e:#}");
-        ExitCode::from(2)
+        signals::interrupted(&e, "vdar-restore").unwrap_or_else(|| {
+            eprintln!("vdar-restore: error: {e:#}");
+            ExitCode::from(2)
+        })
     })
 }

@@ -143,6 +143,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         force: args.force,
         salvage: args.salvage,
         progress: io::stderr().is_terminal().then(progress_printer),
+        cancel: super::signals::on_interrupt()?,
     };
     let mut accepted = None;
     let dest = if to == Path::new("-") {

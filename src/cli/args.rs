@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "vdar", version, about, long_about = None)]
 #[command(
-    after_help = "Exit codes: 0 success, 1 damage found, archive incomplete or data lost, 2 error."
+    after_help = "Exit codes: 0 success, 1 damage found, archive incomplete or data lost, 2 error, \
+                  130/143 interrupted by SIGINT/SIGTERM."
 )]
 pub struct Cli {
     /// The command.

@@ -49,6 +49,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         level: args.level,
         threads: args.threads,
         output_name: args.output.display().to_string(),
+        cancel: super::signals::on_interrupt()?,
         ..Default::default()
     };
     if let Some(s) = &args.chunk_size {

@@ -11,6 +11,7 @@ mod inspect;
 mod output;
 mod records;
 mod san;
+mod signals;
 mod stdout;
 mod units;
 mod writeback;
@@ -63,6 +64,11 @@ pub fn select_inputs(
         });
     }
     Ok(out)
+}
+
+/// The exit for an interrupted backup or restore (see `signals`), if `e` is one.
+pub fn interrupted(e: &anyhow::Error) -> Option<ExitCode> {
+    signals::interrupted(e, "vdar")
 }
 
 /// Parses the command line and runs the command.

@@ -53,6 +53,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr()
             .is_terminal()
             .then(super::archive_cmds::progress_printer),
+        cancel: super::signals::on_interrupt()?,
         ..Default::default()
     };
     let dest = Dest::Sink(Box::new(factory));

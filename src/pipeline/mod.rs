@@ -91,6 +91,8 @@ pub struct BackupOptions {
     pub output_name: String,
     /// How the reader stage reads the disks (engine, queue depth).
     pub read: ReadOptions,
+    /// Checked between chunks: once set, the backup stops with `Error::Interrupted`.
+    pub cancel: crate::cancel::Cancel,
 }
 
 impl Default for BackupOptions {
@@ -104,6 +106,7 @@ impl Default for BackupOptions {
             queue_bytes: 64 << 20,
             output_name: "-".into(),
             read: ReadOptions::default(),
+            cancel: Default::default(),
         }
     }
 }
@@ -461,6 +464,7 @@ pub fn backup(
                 pending.insert(seq, r);
                 while let Some(r) = pending.remove(&next) {
                     next += 1;
+                    opts.cancel.check()?;
                     let (item, processed) = r?;
                     match item {
                         Item::VmStart(v) => {

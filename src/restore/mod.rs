@@ -122,6 +122,9 @@ pub struct RestoreOptions {
     pub salvage: bool,
     /// Told after every chunk written (file-system restores).
     pub progress: Option<ProgressHook>,
+    /// Checked between records: once set, the restore stops with `Error::Interrupted` and
+    /// removes its unfinished outputs.
+    pub cancel: crate::cancel::Cancel,
 }
 
 /// A damaged record or unreadable stretch of the archive.
@@ -348,6 +351,7 @@ fn disk_names(m: &Manifest) -> Vec<(String, String, u64)> {
 /// The bookkeeping shared by the stream and seekable paths.
 struct Book<'m> {
     manifest: &'m Manifest,
+    cancel: crate::cancel::Cancel,
     names: Vec<(String, String, u64)>,
     sel: Selection,
     salvage: bool,
@@ -356,8 +360,9 @@ struct Book<'m> {
 }
 
 impl<'m> Book<'m> {
-    fn new(manifest: &'m Manifest, sel: Selection, salvage: bool) -> Self {
+    fn new(manifest: &'m Manifest, sel: Selection, opts: &RestoreOptions) -> Self {
         Book {
+            cancel: opts.cancel.clone(),
             names: disk_names(manifest),
             files_done: manifest
                 .vms
@@ -366,7 +371,7 @@ impl<'m> Book<'m> {
                 .collect(),
             manifest,
             sel,
-            salvage,
+            salvage: opts.salvage,
             report: RestoreReport::default(),
         }
     }
@@ -494,6 +499,7 @@ fn replay(
     let mut seen: Vec<IndexEntry> = Vec::new();
     let mut index_ok = true;
     while let Some(ev) = reader.next_event()? {
+        book.cancel.check()?;
         book.report.records += 1;
         match ev {
             Event::Record(r) => {
@@ -711,7 +717,7 @@ pub fn restore_stream_to(
     if let Some(h) = &opts.progress {
         target.track(progress::Tracker::new(h.clone(), &manifest, &sel));
     }
-    let mut book = Book::new(&manifest, sel, opts.salvage);
+    let mut book = Book::new(&manifest, sel, opts);
     replay(
         &mut reader,
         &mut target,
@@ -729,7 +735,7 @@ pub fn restore_to_sink(input: &mut dyn Read, opts: &RestoreOptions) -> Result<Re
     let mut reader = StreamReader::new(input, true)?;
     let manifest = reader.manifest.clone();
     let sel = Selection::new(&manifest, opts)?;
-    let mut book = Book::new(&manifest, sel, opts.salvage);
+    let mut book = Book::new(&manifest, sel, opts);
     replay(
         &mut reader,
         &mut DigestSink::default(),
@@ -815,7 +821,7 @@ pub fn restore_seekable_to(
     if let Some(h) = &opts.progress {
         target.track(progress::Tracker::new(h.clone(), &manifest, &sel));
     }
-    let mut book = Book::new(&manifest, sel, opts.salvage);
+    let mut book = Book::new(&manifest, sel, opts);
     let ndisks = book.names.len();
     let book_names = book.names.clone();
     let chunks: HashMap<(u32, u64), usize> = ar
@@ -851,6 +857,7 @@ pub fn restore_seekable_to(
         if !wanted(&book.sel, e) {
             continue;
         }
+        book.cancel.check()?;
         if e.kind == RecordKind::Chunk && ahead.is_empty() {
             match pending.take() {
                 Some(p) => ahead.extend(p.join()),
