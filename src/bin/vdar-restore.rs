@@ -9,6 +9,10 @@ mod archive_cmds;
 #[path = "../cli/args.rs"]
 mod args;
 // SAN write-back (`restore --blockmap`) belongs on recovery media too.
+// The backup's progress line is unused here.
+#[allow(dead_code)]
+#[path = "../cli/progress.rs"]
+mod progress;
 #[allow(dead_code)]
 #[path = "../cli/records.rs"]
 mod records;

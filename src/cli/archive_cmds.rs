@@ -14,13 +14,9 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use anyhow::Context;
-use vdar::restore::{
-    restore_seekable_to, restore_stream_to, Dest, ProgressHook, RestoreOptions, RestoreProgress,
-};
+use vdar::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
 
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
 use super::records::{RecordReader, TAPE_READ_BYTES};
@@ -47,13 +43,9 @@ pub(super) enum Archive {
 pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
     if path == Path::new("-") {
         // `vdar restore - < /dev/nst0` reads a tape too.
-        let tape = io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .ok()
-            .map(File::from)
-            .and_then(|f| f.metadata().ok())
-            .is_some_and(|m| m.file_type().is_char_device());
+        let tape = rustix::fs::fstat(io::stdin().as_fd()).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice
+        });
         return Ok(Archive::Stream(if tape {
             Box::new(RecordReader::new(io::stdin().lock(), TAPE_READ_BYTES))
         } else {
@@ -97,41 +89,6 @@ pub(super) fn about_archive(e: vdar::Error, path: &Path, hint: bool) -> anyhow::
     }
 }
 
-/// Prints a progress line to stderr at most twice a second.
-pub(super) fn progress_printer() -> ProgressHook {
-    let start = Instant::now();
-    let last = Mutex::new(start);
-    ProgressHook(Arc::new(move |p: &RestoreProgress| {
-        let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
-        if l.elapsed().as_millis() < 500 {
-            return;
-        }
-        *l = Instant::now();
-        eprint!(
-            "\r\x1b[K{}",
-            progress_line(p, start.elapsed().as_secs_f64())
-        );
-    }))
-}
-
-/// One restore progress line, `secs` seconds in.
-fn progress_line(p: &RestoreProgress, secs: f64) -> String {
-    let secs = secs.max(0.001);
-    // Zero ranges are not written, so how far along is measured over disk positions.
-    let done = p.position.min(p.total).max(1);
-    let eta = secs * p.total.saturating_sub(done) as f64 / done as f64;
-    format!(
-        "{} {} of {} ({:.0}%), {} written, {:.0} MB/s, ETA {:.0}s",
-        p.current,
-        human(p.position),
-        human(p.total),
-        100.0 * done as f64 / p.total.max(1) as f64,
-        human(p.bytes_written),
-        p.bytes_written as f64 / secs / 1e6,
-        eta
-    )
-}
-
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let Some(to) = &args.to else {
         return super::writeback::run(args);
@@ -142,7 +99,9 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         disk: args.disk.clone(),
         force: args.force,
         salvage: args.salvage,
-        progress: io::stderr().is_terminal().then(progress_printer),
+        progress: io::stderr()
+            .is_terminal()
+            .then(super::progress::restore_printer),
         cancel: super::signals::on_interrupt()?,
     };
     let mut accepted = None;
@@ -160,7 +119,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts),
     };
     if opts.progress.is_some() {
-        eprint!("\r\x1b[K");
+        super::progress::clear();
     }
     let report = report.map_err(|e| match (e, &accepted) {
         // Only the output pipe says EPIPE: name where its reader left.
@@ -280,23 +239,4 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         l.compression_ratio
     ))?;
     Ok(code)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restore_progress_line() {
-        let p = RestoreProgress {
-            current: "vm/scsi0:0".into(),
-            position: 1 << 30,
-            total: 4 << 30,
-            bytes_written: 300_000_000,
-        };
-        assert_eq!(
-            progress_line(&p, 10.0),
-            "vm/scsi0:0 1.0 GiB of 4.0 GiB (25%), 286.1 MiB written, 30 MB/s, ETA 30s"
-        );
-    }
 }

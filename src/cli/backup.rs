@@ -12,7 +12,6 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -24,6 +23,7 @@ use vdar::pipeline::{
 
 use super::args::{parse_size, BackupArgs};
 use super::direct_out::{DirectAppend, FailedWrite};
+use super::progress::{self, backup_line, Throttle};
 use super::records::RecordWriter;
 use super::stdout::{pipe_error, Counted};
 use super::units::human;
@@ -173,44 +173,14 @@ fn run_backup(
     total: u64,
 ) -> anyhow::Result<vdar::pipeline::BackupSummary> {
     let tty = io::stderr().is_terminal();
-    let start = Instant::now();
-    let last = Mutex::new(Instant::now());
-    let report = move |p: &Progress| {
-        let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
-        if l.elapsed().as_millis() < 500 {
-            return;
-        }
-        *l = Instant::now();
-        eprint!(
-            "\r\x1b[K{}",
-            progress_line(p, total, start.elapsed().as_secs_f64())
-        );
-    };
+    let throttle = Throttle::new();
+    let report = |p: &Progress| throttle.show(|secs| backup_line(p, total, secs));
     let progress: Option<&(dyn Fn(&Progress) + Sync)> = if tty { Some(&report) } else { None };
-    let summary = backup(vms, opts, out, progress)?;
+    let summary = backup(vms, opts, out, progress);
     if tty {
-        eprint!("\r\x1b[K");
+        progress::clear();
     }
-    Ok(summary)
-}
-
-/// One progress line `secs` seconds into a backup of `total` disk bytes.
-fn progress_line(p: &Progress, total: u64, secs: f64) -> String {
-    let secs = secs.max(0.001);
-    // Zero runs are skipped without reading, so progress is measured over disk positions.
-    let done = p.disk_bytes.min(total).max(1);
-    let rate = p.bytes_read as f64 / secs / 1e6;
-    let eta = secs * (total.saturating_sub(done)) as f64 / done as f64;
-    format!(
-        "{} {} read {:.0} MB/s, {} written, dedup {:.2}x, compression {:.2}x, ETA {:.0}s",
-        p.current,
-        human(p.bytes_read),
-        rate,
-        human(p.bytes_written),
-        p.dedup_ratio(),
-        p.compression_ratio(),
-        eta
-    )
+    Ok(summary?)
 }
 
 /// The output when `path` names an existing device or FIFO (a tape drive, `/dev/null`, a named
@@ -418,28 +388,4 @@ fn merged_ddb(chain: &Chain) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_line_figures() {
-        let p = Progress {
-            current: "vm/scsi0:0".into(),
-            disk_bytes: 1 << 30,
-            bytes_read: 500_000_000,
-            bytes_written: 100 << 20,
-            stored_raw_bytes: 300 << 20,
-            dedup_bytes: 100 << 20,
-            stored_bytes: 100 << 20,
-            ..Default::default()
-        };
-        assert_eq!(
-            progress_line(&p, 4 << 30, 10.0),
-            "vm/scsi0:0 476.8 MiB read 50 MB/s, 100.0 MiB written, dedup 1.33x, \
-             compression 3.00x, ETA 30s"
-        );
-    }
 }

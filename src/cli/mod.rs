@@ -9,6 +9,7 @@ mod cat;
 mod direct_out;
 mod inspect;
 mod output;
+mod progress;
 mod records;
 mod san;
 mod signals;

@@ -52,7 +52,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         disk: args.disk.clone(),
         progress: std::io::stderr()
             .is_terminal()
-            .then(super::archive_cmds::progress_printer),
+            .then(super::progress::restore_printer),
         cancel: super::signals::on_interrupt()?,
         ..Default::default()
     };
@@ -62,7 +62,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts),
     };
     if opts.progress.is_some() {
-        eprint!("\r\x1b[K");
+        super::progress::clear();
     }
     let wrote = report.lock().unwrap_or_else(|p| p.into_inner()).clone();
     for n in &wrote.notices {
