@@ -296,40 +296,39 @@ impl Selection {
                 names.join(", ")
             )));
         }
-        // A disk by name, or else by its number within its VM (as `vdar list` shows it).
-        let pick = |by_number: bool| -> Vec<bool> {
-            m.vms
-                .iter()
-                .enumerate()
-                .flat_map(|(v, vm)| vm.disks.iter().enumerate().map(move |(k, d)| (v, k, d)))
-                .map(|(v, k, d)| {
-                    vms[v]
-                        && opts.disk.as_ref().is_none_or(|n| {
-                            if by_number {
-                                n.parse::<usize>() == Ok(k)
-                            } else {
-                                *n == d.name
-                            }
-                        })
-                })
+        // Every disk in archive order: its VM, its number within the VM, its name.
+        let all: Vec<(usize, usize, &str)> = m
+            .vms
+            .iter()
+            .enumerate()
+            .flat_map(|(v, vm)| {
+                vm.disks
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, d)| (v, k, d.name.as_str()))
+            })
+            .collect();
+        let matching = |f: &dyn Fn(usize, &str) -> bool| -> Vec<bool> {
+            all.iter()
+                .map(|&(v, k, name)| vms[v] && f(k, name))
                 .collect()
         };
-        let mut disks = pick(false);
-        if !disks.contains(&true) {
-            disks = pick(true);
-        }
+        let disks = match opts.disk.as_deref() {
+            None => matching(&|_, _| true),
+            Some(want) => {
+                let by_name = matching(&|_, name| name == want);
+                // Else by its number within its VM, as `vdar list` shows it.
+                match want.parse::<usize>() {
+                    Ok(n) if !by_name.contains(&true) => matching(&|k, _| k == n),
+                    _ => by_name,
+                }
+            }
+        };
         if opts.disk.is_some() && !disks.contains(&true) {
-            let names: Vec<String> = m
-                .vms
+            let names: Vec<String> = all
                 .iter()
-                .enumerate()
-                .filter(|&(v, _)| vms[v])
-                .flat_map(|(_, vm)| {
-                    vm.disks
-                        .iter()
-                        .enumerate()
-                        .map(move |(k, d)| format!("{}/{} (#{k})", vm.name, d.name))
-                })
+                .filter(|&&(v, _, _)| vms[v])
+                .map(|&(v, k, name)| format!("{}/{name} (#{k})", m.vms[v].name))
                 .collect();
             return Err(Error::Usage(format!(
                 "no disk named or numbered {:?} in the archive (it holds {})",
