@@ -386,6 +386,18 @@ fn stream_and_ova_to_stdout() {
     let back = d.path().join("back.raw");
     qemu_raw(&st, &back);
     assert_same_file(&back, &raw);
+    // Raw to stdout (for `| dd of=/dev/sdX`): zeros written out, references resolved, from a
+    // file and from a pipe.
+    for input in ["'{a}'", "- < '{a}'"] {
+        let out = d.path().join("stdout.raw");
+        sh(&format!(
+            "'{}' restore {} --to - > '{}'",
+            s(&bin),
+            input.replace("{a}", s(&a)),
+            s(&out)
+        ));
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&raw).unwrap(), "{input}");
+    }
     // Formats that are several files cannot go to stdout.
     let out = vdar(&["restore", s(&a), "--to", "-", "--format", "vmdk"]);
     assert_eq!(out.status.code(), Some(2));

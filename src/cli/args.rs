@@ -160,9 +160,9 @@ pub struct RestoreArgs {
     /// The archive, or `-` for stdin (one pass, no seeking).
     #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
-    /// Target directory (created if missing); nothing is written outside it. `-` writes one
-    /// stream or OVA to stdout: `--format stream` with exactly one disk selected, or
-    /// `--format ova` with exactly one VM.
+    /// Target directory (created if missing); nothing is written outside it. `-` writes to
+    /// stdout one disk (exactly one selected) as `--format raw` (zeros included) or `stream`,
+    /// or one VM as `--format ova`.
     #[arg(long, value_name = "DIR|-", required_unless_present = "blockmap")]
     pub to: Option<PathBuf>,
     /// Output format.

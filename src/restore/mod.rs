@@ -55,7 +55,7 @@ use crate::error::{Error, Result};
 pub use ova::HashWriter;
 pub use progress::{ProgressHook, RestoreProgress};
 pub use raw::FsTarget;
-pub use sink::{DiskSink, RawSink};
+pub use sink::{DiskSink, RawSink, RawStream};
 pub use sparse::SparseSink;
 pub use stream::{StreamSink, StreamSummary};
 

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::ova::{self, HashWriter, OvaDisk};
 use super::progress::Tracker;
-use super::sink::{DiskSink, RawSink};
+use super::sink::{DiskSink, RawSink, RawStream};
 use super::sparse::SparseSink;
 use super::staged::Staged;
 use super::stream::StreamSink;
@@ -193,12 +193,12 @@ impl FsTarget {
         };
         if writer.is_some() {
             match format {
-                Format::Stream if nsel_disks == 1 => {}
+                Format::Raw | Format::Stream if nsel_disks == 1 => {}
                 Format::Ova if nsel_vms == 1 => {}
-                Format::Stream => {
+                Format::Raw | Format::Stream => {
                     return Err(Error::Usage(format!(
-                        "--to - writes one stream: select exactly one disk ({nsel_disks} \
-                         selected; use --vm/--disk)"
+                        "--to - writes one disk: select exactly one ({nsel_disks} selected; use \
+                         --vm/--disk)"
                     )))
                 }
                 Format::Ova => {
@@ -209,7 +209,7 @@ impl FsTarget {
                 }
                 f => {
                     return Err(Error::Usage(format!(
-                        "--to - is only for --format stream or ova, not {f}"
+                        "--to - is only for --format raw, stream or ova, not {f}"
                     )))
                 }
             }
@@ -303,6 +303,13 @@ impl FsTarget {
                     _ if factory.is_some() => {
                         let f = factory.take().expect("invariant: checked just above");
                         Out::new(Sink::Other(f.create(&vm.name, &disk.name, cap)?), None)
+                    }
+                    Format::Raw if writer.is_some() => {
+                        let w = writer.take().expect("invariant: checked just above");
+                        Out::new(
+                            Sink::Other(Box::new(RawStream::new(w, "standard output"))),
+                            None,
+                        )
                     }
                     Format::Raw => {
                         let p = at(&raw_name(&disk.name))?;

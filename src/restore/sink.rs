@@ -11,6 +11,7 @@
 //! grain that arrives whole.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
@@ -150,6 +151,47 @@ impl DiskSink for RawSink {
     }
     fn random_access(&self) -> bool {
         true
+    }
+}
+
+/// A raw image as one ordered byte stream (standard output, `| dd of=/dev/sdX`): zero ranges
+/// are written out, since a stream has no holes.
+pub struct RawStream {
+    out: Box<dyn Write + Send>,
+    name: String,
+}
+
+impl RawStream {
+    /// A raw image written to `out`, called `name` in errors.
+    pub fn new(out: Box<dyn Write + Send>, name: &str) -> Self {
+        RawStream {
+            out,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// Zeros written per call for a zero range.
+const ZERO_WRITE_BYTES: usize = 1 << 20;
+static ZEROS: [u8; ZERO_WRITE_BYTES] = [0; ZERO_WRITE_BYTES];
+
+impl DiskSink for RawStream {
+    fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.out
+            .write_all(data)
+            .map_err(|e| Error::io(&self.name, Some(offset), e))
+    }
+    fn write_zero(&mut self, offset: u64, len: u64) -> Result<()> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZERO_WRITE_BYTES as u64);
+            self.write_data(offset + done, &ZEROS[..n as usize])?;
+            done += n;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.out.flush().map_err(|e| Error::io(&self.name, None, e))
     }
 }
 
