@@ -1,5 +1,6 @@
-//! SIGINT or SIGTERM in the middle of a restore or a backup: exit 128 + the signal, a notice,
-//! and no unfinished output left under any name.
+//! Runs that do not end on their own: SIGINT or SIGTERM in the middle of a restore or a backup
+//! (exit 128 + the signal, a notice, no unfinished output left under any name), and a second
+//! run overlapping the first (refused, without touching the first one's files).
 //!
 //! Both are held mid-stream through a FIFO the test controls, so the signal always lands while
 //! work remains: a restore reading its archive from a FIFO fed in two parts, a backup writing
@@ -105,5 +106,59 @@ fn interrupted_backup_stops_between_chunks() {
         first.len() + rest.len() < 8 << 20,
         "stopped before the end: {} bytes",
         first.len() + rest.len()
+    );
+}
+
+#[test]
+fn overlapping_runs_leave_each_others_partial_files_alone() {
+    let d = tempdir();
+    let vmdk = random_vmdk(d.path(), 1);
+    let archive = d.path().join("a.vdar");
+    let partial = d.path().join("a.vdar.partial");
+    // Another backup is writing the same archive name (a scheduled run that overlaps).
+    fs::write(&partial, b"theirs").unwrap();
+    let theirs = fs::File::open(&partial).unwrap();
+    vdar::restore::lock_partial(&theirs, &partial).unwrap();
+    let out = vdar(&["backup", s(&vmdk), "-o", s(&archive)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("a.vdar.partial: another vdar is writing it"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&partial).unwrap(), b"theirs");
+    assert!(!archive.exists());
+    // Once it is gone, its leftover is overwritten.
+    drop(theirs);
+    let out = vdar(&["backup", s(&vmdk), "-o", s(&archive)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!partial.exists());
+
+    // The same for a restore into a directory another restore is filling.
+    let to = d.path().join("to");
+    fs::create_dir_all(to.join("r")).unwrap();
+    let image = to.join("r/r.vmdk.raw.partial");
+    fs::write(&image, b"theirs").unwrap();
+    let theirs = fs::File::open(&image).unwrap();
+    vdar::restore::lock_partial(&theirs, &image).unwrap();
+    let out = vdar(&["restore", s(&archive), "--to", s(&to)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("another vdar is writing it"), "{err}");
+    assert_eq!(fs::read(&image).unwrap(), b"theirs");
+    drop(theirs);
+    let out = vdar(&["restore", s(&archive), "--to", s(&to)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::metadata(to.join("r/r.vmdk.raw")).unwrap().len(),
+        1 << 20
     );
 }

@@ -226,7 +226,17 @@ pub fn write_file_atomically<T>(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
-    let file = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    // Locked before it is truncated: a `.partial` another backup is writing (an overlapping
+    // scheduled run) is refused, one a killed run left behind is overwritten.
+    let file = File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&tmp)
+        .with_context(|| format!("{}: cannot create", tmp.display()))?;
+    vdar::restore::lock_partial(&file, &tmp)?;
+    file.set_len(0)
+        .with_context(|| format!("{}: cannot truncate", tmp.display()))?;
     let mut out = DirectAppend::new(&tmp, file);
     // A failed write names the file as given and the offset the write-behind thread reports.
     let failed =

@@ -57,6 +57,7 @@ pub use progress::{ProgressHook, RestoreProgress};
 pub use raw::FsTarget;
 pub use sink::{DiskSink, RawSink, RawStream};
 pub use sparse::SparseSink;
+pub use staged::lock_partial;
 pub use stream::{StreamSink, StreamSummary};
 
 /// The output format of a restore.

@@ -6,7 +6,9 @@
 //! error) removes its `.partial` files, so it never leaves a full-size image whose missing
 //! ranges read as zeros under a name that looks finished; and with `--force` the file being
 //! replaced stays intact until its replacement is complete. A restore killed outright leaves
-//! only `.partial` names, which the next run overwrites.
+//! only `.partial` names, which the next run overwrites. Each `.partial` is locked (`flock`)
+//! while written: a second restore into the same directory (an overlapping scheduled job) is
+//! refused instead of interleaving its bytes with the first one's.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -23,6 +25,25 @@ use crate::error::{Error, Result};
 pub(crate) struct Staged {
     /// (partial, final) pairs not yet renamed.
     pending: Vec<(PathBuf, PathBuf)>,
+    /// A handle on each output, holding its lock until the restore ends (the sinks may close
+    /// theirs earlier).
+    locks: Vec<File>,
+}
+
+/// Takes the exclusive lock of a `.partial` file (a restore's or a backup's), or says that
+/// another run holds it. The lock lasts as long as some handle on this open file does.
+pub fn lock_partial(file: &File, path: &Path) -> Result<()> {
+    use rustix::fs::{flock, FlockOperation};
+    flock(file, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            Error::Usage(format!(
+                "{}: another vdar is writing it (an overlapping run?)",
+                path.display()
+            ))
+        } else {
+            Error::io(path, None, e.into())
+        }
+    })
 }
 
 /// `NAME.partial` beside `path`.
@@ -63,17 +84,23 @@ impl Staged {
                 path: path.to_path_buf(),
             });
         }
-        // A `.partial` left by a restore that was killed is ours to overwrite; a symlink in
-        // its place is refused (O_NOFOLLOW), so nothing is written outside the directory.
+        // A `.partial` left by a restore that was killed is ours to overwrite, one that another
+        // restore holds locked is not; a symlink in its place is refused (O_NOFOLLOW), so
+        // nothing is written outside the directory.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&partial)
             .map_err(|e| Error::io(&partial, None, e))?;
+        lock_partial(&file, &partial)?;
+        file.set_len(0)
+            .map_err(|e| Error::io(&partial, Some(0), e))?;
+        let lock = file.try_clone().map_err(|e| Error::io(&partial, None, e))?;
         self.pending.push((partial.clone(), path.to_path_buf()));
+        self.locks.push(lock);
         Ok((partial, file))
     }
 
@@ -152,6 +179,25 @@ mod tests {
         assert_eq!(std::fs::read(&a).unwrap(), b"done");
         assert_eq!(std::fs::read(&old).unwrap(), b"replaced");
         assert!(!pa.exists());
+    }
+
+    #[test]
+    fn a_partial_another_run_holds_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.raw");
+        std::fs::write(partial_name(&a), b"theirs").unwrap();
+        let theirs = File::open(partial_name(&a)).unwrap();
+        lock_partial(&theirs, &a).unwrap();
+        let mut s = Staged::default();
+        let e = s.create(&a, false).unwrap_err();
+        assert!(e.to_string().contains("another vdar is writing it"), "{e}");
+        drop(s);
+        assert_eq!(std::fs::read(partial_name(&a)).unwrap(), b"theirs");
+        // Once they are gone, a leftover is ours.
+        drop(theirs);
+        let mut s = Staged::default();
+        let (_, f) = s.create(&a, false).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 0);
     }
 
     #[test]
