@@ -123,16 +123,16 @@ fn restore_of_backup_equals_qemu_for_every_format_via_file_and_pipe() {
         .zip(listing["vms"].as_array().unwrap())
     {
         assert_eq!(a["name"], b["name"]);
-        let names = |v: &serde_json::Value, k: &str| -> Vec<serde_json::Value> {
-            v[k].as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x["name"].clone())
-                .collect()
-        };
-        assert_eq!(names(a, "disks"), names(b, "disks"));
-        let files: Vec<serde_json::Value> = a["files"].as_array().unwrap().clone();
-        assert_eq!(files, names(b, "files"));
+        assert_eq!(a["files"], b["files"], "names, sizes and BLAKE3");
+        for (x, y) in a["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(b["disks"].as_array().unwrap())
+        {
+            assert_eq!(x["name"], y["name"]);
+            assert_eq!(x["meta"], y["meta"], "capacity, descriptor, ddb, chain");
+        }
     }
     ok(&["verify", s(&archive)]);
 

@@ -168,28 +168,9 @@ pub struct BackupSummary {
     pub unique_chunks: u64,
     /// The archive's creation time (Unix seconds), as its manifest records it.
     pub created: u64,
-    /// What the archive holds, for a catalog.
-    pub vms: Vec<VmSummary>,
-}
-
-/// One archived VM.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct VmSummary {
-    /// VM name.
-    pub name: String,
-    /// Its small files.
-    pub files: Vec<String>,
-    /// Its disks.
-    pub disks: Vec<DiskSummary>,
-}
-
-/// One archived disk.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct DiskSummary {
-    /// Disk name (the .vmx device, e.g. scsi0:0, or the file name of a loose disk).
-    pub name: String,
-    /// Capacity in bytes.
-    pub capacity: u64,
+    /// What the archive holds, for a catalog: its manifest's VMs (files with their BLAKE3,
+    /// disks with their capacity, descriptor, ddb and chain).
+    pub vms: Vec<VmManifest>,
 }
 
 /// What flows from the reader to the writer.
@@ -578,22 +559,7 @@ pub fn backup(
             .len() as u64,
         totals: p,
         created,
-        vms: manifest
-            .vms
-            .iter()
-            .map(|v| VmSummary {
-                name: v.name.clone(),
-                files: v.files.iter().map(|f| f.name.clone()).collect(),
-                disks: v
-                    .disks
-                    .iter()
-                    .map(|d| DiskSummary {
-                        name: d.name.clone(),
-                        capacity: d.meta.capacity,
-                    })
-                    .collect(),
-            })
-            .collect(),
+        vms: manifest.vms.clone(),
     })
 }
 

@@ -15,16 +15,16 @@
 //! an unlinked sparse scratch file per disk (at their disk offset: no map in memory, zeros cost
 //! nothing). Seekable restores read referenced chunks from the archive and never need one.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::ova::{self, HashWriter, OvaDisk};
 use super::progress::Tracker;
 use super::sink::{DiskSink, RawSink, RawStream};
 use super::sparse::SparseSink;
-use super::staged::Staged;
+use super::staged::{open_nofollow, Staged};
 use super::stream::StreamSink;
 use super::vmdk::{check_disk, descriptor, disk_stems, fresh_cid, rewrite_vmx};
 use super::{Dest, Format, RestoreReport, Selection, Target};
@@ -107,13 +107,7 @@ pub struct FsTarget {
 /// An unlinked file in `dir`: nothing is left behind even if the restore is killed.
 fn unlinked(dir: &Path, tag: &str) -> Result<File> {
     let p = dir.join(format!(".vdar-{tag}-{}", std::process::id()));
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&p)
-        .map_err(|e| Error::io(&p, None, e))?;
+    let f = open_nofollow(&p, true)?;
     std::fs::remove_file(&p).map_err(|e| Error::io(&p, None, e))?;
     Ok(f)
 }

@@ -200,10 +200,7 @@ impl DiskSink for SparseSink {
     fn finish(&mut self) -> Result<()> {
         debug_assert!(self.grainer.complete());
         self.st.flush_gt(&self.path, &self.w)?;
-        self.w.flush().map_err(|e| Error::io(&self.path, None, e))?;
-        self.w
-            .get_ref()
-            .sync_all()
-            .map_err(|e| Error::io(&self.path, None, e))
+        // The restore's commit fsyncs every output once (`staged`).
+        self.w.flush().map_err(|e| Error::io(&self.path, None, e))
     }
 }

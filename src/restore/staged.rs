@@ -23,11 +23,32 @@ use crate::error::{Error, Result};
 /// before it.
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
-    /// (partial, final) pairs not yet renamed.
-    pending: Vec<(PathBuf, PathBuf)>,
-    /// A handle on each output, holding its lock until the restore ends (the sinks may close
-    /// theirs earlier).
-    locks: Vec<File>,
+    /// Outputs not yet renamed.
+    pending: Vec<Pending>,
+}
+
+/// One output being written.
+#[derive(Debug)]
+struct Pending {
+    partial: PathBuf,
+    path: PathBuf,
+    /// A handle of our own: it holds the lock until the restore ends (the sinks may close
+    /// theirs earlier) and fsyncs the file at the commit.
+    file: File,
+}
+
+/// Opens `path` read-write without following a symlink there (nothing is written outside the
+/// restore directory); `new` refuses an existing file, otherwise it is opened as it is.
+pub(crate) fn open_nofollow(path: &Path, new: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(!new)
+        .create_new(new)
+        .truncate(false)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|e| Error::io(path, None, e))
 }
 
 /// Takes the exclusive lock of a `.partial` file (a restore's or a backup's), or says that
@@ -75,47 +96,43 @@ impl Staged {
             Err(e) => return Err(Error::io(path, None, e)),
         }
         let partial = partial_name(path);
-        if self
-            .pending
-            .iter()
-            .any(|(p, f)| [&partial, path].iter().any(|n| *n == p || *n == f))
-        {
+        if self.pending.iter().any(|o| {
+            [&partial, path]
+                .iter()
+                .any(|n| *n == o.partial || *n == o.path)
+        }) {
             return Err(Error::Exists {
                 path: path.to_path_buf(),
             });
         }
         // A `.partial` left by a restore that was killed is ours to overwrite, one that another
-        // restore holds locked is not; a symlink in its place is refused (O_NOFOLLOW), so
-        // nothing is written outside the directory.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&partial)
-            .map_err(|e| Error::io(&partial, None, e))?;
+        // restore holds locked is not.
+        let file = open_nofollow(&partial, false)?;
         lock_partial(&file, &partial)?;
         file.set_len(0)
             .map_err(|e| Error::io(&partial, Some(0), e))?;
-        let lock = file.try_clone().map_err(|e| Error::io(&partial, None, e))?;
-        self.pending.push((partial.clone(), path.to_path_buf()));
-        self.locks.push(lock);
+        self.pending.push(Pending {
+            partial: partial.clone(),
+            path: path.to_path_buf(),
+            file: file.try_clone().map_err(|e| Error::io(&partial, None, e))?,
+        });
         Ok((partial, file))
     }
 
     /// Fsyncs every output, renames it to its final name and fsyncs the directories.
     pub(crate) fn commit(&mut self) -> Result<()> {
         let mut dirs = BTreeSet::new();
-        for (partial, _) in &self.pending {
-            File::open(partial)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(partial, None, e))?;
+        for o in &self.pending {
+            o.file
+                .sync_all()
+                .map_err(|e| Error::io(&o.partial, None, e))?;
         }
-        while let Some((partial, path)) = self.pending.first().cloned() {
-            std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, None, e))?;
-            self.pending.remove(0);
-            if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // One at a time: if a rename fails, the outputs not yet renamed are still pending and
+        // the drop removes them.
+        while let Some(o) = self.pending.first() {
+            std::fs::rename(&o.partial, &o.path).map_err(|e| Error::io(&o.path, None, e))?;
+            let o = self.pending.remove(0);
+            if let Some(d) = o.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 dirs.insert(d.to_path_buf());
             }
         }
@@ -130,9 +147,9 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        for (partial, _) in &self.pending {
+        for o in &self.pending {
             // Best effort: the restore is already failing with the error that matters.
-            let _ = std::fs::remove_file(partial);
+            let _ = std::fs::remove_file(&o.partial);
         }
     }
 }
