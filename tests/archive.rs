@@ -740,6 +740,43 @@ fn seekable_restore_of_one_disk_reads_only_its_records() {
 }
 
 #[test]
+fn a_set_cancel_flag_stops_backup_and_restore() {
+    let cancel = vdar::cancel::Cancel::default();
+    cancel.set(15);
+    let (vms, _) = corpus();
+    let o = BackupOptions {
+        cancel: cancel.clone(),
+        ..opts(2)
+    };
+    let e = backup(vms, &o, &mut Vec::new(), None).unwrap_err();
+    assert!(matches!(e, vdar::Error::Interrupted(15)), "{e:?}");
+    let (ar, _) = make_archive(2);
+    let dir = tempfile::tempdir().unwrap();
+    let o = RestoreOptions {
+        cancel,
+        ..Default::default()
+    };
+    let e = restore_stream(&mut &ar[..], dir.path(), &o).unwrap_err();
+    assert!(matches!(e, vdar::Error::Interrupted(15)), "{e:?}");
+    let left: Vec<_> = walk(dir.path());
+    assert!(left.is_empty(), "unfinished outputs left: {left:?}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
 fn disks_are_selected_by_name_or_number() {
     let (ar, expect) = make_archive(2);
     let tmp = tempfile::tempdir().unwrap();

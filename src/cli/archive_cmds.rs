@@ -13,14 +13,13 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use vdar::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
 
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
 use super::records::{RecordReader, TAPE_READ_BYTES};
-use super::stdout::{pipe_error, Counted};
+use super::stdout::{output_error, FailedWrite, Located};
 use super::units::human;
 
 pub(super) fn open(path: &Path) -> anyhow::Result<File> {
@@ -104,11 +103,9 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
             .then(super::progress::restore_printer),
         cancel: super::signals::on_interrupt()?,
     };
-    let mut accepted = None;
     let dest = if to == Path::new("-") {
         // Stdout is line-buffered; an image is not lines.
-        let (w, a) = Counted::new(io::stdout());
-        accepted = Some(a);
+        let w = Located::new(io::stdout());
         Dest::Writer(Box::new(io::BufWriter::with_capacity(1 << 20, w)))
     } else {
         std::fs::create_dir_all(to).with_context(|| format!("{}: cannot create", to.display()))?;
@@ -121,12 +118,15 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     if opts.progress.is_some() {
         super::progress::clear();
     }
-    let report = report.map_err(|e| match (e, &accepted) {
-        // Only the output pipe says EPIPE: name where its reader left.
-        (vdar::Error::Io { cause, .. }, Some(a)) if cause.kind() == io::ErrorKind::BrokenPipe => {
-            pipe_error(&cause, "stdout", a.load(Ordering::Relaxed))
+    let report = report.map_err(|e| {
+        // A write to stdout that failed says where; anything else is about the archive.
+        let writing =
+            matches!(&e, vdar::Error::Io { cause, .. } if FailedWrite::find(cause).is_some());
+        if writing {
+            output_error("stdout", e.into())
+        } else {
+            about_archive(e, &args.archive, !args.salvage)
         }
-        (e, _) => about_archive(e, &args.archive, !args.salvage),
     })?;
     if args.json && to == Path::new("-") {
         // Stdout carries the image.

@@ -11,7 +11,6 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -22,10 +21,10 @@ use vdar::pipeline::{
 };
 
 use super::args::{parse_size, BackupArgs};
-use super::direct_out::{DirectAppend, FailedWrite};
+use super::direct_out::DirectAppend;
 use super::progress::{self, backup_line, Throttle};
 use super::records::RecordWriter;
-use super::stdout::{pipe_error, Counted};
+use super::stdout::{output_error, Located};
 use super::units::human;
 
 /// Largest VM configuration file stored (.vmx, .nvram, ...): they are kilobytes; anything
@@ -113,24 +112,16 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         let tape = file
             .metadata()
             .is_ok_and(|m| m.file_type().is_char_device());
-        let (file, accepted) = Counted::new(file);
+        let file = Located::new(file);
         let mut out: Box<dyn Write> = if opts.block_size > 0 && tape {
             Box::new(RecordWriter::new(file, opts.block_size as usize))
         } else {
             Box::new(BufWriter::with_capacity(1 << 20, file))
         };
-        let s = run_backup(vms, &opts, &mut out, total).map_err(|e| {
-            // The archive writer names the bytes it handed on; the buffers below may hold
-            // more. Name what really went out, and say what a closed pipe means.
-            match e.downcast_ref::<vdar::Error>() {
-                Some(vdar::Error::Io { path, cause, .. }) if *path == args.output => {
-                    pipe_error(cause, &name, accepted.load(Ordering::Relaxed))
-                }
-                _ => e,
-            }
-        })?;
-        out.flush()
-            .map_err(|e| pipe_error(&e, &name, accepted.load(Ordering::Relaxed)))?;
+        // The archive writer names the bytes it handed on; the buffers below may hold more:
+        // name what really went out.
+        let s = run_backup(vms, &opts, &mut out, total).map_err(|e| output_error(&name, e))?;
+        out.flush().map_err(|e| output_error(&name, e.into()))?;
         // A pipe cannot be taken back: a failed probe still fails the backup (non-zero exit).
         finish_san()?;
         s
@@ -239,17 +230,11 @@ pub fn write_file_atomically<T>(
         .with_context(|| format!("{}: cannot truncate", tmp.display()))?;
     let mut out = DirectAppend::new(&tmp, file);
     // A failed write names the file as given and the offset the write-behind thread reports.
-    let failed =
-        |e: &io::Error| FailedWrite::find(e).map(|w| anyhow::anyhow!("{}: {w}", path.display()));
+    let name = path.display().to_string();
     let result = write(&mut out)
-        .map_err(|e| match e.downcast_ref::<vdar::Error>() {
-            Some(vdar::Error::Io { cause, .. }) => failed(cause).unwrap_or(e),
-            _ => e,
-        })
+        .map_err(|e| output_error(&name, e))
         .and_then(|v| {
-            let file = out.finish().map_err(|e| {
-                failed(&e).unwrap_or_else(|| anyhow::anyhow!("{}: write: {e}", tmp.display()))
-            })?;
+            let file = out.finish().map_err(|e| output_error(&name, e.into()))?;
             file.sync_all()
                 .with_context(|| format!("{}: fsync", tmp.display()))?;
             Ok(v)

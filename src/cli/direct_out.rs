@@ -18,39 +18,12 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use vdar::blockio::{open_direct, AlignedBuf, DIRECT_ALIGN};
 
+use super::stdout::FailedWrite;
+
 /// Size of one direct write (and of each staging buffer).
 const BLOCK_BYTES: usize = 4 << 20;
 /// Staging buffers: one filling, the others queued or being written.
 const BUFFERS: usize = 3;
-
-/// A write that failed, and where: the write-behind thread reports errors after the fact, so
-/// the offset travels with the error (inside the `io::Error`, for callers to find).
-#[derive(Debug)]
-pub struct FailedWrite {
-    /// File offset of the write.
-    pub at: u64,
-    /// What the kernel said.
-    pub cause: io::Error,
-}
-
-impl std::fmt::Display for FailedWrite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "write at byte {:#x}: {}", self.at, self.cause)
-    }
-}
-
-impl std::error::Error for FailedWrite {}
-
-impl FailedWrite {
-    fn wrap(at: u64, cause: io::Error) -> io::Error {
-        io::Error::new(cause.kind(), FailedWrite { at, cause })
-    }
-
-    /// The failed write inside `e`, if it is one.
-    pub fn find(e: &io::Error) -> Option<&FailedWrite> {
-        e.get_ref().and_then(|x| x.downcast_ref::<FailedWrite>())
-    }
-}
 
 /// A full or final staging buffer: `len` bytes to write at `at`.
 type Filled = (AlignedBuf, usize, u64);

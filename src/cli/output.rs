@@ -4,14 +4,13 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use vdar::blockio::{Job, ReadAhead, ReadOptions, ReadRequest};
 use vdar::chain::{read_run, DiskRun, VirtualDisk};
 use vdar::input::Source;
 
-use super::stdout::{pipe_error, Accepted, Counted};
+use super::stdout::{output_error, Located};
 
 /// Bytes per read request: large reads for sequential throughput; with the default queue depth
 /// of 16 the pipeline holds 16 MiB of buffers.
@@ -21,19 +20,18 @@ const IO_BYTES: usize = 1 << 20;
 pub enum RawSink {
     /// A regular file: data is written at its offset, zero runs are skipped (holes).
     File(File, std::path::PathBuf),
-    /// A pipe or terminal: zeros are written out; the count is what stdout accepted.
-    Stream(Box<dyn Write>, String, Accepted),
+    /// A pipe or terminal: zeros are written out.
+    Stream(Box<dyn Write>, String),
 }
 
 impl RawSink {
     /// Opens `path` (`-` is stdout) for a disk of `capacity` bytes.
     pub fn create(path: &Path) -> anyhow::Result<RawSink> {
         if path == Path::new("-") {
-            let (w, accepted) = Counted::new(io::stdout().lock());
+            let w = Located::new(io::stdout().lock());
             return Ok(RawSink::Stream(
                 Box::new(io::BufWriter::with_capacity(1 << 20, w)),
                 "stdout".into(),
-                accepted,
             ));
         }
         let f = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
@@ -42,11 +40,9 @@ impl RawSink {
             Ok(RawSink::File(f, path.to_path_buf()))
         } else {
             // A device or FIFO given by name: it cannot have holes.
-            let (w, accepted) = Counted::new(f);
             Ok(RawSink::Stream(
-                Box::new(io::BufWriter::with_capacity(1 << 20, w)),
+                Box::new(io::BufWriter::with_capacity(1 << 20, Located::new(f))),
                 path.display().to_string(),
-                accepted,
             ))
         }
     }
@@ -84,7 +80,7 @@ pub fn copy_disk(
     let files = disk.files().clone();
     let (mut file, mut stream) = match sink {
         RawSink::File(f, p) => (Some((f, p)), None),
-        RawSink::Stream(w, n, accepted) => (None, Some((w, n, accepted))),
+        RawSink::Stream(w, n) => (None, Some((w, n))),
     };
     if let Some((f, p)) = &file {
         // Truncate first so skipped zero runs really are holes, not stale bytes.
@@ -148,9 +144,9 @@ pub fn copy_disk(
             if let Some((f, p)) = &mut file {
                 f.write_all_at(chunk, at)
                     .with_context(|| format!("{}: write at byte {at:#x}", p.display()))?;
-            } else if let Some((w, name, accepted)) = &mut stream {
+            } else if let Some((w, name)) = &mut stream {
                 w.write_all(chunk)
-                    .map_err(|e| pipe_error(&e, name, accepted.load(Ordering::Relaxed)))?;
+                    .map_err(|e| output_error(name, e.into()))?;
             }
             Ok(())
         };
@@ -184,9 +180,8 @@ pub fn copy_disk(
             .and_then(|_| f.sync_all())
             .with_context(|| format!("{}: cannot finish", p.display()))?;
     }
-    if let Some((w, name, accepted)) = &mut stream {
-        w.flush()
-            .map_err(|e| pipe_error(&e, name, accepted.load(Ordering::Relaxed)))?;
+    if let Some((w, name)) = &mut stream {
+        w.flush().map_err(|e| output_error(name, e.into()))?;
     }
     Ok(stats)
 }

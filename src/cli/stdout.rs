@@ -1,14 +1,14 @@
-//! Standard output and other streams: report text without `println!` (which panics when stdout
-//! is a pipe whose reader has gone, `vdar list | head`), and errors that say where a stream
-//! stopped taking bytes.
+//! Standard output and other outputs: report text without `println!` (which panics when stdout
+//! is a pipe whose reader has gone, `vdar list | head`), and write errors that say where the
+//! output stopped taking bytes.
+//!
+//! Buffers sit between the code that produces bytes and the file descriptor, so the producer's
+//! position is not where a write failed. The writer at the bottom knows: [`Located`] (streams)
+//! and the archive file's write-behind thread tag their errors with [`FailedWrite`], and
+//! [`output_error`] turns any error carrying one into the message.
 
 use std::fmt;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-/// Bytes a stream has accepted, shared with whoever reports its errors.
-pub type Accepted = Arc<AtomicU64>;
 
 /// Writes one line to stdout.
 pub fn line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
@@ -25,45 +25,83 @@ pub fn line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
         })
 }
 
-/// A write error on a stream, `at` being the first byte the stream did not accept; a closed
-/// pipe means the reader got truncated output, which must not look like success.
-pub fn pipe_error(e: &io::Error, name: &str, at: u64) -> anyhow::Error {
-    if e.kind() == io::ErrorKind::BrokenPipe {
-        anyhow::anyhow!("{name}: reader closed the pipe at byte {at:#x}: output is incomplete")
-    } else {
-        anyhow::anyhow!("{name}: write at byte {at:#x}: {e}")
+/// A write that failed, and where. It travels inside the `io::Error` through the buffers and
+/// the library's error above them.
+#[derive(Debug)]
+pub struct FailedWrite {
+    /// Output offset of the first byte not written.
+    pub at: u64,
+    /// What the kernel said.
+    pub cause: io::Error,
+}
+
+impl fmt::Display for FailedWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.cause.kind() == io::ErrorKind::BrokenPipe {
+            write!(
+                f,
+                "reader closed the pipe at byte {:#x}: output is incomplete",
+                self.at
+            )
+        } else {
+            write!(f, "write at byte {:#x}: {}", self.at, self.cause)
+        }
     }
 }
 
-/// Counts the bytes the writer below accepted. Buffers above it hide where a write failed;
-/// the count names the first byte that did not go out.
-pub struct Counted<W> {
+impl std::error::Error for FailedWrite {}
+
+impl FailedWrite {
+    /// `cause`, tagged with the offset `at`.
+    pub fn wrap(at: u64, cause: io::Error) -> io::Error {
+        io::Error::new(cause.kind(), FailedWrite { at, cause })
+    }
+
+    /// The failed write inside `e`, if it is one.
+    pub fn find(e: &io::Error) -> Option<&FailedWrite> {
+        e.get_ref().and_then(|x| x.downcast_ref::<FailedWrite>())
+    }
+}
+
+/// Names `output` in an error that carries a [`FailedWrite`], directly or inside the library's
+/// I/O error; any other error is returned as it is.
+pub fn output_error(output: &str, e: anyhow::Error) -> anyhow::Error {
+    let failed = match e.downcast_ref::<vdar::Error>() {
+        Some(vdar::Error::Io { cause, .. }) => FailedWrite::find(cause),
+        _ => e.downcast_ref::<io::Error>().and_then(FailedWrite::find),
+    };
+    match failed {
+        Some(w) => anyhow::anyhow!("{output}: {w}"),
+        None => e,
+    }
+}
+
+/// Passes writes through and tags a failed one with its offset (the bytes accepted before it).
+pub struct Located<W> {
     inner: W,
-    accepted: Accepted,
+    at: u64,
 }
 
-impl<W: Write> Counted<W> {
-    /// The wrapper and a handle on its count.
-    pub fn new(inner: W) -> (Self, Accepted) {
-        let accepted = Accepted::default();
-        (
-            Counted {
-                inner,
-                accepted: accepted.clone(),
-            },
-            accepted,
-        )
+impl<W: Write> Located<W> {
+    /// `inner`, written from offset 0.
+    pub fn new(inner: W) -> Self {
+        Located { inner, at: 0 }
     }
 }
 
-impl<W: Write> Write for Counted<W> {
+impl<W: Write> Write for Located<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.accepted.fetch_add(n as u64, Ordering::Relaxed);
+        let n = self
+            .inner
+            .write(buf)
+            .map_err(|e| FailedWrite::wrap(self.at, e))?;
+        self.at += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.inner
+            .flush()
+            .map_err(|e| FailedWrite::wrap(self.at, e))
     }
 }
