@@ -147,9 +147,20 @@ impl Read for Pieces<'_> {
     }
 }
 
+/// Where a raw restore writes a corpus disk. The corpus has no chains, so each image takes the
+/// fallback name `<vm>_<disk>_<n>` (ARCHIVE.md, "Manifest"), `:` replaced.
+fn image(vm: &str, disk: &str) -> String {
+    let n = match disk {
+        "scsi0:0" | "c" | "z" => 0,
+        "scsi0:1" | "d" => 1,
+        other => panic!("not a corpus disk: {other}"),
+    };
+    format!("{vm}/{vm}_{}_{n}.raw", disk.replace(':', "_"))
+}
+
 fn check_restored(dir: &Path, expect: &[(String, String, Vec<u8>)]) {
     for (vm, disk, data) in expect {
-        let got = std::fs::read(dir.join(vm).join(format!("{disk}.raw"))).unwrap();
+        let got = std::fs::read(dir.join(image(vm, disk))).unwrap();
         assert!(got == *data, "{vm}/{disk} differs");
     }
     assert_eq!(
@@ -243,7 +254,10 @@ fn roundtrip_seekable_and_filtered() {
             restore_stream(&mut &ar[..], &dir, &o).unwrap()
         };
         assert!(r.is_complete(), "{r:?}");
-        assert_eq!(std::fs::read(dir.join("vm2/c.raw")).unwrap(), expect[2].2);
+        assert_eq!(
+            std::fs::read(dir.join(image("vm2", "c"))).unwrap(),
+            expect[2].2
+        );
         assert!(!dir.join("vm1").exists());
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
@@ -284,7 +298,7 @@ fn zero_ranges_stay_holes() {
     let dir = crate::util::tempdir();
     restore_stream(&mut &ar[..], dir.path(), &RestoreOptions::default()).unwrap();
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(dir.path().join("v/z.raw")).unwrap();
+    let m = std::fs::metadata(dir.path().join(image("v", "z"))).unwrap();
     assert_eq!(m.len(), 8 * CS);
     assert!(
         m.blocks() * 512 < 4 * CS,
@@ -465,7 +479,7 @@ fn flipped_byte_is_named_and_salvaged() {
         r.lost.iter().any(|l| l.disk == "scsi0:0" && l.start == off),
         "{r:?}"
     );
-    let got = std::fs::read(dir.path().join("vm1/scsi0:0.raw")).unwrap();
+    let got = std::fs::read(dir.path().join(image("vm1", "scsi0:0"))).unwrap();
     let mut want = expect[0].2.clone();
     want[off as usize..(off + len as u64) as usize].fill(0);
     // The damaged chunk may be referenced later (its repeats are lost too): compare the rest.
@@ -477,9 +491,7 @@ fn flipped_byte_is_named_and_salvaged() {
     assert!(got == want);
     for (vm, disk, data) in &expect[1..] {
         if !r.lost.iter().any(|l| &l.disk == disk) {
-            assert!(
-                std::fs::read(dir.path().join(vm).join(format!("{disk}.raw"))).unwrap() == *data
-            );
+            assert!(std::fs::read(dir.path().join(image(vm, disk))).unwrap() == *data);
         }
     }
     // Seekable salvage gives the same answer through the index.
@@ -512,7 +524,7 @@ fn truncated_tail_is_detected_and_salvaged() {
     );
     for (vm, disk, data) in &expect[..2] {
         assert!(
-            std::fs::read(dir.path().join(vm).join(format!("{disk}.raw"))).unwrap() == *data,
+            std::fs::read(dir.path().join(image(vm, disk))).unwrap() == *data,
             "{disk}"
         );
     }
@@ -548,12 +560,12 @@ fn missing_middle_is_detected_and_salvaged() {
     let r = restore_stream(&mut &cut[..], dir.path(), &o).unwrap();
     // Lost: the cut chunks of scsi0:0, and every later reference to the shared chunk that
     // was cut (scsi0:1 at 128 KiB, c at 0). Everything else is restored.
-    let s1 = std::fs::read(dir.path().join("vm1/scsi0:1.raw")).unwrap();
+    let s1 = std::fs::read(dir.path().join(image("vm1", "scsi0:1"))).unwrap();
     assert!(
         s1[..2 * CS as usize] == expect[1].2[..2 * CS as usize],
         "{r:?}"
     );
-    let c = std::fs::read(dir.path().join("vm2/c.raw")).unwrap();
+    let c = std::fs::read(dir.path().join(image("vm2", "c"))).unwrap();
     assert!(c[CS as usize..] == expect[2].2[CS as usize..]);
     assert!(r.lost.iter().any(|l| l.disk == "scsi0:0" && l.start == off));
     assert!(r
@@ -709,7 +721,7 @@ fn seekable_restore_of_one_disk_reads_only_its_records() {
     let r = restore_seekable(&mut t, dir.path(), &o).unwrap();
     assert!(r.is_complete());
     assert_eq!(
-        std::fs::read(dir.path().join("vm1/scsi0:1.raw")).unwrap(),
+        std::fs::read(dir.path().join(image("vm1", "scsi0:1"))).unwrap(),
         expect[1].2
     );
     // Opening reads the front in one 256 KiB gulp for the manifest; in this small archive that
@@ -798,10 +810,7 @@ fn disks_are_selected_by_name_or_number() {
         let r = restore_stream(&mut &ar[..], &dir, &o).unwrap();
         assert_eq!(r.disks.len(), 1, "{vm:?} {disk}: {r:?}");
         let (v, n, bytes) = &expect[want];
-        assert_eq!(
-            std::fs::read(dir.join(v).join(format!("{n}.raw"))).unwrap(),
-            *bytes
-        );
+        assert_eq!(std::fs::read(dir.join(image(v, n))).unwrap(), *bytes);
     }
     let o = RestoreOptions {
         vm: Some("vm2".into()),

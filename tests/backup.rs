@@ -138,17 +138,32 @@ fn restore_of_backup_equals_qemu_for_every_format_via_file_and_pipe() {
 
     // Restore from the file (seekable) and from a pipe (one pass).
     let from_file = d.path().join("r1");
-    ok(&["restore", s(&archive), "--to", s(&from_file)]);
+    let file_report = ok(&["restore", s(&archive), "--to", s(&from_file), "--json"]).stdout;
     let from_pipe = d.path().join("r2");
     let sh = format!(
-        "{} backup {} -o - | {} restore - --to {}",
+        "{} backup {} -o - | {} restore - --to {} --json",
         s(&vdar_bin()),
         args[1..args.len() - 3].join(" "),
         s(&vdar_bin()),
         s(&from_pipe)
     );
-    let st = Command::new("sh").args(["-c", &sh]).status().unwrap();
-    assert!(st.success());
+    let out = Command::new("sh").args(["-c", &sh]).output().unwrap();
+    assert!(out.status.success());
+    let images = [
+        crate::util::restored_images(&file_report),
+        crate::util::restored_images(&out.stdout),
+    ];
+    // Images are named after the chain's base disk (sample.vmdk), free of the device key's ':'.
+    for (root, im) in [&from_file, &from_pipe].iter().zip(&images) {
+        assert_eq!(
+            im[&("sample".to_string(), "scsi0:0".to_string())],
+            root.join("sample/sample.raw")
+        );
+        assert!(
+            im.values().all(|p| !p.to_str().unwrap().contains(':')),
+            "{im:?}"
+        );
+    }
 
     let oracle = d.path().join("oracle.raw");
     let mut cases: Vec<(PathBuf, String, String)> = vec![(
@@ -162,8 +177,8 @@ fn restore_of_backup_equals_qemu_for_every_format_via_file_and_pipe() {
     }
     for (src, vmname, disk) in cases {
         qemu_raw(&src, &oracle);
-        for root in [&from_file, &from_pipe] {
-            assert_same_file(&root.join(&vmname).join(format!("{disk}.raw")), &oracle);
+        for im in &images {
+            assert_same_file(&im[&(vmname.clone(), disk.clone())], &oracle);
         }
     }
     assert_eq!(
@@ -320,8 +335,8 @@ fn damage_is_named_and_salvaged_around() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("LOST"));
     // Everything outside the lost range is the good data.
     let (g, r) = (
-        fs::read(good.join("sample/scsi0:0.raw")).unwrap(),
-        fs::read(salv.join("sample/scsi0:0.raw")).unwrap(),
+        fs::read(good.join("sample/sample.raw")).unwrap(),
+        fs::read(salv.join("sample/sample.raw")).unwrap(),
     );
     assert_eq!(g.len(), r.len());
     let differing = g
@@ -368,7 +383,7 @@ fn damage_is_named_and_salvaged_around() {
         assert!(err.contains(&format!("{name}: archive byte 0x")), "{err}");
         assert_eq!(err.matches("archive byte").count(), 1, "{err}");
         assert!(err.contains("--salvage"), "{err}");
-        assert!(!strict.join("sample/scsi0:0.raw").exists());
+        assert!(!strict.join("sample/sample.raw").exists());
     }
     // list shows what the truncated archive holds, marked incomplete, and exits 1.
     let out = vdar(&["list", s(&t)]);

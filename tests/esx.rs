@@ -316,7 +316,7 @@ fn ova_lists_hashes_and_describes_the_vm() {
     let a = sample_archive(d.path());
     let raw_dir = d.path().join("raw");
     restore(&a, &raw_dir, "raw", false);
-    let raw = raw_dir.join("sample/scsi0:0.raw");
+    let raw = raw_dir.join("sample/sample.raw");
     let to = d.path().join("out");
     restore(&a, &to, "ova", false);
     let ovf = check_ova(&to.join("sample/sample.ova"), d.path(), "sample", &raw);

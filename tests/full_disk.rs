@@ -66,9 +66,9 @@ fn full_file_system_leaves_no_finished_looking_output() {
     }
     // --force over an earlier (here: stand-in) restore: the old image must survive.
     script += &format!(
-        "mkdir -p {m}/old/r && echo old > {m}/old/r/r.vmdk.raw\n\
+        "mkdir -p {m}/old/r && echo old > {m}/old/r/r.raw\n\
          {v} restore {a} --to {m}/old --force; echo \"rc=$?\"; list\n\
-         cat {m}/old/r/r.vmdk.raw\n"
+         cat {m}/old/r/r.raw\n"
     );
     let out = Command::new("unshare")
         .args(["--mount", "--map-root-user", "bash", "-c", &script])
@@ -86,7 +86,7 @@ fn full_file_system_leaves_no_finished_looking_output() {
     let left: Vec<&str> = stdout.lines().filter(|l| l.starts_with('@')).collect();
     assert_eq!(
         left,
-        ["@old/r/r.vmdk.raw 4"],
+        ["@old/r/r.raw 4"],
         "only the old image is left: {stdout}\n{stderr}"
     );
     assert!(stdout.ends_with("old\n"), "old image intact: {stdout}");
@@ -103,9 +103,5 @@ fn full_file_system_leaves_no_finished_looking_output() {
         "{}",
         errors[0]
     );
-    assert!(
-        errors[1].contains("raw/r/r.vmdk.raw.partial"),
-        "{}",
-        errors[1]
-    );
+    assert!(errors[1].contains("raw/r/r.raw.partial"), "{}", errors[1]);
 }

@@ -141,7 +141,7 @@ fn overlapping_runs_leave_each_others_partial_files_alone() {
     // The same for a restore into a directory another restore is filling.
     let to = d.path().join("to");
     fs::create_dir_all(to.join("r")).unwrap();
-    let image = to.join("r/r.vmdk.raw.partial");
+    let image = to.join("r/r.raw.partial");
     fs::write(&image, b"theirs").unwrap();
     let theirs = fs::File::open(&image).unwrap();
     vdar::restore::lock_partial(&theirs, &image).unwrap();
@@ -157,8 +157,5 @@ fn overlapping_runs_leave_each_others_partial_files_alone() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        fs::metadata(to.join("r/r.vmdk.raw")).unwrap().len(),
-        1 << 20
-    );
+    assert_eq!(fs::metadata(to.join("r/r.raw")).unwrap().len(), 1 << 20);
 }

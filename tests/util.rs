@@ -176,3 +176,20 @@ pub fn random_vmdk(dir: &Path, mib: usize) -> PathBuf {
     );
     vmdk
 }
+
+/// The image path of each disk in a `vdar restore --json` report, keyed by (VM, disk).
+pub fn restored_images(report: &[u8]) -> std::collections::HashMap<(String, String), PathBuf> {
+    let v: serde_json::Value = serde_json::from_slice(report).expect("restore --json report");
+    v["disks"]
+        .as_array()
+        .expect("disks")
+        .iter()
+        .map(|d| {
+            let key = (
+                d["vm"].as_str().unwrap().to_string(),
+                d["disk"].as_str().unwrap().to_string(),
+            );
+            (key, PathBuf::from(d["path"].as_str().unwrap()))
+        })
+        .collect()
+}

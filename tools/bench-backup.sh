@@ -119,7 +119,7 @@ rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
 RSS_BACKUP=$(rss $V backup top.vmdk -o out2.vdar)
 rm -f out2.vdar
 RSS_RESTORE=$(rss $V restore out.vdar --to restored --force)
-cmp restored/top/top.vmdk.raw flat.raw && echo "restore identical to qemu-img's flat image"
+cmp restored/top/base.raw flat.raw && echo "restore identical to qemu-img's flat image"
 
 # Cold page cache: buffered reads against O_DIRECT reads of the layer files (root only: the
 # cache is dropped before each run). The archive goes to /dev/null so only reading differs.

@@ -38,7 +38,7 @@ ls -l a.vdar src.raw.zst
 
 # Correctness first: each output reads back as the source.
 rm -rf chk && for f in raw vmdk sparse stream ova; do $V restore a.vdar --to chk/$f --format $f 2>/dev/null; done
-cmp chk/raw/base/base.vmdk.raw src.raw
+cmp chk/raw/base/base.raw src.raw
 for f in vmdk sparse stream; do
   qemu-img convert -O raw chk/$f/base/base.vmdk chk/back.raw && cmp chk/back.raw src.raw
 done

@@ -18,7 +18,7 @@ set -x
 "$V" restore "$work/sample.vdar" --to "$work/restored"
 set +x
 if command -v qemu-img >/dev/null; then
-  qemu-img compare -q -f vmdk -F raw "$work/sample-vm/sample-000002.vmdk" "$work/restored/sample/scsi0:0.raw" \
+  qemu-img compare -q -f vmdk -F raw "$work/sample-vm/sample-000002.vmdk" "$work/restored/sample/sample.raw" \
     && echo "demo: restored disk is identical to qemu-img's view of the original chain"
 fi
 echo "demo: outputs in $work"

@@ -162,8 +162,8 @@ impl Manifest {
             if vm.files.len() > MAX_ITEMS || vm.disks.len() > MAX_ITEMS {
                 return bad(format!("VM {:?} has too many files or disks", vm.name));
             }
-            // Disk images and files share the VM directory: all names must differ after the
-            // `.raw` suffix is added.
+            // A format rule from when raw images were named after their disks: names must
+            // still differ after a `.raw` suffix is added, so archives stay valid either way.
             let mut names = std::collections::HashSet::new();
             for f in &vm.files {
                 check_name(&f.name)?;
@@ -177,18 +177,13 @@ impl Manifest {
                     return bad(format!("disk {:?} has id {} != {next_id}", d.name, d.id));
                 }
                 next_id += 1;
-                if !names.insert(raw_name(&d.name)) {
+                if !names.insert(format!("{}.raw", d.name)) {
                     return bad(format!("disk name {:?} collides", d.name));
                 }
             }
         }
         Ok(())
     }
-}
-
-/// The restored image's file name for disk `name`.
-pub fn raw_name(name: &str) -> String {
-    format!("{name}.raw")
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ pub struct BackupArgs {
 /// Output format of `restore`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
-    /// DIR/VM/DISK.raw images (holes kept) and the VM's files as archived.
+    /// DIR/VM/BASE.raw images (named after the base disk, holes kept) and the VM's files.
     Raw,
     /// ESX datastore layout: DIR/VM/BASE.vmdk (createType vmfs) + BASE-flat.vmdk (sparse
     /// file), and the .vmx pointed at them with snapshot references removed.

@@ -29,9 +29,7 @@ use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
 
 use crate::archive::format::{FORMAT_VERSION, MAX_BLOCK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES};
-use crate::archive::manifest::{
-    check_name, raw_name, DiskManifest, FileManifest, Manifest, VmManifest,
-};
+use crate::archive::manifest::{check_name, DiskManifest, FileManifest, Manifest, VmManifest};
 use crate::archive::writer::ArchiveWriter;
 use crate::blockio::ReadOptions;
 use crate::chain::VirtualDisk;
@@ -288,7 +286,6 @@ fn build_manifest(vms: &[VmInput], opts: &BackupOptions, created: u64) -> Result
         }
         for d in &vm.disks {
             check_name(&d.name)?;
-            let _ = raw_name(&d.name);
         }
     }
     m.validate(0).map_err(|e| match e {

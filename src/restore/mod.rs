@@ -1,7 +1,7 @@
 //! Restore: archive in, disk images (raw, ESX VMDK, monolithicSparse, streamOptimized, OVA)
 //! and VM files out; also the engine behind `verify`.
 //!
-//! Output layout per [`Format`]: `raw` writes `DIR/<vm>/<disk>.raw` for each disk and
+//! Output layout per [`Format`]: `raw` writes `DIR/<vm>/<base>.raw` for each disk and
 //! `DIR/<vm>/<file>` for each VM file. `vmdk` writes the ESX datastore layout,
 //! `DIR/<vm>/<base>.vmdk` (createType vmfs) with `<base>-flat.vmdk`, and the .vmx pointed at
 //! them; `sparse` the same with monolithicSparse disks; `stream` writes
@@ -63,7 +63,7 @@ pub use stream::{StreamSink, StreamSummary};
 /// The output format of a restore.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
-    /// Raw images with holes (`<disk>.raw`).
+    /// Raw images with holes (`<base>.raw`).
     #[default]
     Raw,
     /// ESX datastore layout: vmfs descriptor + sparse `-flat.vmdk`, and the rewritten .vmx.

@@ -28,7 +28,7 @@ use super::staged::{open_nofollow, Staged};
 use super::stream::StreamSink;
 use super::vmdk::{check_disk, descriptor, disk_stems, fresh_cid, rewrite_vmx};
 use super::{Dest, Format, RestoreReport, Selection, Target};
-use crate::archive::manifest::{check_name, raw_name, Manifest};
+use crate::archive::manifest::{check_name, Manifest};
 use crate::error::{Error, Result};
 use crate::input::vmx::VmxFile;
 
@@ -259,7 +259,7 @@ impl FsTarget {
         let mut disks = Vec::new();
         let mut ordinal = 0usize;
         for (v, vm) in m.vms.iter().enumerate() {
-            let stems = disk_stems(vm);
+            let stems = disk_stems(vm, (format == Format::Raw).then_some(".raw"));
             for (k, disk) in vm.disks.iter().enumerate() {
                 let i = ordinal;
                 ordinal += 1;
@@ -306,7 +306,7 @@ impl FsTarget {
                         )
                     }
                     Format::Raw => {
-                        let p = at(&raw_name(&disk.name))?;
+                        let p = at(&format!("{stem}.raw"))?;
                         let (partial, f) = staged.create(&p, force)?;
                         Out::new(Sink::Raw(RawSink::new(partial, f, cap)?), Some(p))
                     }

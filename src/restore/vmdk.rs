@@ -15,13 +15,27 @@ use crate::input::vmx::VmxFile;
 /// Sector size; every VMDK capacity is a whole number of sectors.
 pub(crate) const SECTOR: u64 = 512;
 
-/// The file-name stem of each restored disk of `vm` (`<stem>.vmdk`, `<stem>-flat.vmdk`).
+/// The file-name stem of each restored disk of `vm` (`<stem>.raw`, `<stem>.vmdk`,
+/// `<stem>-flat.vmdk`).
 ///
 /// The base layer's descriptor name is used when it is safe and unique: that is the name the
 /// VM had before its snapshots, so the datastore folder looks as it did. Otherwise (loose
-/// disks, collisions) `<vm>_<disk>` with unsafe characters replaced.
-pub(crate) fn disk_stems(vm: &VmManifest) -> Vec<String> {
+/// disks, collisions) `<vm>_<disk>` with unsafe characters replaced. No stem gives a name that
+/// contains `:` (a device key such as `scsi0:0`): SMB shares refuse it and qemu-img reads a bare
+/// `scsi0:0.raw` as a protocol. When the VM's archived files are restored beside the images
+/// (`raw`), `keep_files_ext` is the image suffix, and a stem whose image would take an archived
+/// file's name falls back too.
+pub(crate) fn disk_stems(vm: &VmManifest, keep_files_ext: Option<&str>) -> Vec<String> {
     let mut used: HashSet<String> = HashSet::new();
+    if let Some(ext) = keep_files_ext {
+        // An image `<stem><ext>` must not be an archived file's name: reserve the stems that would.
+        for f in &vm.files {
+            let lower = f.name.to_ascii_lowercase();
+            if let Some(stem) = lower.strip_suffix(ext) {
+                used.insert(stem.to_string());
+            }
+        }
+    }
     let mut out = Vec::new();
     for (i, d) in vm.disks.iter().enumerate() {
         let base = d
@@ -35,7 +49,11 @@ pub(crate) fn disk_stems(vm: &VmManifest) -> Vec<String> {
                     .strip_suffix(".vmdk")
                     .map(|_| f[..f.len() - 5].to_string())
             })
-            .filter(|s| check_name(&format!("{s}-flat.vmdk")).is_ok() && !s.starts_with('.'));
+            .filter(|s| {
+                check_name(&format!("{s}-flat.vmdk")).is_ok()
+                    && !s.starts_with('.')
+                    && !s.contains(':')
+            });
         let fallback = || {
             let clean: String = format!("{}_{}", vm.name, d.name)
                 .chars()
@@ -52,6 +70,8 @@ pub(crate) fn disk_stems(vm: &VmManifest) -> Vec<String> {
         let mut stem = base.unwrap_or_else(fallback);
         if !used.insert(stem.to_ascii_lowercase()) {
             stem = fallback();
+            // The fallback is unique among fallbacks (it carries the disk's index); a file
+            // of that name is a crafted archive, refused by the staged create.
             used.insert(stem.to_ascii_lowercase());
         }
         out.push(stem);
@@ -216,7 +236,7 @@ pub(crate) fn rewrite_vmx(name: &str, text: &str, disks: &[(String, String)]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::manifest::{DiskManifest, LayerInfo};
+    use crate::archive::manifest::{DiskManifest, FileManifest, LayerInfo};
 
     #[test]
     fn vmx_rewrite_points_at_base() {
@@ -262,7 +282,22 @@ mod tests {
                 disk("scsi0:2", "../x.raw"),
             ],
         };
-        assert_eq!(disk_stems(&vm), ["vm", "vm_scsi0_1_1", "vm_scsi0_2_2"]);
+        assert_eq!(
+            disk_stems(&vm, None),
+            ["vm", "vm_scsi0_1_1", "vm_scsi0_2_2"]
+        );
+        // Raw images keep clear of the archived files restored beside them.
+        let mut vm = vm;
+        vm.files = vec![FileManifest {
+            name: "VM.raw".into(),
+            size: 0,
+            blake3: String::new(),
+        }];
+        assert_eq!(
+            disk_stems(&vm, Some(".raw")),
+            ["vm_scsi0_0_0", "vm_scsi0_1_1", "vm_scsi0_2_2"]
+        );
+        assert_eq!(disk_stems(&vm, None)[0], "vm");
     }
 
     #[test]
