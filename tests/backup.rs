@@ -116,6 +116,19 @@ fn restore_of_backup_equals_qemu_for_every_format_via_file_and_pipe() {
     assert_eq!(summary["archive"], s(&archive));
     assert_eq!(summary["created"], listing["created"]);
     assert!(summary["seconds"].as_f64().unwrap() > 0.0);
+    // The human listing reads without a JSON decoder: creation time in UTC (as date(1) prints
+    // it), files by name and size, each disk with its chain's top layer.
+    let text = String::from_utf8(ok(&["list", s(&archive)]).stdout).unwrap();
+    let secs = summary["created"].as_u64().unwrap().to_string();
+    let date = run("date", &["-u", "-d", &format!("@{secs}"), "+%F %T UTC"]).stdout;
+    let date = String::from_utf8(date).unwrap();
+    assert!(text.contains(&format!("created {}", date.trim())), "{text}");
+    assert!(text.contains("  file sample.vmx: 735 B, blake3 "), "{text}");
+    assert!(
+        text.contains("disk #0 scsi0:0 (sample-000002.vmdk, 3 layers): 256.0 MiB capacity"),
+        "{text}"
+    );
+    assert!(!text.contains('{'), "{text}");
     for (a, b) in summary["vms"]
         .as_array()
         .unwrap()
@@ -319,7 +332,9 @@ fn damage_is_named_and_salvaged_around() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("DAMAGED") && text.contains("scsi0:0") && text.contains("sample"),
+        text.contains("DAMAGED")
+            && text.contains("  damage: archive byte 0x")
+            && text.contains("  lost: vm \"sample\" disk \"scsi0:0\" bytes 0x"),
         "{text}"
     );
     let out = vdar(&["restore", s(&f), "--to", s(&d.path().join("strict"))]);
@@ -332,7 +347,15 @@ fn damage_is_named_and_salvaged_around() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("LOST"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("vdar: LOST vm \"sample\" disk \"scsi0:0\" bytes 0x")
+            && err.contains(&format!(
+                "vdar: restored vm \"sample\" disk \"scsi0:0\" (256.0 MiB) to {}",
+                salv.join("sample/sample.raw").display()
+            )),
+        "{err}"
+    );
     // Everything outside the lost range is the good data.
     let (g, r) = (
         fs::read(good.join("sample/sample.raw")).unwrap(),

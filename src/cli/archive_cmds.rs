@@ -20,7 +20,7 @@ use vdar::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
 use super::records::{RecordReader, TAPE_READ_BYTES};
 use super::stdout::{output_error, FailedWrite, Located};
-use super::units::human;
+use super::units::{human, utc};
 
 pub(super) fn open(path: &Path) -> anyhow::Result<File> {
     File::open(path).with_context(|| format!("{}: cannot open", path.display()))
@@ -135,10 +135,23 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         super::stdout::line(format_args!("{}", serde_json::to_string_pretty(&report)?))?;
     } else {
         for d in &report.disks {
-            eprintln!("vdar: restored {}", serde_json::to_string(d)?);
+            let to = d
+                .path
+                .as_ref()
+                .map(|p| format!(" to {}", p.display()))
+                .unwrap_or_default();
+            eprintln!(
+                "vdar: restored vm {:?} disk {:?} ({}){to}",
+                d.vm,
+                d.disk,
+                human(d.capacity)
+            );
         }
         for l in &report.lost {
-            eprintln!("vdar: LOST {}", serde_json::to_string(l)?);
+            eprintln!("vdar: LOST {l}: not restorable, reads as zeros in the image");
+        }
+        for f in &report.missing_files {
+            eprintln!("vdar: LOST file {f}: not restored");
         }
     }
     Ok(if report.is_complete() {
@@ -166,10 +179,10 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         super::stdout::line(format_args!("{}: DAMAGED", args.archive.display()))?;
         for d in &report.damage {
-            super::stdout::line(format_args!("  damage: {}", serde_json::to_string(d)?))?;
+            super::stdout::line(format_args!("  damage: {d}"))?;
         }
         for l in &report.lost {
-            super::stdout::line(format_args!("  lost: {}", serde_json::to_string(l)?))?;
+            super::stdout::line(format_args!("  lost: {l}"))?;
         }
         for f in &report.missing_files {
             super::stdout::line(format_args!("  missing file: {f}"))?;
@@ -207,9 +220,9 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         return Ok(code);
     }
     super::stdout::line(format_args!(
-        "archive: vdar {} created {} chunk {} zstd level {}{}",
+        "archive: vdar {}, created {}, chunk {}, zstd level {}{}",
         l.vdar_version,
-        l.created,
+        utc(l.created),
         human(l.chunk_size),
         l.level,
         if l.complete { "" } else { " (INCOMPLETE)" }
@@ -217,11 +230,22 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     for vm in &l.vms {
         super::stdout::line(format_args!("vm {}", vm.name))?;
         for f in &vm.files {
-            super::stdout::line(format_args!("  file {}", serde_json::to_string(f)?))?;
+            // The full BLAKE3 is in --json; a prefix is enough to compare by eye.
+            super::stdout::line(format_args!(
+                "  file {}: {}, blake3 {}",
+                f.name,
+                human(f.size),
+                f.blake3.get(..16).unwrap_or(&f.blake3)
+            ))?;
         }
         for (k, d) in vm.disks.iter().enumerate() {
+            let chain = match (d.meta.chain.first(), d.meta.chain.len()) {
+                (None, _) => String::new(),
+                (Some(top), 1) => format!(" ({})", top.file),
+                (Some(top), n) => format!(" ({}, {n} layers)", top.file),
+            };
             super::stdout::line(format_args!(
-                "  disk #{k} {}: {} capacity, {} chunks ({} deduplicated), {} stored from {}",
+                "  disk #{k} {}{chain}: {} capacity, {} chunks ({} deduplicated), {} stored from {}",
                 d.name,
                 human(d.capacity),
                 d.chunks,

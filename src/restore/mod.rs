@@ -188,6 +188,20 @@ pub struct LostRange {
     pub end: u64,
 }
 
+impl std::fmt::Display for LostRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "vm {:?} disk {:?} bytes {:#x}..{:#x} ({} bytes)",
+            self.vm,
+            self.disk,
+            self.start,
+            self.end,
+            self.end.saturating_sub(self.start)
+        )
+    }
+}
+
 /// One restored disk image.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RestoredDisk {
