@@ -204,6 +204,11 @@ fn restore_of_backup_equals_qemu_for_every_format_via_file_and_pipe() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    let help = Command::new(env!("CARGO_BIN_EXE_vdar-restore"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).starts_with("Restore, verify and list"));
 }
 
 #[test]

@@ -39,7 +39,11 @@ use clap::{Parser, Subcommand};
 
 /// Restore, verify and list vdar archives.
 #[derive(Debug, Parser)]
-#[command(name = "vdar-restore", version, about)]
+#[command(
+    name = "vdar-restore",
+    version,
+    about = "Restore, verify and list vdar archives: the disaster-recovery subset of vdar"
+)]
 #[command(
     after_help = "Exit codes: 0 success, 1 damage found, archive incomplete or data lost, 2 error, \
                   130/143 interrupted by SIGINT/SIGTERM."
