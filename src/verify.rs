@@ -9,7 +9,7 @@ use std::io::Read;
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::restore::{Damage, LostRange};
 
 /// The result of a verify.
@@ -27,10 +27,32 @@ pub struct VerifyReport {
     pub missing_files: Vec<String>,
 }
 
-/// Verifies the archive read from `input`. Damage is reported in the result; `Err` means the
-/// archive could not be read at all (not an archive, unreadable manifest, I/O error).
+/// Verifies the archive read from `input`. Damage is reported in the result, including an
+/// archive too damaged to read past its front (bad magic, truncated or altered manifest): a
+/// verify run by a scheduler must say "damaged", not "could not run". `Err` is left for what
+/// says nothing about the archive's bytes (I/O errors, a newer format version).
 pub fn verify(input: &mut dyn Read) -> Result<VerifyReport> {
-    let r = crate::restore::verify_stream(input)?;
+    let r = match crate::restore::verify_stream(input) {
+        Ok(r) => r,
+        Err(Error::ArchiveCorrupt { offset, what }) => {
+            return Ok(VerifyReport {
+                ok: false,
+                records: 0,
+                damage: vec![Damage {
+                    archive_offset: offset,
+                    vm: None,
+                    disk: None,
+                    file: None,
+                    start: 0,
+                    end: 0,
+                    what: format!("{what}; nothing past it can be read"),
+                }],
+                lost: vec![],
+                missing_files: vec![],
+            })
+        }
+        Err(e) => return Err(e),
+    };
     Ok(VerifyReport {
         ok: r.is_complete(),
         records: r.records,

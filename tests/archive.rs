@@ -628,7 +628,10 @@ fn hostile_archives_rejected_cheaply() {
         digest: [0; 32],
     };
     h[64..].copy_from_slice(&hdr.encode());
-    assert!(vdar::verify::verify(&mut &h[..]).is_err());
+    // Verify reports it as damage (a scheduler must see "damaged"), after reading what is there.
+    let v = vdar::verify::verify(&mut &h[..]).unwrap();
+    assert!(!v.ok && v.damage.len() == 1, "{v:?}");
+    assert!(v.damage[0].what.contains("nothing past it"), "{v:?}");
     // Index pointing outside the file.
     let mut bad = ar.clone();
     let fat = bad.len() - FOOTER_BYTES;

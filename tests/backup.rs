@@ -378,6 +378,16 @@ fn damage_is_named_and_salvaged_around() {
     let t = d.path().join("trunc.vdar");
     fs::write(&t, &bytes[..bytes.len() * 2 / 3]).unwrap();
     assert_eq!(vdar(&["verify", s(&t)]).status.code(), Some(1));
+    // Cut inside the manifest: damaged (exit 1), not "could not run" (exit 2).
+    let front = d.path().join("front.vdar");
+    fs::write(&front, &bytes[..300]).unwrap();
+    let out = vdar(&["verify", s(&front)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("DAMAGED") && text.contains("archive ends inside the manifest"),
+        "{text}"
+    );
     let sh = format!("cat {} | {} verify -", s(&t), s(&vdar_bin()));
     let st = Command::new("sh").args(["-c", &sh]).status().unwrap();
     assert_eq!(st.code(), Some(1));
