@@ -70,9 +70,13 @@ pub(crate) fn disk_stems(vm: &VmManifest, keep_files_ext: Option<&str>) -> Vec<S
         let mut stem = base.unwrap_or_else(fallback);
         if !used.insert(stem.to_ascii_lowercase()) {
             stem = fallback();
-            // The fallback is unique among fallbacks (it carries the disk's index); a file
-            // of that name is a crafted archive, refused by the staged create.
-            used.insert(stem.to_ascii_lowercase());
+            // Fallbacks differ from each other (they carry the disk's index) but a crafted
+            // archive can hold a file of that name: count on until the name is free.
+            let mut n = 1;
+            while !used.insert(stem.to_ascii_lowercase()) {
+                stem = format!("{}_{n}", fallback());
+                n += 1;
+            }
         }
         out.push(stem);
     }
@@ -288,14 +292,15 @@ mod tests {
         );
         // Raw images keep clear of the archived files restored beside them.
         let mut vm = vm;
-        vm.files = vec![FileManifest {
-            name: "VM.raw".into(),
+        let file = |name: &str| FileManifest {
+            name: name.into(),
             size: 0,
             blake3: String::new(),
-        }];
+        };
+        vm.files = vec![file("VM.raw"), file("vm_scsi0_0_0.raw")];
         assert_eq!(
             disk_stems(&vm, Some(".raw")),
-            ["vm_scsi0_0_0", "vm_scsi0_1_1", "vm_scsi0_2_2"]
+            ["vm_scsi0_0_0_1", "vm_scsi0_1_1", "vm_scsi0_2_2"]
         );
         assert_eq!(disk_stems(&vm, None)[0], "vm");
     }
