@@ -101,7 +101,7 @@ pub struct BackupArgs {
     /// zstd level, 1-22 (higher: smaller and slower).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub level: i32,
-    /// Chunk size (power of two, 64K..16M), e.g. 1M.
+    /// Chunk size (power of two, 64K..16M; default 4M, measured in formats/ARCHIVE.md), e.g. 1M.
     #[arg(long, value_name = "SIZE")]
     pub chunk_size: Option<String>,
     /// Pad the output to whole blocks of this size (tape drives in fixed-block mode), a power of
