@@ -108,7 +108,7 @@ pub enum Error {
         why: &'static str,
     },
     /// A restore target that exists already and `force` was not given.
-    #[error("{}: already exists (force overwrites)", path.display())]
+    #[error("{}: already exists (use --force to replace it)", path.display())]
     Exists {
         /// The existing file.
         path: PathBuf,

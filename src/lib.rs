@@ -37,6 +37,7 @@ pub mod list;
 pub mod pipeline;
 pub mod restore;
 pub mod san;
+pub mod staged;
 pub mod verify;
 
 pub use error::{Error, Result};

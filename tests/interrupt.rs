@@ -118,7 +118,7 @@ fn overlapping_runs_leave_each_others_partial_files_alone() {
     // Another backup is writing the same archive name (a scheduled run that overlaps).
     fs::write(&partial, b"theirs").unwrap();
     let theirs = fs::File::open(&partial).unwrap();
-    vdar::restore::lock_partial(&theirs, &partial).unwrap();
+    vdar::staged::lock_partial(&theirs, &partial).unwrap();
     let out = vdar(&["backup", s(&vmdk), "-o", s(&archive)]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -144,7 +144,7 @@ fn overlapping_runs_leave_each_others_partial_files_alone() {
     let image = to.join("r/r.raw.partial");
     fs::write(&image, b"theirs").unwrap();
     let theirs = fs::File::open(&image).unwrap();
-    vdar::restore::lock_partial(&theirs, &image).unwrap();
+    vdar::staged::lock_partial(&theirs, &image).unwrap();
     let out = vdar(&["restore", s(&archive), "--to", s(&to)]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");

@@ -19,6 +19,7 @@ use vdar::input::{LocalOpener, SourceOpener};
 use vdar::pipeline::{
     backup, BackupOptions, DiskInput, DiskMeta, LayerInfo, Progress, VmFile, VmInput,
 };
+use vdar::staged::Staged;
 
 use super::args::{parse_size, BackupArgs};
 use super::direct_out::DirectAppend;
@@ -202,57 +203,22 @@ fn open_device(path: &Path, force: bool) -> anyhow::Result<Option<File>> {
     Ok(Some(file))
 }
 
-/// Writes `path` through a `.partial` sibling: fsync, rename, fsync the directory.
+/// Writes `path` through a `.partial` sibling, renamed into place once complete and removed
+/// otherwise ([`vdar::staged`], the same staging a restore's outputs go through).
 pub fn write_file_atomically<T>(
     path: &Path,
     force: bool,
     write: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    if path.exists() && !force {
-        bail!(
-            "{}: already exists (use --force to replace it)",
-            path.display()
-        );
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    // Locked before it is truncated: a `.partial` another backup is writing (an overlapping
-    // scheduled run) is refused, one a killed run left behind is overwritten.
-    let file = File::options()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&tmp)
-        .with_context(|| format!("{}: cannot create", tmp.display()))?;
-    vdar::restore::lock_partial(&file, &tmp)?;
-    file.set_len(0)
-        .with_context(|| format!("{}: cannot truncate", tmp.display()))?;
-    let mut out = DirectAppend::new(&tmp, file);
+    let mut staged = Staged::default();
+    let (partial, file) = staged.create(path, force)?;
+    let mut out = DirectAppend::new(&partial, file);
     // A failed write names the file as given and the offset the write-behind thread reports.
     let name = path.display().to_string();
-    let result = write(&mut out)
-        .map_err(|e| output_error(&name, e))
-        .and_then(|v| {
-            let file = out.finish().map_err(|e| output_error(&name, e.into()))?;
-            file.sync_all()
-                .with_context(|| format!("{}: fsync", tmp.display()))?;
-            Ok(v)
-        });
-    match result {
-        Ok(v) => {
-            fs::rename(&tmp, path).with_context(|| format!("{}: rename", path.display()))?;
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            File::open(dir.unwrap_or(Path::new(".")))
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("{}: fsync directory", path.display()))?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    let v = write(&mut out).map_err(|e| output_error(&name, e))?;
+    out.finish().map_err(|e| output_error(&name, e.into()))?;
+    staged.commit()?;
+    Ok(v)
 }
 
 /// Opens all inputs: VMs with their config files and disk descriptors, and every chain.

@@ -35,7 +35,6 @@ mod progress;
 mod raw;
 mod sink;
 mod sparse;
-mod staged;
 mod stream;
 mod vmdk;
 
@@ -57,7 +56,6 @@ pub use progress::{ProgressHook, RestoreProgress};
 pub use raw::FsTarget;
 pub use sink::{DiskSink, RawSink, RawStream};
 pub use sparse::SparseSink;
-pub use staged::lock_partial;
 pub use stream::{StreamSink, StreamSummary};
 
 /// The output format of a restore.

@@ -1,14 +1,15 @@
-//! Restore outputs under their final names only once complete.
+//! Outputs under their final names only once complete: the archive file of a backup and every
+//! file a restore writes.
 //!
-//! Every file a restore writes into its directory is created as `NAME.partial` and renamed to
-//! `NAME` after the whole restore has succeeded and the file is fsynced (then the directory is
-//! fsynced). A restore that fails (disk full, a damaged archive without `--salvage`, an I/O
-//! error) removes its `.partial` files, so it never leaves a full-size image whose missing
-//! ranges read as zeros under a name that looks finished; and with `--force` the file being
-//! replaced stays intact until its replacement is complete. A restore killed outright leaves
-//! only `.partial` names, which the next run overwrites. Each `.partial` is locked (`flock`)
-//! while written: a second restore into the same directory (an overlapping scheduled job) is
-//! refused instead of interleaving its bytes with the first one's.
+//! Each output is created as `NAME.partial` and renamed to `NAME` after the whole job has
+//! succeeded and the file is fsynced (then its directory is fsynced). A job that fails (disk
+//! full, a damaged archive without `--salvage`, an I/O error, an interrupt) removes its
+//! `.partial` files, so it never leaves an archive that looks complete or a full-size image
+//! whose missing ranges read as zeros; and with `--force` the file being replaced stays intact
+//! until its replacement is complete. A job killed outright leaves only `.partial` names, which
+//! the next run overwrites. Each `.partial` is locked (`flock`) while written: a second run
+//! writing the same output (an overlapping scheduled job) is refused instead of interleaving
+//! its bytes with the first one's.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -22,7 +23,7 @@ use crate::error::{Error, Result};
 /// Outputs being written, renamed into place by [`Staged::commit`] and removed when dropped
 /// before it.
 #[derive(Debug, Default)]
-pub(crate) struct Staged {
+pub struct Staged {
     /// Outputs not yet renamed.
     pending: Vec<Pending>,
 }
@@ -78,7 +79,7 @@ impl Staged {
     /// Creates the output that becomes `path`: refuses an existing `path` unless `force`
     /// (and a directory even then) and a name this restore already writes. Returns the
     /// partial file's path, which I/O errors name, and the file, opened read-write.
-    pub(crate) fn create(&mut self, path: &Path, force: bool) -> Result<(PathBuf, File)> {
+    pub fn create(&mut self, path: &Path, force: bool) -> Result<(PathBuf, File)> {
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => {
                 return Err(Error::Usage(format!(
@@ -119,8 +120,9 @@ impl Staged {
         Ok((partial, file))
     }
 
-    /// Fsyncs every output, renames it to its final name and fsyncs the directories.
-    pub(crate) fn commit(&mut self) -> Result<()> {
+    /// Fsyncs every output, renames it to its final name and fsyncs the directories, and
+    /// their parents (a restore may have just created them).
+    pub fn commit(&mut self) -> Result<()> {
         let mut dirs = BTreeSet::new();
         for o in &self.pending {
             o.file
@@ -132,9 +134,14 @@ impl Staged {
         while let Some(o) = self.pending.first() {
             std::fs::rename(&o.partial, &o.path).map_err(|e| Error::io(&o.path, None, e))?;
             let o = self.pending.remove(0);
-            if let Some(d) = o.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                dirs.insert(d.to_path_buf());
+            let dir = match o.path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if let Some(up) = dir.parent().filter(|u| !u.as_os_str().is_empty()) {
+                dirs.insert(up.to_path_buf());
             }
+            dirs.insert(dir);
         }
         for d in dirs {
             File::open(&d)
