@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use vdar::chain::{Chain, ChainOptions};
+use vdar::chain::{Chain, ChainOptions, VirtualDisk};
 use vdar::input::LocalOpener;
 
 use super::args::CatArgs;
-use super::output::{copy_disk, RawSink};
+use super::output::{copy_disk, RawOut};
 
 pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
     let san = super::san::opener(&args.san)?;
@@ -26,13 +26,15 @@ pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
     for w in &chain.warnings {
         eprintln!("vdar: warning: {w}");
     }
-    let sink = RawSink::create(&args.output)?;
     let mut disk = chain.collapse();
-    copy_disk(&mut disk, sink, &super::san::read_options(&args.san))?;
+    let mut out = RawOut::create(&args.output, disk.capacity())?;
+    copy_disk(&mut disk, &mut out, &super::san::read_options(&args.san))?;
     if let Some(o) = &san {
-        // And after: the file must not have moved while we read it.
+        // And after: the file must not have moved while we read it. Only then does the
+        // output get its name.
         o.check_probes("after copy")?;
         super::san::print_notices(o.luns());
     }
+    out.commit()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,13 +2,14 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::Context;
 use vdar::blockio::{Job, ReadAhead, ReadOptions, ReadRequest};
 use vdar::chain::{read_run, DiskRun, VirtualDisk};
 use vdar::input::Source;
+use vdar::restore::{DiskSink, RawSink, RawStream};
+use vdar::staged::Staged;
 
 use super::stdout::{output_error, Located};
 
@@ -16,35 +17,62 @@ use super::stdout::{output_error, Located};
 /// of 16 the pipeline holds 16 MiB of buffers.
 const IO_BYTES: usize = 1 << 20;
 
-/// Where raw bytes go.
-pub enum RawSink {
-    /// A regular file: data is written at its offset, zero runs are skipped (holes).
-    File(File, std::path::PathBuf),
-    /// A pipe or terminal: zeros are written out.
-    Stream(Box<dyn Write>, String),
+/// Where raw bytes go: a regular file (zero runs as holes), written as `NAME.partial` and
+/// renamed into place by [`RawOut::commit`], or a stream (stdout, a device, a FIFO) that gets
+/// every byte. The sinks are the restore's ([`vdar::restore::RawSink`], [`RawStream`]).
+pub struct RawOut {
+    sink: Box<dyn DiskSink>,
+    name: String,
+    staged: Option<Staged>,
 }
 
-impl RawSink {
-    /// Opens `path` (`-` is stdout) for a disk of `capacity` bytes.
-    pub fn create(path: &Path) -> anyhow::Result<RawSink> {
-        if path == Path::new("-") {
-            let w = Located::new(io::stdout().lock());
-            return Ok(RawSink::Stream(
-                Box::new(io::BufWriter::with_capacity(1 << 20, w)),
-                "stdout".into(),
-            ));
-        }
-        let f = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-        let is_file = f.metadata().map(|m| m.is_file()).unwrap_or(false);
-        if is_file {
-            Ok(RawSink::File(f, path.to_path_buf()))
+impl RawOut {
+    /// Opens `path` (`-` is stdout) for a disk of `capacity` bytes. An existing regular file is
+    /// replaced, but only once the new one is complete.
+    pub fn create(path: &Path, capacity: u64) -> anyhow::Result<RawOut> {
+        let name = if path == Path::new("-") {
+            "stdout".to_string()
         } else {
-            // A device or FIFO given by name: it cannot have holes.
-            Ok(RawSink::Stream(
-                Box::new(io::BufWriter::with_capacity(1 << 20, Located::new(f))),
-                path.display().to_string(),
-            ))
+            path.display().to_string()
+        };
+        let stream = |w: Box<dyn Write + Send>| RawOut {
+            sink: Box::new(RawStream::new(
+                Box::new(io::BufWriter::with_capacity(1 << 20, Located::new(w))),
+                &name,
+            )),
+            name: name.clone(),
+            staged: None,
+        };
+        if path == Path::new("-") {
+            return Ok(stream(Box::new(io::stdout())));
         }
+        match std::fs::metadata(path) {
+            // A device or FIFO given by name: it cannot have holes.
+            Ok(m) if !m.is_file() => {
+                let f = File::options()
+                    .write(true)
+                    .open(path)
+                    .with_context(|| format!("{}: cannot open for writing", path.display()))?;
+                Ok(stream(Box::new(f)))
+            }
+            _ => {
+                let mut staged = Staged::default();
+                let (partial, f) = staged.create(path, true)?;
+                Ok(RawOut {
+                    sink: Box::new(RawSink::new(partial, f, capacity)?),
+                    name,
+                    staged: Some(staged),
+                })
+            }
+        }
+    }
+
+    /// Puts a completed file under its name (nothing to do for a stream).
+    pub fn commit(mut self) -> anyhow::Result<()> {
+        if let Some(s) = &mut self.staged {
+            s.commit()?;
+        }
+        Ok(())
     }
 }
 
@@ -69,24 +97,14 @@ enum Item {
 
 /// Copies the whole collapsed disk into `sink`, reading through the `blockio` read-ahead
 /// pipeline (io_uring, or pread as the fallback) for local files and LUNs alike.
+/// The caller commits `out` once the copy is known good.
 pub fn copy_disk(
     disk: &mut dyn VirtualDisk,
-    sink: RawSink,
+    out: &mut RawOut,
     read: &ReadOptions,
 ) -> anyhow::Result<CopyStats> {
     let mut stats = CopyStats::default();
-    let zeros = vec![0u8; IO_BYTES];
-    let capacity = disk.capacity();
     let files = disk.files().clone();
-    let (mut file, mut stream) = match sink {
-        RawSink::File(f, p) => (Some((f, p)), None),
-        RawSink::Stream(w, n) => (None, Some((w, n))),
-    };
-    if let Some((f, p)) = &file {
-        // Truncate first so skipped zero runs really are holes, not stale bytes.
-        f.set_len(0)
-            .with_context(|| format!("{}: cannot truncate", p.display()))?;
-    }
     // The job stream: each data run cut into IO_BYTES requests, zero runs and compressed grains
     // passed through in order.
     let mut cur: Option<(DiskRun, u64)> = None;
@@ -137,51 +155,29 @@ pub fn copy_disk(
         eprintln!("vdar: notice: {n}");
     }
     let mut inflated = vec![0u8; IO_BYTES];
-    let to_stream = stream.is_some();
+    let name = out.name.clone();
+    let sink = &mut out.sink;
+    let written = |r: vdar::Result<()>| r.map_err(|e| output_error(&name, e.into()));
     while let Some(done) = reader.next() {
         let done = done?;
-        let mut emit = |chunk: &[u8], at: u64| -> anyhow::Result<()> {
-            if let Some((f, p)) = &mut file {
-                f.write_all_at(chunk, at)
-                    .with_context(|| format!("{}: write at byte {at:#x}", p.display()))?;
-            } else if let Some((w, name)) = &mut stream {
-                w.write_all(chunk)
-                    .map_err(|e| output_error(name, e.into()))?;
-            }
-            Ok(())
-        };
         match done.tag {
             Item::Data { at } => {
                 let buf = done.data.expect("invariant: data jobs carry a read");
-                emit(&buf, at)?;
+                written(sink.write_data(at, &buf))?;
                 stats.data_bytes += buf.len() as u64;
                 reader.recycle(buf);
             }
             Item::Deflate { run, skip, len } => {
                 read_run(&files, &run, skip, &mut inflated[..len])?;
-                emit(&inflated[..len], run.offset + skip)?;
+                written(sink.write_data(run.offset + skip, &inflated[..len]))?;
                 stats.data_bytes += len as u64;
             }
             Item::Zero { at, len } => {
+                written(sink.write_zero(at, len))?;
                 stats.zero_bytes += len;
-                if to_stream {
-                    let mut done = 0;
-                    while done < len {
-                        let n = (len - done).min(IO_BYTES as u64) as usize;
-                        emit(&zeros[..n], at + done)?;
-                        done += n as u64;
-                    }
-                }
             }
         }
     }
-    if let Some((f, p)) = &file {
-        f.set_len(capacity)
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("{}: cannot finish", p.display()))?;
-    }
-    if let Some((w, name)) = &mut stream {
-        w.flush().map_err(|e| output_error(name, e.into()))?;
-    }
+    written(sink.finish())?;
     Ok(stats)
 }
