@@ -64,6 +64,11 @@ fn full_file_system_leaves_no_finished_looking_output() {
         script += &format!("{v} restore {a} --to {m}/{f} --format {f}; echo \"rc=$?\"; list\n");
         script += &format!("rm -rf {m}/{f}\n");
     }
+    // vdar cat stages its file output the same way.
+    script += &format!(
+        "{v} cat {vmdk} -o {m}/c.raw; echo \"rc=$?\"; list\n",
+        vmdk = s(&vmdk)
+    );
     // --force over an earlier (here: stand-in) restore: the old image must survive.
     script += &format!(
         "mkdir -p {m}/old/r && echo old > {m}/old/r/r.raw\n\
@@ -82,7 +87,7 @@ fn full_file_system_leaves_no_finished_looking_output() {
         return;
     }
     let rcs: Vec<&str> = stdout.lines().filter(|l| l.starts_with("rc=")).collect();
-    assert_eq!(rcs, ["rc=2"; 7], "every attempt fails: {stdout}\n{stderr}");
+    assert_eq!(rcs, ["rc=2"; 8], "every attempt fails: {stdout}\n{stderr}");
     let left: Vec<&str> = stdout.lines().filter(|l| l.starts_with('@')).collect();
     assert_eq!(
         left,
@@ -91,7 +96,7 @@ fn full_file_system_leaves_no_finished_looking_output() {
     );
     assert!(stdout.ends_with("old\n"), "old image intact: {stdout}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
-    assert_eq!(errors.len(), 7, "{stderr}");
+    assert_eq!(errors.len(), 8, "{stderr}");
     for e in &errors {
         assert!(
             e.contains("No space left on device") && e.contains("byte 0x"),
@@ -104,4 +109,5 @@ fn full_file_system_leaves_no_finished_looking_output() {
         errors[0]
     );
     assert!(errors[1].contains("raw/r/r.raw.partial"), "{}", errors[1]);
+    assert!(errors[6].contains("/c.raw.partial"), "{}", errors[6]);
 }
