@@ -44,10 +44,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Restore, verify and list vdar archives: the disaster-recovery subset of vdar"
 )]
-#[command(
-    after_help = "Exit codes: 0 success, 1 damage found, archive incomplete or data lost, 2 error, \
-                  130/143 interrupted by SIGINT/SIGTERM."
-)]
+#[command(after_help = args::EXIT_CODES)]
 struct RestoreCli {
     #[command(subcommand)]
     command: RestoreCommand,

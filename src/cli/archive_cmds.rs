@@ -8,7 +8,7 @@
 //! character device) in whole 16 MiB requests (`records`).
 
 use std::fs::File;
-use std::io::{self, BufReader, IsTerminal, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -98,9 +98,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         disk: args.disk.clone(),
         force: args.force,
         salvage: args.salvage,
-        progress: io::stderr()
-            .is_terminal()
-            .then(super::progress::restore_printer),
+        progress: super::progress::restore_printer(),
         cancel: super::signals::on_interrupt()?,
     };
     let dest = if to == Path::new("-") {

@@ -4,13 +4,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The exit codes, for `--help` of `vdar` and `vdar-restore`.
+pub const EXIT_CODES: &str = "Exit codes: 0 success, 1 damage found, archive incomplete or data \
+                              lost, 2 error, 130/143 interrupted by SIGINT/SIGTERM.";
+
 /// vdar: streaming archiver for VMware VM disks.
 #[derive(Debug, Parser)]
 #[command(name = "vdar", version, about, long_about = None)]
-#[command(
-    after_help = "Exit codes: 0 success, 1 damage found, archive incomplete or data lost, 2 error, \
-                  130/143 interrupted by SIGINT/SIGTERM."
-)]
+#[command(after_help = EXIT_CODES)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]

@@ -2,6 +2,7 @@
 //! and a restore's. Both measure how far along over disk positions, not bytes moved: zero
 //! ranges are neither read nor written, so byte counts alone say nothing about a sparse disk.
 
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -76,12 +77,14 @@ pub fn restore_line(p: &RestoreProgress, secs: f64) -> String {
     )
 }
 
-/// A restore hook that draws [`restore_line`].
-pub fn restore_printer() -> ProgressHook {
-    let t = Throttle::new();
-    ProgressHook(Arc::new(move |p: &RestoreProgress| {
-        t.show(|secs| restore_line(p, secs))
-    }))
+/// A restore hook that draws [`restore_line`], when stderr is a terminal (quiet otherwise).
+pub fn restore_printer() -> Option<ProgressHook> {
+    std::io::stderr().is_terminal().then(|| {
+        let t = Throttle::new();
+        ProgressHook(Arc::new(move |p: &RestoreProgress| {
+            t.show(|secs| restore_line(p, secs))
+        }))
+    })
 }
 
 #[cfg(test)]

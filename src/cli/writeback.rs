@@ -3,7 +3,6 @@
 //! read-only; the library opens them for writing only once the target, its runs and the map's
 //! probes have passed. Exit codes: 0 written and verified, 1 the read-back differs, 2 error.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -50,9 +49,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let opts = RestoreOptions {
         vm: args.vm.clone(),
         disk: args.disk.clone(),
-        progress: std::io::stderr()
-            .is_terminal()
-            .then(super::progress::restore_printer),
+        progress: super::progress::restore_printer(),
         cancel: super::signals::on_interrupt()?,
         ..Default::default()
     };
