@@ -456,14 +456,11 @@ fn report_commands_survive_a_closed_stdout() {
         // The reader (`:`) is gone before vdar starts. The pipe is made by a shell, not by this
         // test process: a child forked by a concurrent test would hold a copy of the read end
         // until its exec, and a write in that window succeeds.
-        let sh = format!(
-            "(sleep 0.3; exec {} {}) | :; exit ${{PIPESTATUS[0]}}",
-            s(&vdar_bin()),
-            args.join(" ")
+        let (code, err) = vdar_piped(
+            &format!("(sleep 0.3; exec {{vdar}} {})", args.join(" ")),
+            ":",
         );
-        let out = Command::new("bash").args(["-c", &sh]).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(
             err.contains("stdout: reader closed the pipe") && !err.contains("panicked"),
             "{args:?}: {err}"
@@ -484,13 +481,8 @@ fn writers_to_a_closed_pipe_fail_loudly() {
         format!("restore {} --to - --format stream", s(&a)),
         format!("restore {} --to - --format ova", s(&a)),
     ] {
-        let sh = format!(
-            "{} {cmd} | head -c 1000 >/dev/null; exit ${{PIPESTATUS[0]}}",
-            s(&vdar_bin())
-        );
-        let out = Command::new("bash").args(["-c", &sh]).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        let (code, err) = vdar_piped(&format!("{{vdar}} {cmd}"), "head -c 1000 >/dev/null");
+        assert_eq!(code, Some(2), "{cmd}: {err}");
         assert!(
             err.contains("stdout: reader closed the pipe at byte 0x")
                 && err.contains("output is incomplete"),
@@ -579,4 +571,16 @@ fn archives_go_to_and_come_from_devices_and_fifos() {
     let out = vdar(&["backup", s(&vmx), "-o", s(d.path())]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+}
+
+/// Runs `writer | reader` in bash, `{vdar}` in `writer` standing for the vdar binary: the
+/// writer's exit code and stderr.
+fn vdar_piped(writer: &str, reader: &str) -> (Option<i32>, String) {
+    let writer = writer.replace("{vdar}", s(&vdar_bin()));
+    let sh = format!("{writer} | {reader}; exit ${{PIPESTATUS[0]}}");
+    let out = Command::new("bash").args(["-c", &sh]).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

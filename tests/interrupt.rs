@@ -109,53 +109,53 @@ fn interrupted_backup_stops_between_chunks() {
     );
 }
 
-#[test]
-fn overlapping_runs_leave_each_others_partial_files_alone() {
-    let d = tempdir();
-    let vmdk = random_vmdk(d.path(), 1);
-    let archive = d.path().join("a.vdar");
-    let partial = d.path().join("a.vdar.partial");
-    // Another backup is writing the same archive name (a scheduled run that overlaps).
-    fs::write(&partial, b"theirs").unwrap();
-    let theirs = fs::File::open(&partial).unwrap();
-    vdar::staged::lock_partial(&theirs, &partial).unwrap();
-    let out = vdar(&["backup", s(&vmdk), "-o", s(&archive)]);
+/// Runs vdar with `args` while another run holds `partial` (written, locked): it is refused
+/// and leaves the holder's bytes, then succeeds once the holder is gone.
+fn refused_while_held(partial: &Path, args: &[&str], while_held: impl FnOnce()) {
+    fs::write(partial, b"theirs").unwrap();
+    let theirs = fs::File::open(partial).unwrap();
+    vdar::staged::lock_partial(&theirs, partial).unwrap();
+    let out = vdar(args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("a.vdar.partial: another vdar is writing it"),
+        err.contains(&format!(
+            "{}: another vdar is writing it",
+            partial.display()
+        )),
         "{err}"
     );
-    assert_eq!(fs::read(&partial).unwrap(), b"theirs");
-    assert!(!archive.exists());
+    assert_eq!(fs::read(partial).unwrap(), b"theirs");
+    while_held();
     // Once it is gone, its leftover is overwritten.
     drop(theirs);
-    let out = vdar(&["backup", s(&vmdk), "-o", s(&archive)]);
+    let out = vdar(args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!partial.exists());
+}
 
+#[test]
+fn overlapping_runs_leave_each_others_partial_files_alone() {
+    let d = tempdir();
+    let vmdk = random_vmdk(d.path(), 1);
+    let archive = d.path().join("a.vdar");
+    // Another backup is writing the same archive name (a scheduled run that overlaps).
+    refused_while_held(
+        &d.path().join("a.vdar.partial"),
+        &["backup", s(&vmdk), "-o", s(&archive)],
+        || assert!(!archive.exists()),
+    );
     // The same for a restore into a directory another restore is filling.
     let to = d.path().join("to");
     fs::create_dir_all(to.join("r")).unwrap();
-    let image = to.join("r/r.raw.partial");
-    fs::write(&image, b"theirs").unwrap();
-    let theirs = fs::File::open(&image).unwrap();
-    vdar::staged::lock_partial(&theirs, &image).unwrap();
-    let out = vdar(&["restore", s(&archive), "--to", s(&to)]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("another vdar is writing it"), "{err}");
-    assert_eq!(fs::read(&image).unwrap(), b"theirs");
-    drop(theirs);
-    let out = vdar(&["restore", s(&archive), "--to", s(&to)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    refused_while_held(
+        &to.join("r/r.raw.partial"),
+        &["restore", s(&archive), "--to", s(&to)],
+        || (),
     );
     assert_eq!(fs::metadata(to.join("r/r.raw")).unwrap().len(), 1 << 20);
 }
