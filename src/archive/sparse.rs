@@ -17,22 +17,35 @@ use std::io;
 use super::zstd_ctx;
 
 /// Bytes of the run table for `runs` data runs.
-fn table_bytes(runs: usize) -> usize {
+pub fn table_bytes(runs: usize) -> usize {
     4 + 8 * runs
+}
+
+/// [`encode_into`] a fresh buffer.
+#[cfg(test)]
+pub fn encode(runs: &[(usize, usize)], packed: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_into(runs, packed, level, &mut out)?;
+    Ok(out)
 }
 
 /// Encodes a chunk whose data runs `runs` (`[start, end)`, ascending, not overlapping, not
 /// empty) hold the bytes `packed` (end to end) and whose other bytes are zero, compressing at
-/// zstd `level`.
-pub fn encode(runs: &[(usize, usize)], packed: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(table_bytes(runs.len()));
+/// zstd `level`, into `out` (cleared first; its capacity is reused).
+pub fn encode_into(
+    runs: &[(usize, usize)],
+    packed: &[u8],
+    level: i32,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    out.clear();
+    out.reserve(table_bytes(runs.len()));
     out.extend_from_slice(&(runs.len() as u32).to_le_bytes());
     for &(s, e) in runs {
         out.extend_from_slice(&(s as u32).to_le_bytes());
         out.extend_from_slice(&((e - s) as u32).to_le_bytes());
     }
-    zstd_ctx::compress_append(packed, level, &mut out)?;
-    Ok(out)
+    zstd_ctx::compress_append(packed, level, out)
 }
 
 /// Decodes a sparse payload into the `raw_len`-byte plaintext. Every table value is checked

@@ -70,27 +70,40 @@ pub struct ArchiveWriter<'a> {
 /// Compresses `raw` with zstd at `level`; returns the codec and the payload to store. A payload
 /// that does not shrink is stored raw (the reader's stored < raw rule for zstd depends on it).
 pub fn encode_payload(raw: &[u8], level: i32) -> Result<(Codec, Vec<u8>)> {
-    let z = super::zstd_ctx::compress(raw, level)
+    let mut payload = Vec::new();
+    let codec = encode_payload_into(raw, level, &mut payload)?;
+    Ok((codec, payload))
+}
+
+/// [`encode_payload`] into `payload` (cleared first), so that a recycled buffer's pages serve
+/// again: a fresh multi-megabyte payload per chunk came back from the allocator as new pages
+/// for the kernel to clear.
+pub fn encode_payload_into(raw: &[u8], level: i32, payload: &mut Vec<u8>) -> Result<Codec> {
+    payload.clear();
+    super::zstd_ctx::compress_append(raw, level, payload)
         .map_err(|e| Error::Usage(format!("zstd level {level}: {e}")))?;
-    if z.len() < raw.len() {
-        Ok((Codec::Zstd, z))
+    if payload.len() < raw.len() {
+        Ok(Codec::Zstd)
     } else {
-        Ok((Codec::None, raw.to_vec()))
+        payload.clear();
+        payload.extend_from_slice(raw);
+        Ok(Codec::None)
     }
 }
 
 /// The sparse payload ([`super::sparse`]) of a `raw_len`-byte chunk whose data runs `runs`
-/// hold `packed` and whose other bytes are zero; `None` when it would not be smaller than the
-/// chunk (then the chunk is stored raw, whole).
-pub fn encode_sparse_payload(
+/// hold `packed` and whose other bytes are zero, written into `payload` (cleared first);
+/// `false` when it would not be smaller than the chunk (then the chunk is stored raw, whole).
+pub fn encode_sparse_payload_into(
     runs: &[(usize, usize)],
     packed: &[u8],
     raw_len: usize,
     level: i32,
-) -> Result<Option<(Codec, Vec<u8>)>> {
-    let p = super::sparse::encode(runs, packed, level)
+    payload: &mut Vec<u8>,
+) -> Result<bool> {
+    super::sparse::encode_into(runs, packed, level, payload)
         .map_err(|e| Error::Usage(format!("zstd level {level}: {e}")))?;
-    Ok((p.len() < raw_len).then_some((Codec::SparseZstd, p)))
+    Ok(payload.len() < raw_len)
 }
 
 impl<'a> ArchiveWriter<'a> {

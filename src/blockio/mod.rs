@@ -278,6 +278,9 @@ struct Slot<T> {
     state: SlotState,
 }
 
+/// Jobs prepared ahead of the consumer, per unit of queue depth: each may hold a buffer.
+const SLOTS_PER_DEPTH: usize = 4;
+
 /// The read-ahead pipeline over an ordered stream of jobs.
 pub struct ReadAhead<T, I: Iterator<Item = Result<Job<T>>>> {
     // Declared first so it drops first: the engine drains its in-flight reads while the
@@ -330,7 +333,11 @@ impl<T, I: Iterator<Item = Result<Job<T>>>> ReadAhead<T, I> {
     /// Returns a buffer to the pool.
     pub fn recycle(&mut self, mut buf: AlignedBuf) {
         buf.set_len(0);
-        if self.pool.len() < self.queue_depth {
+        // As many as the slots can hold at once: a pool of only `queue_depth` buffers dropped
+        // most of them when the slots ahead filled with completed reads, and every drop came
+        // back as a fresh allocation whose pages the kernel cleared (about 500 per backup of the
+        // bench chain, 1% of its CPU).
+        if self.pool.len() < SLOTS_PER_DEPTH * self.queue_depth {
             self.pool.push(buf);
         } else if let Some(small) = self
             .pool
@@ -493,7 +500,7 @@ impl<T, I: Iterator<Item = Result<Job<T>>>> Iterator for ReadAhead<T, I> {
             // limits (queued passthrough jobs are cheap but still bounded).
             while !self.exhausted
                 && self.in_flight < self.queue_depth
-                && self.slots.len() < 4 * self.queue_depth
+                && self.slots.len() < SLOTS_PER_DEPTH * self.queue_depth
             {
                 match self.jobs.next() {
                     None => self.exhausted = true,

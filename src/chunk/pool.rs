@@ -1,4 +1,5 @@
-//! Recycled chunk buffers.
+//! Recycled byte buffers: chunk plaintext (reader to workers) and compressed payloads (workers
+//! to writer).
 //!
 //! A backup allocates one chunk-sized buffer per data chunk. Fresh multi-megabyte allocations
 //! come back from the allocator as new pages that the kernel must fault in and clear, and the

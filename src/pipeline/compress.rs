@@ -8,9 +8,11 @@
 use std::sync::Mutex;
 
 use crate::archive::format::Codec;
-use crate::archive::writer::{encode_payload, encode_sparse_payload};
+use crate::archive::sparse;
+use crate::archive::writer::{encode_payload_into, encode_sparse_payload_into};
+use crate::chunk::bytes::ZERO_BLOCK;
 use crate::chunk::dedup::DedupTable;
-use crate::chunk::{Chunk, ChunkData, Digest};
+use crate::chunk::{Chunk, ChunkData, ChunkPool, Digest};
 use crate::error::Result;
 
 /// A chunk after hashing and compression.
@@ -32,11 +34,17 @@ pub enum Processed {
 }
 
 /// Hashes and compresses one chunk. `table` is consulted only to skip redundant compression.
+/// A payload is written into a buffer from `payloads` (the writer gives it back once stored).
 /// The chunk's zero runs are first made canonical ([`ChunkBytes::canonicalize`]), so the result
 /// depends on its bytes alone.
 ///
 /// [`ChunkBytes::canonicalize`]: crate::chunk::ChunkBytes::canonicalize
-pub fn process(chunk: &mut Chunk, level: i32, table: &Mutex<DedupTable>) -> Result<Processed> {
+pub fn process(
+    chunk: &mut Chunk,
+    level: i32,
+    table: &Mutex<DedupTable>,
+    payloads: &ChunkPool,
+) -> Result<Processed> {
     let bytes = match &mut chunk.data {
         ChunkData::Zero => return Ok(Processed::Zero),
         ChunkData::Data(b) => b,
@@ -53,16 +61,20 @@ pub fn process(chunk: &mut Chunk, level: i32, table: &Mutex<DedupTable>) -> Resu
     if known {
         return Ok(Processed::Known(digest));
     }
-    let (codec, payload) = if bytes.zeros.is_empty() {
-        encode_payload(&bytes.packed, level)?
+    let mut payload = payloads.take(0, payload_capacity(bytes.len));
+    let codec = if bytes.zeros.is_empty() {
+        encode_payload_into(&bytes.packed, level, &mut payload)?
     } else {
         let runs: Vec<_> = bytes.data_runs().collect();
-        match encode_sparse_payload(&runs, &bytes.packed, bytes.len, level)? {
-            Some(p) => p,
+        if encode_sparse_payload_into(&runs, &bytes.packed, bytes.len, level, &mut payload)? {
+            Codec::SparseZstd
+        } else {
             // The runs alone did not shrink: the whole chunk, raw. With at least one 4 KiB zero
             // block left out this takes a run table larger than that block; the format forbids
             // a codec-2 payload that does not shrink, so the writer guards it anyway.
-            None => (Codec::None, bytes.to_plain()),
+            payload.clear();
+            payload.extend_from_slice(&bytes.to_plain());
+            Codec::None
         }
     };
     Ok(Processed::Data {
@@ -70,6 +82,13 @@ pub fn process(chunk: &mut Chunk, level: i32, table: &Mutex<DedupTable>) -> Resu
         codec,
         payload,
     })
+}
+
+/// Room for any payload of a `len`-byte chunk, so that a recycled buffer never grows: zstd's
+/// worst case plus the largest run table (data runs alternate with zero blocks at most).
+fn payload_capacity(len: usize) -> usize {
+    let most_runs = len.div_ceil(ZERO_BLOCK).div_ceil(2);
+    zstd::zstd_safe::compress_bound(len) + sparse::table_bytes(most_runs)
 }
 
 #[cfg(test)]
@@ -96,9 +115,16 @@ mod tests {
             &mut chunk(ChunkBytes::from_plain(&plain, &zeros)),
             3,
             &table,
+            &ChunkPool::new(0),
         )
         .unwrap();
-        let dense = process(&mut chunk(ChunkBytes::dense(plain.clone())), 3, &table).unwrap();
+        let dense = process(
+            &mut chunk(ChunkBytes::dense(plain.clone())),
+            3,
+            &table,
+            &ChunkPool::new(0),
+        )
+        .unwrap();
         // Read zero blocks and reported zero runs come out the same (content decides).
         match (sparse, dense) {
             (
@@ -122,7 +148,14 @@ mod tests {
         // Without zero blocks a chunk is compressed whole.
         plain[..4096].fill(1);
         plain[65536..65536 + 300_000].fill(2);
-        match process(&mut chunk(ChunkBytes::dense(plain.clone())), 3, &table).unwrap() {
+        match process(
+            &mut chunk(ChunkBytes::dense(plain.clone())),
+            3,
+            &table,
+            &ChunkPool::new(0),
+        )
+        .unwrap()
+        {
             Processed::Data { codec, digest, .. } => {
                 assert_eq!(codec, Codec::Zstd);
                 assert_eq!(digest, Digest::of(&plain));
@@ -132,7 +165,7 @@ mod tests {
         // Read data that happens to be zero is still found.
         let all_zero = ChunkBytes::from_plain(&vec![0; len], &[(0, len / 2)]);
         assert!(matches!(
-            process(&mut chunk(all_zero), 3, &table).unwrap(),
+            process(&mut chunk(all_zero), 3, &table, &ChunkPool::new(0)).unwrap(),
             Processed::Zero
         ));
     }
@@ -157,7 +190,7 @@ mod tests {
             len: 8192,
             data: ChunkData::Data(bytes),
         };
-        match process(&mut c, 3, &table).unwrap() {
+        match process(&mut c, 3, &table, &ChunkPool::new(0)).unwrap() {
             Processed::Data { codec, payload, .. } => {
                 // The reported 8-byte hole is no zero block: the chunk is dense, and zstd does
                 // not shrink it.

@@ -12,9 +12,10 @@
 //!   writing, so at most `credits` chunks are in flight anywhere (read, queued, compressed or
 //!   waiting to be reordered). `credits = max(queue_bytes / chunk_size, 2 × workers + 2)`, so peak
 //!   chunk memory is about `2 × credits × chunk_size` (plaintext plus compressed copy):
-//!   64 MiB by default, plus the reader's read-ahead buffers (queue depth × 1 MiB, 16 MiB by
-//!   default), one chunk-sized zstd output buffer per worker and the archive file's 12 MiB of
-//!   write-behind buffers, independent of disk size. Only the dedup table and the index grow.
+//!   64 MiB by default, plus the reader's read-ahead buffers (at most 4 × queue depth buffers of
+//!   at most 1 MiB: 64 MiB at the default depth, a few MiB in practice as most reads are small)
+//!   and the archive file's 12 MiB of write-behind buffers, independent of disk size. Only the
+//!   dedup table and the index grow.
 //! * Errors: a failing stage latches `stop`; the reader checks it before every chunk, workers
 //!   exit when their queue closes, and the first error is returned. Reader errors travel in
 //!   sequence as `Err` items so they surface exactly where they happened.
@@ -339,8 +340,10 @@ pub fn backup(
         credit_tx.send(()).expect("invariant: capacity");
     }
 
-    // Chunk buffers go back to the reader once hashed and compressed (at most `credits` exist).
+    // Chunk buffers go back to the reader once hashed and compressed (at most `credits` exist),
+    // payload buffers to the workers once written.
     let pool = Arc::new(ChunkPool::new(credits));
+    let payloads = ChunkPool::new(credits);
 
     let result = std::thread::scope(|s| -> Result<()> {
         // Reader: walks VMs and disks in archive order.
@@ -405,6 +408,7 @@ pub fn backup(
             let table = &table;
             let level = opts.level;
             let pool = &pool;
+            let payloads = &payloads;
             s.spawn(move || {
                 for (seq, item) in job_rx {
                     let r = item.and_then(|mut item| match &mut item {
@@ -414,7 +418,7 @@ pub fn backup(
                                 ChunkData::Zero => 0,
                                 ChunkData::Data(b) => b.data_len() as u64,
                             };
-                            let p = process(c, level, table)?;
+                            let p = process(c, level, table, payloads)?;
                             // The writer needs only the chunk's place and the processed result.
                             if let ChunkData::Data(bytes) = &mut c.data {
                                 pool.give(std::mem::take(&mut bytes.packed));
@@ -511,6 +515,7 @@ pub fn backup(
                                         p.stored_raw_bytes += c.len;
                                         p.stored_bytes += payload.len() as u64;
                                     }
+                                    payloads.give(payload);
                                     disk_records += 1;
                                 }
                             }
