@@ -171,6 +171,45 @@ mod tests {
     }
 
     #[test]
+    fn recycled_payload_buffers_carry_nothing_over() {
+        let pool = ChunkPool::new(1);
+        let chunk = |plain: &[u8]| Chunk {
+            disk: 0,
+            offset: 0,
+            len: plain.len() as u64,
+            data: ChunkData::Data(ChunkBytes::dense(plain.to_vec())),
+        };
+        let big: Vec<u8> = (0..1u32 << 20)
+            .map(|i| (i % 253) as u8 ^ (i >> 12) as u8)
+            .collect();
+        let mut small = vec![0u8; 64 << 10];
+        small[100..200].fill(7);
+        // Each chunk through a pool that holds the previous chunk's (larger) payload buffer,
+        // against the same chunk through an empty pool.
+        for plain in [&big[..], &small[..], &big[..]] {
+            let table = Mutex::new(DedupTable::default());
+            let recycled = process(&mut chunk(plain), 3, &table, &pool).unwrap();
+            let table = Mutex::new(DedupTable::default());
+            let fresh = process(&mut chunk(plain), 3, &table, &ChunkPool::new(0)).unwrap();
+            match (recycled, fresh) {
+                (
+                    Processed::Data { codec, payload, .. },
+                    Processed::Data {
+                        codec: c2,
+                        payload: p2,
+                        ..
+                    },
+                ) => {
+                    assert_eq!(codec, c2);
+                    assert!(payload == p2, "payloads differ");
+                    pool.give(payload);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn incompressible_chunk_is_stored_raw_and_whole() {
         let table = Mutex::new(DedupTable::default());
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
