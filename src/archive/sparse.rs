@@ -21,14 +21,6 @@ pub fn table_bytes(runs: usize) -> usize {
     4 + 8 * runs
 }
 
-/// [`encode_into`] a fresh buffer.
-#[cfg(test)]
-pub fn encode(runs: &[(usize, usize)], packed: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    encode_into(runs, packed, level, &mut out)?;
-    Ok(out)
-}
-
 /// Encodes a chunk whose data runs `runs` (`[start, end)`, ascending, not overlapping, not
 /// empty) hold the bytes `packed` (end to end) and whose other bytes are zero, compressing at
 /// zstd `level`, into `out` (cleared first; its capacity is reused).
@@ -105,6 +97,12 @@ pub fn decode(payload: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
     use crate::archive::zstd_ctx::decompress;
+
+    fn encode(runs: &[(usize, usize)], packed: &[u8], level: i32) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        encode_into(runs, packed, level, &mut out)?;
+        Ok(out)
+    }
 
     #[test]
     fn round_trip_and_exact_layout() {

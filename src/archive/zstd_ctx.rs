@@ -18,13 +18,6 @@ thread_local! {
     static PLAIN_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Compresses `raw` into one zstd frame at `level`.
-pub fn compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    compress_append(raw, level, &mut out)?;
-    Ok(out)
-}
-
 /// Compresses `raw` into one zstd frame at `level`, appended to `out`. The frame is written
 /// straight into `out`'s spare capacity: compressing into a scratch buffer and copying it over
 /// was a memory copy of every stored byte (under 1% of a backup's CPU, but for nothing).
@@ -36,8 +29,6 @@ pub fn compress_append(raw: &[u8], level: i32, out: &mut Vec<u8>) -> io::Result<
         }
         let (_, comp) = c.as_mut().expect("invariant: just set");
         let ctx = comp.context_mut();
-        // A frame left open by an earlier failure must not continue into this one.
-        ctx.reset(ResetDirective::SessionOnly).map_err(zstd_error)?;
         // With room for the worst case, zstd compresses the whole input in one pass straight
         // into the output, exactly as its one-shot call does: the frames are the same bytes.
         out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
@@ -47,21 +38,16 @@ pub fn compress_append(raw: &[u8], level: i32, out: &mut Vec<u8>) -> io::Result<
             let mut output = OutBuffer::around_pos(out, start);
             ctx.compress_stream2(&mut output, &mut input, EndDirective::ZSTD_e_end)
         };
-        match left {
-            Ok(0) if input.pos() == raw.len() => Ok(()),
-            Ok(_) => {
-                let _ = ctx.reset(ResetDirective::SessionOnly);
-                out.truncate(start);
-                Err(io::Error::other(
-                    "zstd left the frame unfinished with worst-case room",
-                ))
-            }
-            Err(code) => {
-                let _ = ctx.reset(ResetDirective::SessionOnly);
-                out.truncate(start);
-                Err(zstd_error(code))
-            }
+        if left == Ok(0) && input.pos() == raw.len() {
+            return Ok(());
         }
+        // Close the failed frame so that the next call starts a new one, and drop its bytes.
+        let _ = ctx.reset(ResetDirective::SessionOnly);
+        out.truncate(start);
+        Err(match left {
+            Err(code) => zstd_error(code),
+            Ok(_) => io::Error::other("zstd left the frame unfinished with worst-case room"),
+        })
     })
 }
 
@@ -115,6 +101,12 @@ pub fn decompress_with<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        compress_append(raw, level, &mut out)?;
+        Ok(out)
+    }
 
     #[test]
     fn same_frames_as_one_shot_calls_and_caps_hold() {
