@@ -25,6 +25,16 @@ fn s(p: &Path) -> &str {
 
 /// A second VM made of loose disks, one per hosted format: a sparse chain with a zeroed-grain
 /// child, qemu's streamOptimized, VMware's streamOptimized, and a twoGbMaxExtentSparse disk.
+/// The elements of two JSON arrays side by side, which must be equally long.
+fn pairs<'a>(
+    a: &'a serde_json::Value,
+    b: &'a serde_json::Value,
+) -> impl Iterator<Item = (&'a serde_json::Value, &'a serde_json::Value)> {
+    let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+    assert_eq!(a.len(), b.len(), "{a:?} against {b:?}");
+    a.iter().zip(b)
+}
+
 fn hosted_disks(dir: &Path) -> Vec<PathBuf> {
     let p = |n: &str| dir.join(n);
     run(
@@ -129,20 +139,10 @@ fn restore_of_backup_equals_qemu_for_every_format_via_file_and_pipe() {
         "{text}"
     );
     assert!(!text.contains('{'), "{text}");
-    for (a, b) in summary["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(listing["vms"].as_array().unwrap())
-    {
+    for (a, b) in pairs(&summary["vms"], &listing["vms"]) {
         assert_eq!(a["name"], b["name"]);
         assert_eq!(a["files"], b["files"], "names, sizes and BLAKE3");
-        for (x, y) in a["disks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(b["disks"].as_array().unwrap())
-        {
+        for (x, y) in pairs(&a["disks"], &b["disks"]) {
             assert_eq!(x["name"], y["name"]);
             assert_eq!(x["meta"], y["meta"], "capacity, descriptor, ddb, chain");
         }
