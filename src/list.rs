@@ -8,10 +8,10 @@ use std::io::Read;
 
 use serde::Serialize;
 
-use crate::archive::format::{IndexEntry, RecordKind};
+use crate::archive::format::{IndexEntry, RecordHeader, RecordKind};
 use crate::archive::index::{ReadSeek, SeekableArchive};
 use crate::archive::manifest::{DiskMeta, FileManifest, Manifest};
-use crate::archive::reader::{Event, StreamReader};
+use crate::archive::reader::StreamReader;
 use crate::error::Result;
 
 /// An archive's contents.
@@ -29,8 +29,11 @@ pub struct ArchiveListing {
     pub block_size: u32,
     /// Archive size in bytes (as read).
     pub archive_bytes: u64,
-    /// Whether the footer was reached and matched.
+    /// Whether the archive is whole: footer reached and matched, no damage, nothing lost.
     pub complete: bool,
+    /// Disk ranges a restore could not recover, read from the record headers (payloads are
+    /// not checked: that is `verify`).
+    pub lost: Vec<crate::restore::LostRange>,
     /// The VMs.
     pub vms: Vec<VmListing>,
     /// Sum of disk capacities.
@@ -88,6 +91,7 @@ fn skeleton(m: &Manifest) -> ArchiveListing {
         block_size: m.block_size,
         archive_bytes: 0,
         complete: false,
+        lost: Vec::new(),
         disk_bytes: m.disks().map(|(_, d)| d.meta.capacity).sum(),
         vms: m
             .vms
@@ -166,9 +170,11 @@ fn ratios(l: &mut ArchiveListing) {
     }
 }
 
-/// Lists a seekable archive from its manifest, footer and index.
+/// Lists a seekable archive from its manifest, footer and index, after checking that the index
+/// and the disk ends account for every record ([`SeekableArchive::check_layout`]).
 pub fn list_seekable(input: &mut dyn ReadSeek) -> Result<ArchiveListing> {
-    let ar = SeekableArchive::open(input)?;
+    let mut ar = SeekableArchive::open(input)?;
+    ar.check_layout()?;
     let mut l = skeleton(&ar.manifest);
     let s = slots(&ar.manifest);
     for e in &ar.index {
@@ -187,21 +193,44 @@ pub fn list_seekable(input: &mut dyn ReadSeek) -> Result<ArchiveListing> {
     Ok(l)
 }
 
-/// Lists an archive read as a stream (headers only; payloads are skipped unchecked).
+/// Lists an archive read as a stream: headers only, payloads skipped unchecked. Lost ranges
+/// and completeness follow the same accounting as restore and verify.
 pub fn list_stream(input: &mut dyn Read) -> Result<ArchiveListing> {
-    let mut r = StreamReader::new(input, false)?;
+    list_reader(StreamReader::new(input, false)?, None)
+}
+
+/// Lists a file: through its index when the layout checks out, else (a truncated copy, a
+/// damaged index or front) from its record headers, past a damaged front with a recovered
+/// manifest.
+pub fn list_file(input: &mut dyn ReadSeek) -> Result<ArchiveListing> {
+    match list_seekable(input) {
+        Err(crate::Error::ArchiveCorrupt { .. }) => {
+            let (r, front) = crate::restore::open_seekable(input, false)?;
+            list_reader(r, front)
+        }
+        l => l,
+    }
+}
+
+fn list_reader(mut r: StreamReader<'_>, front: Option<String>) -> Result<ArchiveListing> {
     let mut l = skeleton(&r.manifest);
     let s = slots(&r.manifest);
-    while let Some(ev) = r.next_event()? {
-        match ev {
-            Event::Record(rec) => {
-                let h = rec.header;
-                tally(&mut l, &s, h.kind, h.disk, h.stored_len, h.raw_len);
-            }
-            Event::Footer { problem, .. } => l.complete = problem.is_none(),
-            _ => {}
-        }
-    }
+    let mut observe = |h: &RecordHeader| tally(&mut l, &s, h.kind, h.disk, h.stored_len, h.raw_len);
+    let opts = crate::restore::RestoreOptions {
+        salvage: true,
+        ..Default::default()
+    };
+    let report = crate::restore::check_stream(
+        &mut r,
+        &opts,
+        crate::restore::Replay {
+            check_index: true,
+            observe: Some(&mut observe),
+        },
+        front,
+    )?;
+    l.complete = report.is_complete();
+    l.lost = report.lost;
     l.archive_bytes = r.position();
     ratios(&mut l);
     Ok(l)

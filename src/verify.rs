@@ -9,6 +9,7 @@ use std::io::Read;
 
 use serde::Serialize;
 
+use crate::archive::index::ReadSeek;
 use crate::error::{Error, Result};
 use crate::restore::{Damage, LostRange};
 
@@ -32,7 +33,18 @@ pub struct VerifyReport {
 /// verify run by a scheduler must say "damaged", not "could not run". `Err` is left for what
 /// says nothing about the archive's bytes (I/O errors, a newer format version).
 pub fn verify(input: &mut dyn Read) -> Result<VerifyReport> {
-    let r = match crate::restore::verify_stream(input) {
+    report(crate::restore::verify_stream(input))
+}
+
+/// [`verify`] for a file: when its front (file header or manifest) is damaged, the records are
+/// still checked, placed by the manifest's copy after the index (or one rebuilt from the record
+/// headers), so the report names what is lost.
+pub fn verify_file(input: &mut dyn ReadSeek) -> Result<VerifyReport> {
+    report(crate::restore::verify_seekable(input))
+}
+
+fn report(r: Result<crate::restore::RestoreReport>) -> Result<VerifyReport> {
+    let r = match r {
         Ok(r) => r,
         Err(Error::ArchiveCorrupt { offset, what }) => {
             return Ok(VerifyReport {

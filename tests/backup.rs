@@ -355,8 +355,10 @@ fn damage_is_named_and_salvaged_around() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("vdar: LOST vm \"sample\" disk \"scsi0:0\" bytes 0x")
+            && err.contains(": checksum mismatch; reads as zeros in the image")
             && err.contains(&format!(
-                "vdar: restored vm \"sample\" disk \"scsi0:0\" (256.0 MiB) to {}",
+                "vdar: restored vm \"sample\" disk \"scsi0:0\" (256.0 MiB: 1.1 MiB data, 254.9 MiB \
+                 zero, 64.0 KiB LOST) to {}",
                 salv.join("sample/sample.raw").display()
             )),
         "{err}"

@@ -7,6 +7,8 @@
 //! - oracle_libvmdk: sparse chain, COWD chain, VMware streamOptimized vs libvmdk (vmdkmount)
 //! - sample: the bundled sample VM, .vmx/.vmsd selection
 //! - archive: backup/restore round trips, determinism, golden vector, damage, hostile archives
+//! - damage: the accounting rule (restored, known zero or reported lost) under truncation,
+//!   cuts, duplication, flips and crafted archives, seekable and piped
 //! - backup: the archive commands end to end against qemu-img, pipes, damage, salvage
 //! - esx: restore to vmdk (ESX layout), sparse, stream, ova; qemu-img/vmdkinfo/xmllint oracles
 //! - san: SAN mode (block map + LUN images from the rig) vs direct files, faults
@@ -18,6 +20,7 @@ mod archive;
 mod backup;
 mod chain;
 mod cowd;
+mod damage;
 mod esx;
 mod full_disk;
 mod interrupt;

@@ -67,8 +67,17 @@ pub const NO_DISK: u32 = u32::MAX;
 /// Incompatible feature bit: Chunk records may use codec 2 ([`Codec::SparseZstd`]).
 pub const INCOMPAT_SPARSE_CHUNKS: u32 = 1;
 
+/// Incompatible feature bit: a copy of the manifest follows the index record (a reader
+/// without it would take the copy for damage).
+pub const INCOMPAT_MANIFEST_COPY: u32 = 2;
+
+/// `offset` of the front manifest record and of its copy after the index.
+pub const MANIFEST_FRONT: u64 = 0;
+/// See [`MANIFEST_FRONT`].
+pub const MANIFEST_COPY: u64 = 1;
+
 /// Incompatible feature bits known to this build. A reader refuses unknown bits.
-pub const KNOWN_INCOMPAT_FEATURES: u32 = INCOMPAT_SPARSE_CHUNKS;
+pub const KNOWN_INCOMPAT_FEATURES: u32 = INCOMPAT_SPARSE_CHUNKS | INCOMPAT_MANIFEST_COPY;
 
 /// First 8 bytes of blake3(`data`), the truncated checksum used in headers and the footer.
 pub fn csum8(data: &[u8]) -> [u8; 8] {
@@ -192,8 +201,12 @@ impl FileHeader {
         if b[0..8] != ARCHIVE_MAGIC_V1 {
             return Err(Error::archive(0, "not a vdar archive (bad magic)"));
         }
-        // The version is checked before the checksum: a newer version may lay the header out
-        // differently, and "newer version" is the useful message then.
+        // The checksum is checked first: every version keeps magic, version and this checksum
+        // in place, so a flipped version byte is damage, and only a header that checks out
+        // can say "written by a newer version".
+        if b[56..64] != csum8(&b[..56]) {
+            return Err(Error::archive(56, "file header checksum mismatch"));
+        }
         let format_version = le_u32(b, 8);
         if format_version > FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
@@ -203,9 +216,6 @@ impl FileHeader {
         }
         if format_version == 0 {
             return Err(Error::archive(8, "format version 0 is invalid"));
-        }
-        if b[56..64] != csum8(&b[..56]) {
-            return Err(Error::archive(56, "file header checksum mismatch"));
         }
         let h = FileHeader {
             format_version,
@@ -445,15 +455,16 @@ impl Footer {
         if b[0..8] != FOOTER_MAGIC_V1 {
             return Err(Error::archive(at, "bad footer magic"));
         }
+        // Checksum first, as in the file header: a flipped version byte is damage.
+        if b[88..96] != csum8(&b[..88]) {
+            return Err(Error::archive(at, "footer checksum mismatch"));
+        }
         let v = le_u32(b, 8);
         if v > FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 found: v,
                 supported: FORMAT_VERSION,
             });
-        }
-        if b[88..96] != csum8(&b[..88]) {
-            return Err(Error::archive(at, "footer checksum mismatch"));
         }
         let mut meta_hash = [0u8; 32];
         meta_hash.copy_from_slice(&b[40..72]);
@@ -576,6 +587,12 @@ mod tests {
         }
         .encode();
         b[8] = 2;
+        // A flipped version byte is damage (the checksum no longer holds)...
+        let e = FileHeader::decode(&b).unwrap_err();
+        assert!(matches!(e, Error::ArchiveCorrupt { offset: 56, .. }), "{e}");
+        // ...while a header that checks out names the newer version.
+        let c = csum8(&b[..56]);
+        b[56..64].copy_from_slice(&c);
         let e = FileHeader::decode(&b).unwrap_err().to_string();
         assert!(e.contains("v2 > v1"), "{e}");
     }

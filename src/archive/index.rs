@@ -32,6 +32,10 @@ pub struct SeekableArchive<'a> {
     pub index: Vec<IndexEntry>,
     /// Archive length in bytes.
     pub len: u64,
+    /// Stream offset of the first record after the manifest.
+    pub records_start: u64,
+    /// The file header.
+    pub header: FileHeader,
 }
 
 fn io(at: u64, e: std::io::Error) -> Error {
@@ -48,7 +52,10 @@ impl<'a> SeekableArchive<'a> {
     /// caller then falls back to a stream pass).
     pub fn open(input: &'a mut dyn ReadSeek) -> Result<Self> {
         input.seek(SeekFrom::Start(0)).map_err(|e| io(0, e))?;
-        let manifest = StreamReader::new(&mut *input, false)?.manifest;
+        let front = StreamReader::new(&mut *input, false)?;
+        let records_start = front.position();
+        let header = front.header;
+        let manifest = front.manifest;
         let len = input.seek(SeekFrom::End(0)).map_err(|e| io(0, e))?;
         let min = (FILE_HEADER_BYTES + 2 * RECORD_HEADER_BYTES + FOOTER_BYTES) as u64;
         if len < min {
@@ -102,7 +109,117 @@ impl<'a> SeekableArchive<'a> {
             footer,
             index,
             len,
+            records_start,
+            header,
         })
+    }
+
+    /// Checks that the index and the disk-end records account for every byte between the
+    /// manifest and the index, in the order the format prescribes: per VM its files, then per
+    /// disk its Chunk and Ref records at ascending chunk places followed by its DiskEnd record,
+    /// whose record count must match. Each DiskEnd is read (96 bytes a disk). The footer's
+    /// record count must agree too. Returns each disk's data record count.
+    ///
+    /// An index that passes has no room left for a record it does not list, so a chunk place
+    /// it does not name is zero. `Err` names the first disagreement.
+    pub fn check_layout(&mut self) -> Result<Vec<u64>> {
+        let mut walk = LayoutWalk {
+            pos: self.records_start,
+            next: 0,
+        };
+        let mut counts = Vec::new();
+        let m = self.manifest.clone();
+        for (v, vm) in m.vms.iter().enumerate() {
+            for (f, file) in vm.files.iter().enumerate() {
+                let e = walk.take(&self.index, |e| {
+                    e.kind == RecordKind::File
+                        && e.disk as usize == v
+                        && e.offset == f as u64
+                        && u64::from(e.raw_len) == file.size
+                })?;
+                walk.pos += RECORD_HEADER_BYTES as u64 + u64::from(e.stored_len);
+            }
+            for d in &vm.disks {
+                let cap = d.meta.capacity;
+                let mut count = 0u64;
+                let mut next_place = 0u64;
+                while let Some(e) = self.index.get(walk.next).filter(|e| {
+                    matches!(e.kind, RecordKind::Chunk | RecordKind::Ref) && e.disk == d.id
+                }) {
+                    let fits = e.offset >= next_place
+                        && e.offset % m.chunk_size == 0
+                        && e.offset < cap
+                        && u64::from(e.raw_len) == m.chunk_size.min(cap - e.offset);
+                    walk.take(&self.index, |_| fits)?;
+                    walk.pos += RECORD_HEADER_BYTES as u64 + u64::from(e.stored_len);
+                    next_place = e.offset + m.chunk_size;
+                    count += 1;
+                }
+                self.check_disk_end(walk.pos, d.id, cap, count)?;
+                walk.pos += RECORD_HEADER_BYTES as u64 + DISK_END_PAYLOAD_BYTES;
+                counts.push(count);
+            }
+        }
+        if walk.next != self.index.len() || walk.pos != self.footer.index_offset {
+            return Err(Error::archive(
+                walk.pos,
+                format!(
+                    "index entry {} of {} or bytes up to the index at {:#x} are not accounted for",
+                    walk.next,
+                    self.index.len(),
+                    self.footer.index_offset
+                ),
+            ));
+        }
+        let copy = u64::from(self.header.incompat_features & INCOMPAT_MANIFEST_COPY != 0);
+        let want = 2 + copy + self.index.len() as u64 + counts.len() as u64;
+        if self.footer.record_count != want {
+            return Err(Error::archive(
+                self.len - FOOTER_BYTES as u64,
+                format!(
+                    "footer counts {} records, index and disk ends {want}",
+                    self.footer.record_count
+                ),
+            ));
+        }
+        Ok(counts)
+    }
+
+    /// Reads and checks the DiskEnd record expected at `at`.
+    fn check_disk_end(&mut self, at: u64, disk: u32, capacity: u64, count: u64) -> Result<()> {
+        let len = RECORD_HEADER_BYTES + DISK_END_PAYLOAD_BYTES as usize;
+        if at + len as u64 > self.footer.index_offset {
+            return Err(Error::archive(
+                at,
+                format!("disk end of disk {disk} missing"),
+            ));
+        }
+        let mut b = vec![0u8; len];
+        read_at(self.input, at, &mut b)?;
+        let hb: &[u8; RECORD_HEADER_BYTES] = b[..RECORD_HEADER_BYTES].try_into().expect("len");
+        let h = RecordHeader::decode(hb, at)?;
+        let payload = b[RECORD_HEADER_BYTES..].to_vec();
+        let ok = h.kind == RecordKind::DiskEnd
+            && h.disk == disk
+            && h.offset == capacity
+            && h.stored_len == DISK_END_PAYLOAD_BYTES;
+        let data = match decode_payload(&h, payload) {
+            Ok(d) if ok => d,
+            _ => {
+                return Err(Error::archive(
+                    at,
+                    format!("disk end of disk {disk} damaged"),
+                ))
+            }
+        };
+        let claimed = u64::from_le_bytes(data[..8].try_into().expect("16-byte payload"));
+        if claimed != count {
+            return Err(Error::archive(
+                at,
+                format!("disk end of disk {disk} counts {claimed} records, the index {count}"),
+            ));
+        }
+        Ok(())
     }
 
     /// Reads the header and raw payload of the record `e` names, checked against the entry.
@@ -149,6 +266,45 @@ impl<'a> SeekableArchive<'a> {
     /// the caller can decode them elsewhere ([`decode_raws`]) while it does other work.
     pub fn read_raws(&mut self, es: &[IndexEntry]) -> Result<Vec<RecordRead>> {
         es.iter().map(|e| self.read_raw(e)).collect()
+    }
+}
+
+/// A walk through the index in layout order.
+struct LayoutWalk {
+    /// Where the next record must start.
+    pos: u64,
+    /// The next index entry.
+    next: usize,
+}
+
+impl LayoutWalk {
+    /// Takes the next entry, which must start at `pos` and satisfy `fits`.
+    fn take(
+        &mut self,
+        index: &[IndexEntry],
+        fits: impl Fn(&IndexEntry) -> bool,
+    ) -> Result<IndexEntry> {
+        match index.get(self.next) {
+            Some(e) if e.record_offset == self.pos && fits(e) => {
+                self.next += 1;
+                Ok(*e)
+            }
+            Some(e) => Err(Error::archive(
+                self.pos,
+                format!(
+                    "index entry {} ({:?} of disk or VM {} at {:#x}, record at {:#x}) is not \
+                     the record expected here",
+                    self.next, e.kind, e.disk, e.offset, e.record_offset
+                ),
+            )),
+            None => Err(Error::archive(
+                self.pos,
+                format!(
+                    "index ends after {} entries; more records expected",
+                    self.next
+                ),
+            )),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod format;
 pub mod index;
 pub mod manifest;
 pub mod reader;
+pub mod recover;
 pub mod sparse;
 pub mod writer;
 pub mod zstd_ctx;

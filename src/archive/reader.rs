@@ -79,6 +79,9 @@ struct Input<'a> {
     /// Stream offset of `buf[head]`.
     pos: u64,
     eof: bool,
+    /// The last 7 bytes consumed (fewer at the start, zero-padded in front): where a record
+    /// magic may have begun that an unchecked payload swallowed.
+    last7: [u8; 7],
 }
 
 /// Bytes requested from the source per read.
@@ -125,6 +128,9 @@ impl Input<'_> {
     }
 
     fn consume(&mut self, n: usize) {
+        let take = n.min(7);
+        self.last7.copy_within(take.., 0);
+        self.last7[7 - take..].copy_from_slice(&self.buf[self.head + n - take..self.head + n]);
         self.head += n;
         self.pos += n as u64;
     }
@@ -202,6 +208,10 @@ pub struct StreamReader<'a> {
     ahead: std::collections::VecDeque<Event>,
     /// Whether to decode chunk records ahead in parallel (off only in the differential test).
     parallel: bool,
+    /// The front manifest's digest; its copy after the index must match it.
+    manifest_digest: [u8; 32],
+    /// Whether the manifest copy is still to come after the index.
+    copy_pending: bool,
 }
 
 /// Most chunk records decoded ahead at once, and their most plaintext bytes: bounds the memory
@@ -232,6 +242,7 @@ impl<'a> StreamReader<'a> {
             end: 0,
             pos: 0,
             eof: false,
+            last7: [0; 7],
         };
         if input.fill(FILE_HEADER_BYTES)? < FILE_HEADER_BYTES {
             return Err(Error::archive(
@@ -290,7 +301,47 @@ impl<'a> StreamReader<'a> {
             capacities,
             ahead: std::collections::VecDeque::new(),
             parallel: true,
+            manifest_digest: mh.digest,
+            copy_pending: header.incompat_features & INCOMPAT_MANIFEST_COPY != 0,
         })
+    }
+
+    /// A reader that starts at stream offset `at` of `src` (already positioned there) with a
+    /// manifest found elsewhere: for a salvage whose front (file header or manifest) is
+    /// damaged. The footer's metadata hash cannot match then; it is reported like any other
+    /// footer problem. `digest`: the BLAKE3 of the manifest's JSON as stored, which a
+    /// manifest copy met later must match.
+    pub fn resume(
+        src: &'a mut dyn Read,
+        at: u64,
+        header: FileHeader,
+        (manifest, digest): (Manifest, [u8; 32]),
+        decode: bool,
+    ) -> Self {
+        let capacities = manifest.disks().map(|(_, d)| d.meta.capacity).collect();
+        StreamReader {
+            input: Input {
+                src,
+                buf: Vec::new(),
+                head: 0,
+                end: 0,
+                pos: at,
+                eof: false,
+                last7: [0; 7],
+            },
+            header,
+            manifest,
+            decode,
+            meta: blake3::Hasher::new(),
+            records: 1,
+            index_at: None,
+            state: State::Records,
+            capacities,
+            ahead: std::collections::VecDeque::new(),
+            parallel: true,
+            manifest_digest: digest,
+            copy_pending: header.incompat_features & INCOMPAT_MANIFEST_COPY != 0,
+        }
     }
 
     /// Current stream offset.
@@ -308,7 +359,14 @@ impl<'a> StreamReader<'a> {
                 .ok_or_else(|| format!("disk ordinal {} out of range", h.disk))
         };
         match h.kind {
-            RecordKind::Manifest => Err("second manifest".into()),
+            RecordKind::Manifest => {
+                // Only the copy, right after the index (`next_event_serial` knows where).
+                if h.offset == MANIFEST_COPY && self.copy_pending && self.index_at.is_some() {
+                    Ok(())
+                } else {
+                    Err("manifest out of place".into())
+                }
+            }
             RecordKind::File => {
                 let vm = m
                     .vms
@@ -410,6 +468,53 @@ impl<'a> StreamReader<'a> {
                     self.input.consume(1);
                 }
             }
+        }
+    }
+
+    /// After a payload that did not decode: if a record or footer magic starts inside it,
+    /// including one that runs on past its end (bytes lost just before the record's end),
+    /// puts the payload back from there so the next record is not lost with this one.
+    /// Returns whether anything was put back.
+    fn rescan(&mut self, payload: &[u8]) -> Result<bool> {
+        let ahead = self.input.fill(7)?.min(7);
+        let tail_from = payload.len().saturating_sub(7);
+        let mut window = payload[tail_from..].to_vec();
+        window.extend_from_slice(self.input.peek(ahead));
+        let is_magic = |w: &[u8]| w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1;
+        let hit = payload.windows(8).position(is_magic).or_else(|| {
+            window
+                .windows(8)
+                .position(is_magic)
+                .map(|i| tail_from + i)
+                .filter(|&i| i < payload.len())
+        });
+        match hit {
+            Some(i) => {
+                self.input.unread(&payload[i..]);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Whether a record or footer magic begins in the last 7 bytes consumed and runs on into
+    /// the next bytes, which are not themselves a magic; if so, puts those bytes back.
+    fn swallowed_magic(&mut self) -> Result<bool> {
+        let n = self.input.fill(8)?.min(8);
+        let next = self.input.peek(n);
+        let is_magic = |w: &[u8]| w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1;
+        if n < 8 || is_magic(next) {
+            return Ok(false);
+        }
+        let mut window = self.input.last7.to_vec();
+        window.extend_from_slice(next);
+        match window.windows(8).position(is_magic) {
+            Some(i) if i < 7 => {
+                let back = self.input.last7[i..].to_vec();
+                self.input.unread(&back);
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -535,13 +640,7 @@ impl<'a> StreamReader<'a> {
                         self.input.unread(&raw);
                     }
                     // Then what the serial reader does with a bad payload: rescan it.
-                    if let Some(i) = p
-                        .payload
-                        .windows(8)
-                        .position(|w| w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1)
-                    {
-                        self.input.unread(&p.payload[i..]);
-                    }
+                    self.rescan(&p.payload)?;
                     self.ahead.push_back(Event::Damaged {
                         at: p.at,
                         header: p.header,
@@ -561,6 +660,10 @@ impl<'a> StreamReader<'a> {
             State::Truncated => {
                 self.state = State::Done;
                 return Ok(Some(Event::Truncated { at: self.input.pos }));
+            }
+            State::AfterIndex { .. } if self.copy_pending => {
+                // The manifest copy comes first; read like any record (`check_context`).
+                self.state = State::Records;
             }
             State::AfterIndex { index_at } => {
                 // Padding, then the footer. Anything else is damage, handled by resync below.
@@ -591,7 +694,8 @@ impl<'a> StreamReader<'a> {
                 let found = self.resync()?;
                 let to = self.input.pos;
                 if !found {
-                    self.state = State::Done;
+                    // The stream ended in the unreadable bytes: it has no footer.
+                    self.state = State::Truncated;
                 }
                 return Ok(Some(Event::Skipped { from: at, to, what }));
             }
@@ -634,6 +738,29 @@ impl<'a> StreamReader<'a> {
         if header.kind == RecordKind::Index {
             self.state = State::AfterIndex { index_at: at };
         }
+        if header.kind == RecordKind::Manifest {
+            // The payload is consumed: the copy is done with either way.
+            self.copy_pending = false;
+            self.state = State::AfterIndex {
+                index_at: self.index_at.unwrap_or(at),
+            };
+            if header.digest != self.manifest_digest {
+                return Ok(Some(Event::Damaged {
+                    at,
+                    header,
+                    what: "manifest copy differs from the front manifest".into(),
+                }));
+            }
+        }
+        // A payload no checksum covers (a Ref's, or any when not decoding) may have run into
+        // the next record's magic when bytes went missing before its end.
+        if (!keep || header.kind == RecordKind::Ref) && self.swallowed_magic()? {
+            return Ok(Some(Event::Damaged {
+                at,
+                header,
+                what: "payload runs into the next record (bytes missing)".into(),
+            }));
+        }
         if !keep {
             return Ok(Some(Event::Record(Record {
                 at,
@@ -646,14 +773,8 @@ impl<'a> StreamReader<'a> {
             Err((what, payload)) => {
                 // The header was good but the payload is not: if bytes went missing, the next
                 // records may sit inside what was read as this payload. Rescan it.
-                if let Some(i) = payload
-                    .windows(8)
-                    .position(|w| w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1)
-                {
-                    self.input.unread(&payload[i..]);
-                    if header.kind == RecordKind::Index {
-                        self.state = State::Records;
-                    }
+                if self.rescan(&payload)? && header.kind == RecordKind::Index {
+                    self.state = State::Records;
                 }
                 Ok(Some(Event::Damaged { at, header, what }))
             }

@@ -65,6 +65,8 @@ pub struct ArchiveWriter<'a> {
     records: u64,
     index: Vec<IndexEntry>,
     level: i32,
+    /// The manifest record's payload, written again after the index.
+    manifest_json: Vec<u8>,
 }
 
 /// Compresses `raw` with zstd at `level`; returns the codec and the payload to store. A payload
@@ -130,10 +132,11 @@ impl<'a> ArchiveWriter<'a> {
             records: 0,
             index: Vec::new(),
             level,
+            manifest_json: Vec::new(),
         };
         let header = FileHeader {
             format_version: FORMAT_VERSION,
-            incompat_features: INCOMPAT_SPARSE_CHUNKS,
+            incompat_features: INCOMPAT_SPARSE_CHUNKS | INCOMPAT_MANIFEST_COPY,
             compat_features: 0,
             block_size,
         }
@@ -146,11 +149,12 @@ impl<'a> ArchiveWriter<'a> {
             RecordKind::Manifest,
             Codec::None,
             NO_DISK,
-            0,
+            MANIFEST_FRONT,
             json.len() as u64,
             *blake3::hash(&json).as_bytes(),
             &json,
         )?;
+        w.manifest_json = json;
         Ok(w)
     }
 
@@ -303,6 +307,17 @@ impl<'a> ArchiveWriter<'a> {
             raw.len() as u64,
             digest,
             &payload,
+        )?;
+        // The copy lets a salvage name and place everything when the front is damaged.
+        let json = std::mem::take(&mut self.manifest_json);
+        self.record(
+            RecordKind::Manifest,
+            Codec::None,
+            NO_DISK,
+            MANIFEST_COPY,
+            json.len() as u64,
+            *blake3::hash(&json).as_bytes(),
+            &json,
         )?;
         let pad = footer_padding(self.pos, self.block_size);
         self.put(&vec![0u8; pad as usize])?;

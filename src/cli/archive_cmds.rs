@@ -8,7 +8,7 @@
 //! character device) in whole 16 MiB requests (`records`).
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -138,15 +138,22 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|p| format!(" to {}", p.display()))
                 .unwrap_or_default();
+            let lost = if d.lost_bytes > 0 {
+                format!(", {} LOST", human(d.lost_bytes))
+            } else {
+                String::new()
+            };
             eprintln!(
-                "vdar: restored vm {:?} disk {:?} ({}){to}",
+                "vdar: restored vm {:?} disk {:?} ({}: {} data, {} zero{lost}){to}",
                 d.vm,
                 d.disk,
-                human(d.capacity)
+                human(d.capacity),
+                human(d.restored_bytes),
+                human(d.zero_bytes),
             );
         }
         for l in &report.lost {
-            eprintln!("vdar: LOST {l}: not restorable, reads as zeros in the image");
+            eprintln!("vdar: LOST {l}: {}; reads as zeros in the image", l.why);
         }
         for f in &report.missing_files {
             eprintln!("vdar: LOST file {f}: not restored");
@@ -163,7 +170,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // Verify reads every record in order whatever the input.
     let report = match archive(&args.archive)? {
         Archive::Stream(mut r) => vdar::verify::verify(&mut r),
-        Archive::Seekable(mut f) => vdar::verify::verify(&mut f),
+        Archive::Seekable(mut f) => vdar::verify::verify_file(&mut f),
     }
     .map_err(|e| about_archive(e, &args.archive, false))?;
     if args.json {
@@ -180,7 +187,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             super::stdout::line(format_args!("  damage: {d}"))?;
         }
         for l in &report.lost {
-            super::stdout::line(format_args!("  lost: {l}"))?;
+            super::stdout::line(format_args!("  lost: {l}: {}", l.why))?;
         }
         for f in &report.missing_files {
             super::stdout::line(format_args!("  missing file: {f}"))?;
@@ -196,15 +203,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
 pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let l = match archive(&args.archive)? {
         Archive::Stream(mut r) => vdar::list::list_stream(&mut r),
-        Archive::Seekable(mut f) => match vdar::list::list_seekable(&mut f) {
-            // No usable footer or index (a truncated copy): list what the records say.
-            Err(vdar::Error::ArchiveCorrupt { .. }) => {
-                f.seek(SeekFrom::Start(0))
-                    .with_context(|| format!("{}: seek", args.archive.display()))?;
-                vdar::list::list_stream(&mut f)
-            }
-            l => l,
-        },
+        Archive::Seekable(mut f) => vdar::list::list_file(&mut f),
     }
     .map_err(|e| about_archive(e, &args.archive, false))?;
     // An incomplete archive is listed as far as it goes, and is not a success.
@@ -252,6 +251,9 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
                 human(d.stored_raw_bytes)
             ))?;
         }
+    }
+    for lost in &l.lost {
+        super::stdout::line(format_args!("LOST {lost}: {}", lost.why))?;
     }
     super::stdout::line(format_args!(
         "total: {} of disks, archive {}; dedup {:.2}x, compression {:.2}x",

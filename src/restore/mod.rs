@@ -26,13 +26,20 @@
 //!
 //! Damage: without `salvage` the first damaged record is an error naming VM, disk and byte
 //! range. With `salvage`, damaged records are skipped, everything intact is restored, and the
-//! report lists each lost range. After unreadable bytes the reader resynchronises on the next
-//! record; the lost range then runs from the end of the last good record to the start of the
-//! next one, which may include ranges that were zeros (they were not stored, so nothing says).
+//! report lists each lost range with its reason. Every byte of every disk is restored, known
+//! zero, or reported lost ([`ledger`], formats/ARCHIVE.md "Accounting"): a place without a
+//! record is zero only when the index or the disk's DiskEnd count says no record is missing.
+//! A damaged front (file header, manifest) is read past with a recovered manifest
+//! ([`crate::archive::recover`]).
 
+mod book;
+mod ledger;
 mod ova;
 mod progress;
 mod raw;
+mod replay;
+mod salvage;
+mod seekable;
 mod sink;
 mod sparse;
 mod stream;
@@ -44,12 +51,16 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::archive::format::IndexEntry;
-use crate::archive::format::{RecordKind, INDEX_ENTRY_BYTES};
-use crate::archive::index::{ReadSeek, RecordRead, SeekableArchive};
+use crate::archive::index::ReadSeek;
 use crate::archive::manifest::Manifest;
-use crate::archive::reader::{decode_ref, Event, StreamReader};
+use crate::archive::reader::{decode_ref, StreamReader};
 use crate::error::{Error, Result};
+
+use book::Book;
+use replay::replay;
+pub(crate) use replay::Replay;
+pub(crate) use salvage::open_seekable;
+pub use seekable::{restore_seekable, restore_seekable_to};
 
 pub use ova::HashWriter;
 pub use progress::{ProgressHook, RestoreProgress};
@@ -184,6 +195,8 @@ pub struct LostRange {
     pub start: u64,
     /// End (exclusive).
     pub end: u64,
+    /// Why: the record's damage, or why a stretch without a record is not known to be zero.
+    pub why: String,
 }
 
 impl std::fmt::Display for LostRange {
@@ -211,6 +224,13 @@ pub struct RestoredDisk {
     pub path: Option<PathBuf>,
     /// Image size in bytes.
     pub capacity: u64,
+    /// Bytes restored from records whose digest checked.
+    pub restored_bytes: u64,
+    /// Bytes known to be zero (no record, and the index or the disk's end record says none
+    /// is missing).
+    pub zero_bytes: u64,
+    /// Bytes reported lost (`lost`); the three add up to `capacity`.
+    pub lost_bytes: u64,
 }
 
 /// What a restore (or verify) did.
@@ -237,6 +257,16 @@ impl RestoreReport {
     }
 }
 
+/// Where a Ref record's bytes come from: a chunk place earlier in archive order than the Ref's
+/// own place `here`, on a disk the archive has. One rule for the one-pass and seekable paths.
+pub(crate) fn ref_source(payload: &[u8], here: (u32, u64), ndisks: usize) -> Option<(u32, u64)> {
+    if payload.len() as u64 != crate::archive::format::REF_PAYLOAD_BYTES {
+        return None;
+    }
+    let src = decode_ref(payload)?;
+    ((src.0 as usize) < ndisks && src < here).then_some(src)
+}
+
 /// Where restored bytes go. The file system ([`FsTarget`]) or a digest-only sink (verify, fuzz).
 pub(crate) trait Target {
     /// Writes VM file `name` of VM `vm`; returns its path if it has one.
@@ -259,27 +289,28 @@ pub(crate) trait Target {
 /// Remembers the digest of every chunk placed; writes nothing.
 #[derive(Default)]
 pub(crate) struct DigestSink {
-    placed: HashMap<(u32, u64), (u64, [u8; 32])>,
+    /// Digest of the chunk placed at each place (equal digests imply equal lengths).
+    placed: HashMap<(u32, u64), [u8; 32]>,
 }
 
 impl Target for DigestSink {
     fn write_file(&mut self, _: usize, _: &str, _: &[u8]) -> Result<Option<PathBuf>> {
         Ok(None)
     }
-    fn write_chunk(&mut self, disk: u32, offset: u64, data: &[u8], d: &[u8; 32]) -> Result<()> {
-        self.placed.insert((disk, offset), (data.len() as u64, *d));
+    fn write_chunk(&mut self, disk: u32, offset: u64, _: &[u8], d: &[u8; 32]) -> Result<()> {
+        self.placed.insert((disk, offset), *d);
         Ok(())
     }
     fn copy_chunk(
         &mut self,
         src: (u32, u64),
         dst: (u32, u64),
-        len: u64,
+        _: u64,
         d: &[u8; 32],
     ) -> Result<bool> {
-        let ok = self.placed.get(&src) == Some(&(len, *d));
+        let ok = self.placed.get(&src) == Some(d);
         if ok {
-            self.placed.insert(dst, (len, *d));
+            self.placed.insert(dst, *d);
         }
         Ok(ok)
     }
@@ -353,360 +384,6 @@ impl Selection {
     }
 }
 
-/// Names of every disk ordinal: (vm, disk, capacity).
-fn disk_names(m: &Manifest) -> Vec<(String, String, u64)> {
-    m.disks()
-        .map(|(v, d)| (m.vms[v].name.clone(), d.name.clone(), d.meta.capacity))
-        .collect()
-}
-
-/// The bookkeeping shared by the stream and seekable paths.
-struct Book<'m> {
-    manifest: &'m Manifest,
-    cancel: crate::cancel::Cancel,
-    names: Vec<(String, String, u64)>,
-    sel: Selection,
-    salvage: bool,
-    report: RestoreReport,
-    files_done: Vec<Vec<bool>>,
-}
-
-impl<'m> Book<'m> {
-    fn new(manifest: &'m Manifest, sel: Selection, opts: &RestoreOptions) -> Self {
-        Book {
-            cancel: opts.cancel.clone(),
-            names: disk_names(manifest),
-            files_done: manifest
-                .vms
-                .iter()
-                .map(|v| vec![false; v.files.len()])
-                .collect(),
-            manifest,
-            sel,
-            salvage: opts.salvage,
-            report: RestoreReport::default(),
-        }
-    }
-
-    /// Records damage; without salvage, turns it into the error.
-    fn damage(&mut self, d: Damage) -> Result<()> {
-        if !self.salvage {
-            return Err(Error::archive(d.archive_offset, d.detail()));
-        }
-        self.report.damage.push(d);
-        Ok(())
-    }
-
-    /// Damage to a record whose header is trusted.
-    fn record_damage(
-        &mut self,
-        at: u64,
-        kind: RecordKind,
-        disk: u32,
-        offset: u64,
-        len: u64,
-        what: String,
-    ) -> Result<()> {
-        let mut d = Damage {
-            archive_offset: at,
-            vm: None,
-            disk: None,
-            file: None,
-            start: 0,
-            end: 0,
-            what,
-        };
-        match kind {
-            RecordKind::Chunk | RecordKind::Ref => {
-                let (vm, name, _) = self.names[disk as usize].clone();
-                d.vm = Some(vm.clone());
-                d.disk = Some(name.clone());
-                d.start = offset;
-                d.end = offset + len;
-                if self.sel.disks[disk as usize] {
-                    self.report.lost.push(LostRange {
-                        vm,
-                        disk: name,
-                        start: offset,
-                        end: offset + len,
-                    });
-                }
-            }
-            RecordKind::File => {
-                let vm = &self.manifest.vms[disk as usize];
-                d.vm = Some(vm.name.clone());
-                d.file = Some(vm.files[offset as usize].name.clone());
-            }
-            RecordKind::DiskEnd => {
-                let (vm, name, _) = self.names[disk as usize].clone();
-                d.vm = Some(vm);
-                d.disk = Some(name);
-            }
-            _ => {}
-        }
-        self.damage(d)
-    }
-
-    /// Lost ranges between stream positions (disk, offset) `from` and `to`.
-    fn lose_between(&mut self, from: (usize, u64), to: (usize, u64)) {
-        for (i, (vm, disk, cap)) in self.names.iter().enumerate() {
-            if i < from.0 || i > to.0 || !self.sel.disks[i] {
-                continue;
-            }
-            let s = if i == from.0 { from.1 } else { 0 };
-            let e = if i == to.0 { to.1 } else { *cap };
-            if s < e {
-                self.report.lost.push(LostRange {
-                    vm: vm.clone(),
-                    disk: disk.clone(),
-                    start: s,
-                    end: e,
-                });
-            }
-        }
-    }
-
-    fn finish(mut self) -> RestoreReport {
-        for (v, vm) in self.manifest.vms.iter().enumerate() {
-            for (i, f) in vm.files.iter().enumerate() {
-                if self.sel.vms[v] && !self.files_done[v][i] {
-                    self.report
-                        .missing_files
-                        .push(format!("{}/{}", vm.name, f.name));
-                }
-            }
-        }
-        for (i, (vm, disk, cap)) in self.names.iter().enumerate() {
-            if self.sel.disks[i] {
-                self.report.disks.push(RestoredDisk {
-                    vm: vm.clone(),
-                    disk: disk.clone(),
-                    path: None,
-                    capacity: *cap,
-                });
-            }
-        }
-        self.report
-    }
-}
-
-/// Options of the engine beyond [`RestoreOptions`].
-struct Replay {
-    /// Compare the index record with the records seen (verify).
-    check_index: bool,
-}
-
-/// The one-pass engine: reads every event and places chunks through `target`.
-fn replay(
-    reader: &mut StreamReader<'_>,
-    target: &mut dyn Target,
-    book: &mut Book<'_>,
-    how: Replay,
-) -> Result<()> {
-    let ndisks = book.names.len();
-    // Everything before `last` (disk ordinal, offset) is accounted for; `gap` says that bytes
-    // were skipped since, so the next good position closes a lost range.
-    let mut last = (0usize, 0u64);
-    let mut gap = false;
-    let mut seen: Vec<IndexEntry> = Vec::new();
-    let mut index_ok = true;
-    while let Some(ev) = reader.next_event()? {
-        book.cancel.check()?;
-        book.report.records += 1;
-        match ev {
-            Event::Record(r) => {
-                let h = r.header;
-                let here = (h.disk as usize, h.offset);
-                if matches!(
-                    h.kind,
-                    RecordKind::Chunk | RecordKind::Ref | RecordKind::DiskEnd
-                ) {
-                    if gap {
-                        book.lose_between(last, here);
-                        gap = false;
-                    }
-                    // Records of a disk come in offset order, disks in ordinal order.
-                    if here < last {
-                        book.record_damage(
-                            r.at,
-                            h.kind,
-                            h.disk,
-                            h.offset,
-                            h.raw_len,
-                            "record out of order".into(),
-                        )?;
-                        continue;
-                    }
-                }
-                if how.check_index
-                    && matches!(
-                        h.kind,
-                        RecordKind::File | RecordKind::Chunk | RecordKind::Ref
-                    )
-                {
-                    seen.push(IndexEntry {
-                        record_offset: r.at,
-                        offset: h.offset,
-                        disk: h.disk,
-                        kind: h.kind,
-                        codec: h.codec,
-                        stored_len: h.stored_len as u32,
-                        raw_len: h.raw_len as u32,
-                    });
-                }
-                match h.kind {
-                    RecordKind::File => {
-                        let v = h.disk as usize;
-                        if book.sel.vms[v] {
-                            let name = book.manifest.vms[v].files[h.offset as usize].name.clone();
-                            if let Some(p) = target.write_file(v, &name, &r.data)? {
-                                book.report.files.push(p);
-                            }
-                            book.files_done[v][h.offset as usize] = true;
-                        }
-                    }
-                    RecordKind::Chunk => {
-                        target.write_chunk(h.disk, h.offset, &r.data, &h.digest)?;
-                        last = (h.disk as usize, h.offset + h.raw_len);
-                    }
-                    RecordKind::Ref => {
-                        last = (h.disk as usize, h.offset + h.raw_len);
-                        let ok = match decode_ref(&r.data) {
-                            Some(src)
-                                if (src.0 as usize) < ndisks
-                                    && (src.0, src.1) < (h.disk, h.offset) =>
-                            {
-                                target.copy_chunk(src, (h.disk, h.offset), h.raw_len, &h.digest)?
-                            }
-                            _ => false,
-                        };
-                        if !ok {
-                            book.record_damage(
-                                r.at,
-                                h.kind,
-                                h.disk,
-                                h.offset,
-                                h.raw_len,
-                                "referenced chunk missing or damaged".into(),
-                            )?;
-                        }
-                    }
-                    RecordKind::DiskEnd => last = (h.disk as usize, h.offset),
-                    RecordKind::Index => {
-                        if how.check_index && book.report.damage.is_empty() {
-                            let want: Vec<u8> = seen.iter().flat_map(|e| e.encode()).collect();
-                            index_ok = want == r.data;
-                            debug_assert_eq!(want.len() % INDEX_ENTRY_BYTES, 0);
-                        }
-                    }
-                    RecordKind::Manifest => {}
-                }
-                if !index_ok {
-                    index_ok = true;
-                    book.damage(Damage {
-                        archive_offset: r.at,
-                        vm: None,
-                        disk: None,
-                        file: None,
-                        start: 0,
-                        end: 0,
-                        what: "index does not match the records".into(),
-                    })?;
-                }
-            }
-            Event::Damaged {
-                at,
-                header: h,
-                what,
-            } => {
-                if gap
-                    && matches!(
-                        h.kind,
-                        RecordKind::Chunk | RecordKind::Ref | RecordKind::DiskEnd
-                    )
-                {
-                    book.lose_between(last, (h.disk as usize, h.offset));
-                    gap = false;
-                }
-                book.record_damage(at, h.kind, h.disk, h.offset, h.raw_len, what)?;
-                if matches!(h.kind, RecordKind::Chunk | RecordKind::Ref) {
-                    last = last.max((h.disk as usize, h.offset + h.raw_len));
-                }
-            }
-            Event::Skipped { from, to, what } => {
-                gap = true;
-                book.damage(Damage {
-                    archive_offset: from,
-                    vm: None,
-                    disk: None,
-                    file: None,
-                    start: 0,
-                    end: 0,
-                    what: format!("unreadable bytes {from:#x}..{to:#x} ({what})"),
-                })?;
-            }
-            Event::Truncated { at } => {
-                book.lose_between(last, (ndisks, 0));
-                book.damage(Damage {
-                    archive_offset: at,
-                    vm: None,
-                    disk: None,
-                    file: None,
-                    start: 0,
-                    end: 0,
-                    what: "archive truncated (no footer)".into(),
-                })?;
-            }
-            Event::Footer { at, problem, .. } => {
-                if gap || last.0 < ndisks.saturating_sub(1) {
-                    // Reached the footer without seeing every disk end: data went missing.
-                    if gap {
-                        book.lose_between(last, (ndisks, 0));
-                    }
-                }
-                if let Some(p) = problem {
-                    book.damage(Damage {
-                        archive_offset: at,
-                        vm: None,
-                        disk: None,
-                        file: None,
-                        start: 0,
-                        end: 0,
-                        what: p,
-                    })?;
-                }
-            }
-        }
-    }
-    target.finish()
-}
-
-/// Chunk records a seekable restore decodes at once (all cores); with 4 MiB chunks, 32 MiB of
-/// plaintext per batch, two batches in flight.
-const DECODE_AHEAD_RECORDS: usize = 8;
-
-/// A batch of raw chunk records being decoded on another thread.
-struct PendingBatch {
-    idx: Vec<usize>,
-    handle: std::thread::JoinHandle<Vec<RecordRead>>,
-}
-
-impl PendingBatch {
-    fn spawn(idx: Vec<usize>, raws: Vec<RecordRead>) -> Self {
-        let handle = std::thread::spawn(move || crate::archive::index::decode_raws(raws));
-        PendingBatch { idx, handle }
-    }
-
-    /// The decoded records keyed by entry position.
-    fn join(self) -> impl Iterator<Item = (usize, RecordRead)> {
-        let decoded = self
-            .handle
-            .join()
-            .expect("invariant: decoding returns errors, it does not panic");
-        self.idx.into_iter().zip(decoded)
-    }
-}
-
 /// Restores from a stream in one pass, without seeking. See the module docs.
 pub fn restore_stream(
     input: &mut dyn Read,
@@ -716,13 +393,39 @@ pub fn restore_stream(
     restore_stream_to(input, Dest::Dir(target_dir.to_path_buf()), opts)
 }
 
-/// [`restore_stream`] to any [`Dest`].
+/// [`restore_stream`] to any [`Dest`]. With `salvage`, a stream whose front (file header or
+/// manifest) does not read is spooled to an unlinked file (in the target directory, else the
+/// temp directory) and restored from there with a recovered manifest.
 pub fn restore_stream_to(
     input: &mut dyn Read,
     dest: Dest,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    let mut reader = StreamReader::new(input, true)?;
+    if !opts.salvage {
+        let reader = StreamReader::new(input, true)?;
+        return restore_reader(reader, dest, opts, None);
+    }
+    let front = salvage::read_front(input)?;
+    if StreamReader::new(&mut &front[..], false).is_ok() {
+        let mut whole = (&front[..]).chain(input);
+        let reader = StreamReader::new(&mut whole, true)?;
+        return restore_reader(reader, dest, opts, None);
+    }
+    let dir = match &dest {
+        Dest::Dir(d) => d.clone(),
+        _ => std::env::temp_dir(),
+    };
+    let mut spooled = salvage::spool(&front, input, &dir)?;
+    restore_seekable_to(&mut spooled, dest, opts)
+}
+
+/// The one-pass restore from an opened reader; `front`: damage found before it (salvage).
+pub(crate) fn restore_reader(
+    mut reader: StreamReader<'_>,
+    dest: Dest,
+    opts: &RestoreOptions,
+    front: Option<String>,
+) -> Result<RestoreReport> {
     let manifest = reader.manifest.clone();
     let sel = Selection::new(&manifest, opts)?;
     let mut target = FsTarget::create(dest, &manifest, &sel, opts.force, opts.format, true)?;
@@ -730,13 +433,14 @@ pub fn restore_stream_to(
         target.track(progress::Tracker::new(h.clone(), &manifest, &sel));
     }
     let mut book = Book::new(&manifest, sel, opts);
-    replay(
-        &mut reader,
-        &mut target,
-        &mut book,
-        Replay { check_index: false },
-    )?;
-    let mut report = book.finish();
+    if let Some(what) = front {
+        book.general_damage(0, what)?;
+    }
+    let end = replay(&mut reader, &mut target, &mut book, Replay::default())?;
+    // Settled before the outputs are committed: a restore that loses data without --salvage
+    // must leave nothing under the final names.
+    let mut report = book.finish(end)?;
+    target.finish()?;
     target.fill_paths(&mut report);
     Ok(report)
 }
@@ -745,225 +449,64 @@ pub fn restore_stream_to(
 #[doc(hidden)]
 pub fn restore_to_sink(input: &mut dyn Read, opts: &RestoreOptions) -> Result<RestoreReport> {
     let mut reader = StreamReader::new(input, true)?;
-    let manifest = reader.manifest.clone();
-    let sel = Selection::new(&manifest, opts)?;
-    let mut book = Book::new(&manifest, sel, opts);
-    replay(
+    check_stream(
         &mut reader,
-        &mut DigestSink::default(),
-        &mut book,
-        Replay { check_index: true },
-    )?;
-    Ok(book.finish())
-}
-
-/// Verifies every checksum in one pass (the engine of `verify`). Always collects all damage.
-pub(crate) fn verify_stream(input: &mut dyn Read) -> Result<RestoreReport> {
-    restore_to_sink(
-        input,
-        &RestoreOptions {
-            salvage: true,
+        opts,
+        Replay {
+            check_index: true,
             ..Default::default()
         },
+        None,
     )
 }
 
-/// Whether an index entry names a file or chunk the manifest has.
-fn entry_fits(m: &Manifest, names: &[(String, String, u64)], e: &IndexEntry) -> bool {
-    match e.kind {
-        RecordKind::File => m
-            .vms
-            .get(e.disk as usize)
-            .and_then(|v| v.files.get(usize::try_from(e.offset).ok()?))
-            .is_some_and(|f| f.size == u64::from(e.raw_len)),
-        _ => names.get(e.disk as usize).is_some_and(|&(_, _, cap)| {
-            e.offset % m.chunk_size == 0
-                && e.offset < cap
-                && u64::from(e.raw_len) == m.chunk_size.min(cap - e.offset)
-        }),
-    }
-}
-
-/// Restores using the footer and the index: only the selected disks' records (and the chunks
-/// they reference) are read. With `salvage`, a damaged footer or index falls back to a stream
-/// pass from the start.
-pub fn restore_seekable(
-    input: &mut dyn ReadSeek,
-    target_dir: &Path,
+/// Reads a whole stream into a target that keeps only digests, accounting for every byte: the
+/// engine of verify, list and [`restore_to_sink`]. `front`: damage found before the reader.
+pub(crate) fn check_stream(
+    reader: &mut StreamReader<'_>,
     opts: &RestoreOptions,
+    how: Replay<'_>,
+    front: Option<String>,
 ) -> Result<RestoreReport> {
-    restore_seekable_to(input, Dest::Dir(target_dir.to_path_buf()), opts)
-}
-
-/// [`restore_seekable`] to any [`Dest`].
-pub fn restore_seekable_to(
-    input: &mut dyn ReadSeek,
-    dest: Dest,
-    opts: &RestoreOptions,
-) -> Result<RestoreReport> {
-    let mut ar = match SeekableArchive::open(input) {
-        Ok(a) => a,
-        Err(e)
-            if opts.salvage
-                && !matches!(e, Error::Io { .. } | Error::UnsupportedVersion { .. }) =>
-        {
-            input
-                .seek(std::io::SeekFrom::Start(0))
-                .map_err(|e| Error::io("archive input", Some(0), e))?;
-            let mut r = restore_stream_to(input, dest, opts)?;
-            r.damage.insert(
-                0,
-                Damage {
-                    archive_offset: 0,
-                    vm: None,
-                    disk: None,
-                    file: None,
-                    start: 0,
-                    end: 0,
-                    what: format!("index unusable, restored in one pass: {e}"),
-                },
-            );
-            return Ok(r);
-        }
-        Err(e) => return Err(e),
-    };
-    let manifest = ar.manifest.clone();
+    let manifest = reader.manifest.clone();
     let sel = Selection::new(&manifest, opts)?;
-    let mut target = FsTarget::create(dest, &manifest, &sel, opts.force, opts.format, false)?;
-    if let Some(h) = &opts.progress {
-        target.track(progress::Tracker::new(h.clone(), &manifest, &sel));
-    }
     let mut book = Book::new(&manifest, sel, opts);
-    let ndisks = book.names.len();
-    let book_names = book.names.clone();
-    let chunks: HashMap<(u32, u64), usize> = ar
-        .index
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.kind == RecordKind::Chunk)
-        .map(|(i, e)| ((e.disk, e.offset), i))
-        .collect();
-    let entries = std::mem::take(&mut ar.index);
-    let wanted = |sel: &Selection, e: &IndexEntry| match e.kind {
-        RecordKind::File => sel.vms.get(e.disk as usize).copied().unwrap_or(false),
-        _ => sel.disks.get(e.disk as usize).copied().unwrap_or(false),
-    };
-    // Chunk records decoded ahead, in parallel, keyed by entry position; the next batch
-    // decodes on the other cores while this one is written (`pending`).
-    let mut ahead: HashMap<usize, RecordRead> = HashMap::new();
-    let mut pending: Option<PendingBatch> = None;
-    let plan = |sel: &Selection, from: usize| -> Vec<(usize, IndexEntry)> {
-        entries[from..]
-            .iter()
-            .enumerate()
-            .map(|(j, x)| (from + j, *x))
-            .filter(|(_, x)| {
-                x.kind == RecordKind::Chunk
-                    && wanted(sel, x)
-                    && entry_fits(&manifest, &book_names, x)
-            })
-            .take(DECODE_AHEAD_RECORDS)
-            .collect()
-    };
-    for (i, e) in entries.iter().enumerate() {
-        if !wanted(&book.sel, e) {
-            continue;
-        }
-        book.cancel.check()?;
-        if e.kind == RecordKind::Chunk && ahead.is_empty() {
-            match pending.take() {
-                Some(p) => ahead.extend(p.join()),
-                None => {
-                    let batch = plan(&book.sel, i);
-                    let es: Vec<IndexEntry> = batch.iter().map(|(_, x)| *x).collect();
-                    for ((j, _), r) in batch.iter().zip(ar.read_records(&es)?) {
-                        ahead.insert(*j, r);
-                    }
-                }
-            }
-            if let Some(&last) = ahead.keys().max() {
-                let batch = plan(&book.sel, last + 1);
-                if !batch.is_empty() {
-                    let es: Vec<IndexEntry> = batch.iter().map(|(_, x)| *x).collect();
-                    let raws = ar.read_raws(&es)?;
-                    let idx = batch.into_iter().map(|(j, _)| j).collect();
-                    pending = Some(PendingBatch::spawn(idx, raws));
-                }
-            }
-        }
-        book.report.records += 1;
-        if !entry_fits(&manifest, &book.names, e) {
-            // A hostile or corrupt index: never index the manifest with its values.
-            book.damage(Damage {
-                archive_offset: e.record_offset,
-                vm: None,
-                disk: None,
-                file: None,
-                start: 0,
-                end: 0,
-                what: format!("index entry {e:?} does not fit the manifest"),
-            })?;
-            continue;
-        }
-        let record = match ahead.remove(&i) {
-            Some(r) => r,
-            None => ar.read_record(e)?,
-        };
-        let (h, data) = match record {
-            Ok(x) => x,
-            Err(what) => {
-                book.record_damage(
-                    e.record_offset,
-                    e.kind,
-                    e.disk,
-                    e.offset,
-                    e.raw_len.into(),
-                    what,
-                )?;
-                continue;
-            }
-        };
-        match h.kind {
-            RecordKind::File => {
-                let v = h.disk as usize;
-                let name = book.manifest.vms[v].files[h.offset as usize].name.clone();
-                if let Some(p) = target.write_file(v, &name, &data)? {
-                    book.report.files.push(p);
-                }
-                book.files_done[v][h.offset as usize] = true;
-            }
-            RecordKind::Chunk => target.write_chunk(h.disk, h.offset, &data, &h.digest)?,
-            RecordKind::Ref => {
-                // Read the referenced chunk from the archive itself: its disk may not be
-                // selected, and reading the archive needs no scratch space.
-                let src = decode_ref(&data)
-                    .filter(|s| (s.0 as usize) < ndisks)
-                    .and_then(|s| chunks.get(&s))
-                    .map(|&i| entries[i]);
-                let got = match src {
-                    Some(se) => ar
-                        .read_record(&se)?
-                        .ok()
-                        .filter(|(sh, _)| sh.digest == h.digest && sh.raw_len == h.raw_len),
-                    None => None,
-                };
-                match got {
-                    Some((_, d)) => target.write_chunk(h.disk, h.offset, &d, &h.digest)?,
-                    None => book.record_damage(
-                        e.record_offset,
-                        h.kind,
-                        h.disk,
-                        h.offset,
-                        h.raw_len,
-                        "referenced chunk missing or damaged".into(),
-                    )?,
-                }
-            }
-            _ => {}
-        }
+    if let Some(what) = front {
+        book.general_damage(0, what)?;
     }
-    target.finish()?;
-    let mut report = book.finish();
-    target.fill_paths(&mut report);
-    Ok(report)
+    let end = replay(reader, &mut DigestSink::default(), &mut book, how)?;
+    book.finish(end)
+}
+
+/// Verifies every checksum in one pass (the engine of `verify`). Always collects all damage.
+/// A stream whose front does not read is spooled to the temp directory and verified as a file.
+pub(crate) fn verify_stream(input: &mut dyn Read) -> Result<RestoreReport> {
+    let front = salvage::read_front(input)?;
+    if StreamReader::new(&mut &front[..], false).is_ok() {
+        let mut whole = (&front[..]).chain(input);
+        let mut reader = StreamReader::new(&mut whole, true)?;
+        return check_stream(&mut reader, &verify_options(), verify_replay(), None);
+    }
+    let mut spooled = salvage::spool(&front, input, &std::env::temp_dir())?;
+    verify_seekable(&mut spooled)
+}
+
+/// [`verify_stream`] for a file: a damaged front is read past with a recovered manifest.
+pub(crate) fn verify_seekable(input: &mut dyn ReadSeek) -> Result<RestoreReport> {
+    let (mut reader, front) = salvage::open_seekable(input, true)?;
+    check_stream(&mut reader, &verify_options(), verify_replay(), front)
+}
+
+fn verify_options() -> RestoreOptions {
+    RestoreOptions {
+        salvage: true,
+        ..Default::default()
+    }
+}
+
+fn verify_replay() -> Replay<'static> {
+    Replay {
+        check_index: true,
+        ..Default::default()
+    }
 }

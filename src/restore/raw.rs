@@ -105,7 +105,7 @@ pub struct FsTarget {
 }
 
 /// An unlinked file in `dir`: nothing is left behind even if the restore is killed.
-fn unlinked(dir: &Path, tag: &str) -> Result<File> {
+pub(super) fn unlinked(dir: &Path, tag: &str) -> Result<File> {
     let p = dir.join(format!(".vdar-{tag}-{}", std::process::id()));
     let f = open_nofollow(&p, true)?;
     std::fs::remove_file(&p).map_err(|e| Error::io(&p, None, e))?;

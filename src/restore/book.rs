@@ -1,0 +1,171 @@
+//! The bookkeeping of a restore or verify, shared by the one-pass and seekable paths: the
+//! selection, the damage found, the files restored and the [`Ledger`] that accounts for every
+//! byte of every disk.
+
+use crate::archive::format::RecordKind;
+use crate::archive::manifest::Manifest;
+use crate::error::{Error, Result};
+
+use super::ledger::Ledger;
+use super::{Damage, LostRange, RestoreOptions, RestoreReport, RestoredDisk, Selection};
+
+/// See the module docs.
+pub(super) struct Book<'m> {
+    pub manifest: &'m Manifest,
+    pub cancel: crate::cancel::Cancel,
+    /// Every disk ordinal: (vm, disk, capacity).
+    pub names: Vec<(String, String, u64)>,
+    pub sel: Selection,
+    salvage: bool,
+    pub report: RestoreReport,
+    pub files_done: Vec<Vec<bool>>,
+    pub ledger: Ledger,
+}
+
+impl<'m> Book<'m> {
+    pub fn new(manifest: &'m Manifest, sel: Selection, opts: &RestoreOptions) -> Self {
+        let names: Vec<(String, String, u64)> = manifest
+            .disks()
+            .map(|(v, d)| {
+                (
+                    manifest.vms[v].name.clone(),
+                    d.name.clone(),
+                    d.meta.capacity,
+                )
+            })
+            .collect();
+        Book {
+            cancel: opts.cancel.clone(),
+            ledger: Ledger::new(manifest.chunk_size, names.iter().map(|n| n.2)),
+            names,
+            files_done: manifest
+                .vms
+                .iter()
+                .map(|v| vec![false; v.files.len()])
+                .collect(),
+            manifest,
+            sel,
+            salvage: opts.salvage,
+            report: RestoreReport::default(),
+        }
+    }
+
+    /// Records damage; without salvage, turns it into the error.
+    pub fn damage(&mut self, d: Damage) -> Result<()> {
+        if !self.salvage {
+            return Err(Error::archive(d.archive_offset, d.detail()));
+        }
+        self.report.damage.push(d);
+        Ok(())
+    }
+
+    /// Damage not tied to one record's disk range.
+    pub fn general_damage(&mut self, at: u64, what: String) -> Result<()> {
+        self.damage(Damage {
+            archive_offset: at,
+            vm: None,
+            disk: None,
+            file: None,
+            start: 0,
+            end: 0,
+            what,
+        })
+    }
+
+    /// Damage to a record whose header is trusted: its range (or file) is named, and a chunk
+    /// place is entered in the ledger as lost.
+    pub fn record_damage(
+        &mut self,
+        at: u64,
+        kind: RecordKind,
+        disk: u32,
+        offset: u64,
+        len: u64,
+        what: String,
+    ) -> Result<()> {
+        let mut d = Damage {
+            archive_offset: at,
+            vm: None,
+            disk: None,
+            file: None,
+            start: 0,
+            end: 0,
+            what,
+        };
+        match kind {
+            RecordKind::Chunk | RecordKind::Ref => {
+                let (vm, name, _) = &self.names[disk as usize];
+                d.vm = Some(vm.clone());
+                d.disk = Some(name.clone());
+                d.start = offset;
+                d.end = offset + len;
+                self.ledger.lost(disk, offset, &d.what);
+            }
+            RecordKind::File => {
+                let vm = &self.manifest.vms[disk as usize];
+                d.vm = Some(vm.name.clone());
+                d.file = Some(vm.files[offset as usize].name.clone());
+            }
+            RecordKind::DiskEnd => {
+                let (vm, name, _) = &self.names[disk as usize];
+                d.vm = Some(vm.clone());
+                d.disk = Some(name.clone());
+            }
+            RecordKind::Index => self
+                .ledger
+                .index_unusable(format!("index damaged: {}", d.what)),
+            RecordKind::Manifest => {}
+        }
+        self.damage(d)
+    }
+
+    /// Settles the ledger: every selected disk's lost ranges and byte tallies, and the files
+    /// not restored. `end` is the archive offset to name when the settling finds damage.
+    pub fn finish(mut self, end: u64) -> Result<RestoreReport> {
+        for p in self.ledger.check() {
+            self.general_damage(end, p)?;
+        }
+        for (v, vm) in self.manifest.vms.iter().enumerate() {
+            for (i, f) in vm.files.iter().enumerate() {
+                if self.sel.vms[v] && !self.files_done[v][i] {
+                    self.report
+                        .missing_files
+                        .push(format!("{}/{}", vm.name, f.name));
+                }
+            }
+        }
+        for (i, (vm, disk, cap)) in self.names.iter().enumerate() {
+            if !self.sel.disks[i] {
+                continue;
+            }
+            let (losses, tally) = self.ledger.settle(i as u32);
+            self.report
+                .lost
+                .extend(losses.into_iter().map(|l| LostRange {
+                    vm: vm.clone(),
+                    disk: disk.clone(),
+                    start: l.start,
+                    end: l.end,
+                    why: l.why,
+                }));
+            self.report.disks.push(RestoredDisk {
+                vm: vm.clone(),
+                disk: disk.clone(),
+                path: None,
+                capacity: *cap,
+                restored_bytes: tally.restored,
+                zero_bytes: tally.zero,
+                lost_bytes: tally.lost,
+            });
+        }
+        if !self.salvage {
+            if let Some(l) = self.report.lost.first() {
+                return Err(Error::archive(end, format!("{l}: {}", l.why)));
+            }
+            if let Some(f) = self.report.missing_files.first() {
+                return Err(Error::archive(end, format!("file {f} missing")));
+            }
+        }
+        Ok(self.report)
+    }
+}

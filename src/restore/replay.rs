@@ -1,0 +1,207 @@
+//! The one-pass engine: reads every event of a [`StreamReader`] in order, places chunks through
+//! a [`Target`] and enters everything it learns in the [`Book`]'s ledger.
+
+use crate::archive::format::{IndexEntry, RecordHeader, RecordKind, INDEX_ENTRY_BYTES};
+use crate::archive::reader::{Event, Record, StreamReader};
+use crate::error::Result;
+
+use super::book::Book;
+use super::ledger::Placed;
+use super::{ref_source, Target};
+
+/// Options of the engine beyond [`super::RestoreOptions`].
+#[derive(Default)]
+pub(crate) struct Replay<'o> {
+    /// Compare the index record byte for byte with the records seen (verify).
+    pub check_index: bool,
+    /// Shown every good record's header (list's tallies).
+    pub observe: Option<&'o mut dyn FnMut(&RecordHeader)>,
+}
+
+/// The engine's position: what an ordered output has passed, and what verify compares the
+/// index with.
+struct Cursor {
+    /// (disk ordinal, offset) up to which outputs have been written; a record behind it
+    /// arrives too late to be placed.
+    last: (u32, u64),
+    seen: Vec<IndexEntry>,
+}
+
+/// Reads every event and places chunks through `target`. Returns the stream offset where
+/// reading ended.
+pub(super) fn replay(
+    reader: &mut StreamReader<'_>,
+    target: &mut dyn Target,
+    book: &mut Book<'_>,
+    mut how: Replay<'_>,
+) -> Result<u64> {
+    let mut cur = Cursor {
+        last: (0, 0),
+        seen: Vec::new(),
+    };
+    while let Some(ev) = reader.next_event()? {
+        book.cancel.check()?;
+        book.report.records += 1;
+        match ev {
+            Event::Record(r) => {
+                if let Some(f) = how.observe.as_mut() {
+                    f(&r.header);
+                }
+                record(r, target, book, &how, &mut cur)?
+            }
+            Event::Damaged {
+                at,
+                header: h,
+                what,
+            } => book.record_damage(at, h.kind, h.disk, h.offset, h.raw_len, what)?,
+            Event::Skipped { from, to, what } => book.general_damage(
+                from,
+                format!("unreadable bytes {from:#x}..{to:#x} ({what})"),
+            )?,
+            Event::Truncated { at } => {
+                book.general_damage(at, "archive truncated (no footer)".into())?
+            }
+            Event::Footer { at, problem, .. } => {
+                if let Some(p) = problem {
+                    book.general_damage(at, p)?;
+                }
+            }
+        }
+    }
+    Ok(reader.position())
+}
+
+/// One good record.
+fn record(
+    r: Record,
+    target: &mut dyn Target,
+    book: &mut Book<'_>,
+    how: &Replay<'_>,
+    cur: &mut Cursor,
+) -> Result<()> {
+    let h = r.header;
+    if how.check_index
+        && matches!(
+            h.kind,
+            RecordKind::File | RecordKind::Chunk | RecordKind::Ref
+        )
+    {
+        cur.seen.push(IndexEntry {
+            record_offset: r.at,
+            offset: h.offset,
+            disk: h.disk,
+            kind: h.kind,
+            codec: h.codec,
+            stored_len: h.stored_len as u32,
+            raw_len: h.raw_len as u32,
+        });
+    }
+    match h.kind {
+        RecordKind::File => {
+            let v = h.disk as usize;
+            let f = h.offset as usize;
+            if book.sel.vms[v] && !book.files_done[v][f] {
+                let name = book.manifest.vms[v].files[f].name.clone();
+                if let Some(p) = target.write_file(v, &name, &r.data)? {
+                    book.report.files.push(p);
+                }
+                book.files_done[v][f] = true;
+            }
+        }
+        RecordKind::Chunk | RecordKind::Ref => data_record(&r, target, book, cur)?,
+        RecordKind::DiskEnd => {
+            let count = r
+                .data
+                .get(..8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("invariant: 8 bytes")));
+            if let Some(p) = count.and_then(|c| book.ledger.disk_end(h.disk, c)) {
+                book.record_damage(r.at, h.kind, h.disk, h.offset, 0, p)?;
+            }
+            cur.last = cur.last.max((h.disk, h.offset));
+        }
+        RecordKind::Index => index(&r, book, how, cur)?,
+        RecordKind::Manifest => {}
+    }
+    Ok(())
+}
+
+/// A good Chunk or Ref record: placed unless its place was restored or passed already.
+fn data_record(
+    r: &Record,
+    target: &mut dyn Target,
+    book: &mut Book<'_>,
+    cur: &mut Cursor,
+) -> Result<()> {
+    let h = &r.header;
+    let here = (h.disk, h.offset);
+    match book
+        .ledger
+        .offer(h.disk, h.offset, &h.digest, here < cur.last)
+    {
+        Placed::New => {}
+        Placed::Repeat => {
+            return book.record_damage(
+                r.at,
+                h.kind,
+                h.disk,
+                h.offset,
+                h.raw_len,
+                "record repeated (its chunk was restored from an earlier copy)".into(),
+            );
+        }
+        Placed::Refused(why) => {
+            return book.record_damage(r.at, h.kind, h.disk, h.offset, h.raw_len, why)
+        }
+    }
+    let placed = match h.kind {
+        RecordKind::Chunk => {
+            target.write_chunk(h.disk, h.offset, &r.data, &h.digest)?;
+            true
+        }
+        _ => match ref_source(&r.data, here, book.names.len()) {
+            Some(src) => target.copy_chunk(src, here, h.raw_len, &h.digest)?,
+            None => false,
+        },
+    };
+    cur.last = cur.last.max((h.disk, h.offset + h.raw_len));
+    if placed {
+        book.ledger.restored(h.disk, h.offset, &h.digest);
+        Ok(())
+    } else {
+        book.record_damage(
+            r.at,
+            h.kind,
+            h.disk,
+            h.offset,
+            h.raw_len,
+            "referenced chunk missing or damaged".into(),
+        )
+    }
+}
+
+/// The index record: an authority for the ledger, and for verify compared with the records.
+fn index(r: &Record, book: &mut Book<'_>, how: &Replay<'_>, cur: &Cursor) -> Result<()> {
+    let entries: Option<Vec<IndexEntry>> = r
+        .data
+        .chunks(INDEX_ENTRY_BYTES)
+        .map(|e| {
+            let e: &[u8; INDEX_ENTRY_BYTES] = e.try_into().ok()?;
+            IndexEntry::decode(e, r.at).ok()
+        })
+        .collect();
+    match entries {
+        Some(es) => book.ledger.index(&es),
+        None => {
+            let what = "index entries do not decode".to_string();
+            book.ledger.index_unusable(what.clone());
+            return book.general_damage(r.at, what);
+        }
+    }
+    if how.check_index && book.report.damage.is_empty() {
+        let want: Vec<u8> = cur.seen.iter().flat_map(|e| e.encode()).collect();
+        if want != r.data {
+            return book.general_damage(r.at, "index does not match the records".into());
+        }
+    }
+    Ok(())
+}
