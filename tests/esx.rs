@@ -485,3 +485,34 @@ fn r13_hostile_capacity_is_refused_before_writing() {
         }
     }
 }
+
+/// Issue 13 item 3: a 2 TiB disk holding one 64 KiB chunk became a 160 MiB streamOptimized
+/// file, a grain table for every 32 MiB. Only tables with grains are written now (GD entry 0
+/// for the others, which VMware's and qemu's readers take as all-zero grains).
+#[test]
+fn r13_stream_size_follows_the_data_not_the_capacity() {
+    require!("qemu-img");
+    require!("qemu-io");
+    let d = tempdir();
+    let cap = 2u64 << 40;
+    let last = cap - (64 << 10);
+    let a = d.path().join("sparse.vdar");
+    claimed_archive(&a, cap, &[(0, 0x61), (last, 0x62)]);
+    let to = d.path().join("out");
+    ok(&["restore", s(&a), "--to", s(&to), "--format", "stream"]);
+    let img = one(&to.join("big"), ".vmdk");
+    let len = fs::metadata(&img).unwrap().len();
+    assert!(len < 2 << 20, "{len} bytes for 128 KiB of data");
+    assert_eq!(qemu_info(&img)["virtual-size"], cap);
+    qemu_io(
+        &img,
+        &[
+            "read -P 0x61 0 64k",
+            "read -P 0 64k 64k",
+            "read -P 0 32M 64k",
+            "read -P 0 1T 64k",
+            &format!("read -P 0 {} 64k", last - (64 << 10)),
+            &format!("read -P 0x62 {last} 64k"),
+        ],
+    );
+}
