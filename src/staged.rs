@@ -10,8 +10,15 @@
 //! the next run overwrites. Each `.partial` is locked (`flock`) while written: a second run
 //! writing the same output (an overlapping scheduled job) is refused instead of interleaving
 //! its bytes with the first one's.
+//!
+//! An archive may hold a VM file called `NAME.partial` beside an output `NAME` (crafted, or a
+//! leftover that was backed up). Such a name is [reserved](Staged::reserve) before anything is
+//! created, and the output `NAME` is then staged as `NAME.1.partial` (the first `NAME.<n>.partial`
+//! that is no output's name): the staging names stay a function of the job's outputs, so a
+//! rerun still finds and overwrites what a killed run left, and every file is restored under
+//! its own name.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -26,6 +33,8 @@ use crate::error::{Error, Result};
 pub struct Staged {
     /// Outputs not yet renamed.
     pending: Vec<Pending>,
+    /// Final names of outputs created later: no staging name may take one.
+    reserved: HashSet<PathBuf>,
 }
 
 /// One output being written.
@@ -75,7 +84,39 @@ pub(crate) fn partial_name(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// `NAME.<n>.partial` beside `path`.
+fn numbered_partial_name(path: &Path, n: u64) -> PathBuf {
+    let mut p = OsString::from(path.as_os_str());
+    p.push(format!(".{n}.partial"));
+    PathBuf::from(p)
+}
+
 impl Staged {
+    /// Declares `path` the final name of an output this job creates later, so that no other
+    /// output is staged under it. Names an archive chooses (a VM's files) are reserved before
+    /// the first output is created.
+    pub fn reserve(&mut self, path: &Path) {
+        self.reserved.insert(path.to_path_buf());
+    }
+
+    /// Where `path` is written until the commit: `NAME.partial`, unless that is the name of
+    /// another output of this job (reserved or being written), then the first free
+    /// `NAME.<n>.partial`. The loop ends: each candidate taken is a different name in the
+    /// finite set of this job's names.
+    fn staging_name(&self, path: &Path) -> PathBuf {
+        let taken = |p: &PathBuf| {
+            self.reserved.contains(p)
+                || self.pending.iter().any(|o| o.partial == *p || o.path == *p)
+        };
+        let mut partial = partial_name(path);
+        let mut n = 1;
+        while taken(&partial) {
+            partial = numbered_partial_name(path, n);
+            n += 1;
+        }
+        partial
+    }
+
     /// Creates the output that becomes `path`: refuses an existing `path` unless `force`
     /// (and a directory even then) and a name this restore already writes. Returns the
     /// partial file's path, which I/O errors name, and the file, opened read-write.
@@ -96,12 +137,14 @@ impl Staged {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(path, None, e)),
         }
-        let partial = partial_name(path);
-        if self.pending.iter().any(|o| {
-            [&partial, path]
-                .iter()
-                .any(|n| *n == o.partial || *n == o.path)
-        }) {
+        let partial = self.staging_name(path);
+        // One name, two outputs; or an output whose name was not reserved and is already
+        // another's staging name (a caller's mistake: refused, never written over).
+        if self
+            .pending
+            .iter()
+            .any(|o| path == o.path || path == o.partial)
+        {
             return Err(Error::Exists {
                 path: path.to_path_buf(),
             });
@@ -222,6 +265,45 @@ mod tests {
         let mut s = Staged::default();
         let (_, f) = s.create(&a, false).unwrap();
         assert_eq!(f.metadata().unwrap().len(), 0);
+    }
+
+    /// Issue 13 item 7: an archived file named like another output's staging name made every
+    /// restore fail.
+    #[test]
+    fn r13_reserved_names_are_never_staging_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |n: &str| dir.path().join(n);
+        let mut s = Staged::default();
+        for n in ["x.partial", "x.1.partial", "y"] {
+            s.reserve(&at(n));
+        }
+        let (px, mut fx) = s.create(&at("x"), false).unwrap();
+        assert_eq!(px, at("x.2.partial"));
+        fx.write_all(b"x").unwrap();
+        // `x.partial` is itself staged as `x.partial.partial`, `y` as `y.partial`.
+        let (pp, mut fp) = s.create(&at("x.partial"), false).unwrap();
+        assert_eq!(pp, at("x.partial.partial"));
+        fp.write_all(b"x.partial").unwrap();
+        let (p1, mut f1) = s.create(&at("x.1.partial"), false).unwrap();
+        assert_eq!(p1, at("x.1.partial.partial"));
+        f1.write_all(b"x.1.partial").unwrap();
+        let (py, _) = s.create(&at("y"), false).unwrap();
+        assert_eq!(py, at("y.partial"));
+        // An unreserved output named like a staging name in use is refused.
+        assert!(matches!(
+            s.create(&at("y.partial"), false),
+            Err(Error::Exists { .. })
+        ));
+        s.commit().unwrap();
+        for n in ["x", "x.partial", "x.1.partial"] {
+            assert_eq!(std::fs::read(at(n)).unwrap(), n.as_bytes(), "{n}");
+        }
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["x", "x.1.partial", "x.partial", "y"]);
     }
 
     #[test]

@@ -237,6 +237,11 @@ impl FsTarget {
                         if writes && !force && std::fs::symlink_metadata(&p).is_ok() {
                             return Err(Error::Exists { path: p });
                         }
+                        if writes {
+                            // Written when its record arrives, after the images are created:
+                            // no image may be staged under its name (`x.raw.partial`).
+                            staged.reserve(&p);
+                        }
                     }
                     out.dir = Some(d);
                 }
@@ -316,6 +321,7 @@ impl FsTarget {
                         if !force && std::fs::symlink_metadata(&desc).is_ok() {
                             return Err(Error::Exists { path: desc });
                         }
+                        staged.reserve(&desc);
                         let (partial, f) = staged.create(&at(&flat)?, force)?;
                         let mut o = Out::new(
                             Sink::Raw(RawSink::new(partial, f, cap)?),
