@@ -1,22 +1,22 @@
 //! Outputs under their final names only once complete: the archive file of a backup and every
 //! file a restore writes.
 //!
-//! Each output is created as `NAME.partial` and renamed to `NAME` after the whole job has
-//! succeeded and the file is fsynced (then its directory is fsynced). A job that fails (disk
-//! full, a damaged archive without `--salvage`, an I/O error, an interrupt) removes its
-//! `.partial` files, so it never leaves an archive that looks complete or a full-size image
-//! whose missing ranges read as zeros; and with `--force` the file being replaced stays intact
-//! until its replacement is complete. A job killed outright leaves only `.partial` names, which
-//! the next run overwrites. Each `.partial` is locked (`flock`) while written: a second run
-//! writing the same output (an overlapping scheduled job) is refused instead of interleaving
-//! its bytes with the first one's.
+//! Each output is created as `NAME.partial` and renamed to `NAME` after the whole job has succeeded
+//! and the file is fsynced (then its directory is fsynced). A job that fails (disk full, a damaged
+//! archive without `--salvage`, an I/O error, an interrupt) removes its `.partial` files, so it
+//! never leaves an archive that looks complete or a full-size image whose missing ranges read as
+//! zeros; and with `--force` the file being replaced stays intact until its replacement is
+//! complete. Directories created for the outputs ([`Staged::create_dir`]) are removed with them. A
+//! job killed outright leaves only `.partial` names, which the next run overwrites. Each `.partial`
+//! is locked (`flock`) while written: a second run writing the same output (an overlapping
+//! scheduled job) is refused instead of interleaving its bytes with the first one's.
 //!
 //! An archive may hold a VM file called `NAME.partial` beside an output `NAME` (crafted, or a
 //! leftover that was backed up). Such a name is [reserved](Staged::reserve) before anything is
 //! created, and the output `NAME` is then staged as `NAME.1.partial` (the first `NAME.<n>.partial`
-//! that is no output's name): the staging names stay a function of the job's outputs, so a
-//! rerun still finds and overwrites what a killed run left, and every file is restored under
-//! its own name.
+//! that is no output's name): the staging names stay a function of the job's outputs, so a rerun
+//! still finds and overwrites what a killed run left, and every file is restored under its own
+//! name.
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
@@ -35,6 +35,8 @@ pub struct Staged {
     pending: Vec<Pending>,
     /// Final names of outputs created later: no staging name may take one.
     reserved: HashSet<PathBuf>,
+    /// Directories this job created, in creation order: removed again if it fails.
+    dirs: Vec<PathBuf>,
 }
 
 /// One output being written.
@@ -97,6 +99,26 @@ impl Staged {
     /// the first output is created.
     pub fn reserve(&mut self, path: &Path) {
         self.reserved.insert(path.to_path_buf());
+    }
+
+    /// Creates directory `dir` if it is missing (its parent must exist) and refuses anything
+    /// but a real directory, so that no output is written through a symlink. A directory
+    /// created here is removed again, once empty, if the job fails: a failed restore leaves no
+    /// empty `DIR/<vm>/` behind. One that existed is never removed.
+    pub fn create_dir(&mut self, dir: &Path) -> Result<()> {
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::Usage(format!(
+                "{}: exists and is not a directory",
+                dir.display()
+            ))),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                std::fs::create_dir(dir).map_err(|e| Error::io(dir, None, e))?;
+                self.dirs.push(dir.to_path_buf());
+                Ok(())
+            }
+            Err(e) => Err(Error::io(dir, None, e)),
+        }
     }
 
     /// Where `path` is written until the commit: `NAME.partial`, unless that is the name of
@@ -191,6 +213,8 @@ impl Staged {
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io(&d, None, e))?;
         }
+        // They hold the outputs now.
+        self.dirs.clear();
         Ok(())
     }
 }
@@ -200,6 +224,11 @@ impl Drop for Staged {
         for o in &self.pending {
             // Best effort: the restore is already failing with the error that matters.
             let _ = std::fs::remove_file(&o.partial);
+        }
+        // Innermost first; `remove_dir` removes only empty directories, so anything another
+        // process put there meanwhile (or an output a failed commit already renamed) stays.
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
         }
     }
 }
@@ -304,6 +333,31 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["x", "x.1.partial", "x.partial", "y"]);
+    }
+
+    /// Issue 13 item 7: a failed restore left an empty `DIR/<vm>/` behind.
+    #[test]
+    fn r13_created_directories_go_with_a_failed_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+        std::fs::create_dir(&old).unwrap();
+        let mut s = Staged::default();
+        s.create_dir(&old).unwrap();
+        s.create_dir(&new).unwrap();
+        s.create_dir(&new.join("vm")).unwrap();
+        s.create_dir(&old.join("vm")).unwrap();
+        let (_, mut f) = s.create(&new.join("vm").join("a.raw"), false).unwrap();
+        f.write_all(b"a").unwrap();
+        drop(s);
+        assert!(old.is_dir(), "existed before: kept");
+        assert!(!new.exists() && !old.join("vm").exists());
+        // Committed: they hold the outputs and stay.
+        let mut s = Staged::default();
+        s.create_dir(&new).unwrap();
+        s.create(&new.join("a.raw"), false).unwrap();
+        s.commit().unwrap();
+        drop(s);
+        assert!(new.join("a.raw").is_file());
     }
 
     #[test]

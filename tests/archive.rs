@@ -947,3 +947,33 @@ fn r13_archived_partial_names_do_not_collide_with_staging() {
         assert_eq!(left, want);
     }
 }
+
+/// Issue 13 item 7: a failed restore left an empty `DIR/<vm>/` (and `DIR`, when it created
+/// it). Directories the restore created go with its outputs; ones that existed stay.
+#[test]
+fn r13_failed_restore_removes_the_directories_it_created() {
+    let (mut ar, _) = make_archive(2);
+    let (rec, _, _) = chunk_record(&ar, 0, 1);
+    ar[rec as usize + RECORD_HEADER_BYTES + 10] ^= 0x40;
+    let tmp = crate::util::tempdir();
+    // A directory the restore creates, with the VM directories inside it.
+    let new = tmp.path().join("new");
+    assert!(restore_stream(&mut &ar[..], &new, &RestoreOptions::default()).is_err());
+    assert!(!new.exists(), "created directory left behind");
+    // An existing directory with something in it, and an existing VM directory.
+    let old = tmp.path().join("old");
+    std::fs::create_dir_all(old.join("vm2")).unwrap();
+    std::fs::write(old.join("keep"), b"mine").unwrap();
+    let o = RestoreOptions::default();
+    assert!(restore_seekable(&mut std::io::Cursor::new(&ar), &old, &o).is_err());
+    assert!(
+        !old.join("vm1").exists(),
+        "created VM directory left behind"
+    );
+    assert!(old.join("vm2").is_dir(), "existing VM directory removed");
+    assert_eq!(std::fs::read(old.join("keep")).unwrap(), b"mine");
+    // A restore that succeeds keeps them.
+    let (good, _) = make_archive(2);
+    restore_stream(&mut &good[..], &new, &RestoreOptions::default()).unwrap();
+    assert!(new.join("vm1").is_dir() && new.join("vm2").is_dir());
+}

@@ -482,6 +482,10 @@ fn r13_hostile_capacity_is_refused_before_writing() {
                 "{cap} {format}: {err}"
             );
             assert_eq!(files_under(&to), Vec::<PathBuf>::new(), "{cap} {format}");
+            assert!(
+                !to.exists(),
+                "{cap} {format}: the directory restore created is left"
+            );
         }
     }
 }

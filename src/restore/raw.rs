@@ -112,21 +112,6 @@ fn unlinked(dir: &Path, tag: &str) -> Result<File> {
     Ok(f)
 }
 
-/// Creates `dir` if needed and refuses anything but a real directory.
-fn real_dir(dir: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::Usage(format!(
-            "{}: exists and is not a directory",
-            dir.display()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir(dir).map_err(|e| Error::io(dir, None, e))
-        }
-        Err(e) => Err(Error::io(dir, None, e)),
-    }
-}
-
 /// What happens to a VM file in each format.
 #[derive(PartialEq)]
 enum FileAction {
@@ -209,10 +194,10 @@ impl FsTarget {
             }
         }
         let scratch_dir = dir.clone().unwrap_or_else(std::env::temp_dir);
-        // Dropped with its partial files if anything below fails.
+        // Dropped with its partial files and the directories it created if anything below fails.
         let mut staged = Staged::default();
         if let Some(d) = &dir {
-            real_dir(d)?;
+            staged.create_dir(d)?;
         }
         let mut vms = Vec::new();
         for (v, vm) in m.vms.iter().enumerate() {
@@ -228,7 +213,7 @@ impl FsTarget {
                 check_name(&vm.name)?;
                 if let Some(d) = &dir {
                     let d = d.join(&vm.name);
-                    real_dir(&d)?;
+                    staged.create_dir(&d)?;
                     for f in &vm.files {
                         check_name(&f.name)?;
                         let p = d.join(&f.name);
