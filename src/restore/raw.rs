@@ -75,7 +75,8 @@ struct DiskOut {
 
 /// Where an OVA goes.
 enum OvaDest {
-    File(PathBuf, BufWriter<File>),
+    /// The `.partial` file, positioned so that a failed write names its byte.
+    File(PathBuf, BufWriter<ova::Positioned<File>>),
     Writer(Box<dyn Write + Send>),
 }
 
@@ -236,6 +237,7 @@ impl FsTarget {
                         (Some(d), None) => {
                             let p = d.join(format!("{}.ova", vm.name));
                             let (p, f) = staged.create(&p, force)?;
+                            let f = ova::Positioned::new(f);
                             OvaDest::File(p, BufWriter::with_capacity(1 << 20, f))
                         }
                         (None, None) => {
@@ -596,12 +598,13 @@ impl Target for FsTarget {
             let text = ova::ovf(&v.name, vmx.as_ref(), &v.ova_disks)?;
             match dest {
                 OvaDest::File(p, mut w) => {
-                    ova::write_ova(&mut w, &v.name, self.created, &text, &mut v.ova_disks)?;
+                    ova::write_ova(&mut w, &p, &v.name, self.created, &text, &mut v.ova_disks)?;
                     w.into_inner()
-                        .map_err(|e| Error::io(&p, None, e.into_error()))?;
+                        .map_err(|e| ova::located(&p, e.into_error()))?;
                 }
                 OvaDest::Writer(mut w) => {
-                    ova::write_ova(&mut w, &v.name, self.created, &text, &mut v.ova_disks)?;
+                    let out = Path::new("standard output");
+                    ova::write_ova(&mut w, out, &v.name, self.created, &text, &mut v.ova_disks)?;
                 }
             }
             v.ova_disks.clear();
