@@ -1,17 +1,24 @@
 //! Outputs under their final names only once complete: the archive file of a backup and every
 //! file a restore writes.
 //!
-//! Each output is created as `NAME.partial` and renamed to `NAME` after the whole job has
-//! succeeded and the file is fsynced (then its directory is fsynced). A job that fails (disk
-//! full, a damaged archive without `--salvage`, an I/O error, an interrupt) removes its
-//! `.partial` files, so it never leaves an archive that looks complete or a full-size image
-//! whose missing ranges read as zeros; and with `--force` the file being replaced stays intact
-//! until its replacement is complete. A job killed outright leaves only `.partial` names, which
-//! the next run overwrites. Each `.partial` is locked (`flock`) while written: a second run
-//! writing the same output (an overlapping scheduled job) is refused instead of interleaving
-//! its bytes with the first one's.
+//! Each output is created as `NAME.partial` and renamed to `NAME` after the whole job has succeeded
+//! and the file is fsynced (then its directory is fsynced). A job that fails (disk full, a damaged
+//! archive without `--salvage`, an I/O error, an interrupt) removes its `.partial` files, so it
+//! never leaves an archive that looks complete or a full-size image whose missing ranges read as
+//! zeros; and with `--force` the file being replaced stays intact until its replacement is
+//! complete. Directories created for the outputs ([`Staged::create_dir`]) are removed with them. A
+//! job killed outright leaves only `.partial` names, which the next run overwrites. Each `.partial`
+//! is locked (`flock`) while written: a second run writing the same output (an overlapping
+//! scheduled job) is refused instead of interleaving its bytes with the first one's.
+//!
+//! An archive may hold a VM file called `NAME.partial` beside an output `NAME` (crafted, or a
+//! leftover that was backed up). Such a name is [reserved](Staged::reserve) before anything is
+//! created, and the output `NAME` is then staged as `NAME.1.partial` (the first `NAME.<n>.partial`
+//! that is no output's name): the staging names stay a function of the job's outputs, so a rerun
+//! still finds and overwrites what a killed run left, and every file is restored under its own
+//! name.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -26,6 +33,10 @@ use crate::error::{Error, Result};
 pub struct Staged {
     /// Outputs not yet renamed.
     pending: Vec<Pending>,
+    /// Final names of outputs created later: no staging name may take one.
+    reserved: HashSet<PathBuf>,
+    /// Directories this job created, in creation order: removed again if it fails.
+    dirs: Vec<PathBuf>,
 }
 
 /// One output being written.
@@ -75,7 +86,59 @@ pub(crate) fn partial_name(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// `NAME.<n>.partial` beside `path`.
+fn numbered_partial_name(path: &Path, n: u64) -> PathBuf {
+    let mut p = OsString::from(path.as_os_str());
+    p.push(format!(".{n}.partial"));
+    PathBuf::from(p)
+}
+
 impl Staged {
+    /// Declares `path` the final name of an output this job creates later, so that no other
+    /// output is staged under it. Names an archive chooses (a VM's files) are reserved before
+    /// the first output is created.
+    pub fn reserve(&mut self, path: &Path) {
+        self.reserved.insert(path.to_path_buf());
+    }
+
+    /// Creates directory `dir` if it is missing (its parent must exist) and refuses anything
+    /// but a real directory, so that no output is written through a symlink. A directory
+    /// created here is removed again, once empty, if the job fails: a failed restore leaves no
+    /// empty `DIR/<vm>/` behind. One that existed is never removed.
+    pub fn create_dir(&mut self, dir: &Path) -> Result<()> {
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::Usage(format!(
+                "{}: exists and is not a directory",
+                dir.display()
+            ))),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                std::fs::create_dir(dir).map_err(|e| Error::io(dir, None, e))?;
+                self.dirs.push(dir.to_path_buf());
+                Ok(())
+            }
+            Err(e) => Err(Error::io(dir, None, e)),
+        }
+    }
+
+    /// Where `path` is written until the commit: `NAME.partial`, unless that is the name of
+    /// another output of this job (reserved or being written), then the first free
+    /// `NAME.<n>.partial`. The loop ends: each candidate taken is a different name in the
+    /// finite set of this job's names.
+    fn staging_name(&self, path: &Path) -> PathBuf {
+        let taken = |p: &PathBuf| {
+            self.reserved.contains(p)
+                || self.pending.iter().any(|o| o.partial == *p || o.path == *p)
+        };
+        let mut partial = partial_name(path);
+        let mut n = 1;
+        while taken(&partial) {
+            partial = numbered_partial_name(path, n);
+            n += 1;
+        }
+        partial
+    }
+
     /// Creates the output that becomes `path`: refuses an existing `path` unless `force`
     /// (and a directory even then) and a name this restore already writes. Returns the
     /// partial file's path, which I/O errors name, and the file, opened read-write.
@@ -96,12 +159,14 @@ impl Staged {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(path, None, e)),
         }
-        let partial = partial_name(path);
-        if self.pending.iter().any(|o| {
-            [&partial, path]
-                .iter()
-                .any(|n| *n == o.partial || *n == o.path)
-        }) {
+        let partial = self.staging_name(path);
+        // One name, two outputs; or an output whose name was not reserved and is already
+        // another's staging name (a caller's mistake: refused, never written over).
+        if self
+            .pending
+            .iter()
+            .any(|o| path == o.path || path == o.partial)
+        {
             return Err(Error::Exists {
                 path: path.to_path_buf(),
             });
@@ -148,6 +213,8 @@ impl Staged {
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io(&d, None, e))?;
         }
+        // They hold the outputs now.
+        self.dirs.clear();
         Ok(())
     }
 }
@@ -157,6 +224,11 @@ impl Drop for Staged {
         for o in &self.pending {
             // Best effort: the restore is already failing with the error that matters.
             let _ = std::fs::remove_file(&o.partial);
+        }
+        // Innermost first; `remove_dir` removes only empty directories, so anything another
+        // process put there meanwhile (or an output a failed commit already renamed) stays.
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
         }
     }
 }
@@ -222,6 +294,70 @@ mod tests {
         let mut s = Staged::default();
         let (_, f) = s.create(&a, false).unwrap();
         assert_eq!(f.metadata().unwrap().len(), 0);
+    }
+
+    /// Issue 13 item 7: an archived file named like another output's staging name made every
+    /// restore fail.
+    #[test]
+    fn r13_reserved_names_are_never_staging_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |n: &str| dir.path().join(n);
+        let mut s = Staged::default();
+        for n in ["x.partial", "x.1.partial", "y"] {
+            s.reserve(&at(n));
+        }
+        let (px, mut fx) = s.create(&at("x"), false).unwrap();
+        assert_eq!(px, at("x.2.partial"));
+        fx.write_all(b"x").unwrap();
+        // `x.partial` is itself staged as `x.partial.partial`, `y` as `y.partial`.
+        let (pp, mut fp) = s.create(&at("x.partial"), false).unwrap();
+        assert_eq!(pp, at("x.partial.partial"));
+        fp.write_all(b"x.partial").unwrap();
+        let (p1, mut f1) = s.create(&at("x.1.partial"), false).unwrap();
+        assert_eq!(p1, at("x.1.partial.partial"));
+        f1.write_all(b"x.1.partial").unwrap();
+        let (py, _) = s.create(&at("y"), false).unwrap();
+        assert_eq!(py, at("y.partial"));
+        // An unreserved output named like a staging name in use is refused.
+        assert!(matches!(
+            s.create(&at("y.partial"), false),
+            Err(Error::Exists { .. })
+        ));
+        s.commit().unwrap();
+        for n in ["x", "x.partial", "x.1.partial"] {
+            assert_eq!(std::fs::read(at(n)).unwrap(), n.as_bytes(), "{n}");
+        }
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["x", "x.1.partial", "x.partial", "y"]);
+    }
+
+    /// Issue 13 item 7: a failed restore left an empty `DIR/<vm>/` behind.
+    #[test]
+    fn r13_created_directories_go_with_a_failed_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+        std::fs::create_dir(&old).unwrap();
+        let mut s = Staged::default();
+        s.create_dir(&old).unwrap();
+        s.create_dir(&new).unwrap();
+        s.create_dir(&new.join("vm")).unwrap();
+        s.create_dir(&old.join("vm")).unwrap();
+        let (_, mut f) = s.create(&new.join("vm").join("a.raw"), false).unwrap();
+        f.write_all(b"a").unwrap();
+        drop(s);
+        assert!(old.is_dir(), "existed before: kept");
+        assert!(!new.exists() && !old.join("vm").exists());
+        // Committed: they hold the outputs and stay.
+        let mut s = Staged::default();
+        s.create_dir(&new).unwrap();
+        s.create(&new.join("a.raw"), false).unwrap();
+        s.commit().unwrap();
+        drop(s);
+        assert!(new.join("a.raw").is_file());
     }
 
     #[test]

@@ -894,3 +894,96 @@ fn listing_reports_dedup_and_compression() {
         .unwrap()
         .contains("\"dedup_ratio\""));
 }
+
+/// Issue 13 item 7: an archived file named `<image>.raw.partial` (the staging name of the image
+/// beside it), or a pair `x` and `x.partial`, made every restore fail: one output's staging
+/// name was another's final name. Every file is restored under its own name, and nothing else
+/// is left.
+#[test]
+fn r13_archived_partial_names_do_not_collide_with_staging() {
+    let disk = bytes(7, 2 * CS as usize);
+    let names = [
+        "vm_x_0.raw.partial",
+        "notes",
+        "notes.partial",
+        "notes.1.partial",
+        "vm.vmx",
+    ];
+    let vm = VmInput {
+        name: "vm".into(),
+        files: names
+            .iter()
+            .map(|n| VmFile {
+                name: n.to_string(),
+                bytes: n.as_bytes().to_vec(),
+            })
+            .collect(),
+        disks: vec![DiskInput {
+            name: "x".into(),
+            meta: DiskMeta {
+                capacity: disk.len() as u64,
+                descriptor: String::new(),
+                create_type: "vmfs".into(),
+                ddb: vec![],
+                chain: vec![],
+            },
+            disk: Box::new(MemDisk::new("x", disk.clone(), &[])),
+        }],
+    };
+    let mut ar = Vec::new();
+    backup(vec![vm], &opts(1), &mut ar, None).unwrap();
+    let tmp = crate::util::tempdir();
+    for seekable in [false, true] {
+        let dir = tmp.path().join(format!("r{seekable}"));
+        let o = RestoreOptions::default();
+        if seekable {
+            restore_seekable(&mut std::io::Cursor::new(&ar), &dir, &o).unwrap();
+        } else {
+            restore_stream(&mut &ar[..], &dir, &o).unwrap();
+        }
+        let vm = dir.join("vm");
+        assert_eq!(std::fs::read(vm.join("vm_x_0.raw")).unwrap(), disk);
+        for n in names {
+            assert_eq!(std::fs::read(vm.join(n)).unwrap(), n.as_bytes(), "{n}");
+        }
+        let mut left: Vec<_> = walk(&dir)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        want.push("vm_x_0.raw".into());
+        want.sort();
+        assert_eq!(left, want);
+    }
+}
+
+/// Issue 13 item 7: a failed restore left an empty `DIR/<vm>/` (and `DIR`, when it created
+/// it). Directories the restore created go with its outputs; ones that existed stay.
+#[test]
+fn r13_failed_restore_removes_the_directories_it_created() {
+    let (mut ar, _) = make_archive(2);
+    let (rec, _, _) = chunk_record(&ar, 0, 1);
+    ar[rec as usize + RECORD_HEADER_BYTES + 10] ^= 0x40;
+    let tmp = crate::util::tempdir();
+    // A directory the restore creates, with the VM directories inside it.
+    let new = tmp.path().join("new");
+    assert!(restore_stream(&mut &ar[..], &new, &RestoreOptions::default()).is_err());
+    assert!(!new.exists(), "created directory left behind");
+    // An existing directory with something in it, and an existing VM directory.
+    let old = tmp.path().join("old");
+    std::fs::create_dir_all(old.join("vm2")).unwrap();
+    std::fs::write(old.join("keep"), b"mine").unwrap();
+    let o = RestoreOptions::default();
+    assert!(restore_seekable(&mut std::io::Cursor::new(&ar), &old, &o).is_err());
+    assert!(
+        !old.join("vm1").exists(),
+        "created VM directory left behind"
+    );
+    assert!(old.join("vm2").is_dir(), "existing VM directory removed");
+    assert_eq!(std::fs::read(old.join("keep")).unwrap(), b"mine");
+    // A restore that succeeds keeps them.
+    let (good, _) = make_archive(2);
+    restore_stream(&mut &good[..], &new, &RestoreOptions::default()).unwrap();
+    assert!(new.join("vm1").is_dir() && new.join("vm2").is_dir());
+}

@@ -586,3 +586,34 @@ fn vdar_piped(writer: &str, reader: &str) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Issue 13 item 7: a failed `vdar restore --to DIR` left `DIR/<vm>/`, `DIR` and the parents
+/// it created behind, empty. It removes the directories it created; ones that existed stay.
+#[test]
+fn r13_failed_restore_leaves_no_directories() {
+    require!("qemu-img");
+    let d = tempdir();
+    let vmdk = random_vmdk(d.path(), 1);
+    let a = d.path().join("a.vdar");
+    ok(&["backup", s(&vmdk), "-o", s(&a), "--chunk-size", "64K"]);
+    let mut bytes = fs::read(&a).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    fs::write(&a, &bytes).unwrap();
+    let keep = d.path().join("keep");
+    fs::create_dir(&keep).unwrap();
+    for format in ["raw", "vmdk", "sparse", "stream", "ova"] {
+        for to in [d.path().join("x/y/z"), keep.clone()] {
+            let out = vdar(&["restore", s(&a), "--to", s(&to), "--format", format]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{format}: {err}");
+            assert!(err.contains("damaged") || err.contains("checksum"), "{err}");
+        }
+        assert!(
+            !d.path().join("x").exists(),
+            "{format}: created directories left"
+        );
+        let left: Vec<_> = fs::read_dir(&keep).unwrap().collect();
+        assert!(left.is_empty(), "{format}: {left:?}");
+    }
+}

@@ -403,3 +403,120 @@ fn stream_and_ova_to_stdout() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("stream or ova"));
 }
+
+/// An archive, written by the real writer, of VM `big` with one disk of `capacity` bytes in
+/// 64 KiB chunks: each `(offset, fill)` is a chunk of that byte, everything else zeros (no
+/// records). The capacity is whatever the manifest should claim, checked or not.
+fn claimed_archive(path: &Path, capacity: u64, chunks: &[(u64, u8)]) {
+    use vdar::archive::manifest::{DiskManifest, VmManifest};
+    use vdar::archive::{ArchiveWriter, Codec, DiskMeta, Manifest};
+    const CHUNK: usize = 64 << 10;
+    let m = Manifest {
+        format_version: 1,
+        vdar_version: "0.1.0".into(),
+        created: 1_700_000_000,
+        chunk_size: CHUNK as u64,
+        codec: "zstd".into(),
+        level: 3,
+        block_size: 0,
+        vms: vec![VmManifest {
+            name: "big".into(),
+            files: vec![],
+            disks: vec![DiskManifest {
+                id: 0,
+                name: "scsi0:0".into(),
+                meta: DiskMeta {
+                    capacity,
+                    ..Default::default()
+                },
+            }],
+        }],
+    };
+    let mut out = Vec::new();
+    let mut w = ArchiveWriter::new(&mut out, "-", &m, 3).unwrap();
+    for &(offset, fill) in chunks {
+        let data = vec![fill; CHUNK];
+        let digest = *blake3::hash(&data).as_bytes();
+        w.write_chunk(0, offset, CHUNK as u64, digest, Codec::None, &data)
+            .unwrap();
+    }
+    w.write_disk_end(0, capacity, chunks.len() as u64).unwrap();
+    w.finish().unwrap();
+    fs::write(path, out).unwrap();
+}
+
+/// Every file under `dir` (none if it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Issue 13 item 3: a manifest claiming 2^56 bytes aborted `restore --format stream|ova` on a
+/// failed 8 GiB allocation and left a `.partial`; one claiming 2^53 bytes and holding no chunk
+/// wrote grain tables until the file system was full. Such capacities (and ones that are not
+/// whole sectors) are refused before anything is written.
+#[test]
+fn r13_hostile_capacity_is_refused_before_writing() {
+    let d = tempdir();
+    for cap in [1u64 << 56, 1 << 53, (1 << 30) + 100] {
+        let a = d.path().join("claims.vdar");
+        claimed_archive(&a, cap, &[]);
+        for format in ["stream", "ova", "sparse", "vmdk", "raw"] {
+            let to = d.path().join(format!("out-{format}"));
+            let out = vdar(&["restore", s(&a), "--to", s(&to), "--format", format]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cap} {format}: {err}");
+            assert!(
+                err.contains(&format!("capacity {cap} bytes")),
+                "{cap} {format}: {err}"
+            );
+            assert_eq!(files_under(&to), Vec::<PathBuf>::new(), "{cap} {format}");
+            assert!(
+                !to.exists(),
+                "{cap} {format}: the directory restore created is left"
+            );
+        }
+    }
+}
+
+/// Issue 13 item 3: a 2 TiB disk holding one 64 KiB chunk became a 160 MiB streamOptimized
+/// file, a grain table for every 32 MiB. Only tables with grains are written now (GD entry 0
+/// for the others, which VMware's and qemu's readers take as all-zero grains).
+#[test]
+fn r13_stream_size_follows_the_data_not_the_capacity() {
+    require!("qemu-img");
+    require!("qemu-io");
+    let d = tempdir();
+    let cap = 2u64 << 40;
+    let last = cap - (64 << 10);
+    let a = d.path().join("sparse.vdar");
+    claimed_archive(&a, cap, &[(0, 0x61), (last, 0x62)]);
+    let to = d.path().join("out");
+    ok(&["restore", s(&a), "--to", s(&to), "--format", "stream"]);
+    let img = one(&to.join("big"), ".vmdk");
+    let len = fs::metadata(&img).unwrap().len();
+    assert!(len < 2 << 20, "{len} bytes for 128 KiB of data");
+    assert_eq!(qemu_info(&img)["virtual-size"], cap);
+    qemu_io(
+        &img,
+        &[
+            "read -P 0x61 0 64k",
+            "read -P 0 64k 64k",
+            "read -P 0 32M 64k",
+            "read -P 0 1T 64k",
+            &format!("read -P 0 {} 64k", last - (64 << 10)),
+            &format!("read -P 0x62 {last} 64k"),
+        ],
+    );
+}

@@ -111,3 +111,49 @@ fn full_file_system_leaves_no_finished_looking_output() {
     assert!(errors[1].contains("raw/r/r.raw.partial"), "{}", errors[1]);
     assert!(errors[6].contains("/c.raw.partial"), "{}", errors[6]);
 }
+
+/// Issue 13 item 7: when the file system filled while the OVA itself was written (its disks'
+/// spool files fit), the error said "OVA output: No space left on device", naming neither the
+/// file nor the byte. It names the `.ova.partial` and the byte, as the other writers do, and
+/// nothing is left behind.
+#[test]
+fn full_file_system_under_an_ova_names_the_file_and_byte() {
+    let d = tempdir();
+    let vmdk = random_vmdk(d.path(), 4);
+    let archive = d.path().join("r.vdar");
+    let out = vdar(&["backup", s(&vmdk), "-o", s(&archive)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mnt = d.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    // 6 MiB: the 4 MiB disk's spool fits, the OVA holding a second copy of it does not.
+    let script = format!(
+        "set -u\nmount -t tmpfs -o size=6m vdar-full {m} || {{ echo NOMOUNT; exit 0; }}\n\
+         {v} restore {a} --to {m}/ova --format ova; echo \"rc=$?\"\n\
+         find {m} -mindepth 1 -printf '@%P\\n'\n",
+        m = s(&mnt),
+        v = s(&vdar_bin()),
+        a = s(&archive)
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--map-root-user", "bash", "-c", &script])
+        .output()
+        .or_else(|_| Command::new("false").output())
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || stdout.contains("NOMOUNT") {
+        eprintln!("skipped: no private tmpfs mount here (unshare/mount refused): {stderr}");
+        return;
+    }
+    assert!(stdout.starts_with("rc=2\n"), "{stdout}\n{stderr}");
+    let ova = format!("{}/ova/r/r.ova.partial: byte 0x", s(&mnt));
+    assert!(
+        stderr.contains(&ova) && stderr.contains("No space left on device"),
+        "names the OVA and the byte: {stderr}"
+    );
+    assert_eq!(stdout, "rc=2\n", "nothing left: {stdout}");
+}

@@ -14,6 +14,13 @@ use crate::error::{Error, Result};
 pub const MAX_NAME_BYTES: usize = 200;
 /// Most VMs, disks per VM or files per VM in one archive.
 pub const MAX_ITEMS: usize = 4096;
+/// Largest disk capacity accepted: 64 TiB (2^46 bytes). vSphere's largest virtual disk is
+/// 62 TB, so no real disk is refused, and everything restore sizes from a capacity stays
+/// bounded: a streamOptimized grain directory is then at most 8 MiB, and no output format has
+/// to address more than its sector numbers can.
+pub const MAX_CAPACITY_BYTES: u64 = 1 << 46;
+/// Disk capacities are whole sectors: every input (descriptor extents) counts in sectors.
+const SECTOR_BYTES: u64 = 512;
 
 /// The manifest, serialized as JSON into the Manifest record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -123,6 +130,27 @@ pub fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// Refuses a capacity no disk has and no output format can address: above
+/// [`MAX_CAPACITY_BYTES`], or not a whole number of sectors. Restore sizes tables and files
+/// from the capacity before any data arrives, so an archive that claims too much must fail
+/// here, not halfway through an allocation or a full file system.
+fn check_capacity(vm: &str, d: &DiskManifest) -> std::result::Result<(), String> {
+    let cap = d.meta.capacity;
+    if cap > MAX_CAPACITY_BYTES {
+        return Err(format!(
+            "VM {vm:?} disk {:?}: capacity {cap} bytes > {MAX_CAPACITY_BYTES} (64 TiB)",
+            d.name
+        ));
+    }
+    if cap % SECTOR_BYTES != 0 {
+        return Err(format!(
+            "VM {vm:?} disk {:?}: capacity {cap} bytes is not a multiple of {SECTOR_BYTES}",
+            d.name
+        ));
+    }
+    Ok(())
+}
+
 impl Manifest {
     /// Every disk, in ordinal order, with its VM's index.
     pub fn disks(&self) -> impl Iterator<Item = (usize, &DiskManifest)> {
@@ -137,8 +165,8 @@ impl Manifest {
         self.vms.iter().map(|v| v.disks.len()).sum()
     }
 
-    /// Checks what the reader relies on: parameters in range, names safe and unique, disk
-    /// ordinals consecutive. `at` is the manifest's stream offset, for messages.
+    /// Checks what the reader relies on: parameters and disk capacities in range, names safe
+    /// and unique, disk ordinals consecutive. `at` is the manifest's stream offset, for messages.
     pub fn validate(&self, at: u64) -> Result<()> {
         let bad = |what: String| Err(Error::archive(at, what));
         if !self.chunk_size.is_power_of_two()
@@ -173,6 +201,7 @@ impl Manifest {
             }
             for d in &vm.disks {
                 check_name(&d.name)?;
+                check_capacity(&vm.name, d).map_err(|what| Error::archive(at, what))?;
                 if d.id != next_id {
                     return bad(format!("disk {:?} has id {} != {next_id}", d.name, d.id));
                 }
@@ -197,6 +226,44 @@ mod tests {
         }
         for n in ["vm1", "scsi0:0", "disk.vmdk", "..x", "my vm"] {
             check_name(n).unwrap();
+        }
+    }
+
+    /// Issue 13 item 3: a capacity of 2^56 bytes made restore allocate 8 GiB of grain
+    /// directory, 2^53 made it write grain tables until the file system was full.
+    #[test]
+    fn r13_capacity_bounded_and_whole_sectors() {
+        let with_cap = |capacity: u64| Manifest {
+            format_version: 1,
+            vdar_version: "0".into(),
+            created: 0,
+            chunk_size: 1 << 20,
+            codec: "zstd".into(),
+            level: 3,
+            block_size: 0,
+            vms: vec![VmManifest {
+                name: "vm".into(),
+                files: vec![],
+                disks: vec![DiskManifest {
+                    id: 0,
+                    name: "d".into(),
+                    meta: DiskMeta {
+                        capacity,
+                        ..Default::default()
+                    },
+                }],
+            }],
+        };
+        for ok in [0, 512, 1 << 41, MAX_CAPACITY_BYTES] {
+            with_cap(ok).validate(0).unwrap();
+        }
+        for bad in [1 << 53, 1 << 56, u64::MAX, MAX_CAPACITY_BYTES + 512] {
+            let e = with_cap(bad).validate(7).unwrap_err().to_string();
+            assert!(e.contains(&format!("capacity {bad} bytes > ")), "{e}");
+        }
+        for bad in [1, 1000, (1 << 30) + 256] {
+            let e = with_cap(bad).validate(7).unwrap_err().to_string();
+            assert!(e.contains("not a multiple of 512"), "{e}");
         }
     }
 }

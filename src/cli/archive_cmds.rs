@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -88,6 +88,27 @@ pub(super) fn about_archive(e: vdar::Error, path: &Path, hint: bool) -> anyhow::
     }
 }
 
+/// Creates `dir` and its missing parents (`--to` may name a path that does not exist yet).
+/// Returns the directories it created, innermost first.
+fn create_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    Ok(missing)
+}
+
+/// Removes the directories a failed restore created, innermost first, those left empty only:
+/// a failed restore leaves nothing behind, and never removes what was there before.
+fn remove_empty_dirs(dirs: &[PathBuf]) {
+    for d in dirs {
+        // Best effort: the restore's own error is the one to report.
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let Some(to) = &args.to else {
         return super::writeback::run(args);
@@ -101,18 +122,24 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         progress: super::progress::restore_printer(),
         cancel: super::signals::on_interrupt()?,
     };
+    let input = archive(&args.archive)?;
+    let mut created = Vec::new();
     let dest = if to == Path::new("-") {
         // Stdout is line-buffered; an image is not lines.
         let w = Located::new(io::stdout());
         Dest::Writer(Box::new(io::BufWriter::with_capacity(1 << 20, w)))
     } else {
-        std::fs::create_dir_all(to).with_context(|| format!("{}: cannot create", to.display()))?;
+        created = create_dirs(to)?;
         Dest::Dir(to.clone())
     };
-    let report = match archive(&args.archive)? {
+    let report = match input {
         Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts),
         Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts),
     };
+    if report.is_err() {
+        // The library removed what it created inside `to`; these are ours.
+        remove_empty_dirs(&created);
+    }
     if opts.progress.is_some() {
         super::progress::clear();
     }

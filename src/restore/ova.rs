@@ -10,7 +10,8 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -48,6 +49,103 @@ impl<W: Write> Write for HashWriter<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Where an OVA write failed: the byte offset in the OVA or in a disk's spool file. It travels
+/// inside the `io::Error` through the buffer and the tar builder, which pass errors on but do
+/// not know the offset; [`located`] turns it into the library's error.
+#[derive(Debug)]
+enum FailedAt {
+    /// Writing the OVA, at this byte (the bytes accepted before it).
+    Output(u64),
+    /// Reading the spool of this member, at this byte.
+    Spool(String, u64),
+}
+
+/// An error at a [`FailedAt`] place, boxed inside an `io::Error`.
+#[derive(Debug)]
+struct Failed {
+    at: FailedAt,
+    cause: io::Error,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.cause.fmt(f)
+    }
+}
+
+impl std::error::Error for Failed {}
+
+fn failed(at: FailedAt, cause: io::Error) -> io::Error {
+    io::Error::new(cause.kind(), Failed { at, cause })
+}
+
+/// The OVA file under its buffer: counts the bytes it accepted, so that a failed write (a full
+/// file system) is reported at its byte offset, as the other outputs' are.
+pub(crate) struct Positioned<W> {
+    inner: W,
+    at: u64,
+}
+
+impl<W: Write> Positioned<W> {
+    /// `inner`, written from its start.
+    pub(crate) fn new(inner: W) -> Self {
+        Positioned { inner, at: 0 }
+    }
+}
+
+impl<W: Write> Write for Positioned<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self
+            .inner
+            .write(b)
+            .map_err(|e| failed(FailedAt::Output(self.at), e))?;
+        self.at += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner
+            .flush()
+            .map_err(|e| failed(FailedAt::Output(self.at), e))
+    }
+}
+
+/// A spool file read back into the OVA: a failed read names the spool, not the OVA.
+struct SpoolReader<'a> {
+    member: &'a str,
+    file: &'a mut File,
+    at: u64,
+}
+
+impl Read for SpoolReader<'_> {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        let n = self
+            .file
+            .read(b)
+            .map_err(|e| failed(FailedAt::Spool(self.member.to_string(), self.at), e))?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// The library's error for an I/O error of [`write_ova`] writing to `output`: at the offset
+/// and in the file a [`FailedAt`] inside it names, else on `output` (whose writer may carry
+/// its own location, as the CLI's standard output does).
+pub(crate) fn located(output: &Path, e: io::Error) -> Error {
+    if !e.get_ref().is_some_and(|x| x.is::<Failed>()) {
+        return Error::io(output, None, e);
+    }
+    let f = e
+        .into_inner()
+        .and_then(|x| x.downcast::<Failed>().ok())
+        .expect("invariant: checked to hold a Failed just above");
+    match f.at {
+        FailedAt::Output(at) => Error::io(output, Some(at), f.cause),
+        FailedAt::Spool(member, at) => {
+            Error::io(format!("OVA spool of {member}"), Some(at), f.cause)
+        }
     }
 }
 
@@ -364,8 +462,10 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
 }
 
 /// Writes the OVA: `<vm>.ovf`, the disks, `<vm>.mf`. Members get mode 0644 and `mtime`.
+/// `output` names `w` in errors; a [`Positioned`] under `w` adds the byte offset.
 pub(crate) fn write_ova(
     w: &mut dyn Write,
+    output: &Path,
     vm: &str,
     mtime: u64,
     ovf_text: &str,
@@ -373,7 +473,7 @@ pub(crate) fn write_ova(
 ) -> Result<()> {
     let ovf_name = format!("{vm}.ovf");
     let mf_name = format!("{vm}.mf");
-    let tar_err = |e: std::io::Error| Error::io("OVA output", None, e);
+    let tar_err = |e: io::Error| located(output, e);
     let mut tb = tar::Builder::new(w);
     let header = |size: u64| {
         let mut h = tar::Header::new_ustar();
@@ -400,12 +500,68 @@ pub(crate) fn write_ova(
         let _ = writeln!(mf, "SHA256({})= {}", d.file, d.sha256);
         d.spool
             .seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io("OVA spool file", Some(0), e))?;
-        tb.append_data(&mut header(d.size), &d.file, &mut d.spool)
+            .map_err(|e| Error::io(format!("OVA spool of {}", d.file), Some(0), e))?;
+        let spool = SpoolReader {
+            member: &d.file,
+            file: &mut d.spool,
+            at: 0,
+        };
+        tb.append_data(&mut header(d.size), &d.file, spool)
             .map_err(tar_err)?;
     }
     tb.append_data(&mut header(mf.len() as u64), &mf_name, mf.as_bytes())
         .map_err(tar_err)?;
     tb.into_inner().map_err(tar_err)?.flush().map_err(tar_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device that takes `room` bytes, then is full.
+    struct Fills {
+        room: usize,
+    }
+
+    impl Write for Fills {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            let n = b.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 13 item 7: a full file system under an OVA was "OVA output: No space left on
+    /// device", naming neither the file nor the byte.
+    #[test]
+    fn r13_a_failed_ova_write_names_file_and_byte() {
+        let mut spool = tempfile::tempfile().unwrap();
+        spool.write_all(&[7u8; 100_000]).unwrap();
+        let mut disks = [OvaDisk {
+            device: "scsi0:0".into(),
+            file: "vm-disk1.vmdk".into(),
+            capacity: 1 << 20,
+            populated: 1 << 20,
+            size: 100_000,
+            sha256: String::new(),
+            spool,
+        }];
+        let mut w = io::BufWriter::with_capacity(4096, Positioned::new(Fills { room: 50_000 }));
+        let out = Path::new("vm.ova.partial");
+        let e = write_ova(&mut w, out, "vm", 0, "<ovf/>", &mut disks).unwrap_err();
+        assert!(
+            matches!(&e, Error::Io { path, offset: Some(50_000), .. } if path == out),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(text.starts_with("vm.ova.partial: byte 0xc350: "), "{text}");
+        assert!(text.contains("os error 28"), "{text}");
+    }
 }

@@ -75,7 +75,8 @@ struct DiskOut {
 
 /// Where an OVA goes.
 enum OvaDest {
-    File(PathBuf, BufWriter<File>),
+    /// The `.partial` file, positioned so that a failed write names its byte.
+    File(PathBuf, BufWriter<ova::Positioned<File>>),
     Writer(Box<dyn Write + Send>),
 }
 
@@ -110,21 +111,6 @@ pub(super) fn unlinked(dir: &Path, tag: &str) -> Result<File> {
     let f = open_nofollow(&p, true)?;
     std::fs::remove_file(&p).map_err(|e| Error::io(&p, None, e))?;
     Ok(f)
-}
-
-/// Creates `dir` if needed and refuses anything but a real directory.
-fn real_dir(dir: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::Usage(format!(
-            "{}: exists and is not a directory",
-            dir.display()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir(dir).map_err(|e| Error::io(dir, None, e))
-        }
-        Err(e) => Err(Error::io(dir, None, e)),
-    }
 }
 
 /// What happens to a VM file in each format.
@@ -209,10 +195,10 @@ impl FsTarget {
             }
         }
         let scratch_dir = dir.clone().unwrap_or_else(std::env::temp_dir);
-        // Dropped with its partial files if anything below fails.
+        // Dropped with its partial files and the directories it created if anything below fails.
         let mut staged = Staged::default();
         if let Some(d) = &dir {
-            real_dir(d)?;
+            staged.create_dir(d)?;
         }
         let mut vms = Vec::new();
         for (v, vm) in m.vms.iter().enumerate() {
@@ -228,7 +214,7 @@ impl FsTarget {
                 check_name(&vm.name)?;
                 if let Some(d) = &dir {
                     let d = d.join(&vm.name);
-                    real_dir(&d)?;
+                    staged.create_dir(&d)?;
                     for f in &vm.files {
                         check_name(&f.name)?;
                         let p = d.join(&f.name);
@@ -236,6 +222,11 @@ impl FsTarget {
                         let writes = act == FileAction::Write || act == FileAction::Rewrite;
                         if writes && !force && std::fs::symlink_metadata(&p).is_ok() {
                             return Err(Error::Exists { path: p });
+                        }
+                        if writes {
+                            // Written when its record arrives, after the images are created:
+                            // no image may be staged under its name (`x.raw.partial`).
+                            staged.reserve(&p);
                         }
                     }
                     out.dir = Some(d);
@@ -246,6 +237,7 @@ impl FsTarget {
                         (Some(d), None) => {
                             let p = d.join(format!("{}.ova", vm.name));
                             let (p, f) = staged.create(&p, force)?;
+                            let f = ova::Positioned::new(f);
                             OvaDest::File(p, BufWriter::with_capacity(1 << 20, f))
                         }
                         (None, None) => {
@@ -316,6 +308,7 @@ impl FsTarget {
                         if !force && std::fs::symlink_metadata(&desc).is_ok() {
                             return Err(Error::Exists { path: desc });
                         }
+                        staged.reserve(&desc);
                         let (partial, f) = staged.create(&at(&flat)?, force)?;
                         let mut o = Out::new(
                             Sink::Raw(RawSink::new(partial, f, cap)?),
@@ -605,12 +598,13 @@ impl Target for FsTarget {
             let text = ova::ovf(&v.name, vmx.as_ref(), &v.ova_disks)?;
             match dest {
                 OvaDest::File(p, mut w) => {
-                    ova::write_ova(&mut w, &v.name, self.created, &text, &mut v.ova_disks)?;
+                    ova::write_ova(&mut w, &p, &v.name, self.created, &text, &mut v.ova_disks)?;
                     w.into_inner()
-                        .map_err(|e| Error::io(&p, None, e.into_error()))?;
+                        .map_err(|e| ova::located(&p, e.into_error()))?;
                 }
                 OvaDest::Writer(mut w) => {
-                    ova::write_ova(&mut w, &v.name, self.created, &text, &mut v.ova_disks)?;
+                    let out = Path::new("standard output");
+                    ova::write_ova(&mut w, out, &v.name, self.created, &text, &mut v.ova_disks)?;
                 }
             }
             v.ova_disks.clear();

@@ -98,7 +98,10 @@ impl SparseSink {
         file.write_all_at(descriptor.as_bytes(), SECTOR)
             .map_err(|e| io(SECTOR, e))?;
         // Every table is preallocated (its sectors are zero, a hole, until written), so the
-        // directories are final now.
+        // directories are final now. They are the only memory and writes here that grow with
+        // the capacity rather than the data, 4 bytes per 32 MiB of disk twice: at most 256 KiB
+        // each, as the 2 TiB check above bounds them. The tables' own space (2 KiB per 32 MiB,
+        // twice) is a hole until a table holds a grain.
         let table = |start: u64| -> Vec<u32> {
             (0..gd_entries)
                 .map(|i| (start + i * GT_SECTORS) as u32)

@@ -128,6 +128,60 @@ fn le_bytes(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The grain table being filled and the grain directory, on the writer thread.
+struct Tables {
+    /// One entry per 32 MiB of capacity: the one allocation here that grows with the
+    /// capacity. The manifest refuses capacities above
+    /// [`MAX_CAPACITY_BYTES`](crate::archive::manifest::MAX_CAPACITY_BYTES), so it is at most
+    /// 2^21 entries (8 MiB).
+    gd: Vec<u32>,
+    gt: Vec<u32>,
+    /// Index of the table in `gt`, once a grain has gone into it.
+    cur: Option<u64>,
+}
+
+impl Tables {
+    fn new(gd_entries: u64) -> Self {
+        Tables {
+            gd: vec![0u32; gd_entries as usize],
+            gt: vec![0u32; GTES_PER_GT as usize],
+            cur: None,
+        }
+    }
+
+    /// Records grain `idx` at the current sector, first writing out the table before it if
+    /// `idx` lies in another one.
+    fn place<W: Write>(&mut self, out: &mut Out<W>, idx: u64) -> Result<()> {
+        let t = idx / GTES_PER_GT;
+        if self.cur != Some(t) {
+            self.flush(out)?;
+            self.cur = Some(t);
+        }
+        self.gt[(idx % GTES_PER_GT) as usize] = out.here_u32()?;
+        Ok(())
+    }
+
+    /// Writes the table being filled (GT marker, then the table) and points its GD entry at it.
+    ///
+    /// Only tables that hold a grain are written: a GD entry of 0 means "no table, every grain
+    /// unallocated", which reads as zeros in a base disk. VMware's streamOptimized writers
+    /// leave empty tables out too (VirtualBox's VMDK.cpp, `vmdkStreamFlushGT`, which does the
+    /// same: "VMware does not write out completely empty grain tables"), and VMware's open-vmdk
+    /// reader (`Sparse_Open` in vmdk/sparse.c) reads only the tables whose GD entry is not 0,
+    /// as qemu's does. Writing every table made the output grow with the capacity, not the
+    /// data: 160 MiB for a 2 TiB disk holding 64 KiB (issue 13).
+    fn flush<W: Write>(&mut self, out: &mut Out<W>) -> Result<()> {
+        let Some(t) = self.cur.take() else {
+            return Ok(());
+        };
+        out.write(&encode_marker(GT_SECTORS, MARKER_GT))?;
+        self.gd[t as usize] = out.here_u32()?;
+        out.write(&le_bytes(&self.gt))?;
+        self.gt.fill(0);
+        Ok(())
+    }
+}
+
 /// The writer thread: header and descriptor, then batches, then tables, GD, footer, EOS.
 /// Returns the writer and the bytes written.
 fn run<W: Write>(
@@ -143,38 +197,20 @@ fn run<W: Write>(
     out.write(&header(sectors, desc_sectors, GD_AT_END).encode())?;
     // At least one NUL after the text, as VMware's own files have.
     out.write_padded(descriptor.as_bytes())?;
-    let mut gd = vec![0u32; gd_entries as usize];
-    let mut gt = vec![0u32; GTES_PER_GT as usize];
-    let mut cur = 0u64;
-    // Every table is written, even an empty one: VMware's writers leave no GD entry 0, and a
-    // table costs 2.5 KiB per 32 MiB of disk.
-    let flush_gt = |out: &mut Out<W>, gt: &mut Vec<u32>, gd: &mut Vec<u32>, cur: u64| {
-        out.write(&encode_marker(GT_SECTORS, MARKER_GT))?;
-        gd[cur as usize] = out.here_u32()?;
-        out.write(&le_bytes(gt))?;
-        gt.fill(0);
-        Ok::<(), Error>(())
-    };
+    let mut tables = Tables::new(gd_entries);
     for batch in rx {
         let recs: Vec<std::io::Result<Vec<u8>>> =
             batch.par_iter().map(|(i, d)| record(*i, d)).collect();
         for ((idx, _), rec) in batch.iter().zip(recs) {
             let rec = rec.map_err(|e| Error::io(&out.what, Some(out.sector * SECTOR), e))?;
-            while cur < idx / GTES_PER_GT {
-                flush_gt(&mut out, &mut gt, &mut gd, cur)?;
-                cur += 1;
-            }
-            gt[(idx % GTES_PER_GT) as usize] = out.here_u32()?;
+            tables.place(&mut out, *idx)?;
             out.write(&rec)?;
         }
     }
-    while cur < gd_entries {
-        flush_gt(&mut out, &mut gt, &mut gd, cur)?;
-        cur += 1;
-    }
+    tables.flush(&mut out)?;
     out.write(&encode_marker((gd_entries * 4).div_ceil(SECTOR), MARKER_GD))?;
     let gd_offset = out.sector;
-    out.write_padded(&le_bytes(&gd))?;
+    out.write_padded(&le_bytes(&tables.gd))?;
     out.write(&encode_marker(1, MARKER_FOOTER))?;
     out.write(&header(sectors, desc_sectors, gd_offset).encode())?;
     // End-of-stream marker: an all-zero sector.
@@ -316,5 +352,36 @@ mod tests {
         // GD marker right before the GD.
         let m = &out[(gd as usize - 1) * 512..gd as usize * 512];
         assert_eq!(m[12..16], 2u32.to_le_bytes());
+    }
+
+    /// Issue 13 item 3: a table is written only when it holds a grain.
+    #[test]
+    fn r13_tables_without_grains_are_not_written() {
+        const TABLE: u64 = GTES_PER_GT * GRAIN_SECTORS * SECTOR;
+        let cap = 3 * TABLE;
+        let mut s = StreamSink::new(Vec::new(), "t".into(), cap, "# Disk".into()).unwrap();
+        s.write_zero(0, TABLE + 65536).unwrap();
+        s.write_data(TABLE + 65536, &[9u8; 65536]).unwrap();
+        s.write_zero(TABLE + 131072, cap - TABLE - 131072).unwrap();
+        s.finish().unwrap();
+        let (out, _) = s.take_output().unwrap();
+        let u32_at = |o: usize| u32::from_le_bytes(out[o..o + 4].try_into().unwrap());
+        let n = out.len();
+        let gd = u64::from_le_bytes(out[n - 1024 + 56..n - 1024 + 64].try_into().unwrap());
+        let gd = gd as usize * 512;
+        assert_eq!(u32_at(gd), 0, "no table for the first 32 MiB");
+        assert_eq!(u32_at(gd + 8), 0, "nor the last");
+        let gt = u32_at(gd + 4) as usize * 512;
+        // The one table, after its marker: entry 1 is the grain, the others are 0.
+        assert_eq!(out[gt - 512 + 12], 1, "GT marker");
+        assert_eq!(u32_at(gt), 0);
+        let grain = u32_at(gt + 4) as usize * 512;
+        assert_eq!(
+            u64::from_le_bytes(out[grain..grain + 8].try_into().unwrap()),
+            (TABLE + 65536) / SECTOR
+        );
+        assert!((2..GTES_PER_GT as usize).all(|i| u32_at(gt + 4 * i) == 0));
+        // Header, descriptor, one grain, one table, GD, footer: a few KiB, not 3 tables' worth.
+        assert!(n < 16 << 10, "{n} bytes");
     }
 }

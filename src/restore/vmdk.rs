@@ -38,22 +38,7 @@ pub(crate) fn disk_stems(vm: &VmManifest, keep_files_ext: Option<&str>) -> Vec<S
     }
     let mut out = Vec::new();
     for (i, d) in vm.disks.iter().enumerate() {
-        let base = d
-            .meta
-            .chain
-            .last()
-            .map(|l| l.file.rsplit('/').next().unwrap_or_default().to_string())
-            .and_then(|f| {
-                let lower = f.to_ascii_lowercase();
-                lower
-                    .strip_suffix(".vmdk")
-                    .map(|_| f[..f.len() - 5].to_string())
-            })
-            .filter(|s| {
-                check_name(&format!("{s}-flat.vmdk")).is_ok()
-                    && !s.starts_with('.')
-                    && !s.contains(':')
-            });
+        let base = d.meta.chain.last().and_then(|l| base_stem(&l.file));
         let fallback = || {
             let clean: String = format!("{}_{}", vm.name, d.name)
                 .chars()
@@ -81,6 +66,26 @@ pub(crate) fn disk_stems(vm: &VmManifest, keep_files_ext: Option<&str>) -> Vec<S
         out.push(stem);
     }
     out
+}
+
+/// The stem of a base layer's descriptor name (`.vmdk` removed, any case), if it is safe as
+/// a file name: a name [`check_name`] accepts even with `-flat.vmdk` appended (so not empty,
+/// `.` or `..`, and no `/`, `\` or control character), not hidden (a leading `.`), and
+/// without `:` or `"` (a descriptor or .vmx names the image in quotes: with one in it, a VMDK
+/// restore failed instead of falling back).
+///
+/// A name with a directory in it falls back rather than losing the directory: vdar's backup
+/// records the file name alone, so `sub/x.vmdk` or `../../x.vmdk` did not come from it, and
+/// `x` would be a name the archive never stated.
+fn base_stem(file: &str) -> Option<String> {
+    let len = file.len().checked_sub(".vmdk".len())?;
+    let (stem, ext) = (file.get(..len)?, file.get(len..)?);
+    let safe = ext.eq_ignore_ascii_case(".vmdk")
+        && check_name(stem).is_ok()
+        && check_name(&format!("{stem}-flat.vmdk")).is_ok()
+        && !stem.starts_with('.')
+        && !stem.contains([':', '"']);
+    safe.then(|| stem.to_string())
 }
 
 /// A content ID for a new disk: never the two values that mean "none"/"invalid".
@@ -303,6 +308,46 @@ mod tests {
             ["vm_scsi0_0_0_1", "vm_scsi0_1_1", "vm_scsi0_2_2"]
         );
         assert_eq!(disk_stems(&vm, None)[0], "vm");
+    }
+
+    /// Issue 13 item 7: a base named `.vmdk` gave the image the hidden name `.raw`, and
+    /// `sub/x.vmdk` or `../../x.vmdk` gave `x.raw`; all take the documented fallback.
+    #[test]
+    fn r13_unsafe_base_names_take_the_fallback() {
+        let vm = |base: &str| VmManifest {
+            name: "vm".into(),
+            files: vec![],
+            disks: vec![DiskManifest {
+                id: 0,
+                name: "scsi0:0".into(),
+                meta: DiskMeta {
+                    chain: vec![LayerInfo {
+                        file: base.into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            }],
+        };
+        for base in [
+            ".vmdk",
+            "sub/x.vmdk",
+            "../../x.vmdk",
+            "/vmfs/volumes/ds/x.vmdk",
+            "a\\x.vmdk",
+            "..vmdk",
+            "...vmdk",
+            "x.vmdk\n",
+            "vmdk",
+            "x.vmd",
+            "a\"b.vmdk",
+            "\u{e9}\u{e9}\u{e9}",
+        ] {
+            assert_eq!(disk_stems(&vm(base), None), ["vm_scsi0_0_0"], "{base:?}");
+        }
+        for (base, stem) in [("x.vmdk", "x"), ("X.VMDK", "X"), ("a b.Vmdk", "a b")] {
+            assert_eq!(disk_stems(&vm(base), Some(".raw")), [stem], "{base:?}");
+        }
     }
 
     #[test]
