@@ -240,6 +240,23 @@ fn a_damaged_front_still_restores_everything() {
     both_modes(&d, &ar, &expect, "both manifests damaged");
 }
 
+/// A rebuilt manifest takes no capacity from a hostile DiskEnd that the format does not allow.
+#[test]
+fn a_rebuilt_manifest_bounds_what_it_believes() {
+    let m = small_manifest();
+    let a = chunk_bytes(3);
+    let mut c = Crafted::new(&m);
+    c.chunk(0, 0, &a);
+    c.disk_end(0, 1 << 60, 1);
+    let mut ar = c.finish(None);
+    ar[64 + 80 + 5] ^= 0x20; // the front manifest; this archive has no copy
+    let dir = crate::util::tempdir();
+    let r = restore(&ar, Mode::Seekable, dir.path());
+    assert_eq!(r.disks[0].capacity, CS, "{r:#?}");
+    let got = std::fs::read(dir.path().join("salvaged-vm0/disk0.raw")).unwrap();
+    assert!(got == a);
+}
+
 fn find_last(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len())
         .rposition(|w| w == needle)

@@ -13,7 +13,7 @@ use std::io::SeekFrom;
 
 use super::format::*;
 use super::manifest::{DiskManifest, FileManifest, LayerInfo, Manifest, VmManifest, MAX_ITEMS};
-use super::manifest::{DiskMeta, MAX_NAME_BYTES};
+use super::manifest::{DiskMeta, MAX_CAPACITY_BYTES, MAX_NAME_BYTES};
 use crate::error::{Error, Result};
 
 /// Where the manifest of a salvage came from.
@@ -150,6 +150,15 @@ fn find_copy(
     Ok(None)
 }
 
+/// A disk's capacity as its DiskEnd states it when that is one the format allows, else the end
+/// of its last record rounded up to a sector (what the records prove), within the limit.
+fn rebuilt_capacity(disk_end: Option<u64>, seen: u64) -> u64 {
+    let allowed = |c: &u64| *c <= MAX_CAPACITY_BYTES && c % 512 == 0;
+    disk_end
+        .filter(allowed)
+        .unwrap_or_else(|| seen.next_multiple_of(512).min(MAX_CAPACITY_BYTES))
+}
+
 /// A manifest made from the record headers alone. See the module docs.
 fn rebuild(census: &[(u64, RecordHeader)]) -> Manifest {
     let mut chunk = 0u64;
@@ -210,7 +219,7 @@ fn rebuild(census: &[(u64, RecordHeader)]) -> Manifest {
             id: d as u32,
             name: format!("disk{d}"),
             meta: DiskMeta {
-                capacity: end.unwrap_or(*seen),
+                capacity: rebuilt_capacity(*end, *seen),
                 chain: vec![LayerInfo {
                     file: format!("disk{d}.vmdk"),
                     ..Default::default()
@@ -260,7 +269,11 @@ pub fn recover(input: &mut dyn ReadSeek) -> Result<Recovered> {
         Some(m) => (m, ManifestSource::Front),
         None => match find_copy(input, len, &census)? {
             Some(m) => (m, ManifestSource::Copy),
-            None => ((rebuild(&census), [0; 32]), ManifestSource::Rebuilt),
+            None => {
+                let m = rebuild(&census);
+                m.validate(front_at)?;
+                ((m, [0; 32]), ManifestSource::Rebuilt)
+            }
         },
     };
     let header = header.unwrap_or(FileHeader {
