@@ -50,15 +50,10 @@ fn report(r: Result<crate::restore::RestoreReport>) -> Result<VerifyReport> {
             return Ok(VerifyReport {
                 ok: false,
                 records: 0,
-                damage: vec![Damage {
-                    archive_offset: offset,
-                    vm: None,
-                    disk: None,
-                    file: None,
-                    start: 0,
-                    end: 0,
-                    what: format!("{what}; nothing past it can be read"),
-                }],
+                damage: vec![Damage::at(
+                    offset,
+                    format!("{what}; nothing past it can be read"),
+                )],
                 lost: vec![],
                 missing_files: vec![],
             })

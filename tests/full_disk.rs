@@ -37,19 +37,25 @@ fn writing_to_dev_full_names_the_device_and_fails() {
     }
 }
 
-#[test]
-fn full_file_system_leaves_no_finished_looking_output() {
-    let d = tempdir();
-    let vmdk = random_vmdk(d.path(), 12);
-    let archive = d.path().join("r.vdar");
+/// A random `mib`-MiB disk in `dir`, its backup, and an empty directory to mount on.
+fn disk_archive_and_mount_point(dir: &std::path::Path, mib: usize) -> [std::path::PathBuf; 3] {
+    let vmdk = random_vmdk(dir, mib);
+    let archive = dir.join("r.vdar");
     let out = vdar(&["backup", s(&vmdk), "-o", s(&archive)]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mnt = d.path().join("mnt");
+    let mnt = dir.join("mnt");
     fs::create_dir(&mnt).unwrap();
+    [vmdk, archive, mnt]
+}
+
+#[test]
+fn full_file_system_leaves_no_finished_looking_output() {
+    let d = tempdir();
+    let [vmdk, archive, mnt] = disk_archive_and_mount_point(d.path(), 12);
     let v = s(&vdar_bin()).to_string();
     let (a, m) = (s(&archive).to_string(), s(&mnt).to_string());
     // One shell in a private mount namespace: a 4 MiB tmpfs, then every attempt, each
@@ -119,16 +125,7 @@ fn full_file_system_leaves_no_finished_looking_output() {
 #[test]
 fn full_file_system_under_an_ova_names_the_file_and_byte() {
     let d = tempdir();
-    let vmdk = random_vmdk(d.path(), 4);
-    let archive = d.path().join("r.vdar");
-    let out = vdar(&["backup", s(&vmdk), "-o", s(&archive)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mnt = d.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
+    let [_, archive, mnt] = disk_archive_and_mount_point(d.path(), 4);
     // 6 MiB: the 4 MiB disk's spool fits, the OVA holding a second copy of it does not.
     let script = format!(
         "set -u\nmount -t tmpfs -o size=6m vdar-full {m} || {{ echo NOMOUNT; exit 0; }}\n\

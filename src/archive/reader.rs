@@ -288,8 +288,25 @@ impl<'a> StreamReader<'a> {
             ));
         }
         manifest.validate(at)?;
+        Ok(Self::assemble(
+            input,
+            header,
+            (manifest, mh.digest),
+            decode,
+            meta,
+        ))
+    }
+
+    /// The reader over `input` once the front is known; `meta`: the metadata hash so far.
+    fn assemble(
+        input: Input<'a>,
+        header: FileHeader,
+        (manifest, digest): (Manifest, [u8; 32]),
+        decode: bool,
+        meta: blake3::Hasher,
+    ) -> Self {
         let capacities = manifest.disks().map(|(_, d)| d.meta.capacity).collect();
-        Ok(StreamReader {
+        StreamReader {
             input,
             header,
             manifest,
@@ -301,9 +318,9 @@ impl<'a> StreamReader<'a> {
             capacities,
             ahead: std::collections::VecDeque::new(),
             parallel: true,
-            manifest_digest: mh.digest,
+            manifest_digest: digest,
             copy_pending: header.incompat_features & INCOMPAT_MANIFEST_COPY != 0,
-        })
+        }
     }
 
     /// A reader that starts at stream offset `at` of `src` (already positioned there) with a
@@ -318,30 +335,22 @@ impl<'a> StreamReader<'a> {
         (manifest, digest): (Manifest, [u8; 32]),
         decode: bool,
     ) -> Self {
-        let capacities = manifest.disks().map(|(_, d)| d.meta.capacity).collect();
-        StreamReader {
-            input: Input {
-                src,
-                buf: Vec::new(),
-                head: 0,
-                end: 0,
-                pos: at,
-                eof: false,
-                last7: [0; 7],
-            },
+        let input = Input {
+            src,
+            buf: Vec::new(),
+            head: 0,
+            end: 0,
+            pos: at,
+            eof: false,
+            last7: [0; 7],
+        };
+        Self::assemble(
+            input,
             header,
-            manifest,
+            (manifest, digest),
             decode,
-            meta: blake3::Hasher::new(),
-            records: 1,
-            index_at: None,
-            state: State::Records,
-            capacities,
-            ahead: std::collections::VecDeque::new(),
-            parallel: true,
-            manifest_digest: digest,
-            copy_pending: header.incompat_features & INCOMPAT_MANIFEST_COPY != 0,
-        }
+            blake3::Hasher::new(),
+        )
     }
 
     /// Current stream offset.

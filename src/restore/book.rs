@@ -61,15 +61,7 @@ impl<'m> Book<'m> {
 
     /// Damage not tied to one record's disk range.
     pub fn general_damage(&mut self, at: u64, what: String) -> Result<()> {
-        self.damage(Damage {
-            archive_offset: at,
-            vm: None,
-            disk: None,
-            file: None,
-            start: 0,
-            end: 0,
-            what,
-        })
+        self.damage(Damage::at(at, what))
     }
 
     /// Damage to a record whose header is trusted: its range (or file) is named, and a chunk
@@ -83,15 +75,7 @@ impl<'m> Book<'m> {
         len: u64,
         what: String,
     ) -> Result<()> {
-        let mut d = Damage {
-            archive_offset: at,
-            vm: None,
-            disk: None,
-            file: None,
-            start: 0,
-            end: 0,
-            what,
-        };
+        let mut d = Damage::at(at, what);
         match kind {
             RecordKind::Chunk | RecordKind::Ref => {
                 let (vm, name, _) = &self.names[disk as usize];

@@ -106,33 +106,20 @@ impl Ledger {
     /// `late`: the place is behind what an ordered output has already passed.
     pub fn offer(&mut self, disk: u32, offset: u64, digest: &[u8; 32], late: bool) -> Placed {
         let slots = &mut self.disks[disk as usize].slots;
-        match slots.get(&offset) {
-            Some(Slot::Restored(d)) if d == digest => Placed::Repeat,
-            Some(Slot::Restored(_)) => {
-                let why = "two records with different bytes for this chunk".to_string();
-                slots.insert(
-                    offset,
-                    Slot::Lost {
-                        why: why.clone(),
-                        last: true,
-                    },
-                );
-                Placed::Refused(why)
-            }
-            Some(Slot::Lost { why, last: true }) => Placed::Refused(why.clone()),
-            _ if late => {
-                let why = "record out of order (its place was already written)".to_string();
-                slots.insert(
-                    offset,
-                    Slot::Lost {
-                        why: why.clone(),
-                        last: true,
-                    },
-                );
-                Placed::Refused(why)
-            }
-            _ => Placed::New,
-        }
+        let why = match slots.get(&offset) {
+            Some(Slot::Restored(d)) if d == digest => return Placed::Repeat,
+            Some(Slot::Lost { why, last: true }) => return Placed::Refused(why.clone()),
+            Some(Slot::Restored(_)) => "two records with different bytes for this chunk",
+            _ if late => "record out of order (its place was already written)",
+            _ => return Placed::New,
+        };
+        let why = why.to_string();
+        let lost = Slot::Lost {
+            why: why.clone(),
+            last: true,
+        };
+        slots.insert(offset, lost);
+        Placed::Refused(why)
     }
 
     /// The record offered last for this place was written.

@@ -157,6 +157,19 @@ pub struct Damage {
 }
 
 impl Damage {
+    /// Damage at archive offset `at` that names no VM, disk or file (yet).
+    pub(crate) fn at(at: u64, what: String) -> Self {
+        Damage {
+            archive_offset: at,
+            vm: None,
+            disk: None,
+            file: None,
+            start: 0,
+            end: 0,
+            what,
+        }
+    }
+
     /// What is damaged and how, without the archive offset.
     fn detail(&self) -> String {
         let mut s = String::new();
@@ -419,6 +432,22 @@ pub fn restore_stream_to(
     restore_seekable_to(&mut spooled, dest, opts)
 }
 
+/// The selection and the output of a restore. `one_pass`: references are resolved from what
+/// was written (scratch files where outputs cannot be read back).
+fn open_target(
+    dest: Dest,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+    one_pass: bool,
+) -> Result<(FsTarget, Selection)> {
+    let sel = Selection::new(manifest, opts)?;
+    let mut target = FsTarget::create(dest, manifest, &sel, opts.force, opts.format, one_pass)?;
+    if let Some(h) = &opts.progress {
+        target.track(progress::Tracker::new(h.clone(), manifest, &sel));
+    }
+    Ok((target, sel))
+}
+
 /// The one-pass restore from an opened reader; `front`: damage found before it (salvage).
 pub(crate) fn restore_reader(
     mut reader: StreamReader<'_>,
@@ -427,11 +456,7 @@ pub(crate) fn restore_reader(
     front: Option<String>,
 ) -> Result<RestoreReport> {
     let manifest = reader.manifest.clone();
-    let sel = Selection::new(&manifest, opts)?;
-    let mut target = FsTarget::create(dest, &manifest, &sel, opts.force, opts.format, true)?;
-    if let Some(h) = &opts.progress {
-        target.track(progress::Tracker::new(h.clone(), &manifest, &sel));
-    }
+    let (mut target, sel) = open_target(dest, &manifest, opts, true)?;
     let mut book = Book::new(&manifest, sel, opts);
     if let Some(what) = front {
         book.general_damage(0, what)?;

@@ -12,7 +12,9 @@ use crate::error::Result;
 
 use super::book::Book;
 use super::raw::FsTarget;
-use super::{progress, ref_source, restore_reader, salvage, Dest, RestoreOptions, RestoreReport};
+use super::{
+    open_target, ref_source, restore_reader, salvage, Dest, RestoreOptions, RestoreReport,
+};
 use super::{Selection, Target};
 
 /// Chunk records a seekable restore decodes at once (all cores); with 4 MiB chunks, 32 MiB of
@@ -76,11 +78,7 @@ pub fn restore_seekable_to(
         Err(e) => return Err(e),
     };
     let manifest = ar.manifest.clone();
-    let sel = Selection::new(&manifest, opts)?;
-    let mut target = FsTarget::create(dest, &manifest, &sel, opts.force, opts.format, false)?;
-    if let Some(h) = &opts.progress {
-        target.track(progress::Tracker::new(h.clone(), &manifest, &sel));
-    }
+    let (mut target, sel) = open_target(dest, &manifest, opts, false)?;
     let mut book = Book::new(&manifest, sel, opts);
     book.ledger.index(&ar.index);
     for (d, c) in counts.iter().enumerate() {
