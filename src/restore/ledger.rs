@@ -197,7 +197,7 @@ impl Ledger {
     }
 
     /// Checks the authorities against what was read; returns the problems found (each is
-    /// damage to report). Call once, before [`Self::losses`].
+    /// damage to report). Call once, before [`Self::settle`].
     pub fn check(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Some(index) = &self.index {

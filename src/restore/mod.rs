@@ -27,7 +27,7 @@
 //! Damage: without `salvage` the first damaged record is an error naming VM, disk and byte
 //! range. With `salvage`, damaged records are skipped, everything intact is restored, and the
 //! report lists each lost range with its reason. Every byte of every disk is restored, known
-//! zero, or reported lost ([`ledger`], formats/ARCHIVE.md "Accounting"): a place without a
+//! zero, or reported lost (the ledger, formats/ARCHIVE.md "Accounting"): a place without a
 //! record is zero only when the index or the disk's DiskEnd count says no record is missing.
 //! A damaged front (file header, manifest) is read past with a recovered manifest
 //! ([`crate::archive::recover`]).
