@@ -943,16 +943,23 @@ fn r13_archived_partial_names_do_not_collide_with_staging() {
         }
         let vm = dir.join("vm");
         assert_eq!(std::fs::read(vm.join("vm_x_0.raw")).unwrap(), disk);
+        // Every archived file is kept as it was under original/; beside the image, all but
+        // the .vmx, which is rewritten for the image and here does not parse.
+        let mut want = vec!["vm/vm_x_0.raw".to_string(), "vm/vm_x_0.vmdk".to_string()];
         for n in names {
-            assert_eq!(std::fs::read(vm.join(n)).unwrap(), n.as_bytes(), "{n}");
+            let orig = format!("vm/original/{n}");
+            assert_eq!(std::fs::read(dir.join(&orig)).unwrap(), n.as_bytes(), "{n}");
+            want.push(orig);
+            if n != "vm.vmx" {
+                assert_eq!(std::fs::read(vm.join(n)).unwrap(), n.as_bytes(), "{n}");
+                want.push(format!("vm/{n}"));
+            }
         }
         let mut left: Vec<_> = walk(&dir)
             .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .map(|p| p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        want.push("vm_x_0.raw".into());
         want.sort();
         assert_eq!(left, want);
     }

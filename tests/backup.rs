@@ -194,10 +194,30 @@ fn restore_of_backup_equals_qemu_for_every_format_via_file_and_pipe() {
             assert_same_file(&im[&(vmname.clone(), disk.clone())], &oracle);
         }
     }
+    // The archived files are kept as they were; the .vmx beside the image points at a
+    // monolithicFlat descriptor of it, which qemu-img reads as the same disk.
     assert_eq!(
-        fs::read(from_file.join("sample/sample.vmx")).unwrap(),
+        fs::read(from_file.join("sample/original/sample.vmx")).unwrap(),
         fs::read(vm.join("sample.vmx")).unwrap()
     );
+    let vmx = fs::read_to_string(from_file.join("sample/sample.vmx")).unwrap();
+    assert!(vmx.contains("scsi0:0.fileName = \"sample.vmdk\""), "{vmx}");
+    assert!(!from_file.join("sample/sample.vmsd").exists());
+    // Nothing beside the image names a redo log that was not restored.
+    let top: Vec<String> = fs::read_dir(from_file.join("sample"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".vmdk"))
+        .collect();
+    assert_eq!(top, ["sample.vmdk"]);
+    let desc = fs::read_to_string(from_file.join("sample/sample.vmdk")).unwrap();
+    assert!(
+        desc.contains("createType=\"monolithicFlat\"") && desc.contains("FLAT \"sample.raw\" 0"),
+        "{desc}"
+    );
+    let flat = d.path().join("via-descriptor.raw");
+    qemu_raw(&from_file.join("sample/sample.vmdk"), &flat);
+    assert_same_file(&flat, &from_file.join("sample/sample.raw"));
     // The small restore tool reads the same archive.
     let out = Command::new(env!("CARGO_BIN_EXE_vdar-restore"))
         .args(["verify", s(&archive)])
@@ -501,16 +521,28 @@ fn feed_fifo(path: &Path, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
 }
 
 fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for vm in fs::read_dir(dir).unwrap() {
-        for f in fs::read_dir(vm.unwrap().path()).unwrap() {
+    fn walk(top: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for f in fs::read_dir(dir).unwrap() {
             let p = f.unwrap().path();
-            out.push((
-                p.strip_prefix(dir).unwrap().to_path_buf(),
-                fs::read(&p).unwrap(),
-            ));
+            if p.is_dir() {
+                walk(top, &p, out);
+            } else {
+                let mut bytes = fs::read(&p).unwrap();
+                // A restored descriptor's CID is fresh on every restore, by design.
+                if p.extension().is_some_and(|e| e == "vmdk") && bytes.len() < 4096 {
+                    let text = String::from_utf8(bytes).unwrap();
+                    let lines: Vec<&str> = text
+                        .lines()
+                        .map(|l| if l.starts_with("CID=") { "CID=" } else { l })
+                        .collect();
+                    bytes = lines.join("\n").into_bytes();
+                }
+                out.push((p.strip_prefix(top).unwrap().to_path_buf(), bytes));
+            }
         }
     }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
     out.sort();
     out
 }

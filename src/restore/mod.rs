@@ -282,8 +282,9 @@ pub(crate) fn ref_source(payload: &[u8], here: (u32, u64), ndisks: usize) -> Opt
 
 /// Where restored bytes go. The file system ([`FsTarget`]) or a digest-only sink (verify, fuzz).
 pub(crate) trait Target {
-    /// Writes VM file `name` of VM `vm`; returns its path if it has one.
-    fn write_file(&mut self, vm: usize, name: &str, data: &[u8]) -> Result<Option<PathBuf>>;
+    /// Writes VM file `name` of VM `vm`; returns the paths written (none for sinks without
+    /// files).
+    fn write_file(&mut self, vm: usize, name: &str, data: &[u8]) -> Result<Vec<PathBuf>>;
     /// Writes a checked chunk.
     fn write_chunk(&mut self, disk: u32, offset: u64, data: &[u8], digest: &[u8; 32])
         -> Result<()>;
@@ -307,8 +308,8 @@ pub(crate) struct DigestSink {
 }
 
 impl Target for DigestSink {
-    fn write_file(&mut self, _: usize, _: &str, _: &[u8]) -> Result<Option<PathBuf>> {
-        Ok(None)
+    fn write_file(&mut self, _: usize, _: &str, _: &[u8]) -> Result<Vec<PathBuf>> {
+        Ok(Vec::new())
     }
     fn write_chunk(&mut self, disk: u32, offset: u64, _: &[u8], d: &[u8; 32]) -> Result<()> {
         self.placed.insert((disk, offset), *d);

@@ -87,6 +87,8 @@ struct VmOut {
     dir: Option<PathBuf>,
     /// `.vmx` rewrites: (device, new descriptor name).
     disk_files: Vec<(String, String)>,
+    /// Raw restores: where the archived files are also written verbatim.
+    originals: Option<PathBuf>,
     /// The archived .vmx, kept for the OVF.
     vmx: Option<(String, String)>,
     ova: Option<OvaDest>,
@@ -113,6 +115,16 @@ pub(super) fn unlinked(dir: &Path, tag: &str) -> Result<File> {
     Ok(f)
 }
 
+/// The folder of a raw restore that keeps every archived VM file as it was (the .vmx, the
+/// chain's descriptors, the .vmsd): `original`, or `original_<n>` when a VM file has that name.
+fn originals_dir(files: &[crate::archive::manifest::FileManifest]) -> String {
+    let taken = |n: &str| files.iter().any(|f| f.name.eq_ignore_ascii_case(n));
+    std::iter::once("original".to_string())
+        .chain((1..).map(|n| format!("original_{n}")))
+        .find(|n| !taken(n))
+        .expect("invariant: finitely many files")
+}
+
 /// What happens to a VM file in each format.
 #[derive(PartialEq)]
 enum FileAction {
@@ -128,14 +140,16 @@ fn file_action(format: Format, name: &str) -> FileAction {
     let lower = name.to_ascii_lowercase();
     let is_vmx = lower.ends_with(".vmx");
     match format {
-        Format::Raw => FileAction::Write,
         // The chain's descriptors and the snapshot dictionary describe snapshots that no
-        // longer exist (and a descriptor could collide with the restored one).
-        Format::Vmdk | Format::Sparse if is_vmx => FileAction::Rewrite,
-        Format::Vmdk | Format::Sparse if lower.ends_with(".vmdk") || lower.ends_with(".vmsd") => {
+        // longer exist (and a descriptor could collide with the restored one). Raw restores
+        // keep them, verbatim, under `original/` ([`originals_dir`]).
+        Format::Raw | Format::Vmdk | Format::Sparse if is_vmx => FileAction::Rewrite,
+        Format::Raw | Format::Vmdk | Format::Sparse
+            if lower.ends_with(".vmdk") || lower.ends_with(".vmsd") =>
+        {
             FileAction::Skip
         }
-        Format::Vmdk | Format::Sparse => FileAction::Write,
+        Format::Raw | Format::Vmdk | Format::Sparse => FileAction::Write,
         Format::Ova if is_vmx => FileAction::Hold,
         Format::Stream | Format::Ova => FileAction::Skip,
     }
@@ -206,6 +220,7 @@ impl FsTarget {
                 name: vm.name.clone(),
                 dir: None,
                 disk_files: Vec::new(),
+                originals: None,
                 vmx: None,
                 ova: None,
                 ova_disks: Vec::new(),
@@ -228,6 +243,18 @@ impl FsTarget {
                             // no image may be staged under its name (`x.raw.partial`).
                             staged.reserve(&p);
                         }
+                    }
+                    if format == Format::Raw && factory.is_none() && writer.is_none() {
+                        let o = d.join(originals_dir(&vm.files));
+                        staged.create_dir(&o)?;
+                        for f in &vm.files {
+                            let p = o.join(&f.name);
+                            if !force && std::fs::symlink_metadata(&p).is_ok() {
+                                return Err(Error::Exists { path: p });
+                            }
+                            staged.reserve(&p);
+                        }
+                        out.originals = Some(o);
                     }
                     out.dir = Some(d);
                 }
@@ -298,9 +325,25 @@ impl FsTarget {
                         )
                     }
                     Format::Raw => {
-                        let p = at(&format!("{stem}.raw"))?;
+                        let raw = format!("{stem}.raw");
+                        let p = at(&raw)?;
                         let (partial, f) = staged.create(&p, force)?;
-                        Out::new(Sink::Raw(RawSink::new(partial, f, cap)?), Some(p))
+                        let mut o = Out::new(Sink::Raw(RawSink::new(partial, f, cap)?), Some(p));
+                        // A monolithicFlat descriptor over the image, so that the folder opens
+                        // as a VM (the .vmx is pointed at it); none for what no VMDK can hold.
+                        if check_disk(&vm.name, &disk.name, cap, stem).is_ok() {
+                            let desc = at(&format!("{stem}.vmdk"))?;
+                            if !force && std::fs::symlink_metadata(&desc).is_ok() {
+                                return Err(Error::Exists { path: desc });
+                            }
+                            staged.reserve(&desc);
+                            let text = descriptor("monolithicFlat", cid, "FLAT", &raw, &disk.meta);
+                            o.after = Some((desc, text));
+                            vms[v]
+                                .disk_files
+                                .push((disk.name.clone(), format!("{stem}.vmdk")));
+                        }
+                        o
                     }
                     Format::Vmdk => {
                         let flat = format!("{stem}-flat.vmdk");
@@ -453,6 +496,16 @@ impl FsTarget {
     }
 }
 
+impl FsTarget {
+    /// Stages `bytes` as the whole file `p`; returns `p`.
+    fn write_whole(&mut self, p: &Path, bytes: &[u8]) -> Result<PathBuf> {
+        let (partial, f) = self.staged.create(p, self.force)?;
+        f.write_all_at(bytes, 0)
+            .map_err(|e| Error::io(&partial, Some(0), e))?;
+        Ok(p.to_path_buf())
+    }
+}
+
 impl Out {
     fn new(sink: Sink, path: Option<PathBuf>) -> Self {
         Out {
@@ -488,11 +541,16 @@ impl Out {
 }
 
 impl Target for FsTarget {
-    fn write_file(&mut self, vm: usize, name: &str, data: &[u8]) -> Result<Option<PathBuf>> {
+    fn write_file(&mut self, vm: usize, name: &str, data: &[u8]) -> Result<Vec<PathBuf>> {
         let Some(v) = self.vms.get_mut(vm) else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         check_name(name)?;
+        let mut written = Vec::new();
+        if let Some(o) = v.originals.clone() {
+            written.push(self.write_whole(&o.join(name), data)?);
+        }
+        let v = &mut self.vms[vm];
         let text = || {
             String::from_utf8(data.to_vec()).map_err(|_| Error::Syntax {
                 path: PathBuf::from(name),
@@ -501,22 +559,27 @@ impl Target for FsTarget {
             })
         };
         let bytes = match file_action(self.format, name) {
-            FileAction::Skip => return Ok(None),
+            FileAction::Skip => return Ok(written),
             FileAction::Hold => {
                 v.vmx = Some((name.to_string(), text()?));
-                return Ok(None);
+                return Ok(written);
             }
             FileAction::Write => data.to_vec(),
+            // A raw restore must not fail on a .vmx it cannot rewrite: the original is kept.
+            FileAction::Rewrite if v.originals.is_some() => {
+                match text().and_then(|t| rewrite_vmx(name, &t, &v.disk_files)) {
+                    Ok(t) => t.into_bytes(),
+                    Err(_) => return Ok(written),
+                }
+            }
             FileAction::Rewrite => rewrite_vmx(name, &text()?, &v.disk_files)?.into_bytes(),
         };
         let Some(d) = &v.dir else {
-            return Ok(None);
+            return Ok(written);
         };
         let p = d.join(name);
-        let (partial, f) = self.staged.create(&p, self.force)?;
-        f.write_all_at(&bytes, 0)
-            .map_err(|e| Error::io(&partial, Some(0), e))?;
-        Ok(Some(p))
+        written.insert(0, self.write_whole(&p, &bytes)?);
+        Ok(written)
     }
 
     fn write_chunk(

@@ -102,9 +102,9 @@ fn record(
             let f = h.offset as usize;
             if book.sel.vms[v] && !book.files_done[v][f] {
                 let name = book.manifest.vms[v].files[f].name.clone();
-                if let Some(p) = target.write_file(v, &name, &r.data)? {
-                    book.report.files.push(p);
-                }
+                book.report
+                    .files
+                    .extend(target.write_file(v, &name, &r.data)?);
                 book.files_done[v][f] = true;
             }
         }

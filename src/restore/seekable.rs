@@ -189,9 +189,7 @@ fn place(
         RecordKind::File => {
             let v = h.disk as usize;
             let name = book.manifest.vms[v].files[h.offset as usize].name.clone();
-            if let Some(p) = target.write_file(v, &name, data)? {
-                book.report.files.push(p);
-            }
+            book.report.files.extend(target.write_file(v, &name, data)?);
             book.files_done[v][h.offset as usize] = true;
         }
         RecordKind::Chunk => {

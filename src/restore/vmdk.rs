@@ -165,9 +165,11 @@ pub(crate) fn descriptor(
     }
     let _ = writeln!(s, "createType=\"{create_type}\"");
     s.push_str("\n# Extent description\n");
+    // A FLAT extent names its start in the file; a VMFS or SPARSE extent has none.
+    let start = if extent_kind == "FLAT" { " 0" } else { "" };
     let _ = writeln!(
         s,
-        "RW {} {extent_kind} \"{extent_file}\"",
+        "RW {} {extent_kind} \"{extent_file}\"{start}",
         meta.capacity / SECTOR
     );
     s.push_str("\n# The Disk Data Base\n#DDB\n\n");
