@@ -33,6 +33,7 @@
 //! ([`crate::archive::recover`]).
 
 mod book;
+mod guest_os;
 mod ledger;
 mod ova;
 mod progress;

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::guest_os;
 use crate::error::{Error, Result};
 use crate::input::vmx::{Bus, VmxFile};
 
@@ -316,14 +317,14 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
         x(vmx.and_then(|v| v.display_name()).unwrap_or(name))
     );
     if let Some(os) = vmx.and_then(|v| v.guest_os()) {
-        // vSphere's guest id is the .vmx one with `-` as `_` and a `Guest` suffix; the CIM id
-        // is only "other" (1) or "other 64-bit" (102): vSphere uses vmw:osType.
-        let id = if os.ends_with("64") { 102 } else { 1 };
+        // vSphere reads vmw:osType, other importers ovf:id: both from VMware's key table.
+        let g = guest_os::lookup(os);
         let _ = writeln!(
             s,
-            "    <OperatingSystemSection ovf:id=\"{id}\" vmw:osType=\"{}Guest\">\n      \
+            "    <OperatingSystemSection ovf:id=\"{}\" vmw:osType=\"{}\">\n      \
              <Info>The kind of installed guest operating system</Info>\n    </OperatingSystemSection>",
-            x(&os.replace('-', "_"))
+            g.cim.0,
+            x(g.vsphere_id)
         );
     }
     s.push_str(
@@ -518,6 +519,45 @@ pub(crate) fn write_ova(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ovf_for(vmx_text: &str) -> String {
+        let vmx = VmxFile::parse(Path::new("vm.vmx"), vmx_text).unwrap();
+        ovf("vm", Some(&vmx), &[]).unwrap()
+    }
+
+    /// Issue 14 item 2: `ubuntu-64` was written `ubuntu_64Guest` with `ovf:id="102"`.
+    #[test]
+    fn r14_guest_os_comes_from_the_table() {
+        for (key, want) in [
+            ("ubuntu-64", "ovf:id=\"94\" vmw:osType=\"ubuntu64Guest\""),
+            ("other-64", "ovf:id=\"102\" vmw:osType=\"otherGuest64\""),
+            (
+                "windows9srv-64",
+                "ovf:id=\"115\" vmw:osType=\"windows9Server64Guest\"",
+            ),
+            (
+                "otherlinux-64",
+                "ovf:id=\"101\" vmw:osType=\"otherLinux64Guest\"",
+            ),
+            (
+                "centos7-64",
+                "ovf:id=\"107\" vmw:osType=\"centos7_64Guest\"",
+            ),
+            // Unknown keys: the documented fallbacks.
+            (
+                "arm-ubuntu-64",
+                "ovf:id=\"102\" vmw:osType=\"otherGuest64\"",
+            ),
+            ("beos", "ovf:id=\"1\" vmw:osType=\"otherGuest\""),
+        ] {
+            let o = ovf_for(&format!("guestOS = \"{key}\"\n"));
+            assert!(
+                o.contains(&format!("<OperatingSystemSection {want}>")),
+                "{key}: {o}"
+            );
+        }
+        assert!(!ovf_for("numvcpus = \"1\"\n").contains("OperatingSystemSection"));
+    }
 
     /// A device that takes `room` bytes, then is full.
     struct Fills {
