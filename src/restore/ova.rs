@@ -1,12 +1,22 @@
-//! OVA output: a tar (ustar) of an OVF 1.x descriptor, the VM's disks as streamOptimized
-//! VMDKs, and a `.mf` manifest with the SHA256 of each, in that order (OVF requires the
-//! descriptor first and the manifest right after the files it lists).
+//! OVA output: a tar of an OVF 1.x descriptor, a `.mf` manifest with the SHA256 of each file,
+//! and the VM's disks as streamOptimized VMDKs, in that order. What goes into the descriptor
+//! and the tar is specified in `formats/OVF.md`; the code follows that document.
 //!
 //! The tar header of each member carries its size and the OVF carries each disk's file size
 //! and populated size, none of which is known before the disk is compressed. So each disk is
 //! first spooled, compressed, to an unlinked temporary file (hashing as it goes), and the
 //! archive is assembled when the VM's last disk is done: the OVA can then go to a pipe.
 //! Spool space is the compressed size of the VM's disks.
+//!
+//! Invariants:
+//! - The descriptor is the first member and the manifest the second, as VMware's exports and
+//!   ova-compose place them (OVF 1.1 allows the manifest right after the descriptor or last;
+//!   right after it lets a reader check each disk as it streams past).
+//! - Members are POSIX ustar entries; a name that does not fit the 100-byte ustar name field,
+//!   or is not ASCII, also gets a PAX extended header (`path=`) before it, never a GNU
+//!   `././@LongLink` entry, which POSIX readers do not understand.
+//! - Member and file names come from [`file_stem`]: characters that are unsafe in a file name
+//!   are replaced. The VM's name inside the descriptor is the original one, XML-escaped.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -223,6 +233,10 @@ fn nic_kind(dev: Option<&str>) -> &'static str {
         _ => "E1000",
     }
 }
+
+/// The longest member name a ustar header's name field holds. The prefix field only helps
+/// names with a `/`, which member names never have.
+const USTAR_NAME_BYTES: usize = 100;
 
 /// One `<Item>`: rasd elements must appear in alphabetical order (the CIM schema's sequence).
 fn item(s: &mut String, fields: &mut [(&str, String)]) {
@@ -462,43 +476,125 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
     Ok(s)
 }
 
-/// Writes the OVA: `<vm>.ovf`, the disks, `<vm>.mf`. Members get mode 0644 and `mtime`.
-/// `output` names `w` in errors; a [`Positioned`] under `w` adds the byte offset.
+/// The stem of the OVA's file name and of its members' names (`<stem>.ova`, `<stem>.ovf`,
+/// `<stem>.mf`, `<stem>-diskN.vmdk`) for VM `name`: `name` with `_` for each character that
+/// is unsafe in a file name on a common system or special in XML or a shell: `<`, `>`, `"`,
+/// `&`, `:`, `\`, `/`, `|`, `?`, `*` and control characters.
+pub(crate) fn file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '<' | '>' | '"' | '&' | ':' | '\\' | '/' | '|' | '?' | '*' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect()
+}
+
+/// A ustar header for a member of `size` bytes: mode 0644, owner and group 0, `mtime`.
+fn member_header(size: u64, mtime: u64, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    h.set_entry_type(kind);
+    h
+}
+
+/// One PAX extended header record: `<length> <key>=<value>\n`, where `<length>` is the
+/// record's byte count, its own digits included (POSIX.1-2008, pax "extended header").
+fn pax_record(key: &str, value: &str) -> String {
+    let rest = key.len() + value.len() + 3; // the space, the `=` and the newline
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    format!("{len} {key}={value}\n")
+}
+
+/// How many bytes of a long name's end [`ustar_name`] keeps: the member suffix with its disk
+/// number (`-disk12.vmdk`), so that members stay distinct and keep their extension.
+const USTAR_NAME_TAIL_BYTES: usize = 16;
+
+/// What a reader without PAX support sees as the name of member `name`: ASCII (others as
+/// `_`), at most [`USTAR_NAME_BYTES`]: the start and the last [`USTAR_NAME_TAIL_BYTES`].
+fn ustar_name(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| if c.is_ascii() { c } else { '_' })
+        .collect();
+    if ascii.len() <= USTAR_NAME_BYTES {
+        return ascii;
+    }
+    // ASCII: every byte offset is a character boundary.
+    let tail = &ascii[ascii.len() - USTAR_NAME_TAIL_BYTES..];
+    format!(
+        "{}{tail}",
+        &ascii[..USTAR_NAME_BYTES - USTAR_NAME_TAIL_BYTES]
+    )
+}
+
+/// Appends member `name` of `size` bytes from `data`: a ustar entry, preceded by a PAX
+/// extended header carrying the full name when the name is longer than the ustar field or
+/// not ASCII.
+fn append_member<W: Write>(
+    tb: &mut tar::Builder<W>,
+    name: &str,
+    mtime: u64,
+    size: u64,
+    data: impl Read,
+) -> io::Result<()> {
+    let short = ustar_name(name);
+    if short != name {
+        let records = pax_record("path", name);
+        let mut h = member_header(records.len() as u64, mtime, tar::EntryType::XHeader);
+        h.set_path(format!("PaxHeaders/{short}"))?;
+        h.set_cksum();
+        tb.append(&h, records.as_bytes())?;
+    }
+    let mut h = member_header(size, mtime, tar::EntryType::Regular);
+    h.set_path(&short)?;
+    h.set_cksum();
+    tb.append(&h, data)
+}
+
+/// Writes the OVA: `<stem>.ovf`, `<stem>.mf`, then the disks in References order. Members get
+/// mode 0644, owner 0 and `mtime`. `output` names `w` in errors; a [`Positioned`] under `w`
+/// adds the byte offset.
 pub(crate) fn write_ova(
     w: &mut dyn Write,
     output: &Path,
-    vm: &str,
+    stem: &str,
     mtime: u64,
     ovf_text: &str,
     disks: &mut [OvaDisk],
 ) -> Result<()> {
-    let ovf_name = format!("{vm}.ovf");
-    let mf_name = format!("{vm}.mf");
+    let ovf_name = format!("{stem}.ovf");
+    let mf_name = format!("{stem}.mf");
     let tar_err = |e: io::Error| located(output, e);
-    let mut tb = tar::Builder::new(w);
-    let header = |size: u64| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_mtime(mtime);
-        h.set_entry_type(tar::EntryType::Regular);
-        h
-    };
-    // OVF 1.x manifest syntax: `SHA256(name)= hex`, one line per file.
+    // OVF 1.x manifest syntax: `SHA256(name)= hex`, one line per file. The disks are
+    // spooled, so their digests are known before the first byte goes out.
     let mut mf = String::new();
     let _ = writeln!(
         mf,
         "SHA256({ovf_name})= {}",
         hex(&Sha256::digest(ovf_text.as_bytes()))
     );
-    tb.append_data(
-        &mut header(ovf_text.len() as u64),
+    for d in disks.iter() {
+        let _ = writeln!(mf, "SHA256({})= {}", d.file, d.sha256);
+    }
+    let mut tb = tar::Builder::new(w);
+    append_member(
+        &mut tb,
         &ovf_name,
+        mtime,
+        ovf_text.len() as u64,
         ovf_text.as_bytes(),
     )
     .map_err(tar_err)?;
+    append_member(&mut tb, &mf_name, mtime, mf.len() as u64, mf.as_bytes()).map_err(tar_err)?;
     for d in disks.iter_mut() {
-        let _ = writeln!(mf, "SHA256({})= {}", d.file, d.sha256);
         d.spool
             .seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(format!("OVA spool of {}", d.file), Some(0), e))?;
@@ -507,11 +603,8 @@ pub(crate) fn write_ova(
             file: &mut d.spool,
             at: 0,
         };
-        tb.append_data(&mut header(d.size), &d.file, spool)
-            .map_err(tar_err)?;
+        append_member(&mut tb, &d.file, mtime, d.size, spool).map_err(tar_err)?;
     }
-    tb.append_data(&mut header(mf.len() as u64), &mf_name, mf.as_bytes())
-        .map_err(tar_err)?;
     tb.into_inner().map_err(tar_err)?.flush().map_err(tar_err)?;
     Ok(())
 }
@@ -519,6 +612,20 @@ pub(crate) fn write_ova(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spooled(file: &str, bytes: &[u8]) -> OvaDisk {
+        let mut spool = tempfile::tempfile().unwrap();
+        spool.write_all(bytes).unwrap();
+        OvaDisk {
+            device: "scsi0:0".into(),
+            file: file.into(),
+            capacity: 1 << 20,
+            populated: bytes.len() as u64,
+            size: bytes.len() as u64,
+            sha256: hex(&Sha256::digest(bytes)),
+            spool,
+        }
+    }
 
     fn ovf_for(vmx_text: &str) -> String {
         let vmx = VmxFile::parse(Path::new("vm.vmx"), vmx_text).unwrap();
@@ -557,6 +664,104 @@ mod tests {
             );
         }
         assert!(!ovf_for("numvcpus = \"1\"\n").contains("OperatingSystemSection"));
+    }
+
+    #[test]
+    fn file_stem_replaces_unsafe_characters_only() {
+        assert_eq!(
+            file_stem("a<b>\"c\"&d:e\\f/g|h?i*j\u{7}k\tl"),
+            "a_b__c__d_e_f_g_h_i_j_k_l"
+        );
+        assert_eq!(file_stem("web prod (eu) é.1"), "web prod (eu) é.1");
+    }
+
+    #[test]
+    fn ustar_name_keeps_start_and_suffix() {
+        assert_eq!(ustar_name("vm-disk1.vmdk"), "vm-disk1.vmdk");
+        assert_eq!(ustar_name("vé.ovf"), "v_.ovf");
+        let long = format!("{}-disk12.vmdk", "v".repeat(120));
+        let short = ustar_name(&long);
+        assert_eq!(short.len(), 100);
+        assert!(
+            short.ends_with("vvvv-disk12.vmdk") && short.starts_with("vvv"),
+            "{short}"
+        );
+        assert_ne!(ustar_name(&long.replace("12", "13")), short);
+    }
+
+    #[test]
+    fn pax_record_counts_its_own_length() {
+        assert_eq!(pax_record("path", "a"), "9 path=a\n");
+        for n in [1, 80, 88, 89, 90, 91, 200, 990, 995, 1000] {
+            let r = pax_record("path", &"x".repeat(n));
+            let (len, _) = r.split_once(' ').unwrap();
+            assert_eq!(len.parse::<usize>().unwrap(), r.len(), "{n}");
+        }
+    }
+
+    /// The members of an OVA: (type flag, name in the ustar header) per header, in order.
+    fn headers(ova: &[u8]) -> Vec<(u8, String)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 512 <= ova.len() && ova[at..at + 512].iter().any(|&b| b != 0) {
+            let h = &ova[at..at + 512];
+            let name = String::from_utf8_lossy(&h[..100])
+                .trim_end_matches('\0')
+                .to_string();
+            let size = std::str::from_utf8(&h[124..136])
+                .unwrap()
+                .trim_matches(|c: char| c == '\0' || c == ' ');
+            let size = u64::from_str_radix(size, 8).unwrap() as usize;
+            assert_eq!(&h[257..263], b"ustar\0", "{name}: not a POSIX ustar header");
+            out.push((h[156], name));
+            at += 512 + size.div_ceil(512) * 512;
+        }
+        out
+    }
+
+    /// Issue 14 item 4: names over 100 bytes went into GNU `././@LongLink` entries, and the
+    /// manifest came last.
+    #[test]
+    fn r14_ustar_with_pax_names_and_the_manifest_second() {
+        let stem = format!("{}-é", "v".repeat(110));
+        let file = format!("{stem}-disk1.vmdk");
+        let mut disks = [spooled(&file, &[5u8; 3000])];
+        let mut out = Vec::new();
+        write_ova(&mut out, Path::new("x.ova"), &stem, 7, "<ovf/>", &mut disks).unwrap();
+        let h = headers(&out);
+        let flags: Vec<u8> = h.iter().map(|(f, _)| *f).collect();
+        // Each member: a PAX header ('x') with its full name, then the entry ('0').
+        assert_eq!(flags, b"x0x0x0");
+        assert!(
+            h.iter().all(|(_, n)| n.len() <= 100 && n.is_ascii()),
+            "{h:?}"
+        );
+        assert!(
+            h[1].1.ends_with(".ovf") && h[5].1.ends_with(".vmdk"),
+            "{h:?}"
+        );
+        // Read back (the tar crate honours PAX `path`): descriptor, manifest, disk.
+        let mut ar = tar::Archive::new(&out[..]);
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [format!("{stem}.ovf"), format!("{stem}.mf"), file.clone()]
+        );
+
+        // Short ASCII names: plain ustar entries, no extended header.
+        let mut disks = [spooled("vm-disk1.vmdk", &[5u8; 3000])];
+        let mut out = Vec::new();
+        write_ova(&mut out, Path::new("x.ova"), "vm", 7, "<ovf/>", &mut disks).unwrap();
+        let h = headers(&out);
+        let want: Vec<(u8, String)> = ["vm.ovf", "vm.mf", "vm-disk1.vmdk"]
+            .iter()
+            .map(|n| (b'0', n.to_string()))
+            .collect();
+        assert_eq!(h, want);
     }
 
     /// A device that takes `room` bytes, then is full.
