@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::guest_os;
 use crate::error::{Error, Result};
-use crate::input::vmx::{Bus, VmxFile};
+use crate::input::vmx::{Bus, VmxFile, VmxNic};
 
 /// A writer that hashes (SHA256) and counts what passes through.
 pub struct HashWriter<W: Write> {
@@ -234,26 +234,82 @@ fn nic_kind(dev: Option<&str>) -> &'static str {
     }
 }
 
+/// The network an adapter without `networkName` or a distributed port group is put on: the
+/// default port group of every ESXi host.
+const DEFAULT_NETWORK: &str = "VM Network";
+
 /// The longest member name a ustar header's name field holds. The prefix field only helps
 /// names with a `/`, which member names never have.
 const USTAR_NAME_BYTES: usize = 100;
 
-/// One `<Item>`: rasd elements must appear in alphabetical order (the CIM schema's sequence).
-fn item(s: &mut String, fields: &mut [(&str, String)]) {
+/// One `<Item>`: rasd elements must appear in alphabetical order (the CIM schema's sequence);
+/// `extra`, VMware's `vmw:` elements as XML, follow them (the schema's trailing `xs:any`).
+fn item(s: &mut String, fields: &mut [(&str, String)], extra: &[String]) {
     fields.sort_by(|a, b| a.0.cmp(b.0));
     s.push_str("      <Item>\n");
     for (k, v) in fields.iter() {
         let _ = writeln!(s, "        <rasd:{k}>{}</rasd:{k}>", x(v));
     }
+    for e in extra {
+        let _ = writeln!(s, "        {e}");
+    }
     s.push_str("      </Item>\n");
 }
 
+/// A `<vmw:Config>` setting (a vSphere `VirtualMachineConfigSpec` property), optional for an
+/// importer that does not know it, as VMware's exports mark it.
+fn vmw_config(key: &str, value: &str) -> String {
+    format!(
+        "<vmw:Config ovf:required=\"false\" vmw:key=\"{}\" vmw:value=\"{}\"/>",
+        x(key),
+        x(value)
+    )
+}
+
+/// The network adapter `n` is connected to, as the OVF names it, and the NetworkSection's
+/// description of that network.
+///
+/// `networkName` (the port group's name) when the .vmx has it. A NIC on a distributed switch
+/// often has none, only the port group's key: the key stands in for the name, and the
+/// description says so, since vSphere deploys to a port group chosen by name. Otherwise
+/// [`DEFAULT_NETWORK`].
+fn nic_network(n: &VmxNic) -> (String, String) {
+    if let Some(name) = n.network_name.as_deref().filter(|s| !s.is_empty()) {
+        return (name.to_string(), format!("The {name} network"));
+    }
+    if let Some(key) = n.dvs_portgroup_id.as_deref().filter(|s| !s.is_empty()) {
+        let switch = n
+            .dvs_switch_id
+            .as_deref()
+            .map(|s| format!(" of distributed switch {s}"))
+            .unwrap_or_default();
+        return (
+            key.to_string(),
+            format!(
+                "Distributed port group {key}{switch}: the .vmx names the port group by its \
+                 key only; map this network to it by name when deploying"
+            ),
+        );
+    }
+    (
+        DEFAULT_NETWORK.to_string(),
+        format!("The {DEFAULT_NETWORK} network"),
+    )
+}
+
 /// The OVF descriptor for VM `name` with `disks`, hardware from `vmx` (defaults without one:
-/// 1 CPU, 1024 MiB, an LSI Logic controller holding the disks, no NIC).
+/// 1 CPU, 1024 MiB, BIOS, an LSI Logic controller holding the disks, no NIC). Normative
+/// description: `formats/OVF.md`.
 pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Result<String> {
     let cpus = match vmx {
         Some(v) => v.num_cpus()?,
         None => 1,
+    };
+    // A topology that does not divide the CPUs cannot power on, and vSphere refuses such an
+    // OVF: it is left out, which means one core per socket.
+    let cores = match vmx {
+        Some(v) => v.cores_per_socket()?.filter(|c| cpus % c == 0),
+        None => None,
     };
     let mem = match vmx {
         Some(v) => v.memory_mb()?.unwrap_or(1024),
@@ -263,9 +319,14 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
         Some(v) => v.hw_version()?,
         None => None,
     };
+    let efi = vmx
+        .and_then(|v| v.firmware())
+        .is_some_and(|f| f.eq_ignore_ascii_case("efi"));
+    let secure_boot = efi && vmx.is_some_and(|v| v.secure_boot());
     let controllers = vmx.map(|v| v.controllers()).unwrap_or_default();
     let vmx_disks = vmx.map(|v| v.disks()).unwrap_or_default();
     let nics = vmx.map(|v| v.nics()).unwrap_or_default();
+    let nic_networks: Vec<(String, String)> = nics.iter().map(nic_network).collect();
 
     let mut s = String::new();
     s.push_str(
@@ -302,24 +363,21 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
         );
     }
     s.push_str("  </DiskSection>\n");
-    let mut networks: Vec<String> = Vec::new();
-    for n in &nics {
-        let net = n
-            .network_name
-            .clone()
-            .unwrap_or_else(|| "VM Network".into());
-        if !networks.contains(&net) {
-            networks.push(net);
+    // Every network a NIC is on, once, in NIC order.
+    let mut networks: Vec<&(String, String)> = Vec::new();
+    for n in &nic_networks {
+        if !networks.iter().any(|m| m.0 == n.0) {
+            networks.push(n);
         }
     }
     if !networks.is_empty() {
         s.push_str("  <NetworkSection>\n    <Info>The list of logical networks</Info>\n");
-        for n in &networks {
+        for (name, description) in &networks {
             let _ = writeln!(
                 s,
-                "    <Network ovf:name=\"{}\">\n      <Description>The {} network</Description>\n    </Network>",
-                x(n),
-                x(n)
+                "    <Network ovf:name=\"{}\">\n      <Description>{}</Description>\n    </Network>",
+                x(name),
+                x(description)
             );
         }
         s.push_str("  </NetworkSection>\n");
@@ -359,6 +417,10 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
         id += 1;
         i.to_string()
     };
+    let cores_xml: Vec<String> = cores
+        .map(|c| format!("<vmw:CoresPerSocket ovf:required=\"false\">{c}</vmw:CoresPerSocket>"))
+        .into_iter()
+        .collect();
     item(
         &mut s,
         &mut [
@@ -369,6 +431,7 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
             ("ResourceType", "3".into()),
             ("VirtualQuantity", cpus.to_string()),
         ],
+        &cores_xml,
     );
     item(
         &mut s,
@@ -380,6 +443,7 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
             ("ResourceType", "4".into()),
             ("VirtualQuantity", mem.to_string()),
         ],
+        &[],
     );
     // Controllers: those of the .vmx; an LSI Logic one when there is none to hold the disks.
     let mut ctl_ids: Vec<(Bus, u32, String)> = Vec::new();
@@ -403,7 +467,7 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
         if !sub.is_empty() {
             f.push(("ResourceSubType", sub.to_string()));
         }
-        item(&mut s, &mut f);
+        item(&mut s, &mut f, &[]);
         ctl_ids.push((*bus, *index, iid));
     }
     // Disks: placed where the .vmx had them; disks the .vmx does not name go on the first
@@ -451,27 +515,34 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
                 ("Parent", parent),
                 ("ResourceType", "17".into()),
             ],
+            &[],
         );
     }
-    for (i, n) in nics.iter().enumerate() {
+    for (i, (n, (network, _))) in nics.iter().zip(&nic_networks).enumerate() {
         item(
             &mut s,
             &mut [
                 ("AddressOnParent", (7 + i).to_string()),
-                ("AutomaticAllocation", "true".into()),
-                (
-                    "Connection",
-                    n.network_name
-                        .clone()
-                        .unwrap_or_else(|| "VM Network".into()),
-                ),
+                // Connected at power-on: `startConnected`.
+                ("AutomaticAllocation", n.start_connected.to_string()),
+                ("Connection", network.clone()),
                 ("ElementName", format!("Network adapter {}", i + 1)),
                 ("InstanceID", next()),
                 ("ResourceSubType", nic_kind(n.virtual_dev.as_deref()).into()),
                 ("ResourceType", "10".into()),
             ],
+            &[],
         );
     }
+    // Boot firmware and secure boot: VMware's templates and ova-compose write both for every
+    // VM; without them vSphere deploys BIOS, and an EFI guest does not boot.
+    let firmware = if efi { "efi" } else { "bios" };
+    let _ = writeln!(s, "      {}", vmw_config("firmware", firmware));
+    let _ = writeln!(
+        s,
+        "      {}",
+        vmw_config("bootOptions.efiSecureBootEnabled", &secure_boot.to_string())
+    );
     s.push_str("    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n");
     Ok(s)
 }
@@ -632,6 +703,14 @@ mod tests {
         ovf("vm", Some(&vmx), &[]).unwrap()
     }
 
+    /// The `<Item>` holding `needle`.
+    fn item_with<'a>(ovf: &'a str, needle: &str) -> &'a str {
+        ovf.split("<Item>")
+            .map(|i| i.split("</Item>").next().unwrap())
+            .find(|i| i.contains(needle))
+            .unwrap_or_else(|| panic!("no item with {needle}: {ovf}"))
+    }
+
     /// Issue 14 item 2: `ubuntu-64` was written `ubuntu_64Guest` with `ovf:id="102"`.
     #[test]
     fn r14_guest_os_comes_from_the_table() {
@@ -664,6 +743,101 @@ mod tests {
             );
         }
         assert!(!ovf_for("numvcpus = \"1\"\n").contains("OperatingSystemSection"));
+    }
+
+    /// Issue 14 item 3: `firmware = "efi"` and secure boot were not carried into the OVF, so
+    /// the VM deployed with BIOS.
+    #[test]
+    fn r14_firmware_and_secure_boot_are_carried() {
+        let config = |o: &str, key: &str| {
+            let at = o
+                .find(&format!("vmw:key=\"{key}\""))
+                .unwrap_or_else(|| panic!("no {key}: {o}"));
+            o[at..].split('"').nth(3).unwrap().to_string()
+        };
+        let o = ovf_for("firmware = \"efi\"\nuefi.secureBoot.enabled = \"TRUE\"\n");
+        assert_eq!(config(&o, "firmware"), "efi");
+        assert_eq!(config(&o, "bootOptions.efiSecureBootEnabled"), "true");
+        assert!(o.contains(
+            "      <vmw:Config ovf:required=\"false\" vmw:key=\"firmware\" vmw:value=\"efi\"/>\n"
+        ));
+        let o = ovf_for("firmware = \"efi\"\n");
+        assert_eq!(config(&o, "firmware"), "efi");
+        assert_eq!(config(&o, "bootOptions.efiSecureBootEnabled"), "false");
+        // BIOS: secure boot needs EFI, whatever the .vmx says.
+        let o = ovf_for("uefi.secureBoot.enabled = \"TRUE\"\n");
+        assert_eq!(config(&o, "firmware"), "bios");
+        assert_eq!(config(&o, "bootOptions.efiSecureBootEnabled"), "false");
+        let o = ovf("vm", None, &[]).unwrap();
+        assert_eq!(config(&o, "firmware"), "bios");
+        // After the last Item, inside the VirtualHardwareSection.
+        let fw = o.find("vmw:key=\"firmware\"").unwrap();
+        assert!(o.rfind("</Item>").unwrap() < fw);
+        assert!(fw < o.find("</VirtualHardwareSection>").unwrap());
+    }
+
+    /// Issue 14 item 4: `cpuid.coresPerSocket` was dropped.
+    #[test]
+    fn r14_cores_per_socket_is_carried() {
+        let o = ovf_for("numvcpus = \"4\"\ncpuid.coresPerSocket = \"2\"\n");
+        let cpu = item_with(&o, "<rasd:ResourceType>3<");
+        assert!(
+            cpu.contains("<rasd:VirtualQuantity>4</rasd:VirtualQuantity>\n        <vmw:CoresPerSocket ovf:required=\"false\">2</vmw:CoresPerSocket>"),
+            "{cpu}"
+        );
+        // A topology that cannot power on is left out (one core per socket).
+        let o = ovf_for("numvcpus = \"4\"\ncpuid.coresPerSocket = \"3\"\n");
+        assert!(!o.contains("CoresPerSocket"), "{o}");
+        assert!(!ovf_for("numvcpus = \"4\"\n").contains("CoresPerSocket"));
+    }
+
+    /// Issue 14 item 4: a disconnected NIC was marked `AutomaticAllocation` true, and a NIC on
+    /// a distributed switch was put on "VM Network".
+    #[test]
+    fn r14_nic_connection_state_and_network() {
+        let o = ovf_for(
+            "ethernet0.present = \"TRUE\"\nethernet0.virtualDev = \"vmxnet3\"\n\
+             ethernet0.networkName = \"Prod\"\nethernet0.startConnected = \"FALSE\"\n\
+             ethernet1.present = \"TRUE\"\nethernet1.virtualDev = \"e1000e\"\n\
+             ethernet1.dvs.switchId = \"50 1c 2d 3e\"\n\
+             ethernet1.dvs.portgroupId = \"dvportgroup-1001\"\n\
+             ethernet2.present = \"TRUE\"\nethernet2.networkName = \"Prod\"\n\
+             ethernet2.dvs.portgroupId = \"dvportgroup-7\"\n\
+             ethernet3.present = \"TRUE\"\n",
+        );
+        let nic = |n: usize| item_with(&o, &format!("Network adapter {n}<")).to_string();
+        assert!(
+            nic(1).contains("<rasd:AutomaticAllocation>false<"),
+            "{}",
+            nic(1)
+        );
+        assert!(nic(1).contains("<rasd:Connection>Prod<"));
+        assert!(
+            nic(2).contains("<rasd:AutomaticAllocation>true<"),
+            "{}",
+            nic(2)
+        );
+        assert!(nic(2).contains("<rasd:Connection>dvportgroup-1001<"));
+        // networkName wins over the port group key.
+        assert!(nic(3).contains("<rasd:Connection>Prod<"));
+        assert!(nic(4).contains("<rasd:Connection>VM Network<"));
+        let section = o
+            .split("<NetworkSection>")
+            .nth(1)
+            .unwrap()
+            .split("</NetworkSection>")
+            .next()
+            .unwrap();
+        let names: Vec<&str> = section
+            .split("<Network ovf:name=\"")
+            .skip(1)
+            .map(|n| n.split('"').next().unwrap())
+            .collect();
+        assert_eq!(names, ["Prod", "dvportgroup-1001", "VM Network"]);
+        assert!(
+            section.contains("Distributed port group dvportgroup-1001 of distributed switch 50 1c 2d 3e: the .vmx names the port group by its key only"),
+            "{section}"
+        );
     }
 
     #[test]
