@@ -11,6 +11,7 @@
 //!   cuts, duplication, flips and crafted archives, seekable and piped
 //! - backup: the archive commands end to end against qemu-img, pipes, damage, salvage
 //! - esx: restore to vmdk (ESX layout), sparse, stream, ova; qemu-img/vmdkinfo/xmllint oracles
+//! - ovf: the OVA's OVF vs VMware's ova-compose for the same VM; tar member names (PAX, safe)
 //! - san: SAN mode (block map + LUN images from the rig) vs direct files, faults
 //! - writeback: SAN write-back (restore --blockmap) into an eager-zeroed target on the rig
 
@@ -25,6 +26,7 @@ mod esx;
 mod full_disk;
 mod interrupt;
 mod oracle_libvmdk;
+mod ovf;
 mod sample;
 mod san;
 mod sesparse;

@@ -138,7 +138,7 @@ pub enum FormatArg {
     Sparse,
     /// streamOptimized DIR/VM/BASE.vmdk in VMware's layout (what ESX ingests from OVF).
     Stream,
-    /// DIR/VM/VM.ova: OVF descriptor, streamOptimized disks, SHA256 manifest.
+    /// DIR/VM/VM.ova: OVF descriptor, SHA256 manifest, streamOptimized disks (formats/OVF.md).
     Ova,
 }
 

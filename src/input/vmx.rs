@@ -1,5 +1,5 @@
 //! `.vmx` configuration files: which virtual disks a VM has, plus the few hardware facts an OVF
-//! export needs (CPUs, memory, guest OS, NICs, controllers).
+//! export needs (CPUs and their topology, memory, firmware, guest OS, NICs, controllers).
 //!
 //! This sits in front of the input stage: it turns "back up this VM" into a list of top-level
 //! disk descriptors, each of which `crate::input` then opens as a snapshot chain. The same
@@ -110,6 +110,14 @@ pub struct VmxNic {
     /// The MAC address: `ethernetN.address` when `addressType` is `static`, otherwise
     /// `ethernetN.generatedAddress` (falling back to `address` if only that is set).
     pub mac: Option<String>,
+    /// `ethernetN.startConnected`: whether the adapter is connected at power-on. Absent means
+    /// connected, as VMware treats it; a present value is a boolean (`TRUE` in any case).
+    pub start_connected: bool,
+    /// `ethernetN.dvs.portgroupId`: the key (`dvportgroup-1001`, not the name) of the
+    /// distributed port group, for an adapter on a vSphere Distributed Switch.
+    pub dvs_portgroup_id: Option<String>,
+    /// `ethernetN.dvs.switchId`: the distributed switch's UUID, for an adapter on one.
+    pub dvs_switch_id: Option<String>,
 }
 
 /// A present disk controller.
@@ -229,6 +237,20 @@ impl VmxFile {
         self.get("firmware")
     }
 
+    /// `uefi.secureBoot.enabled`: whether UEFI secure boot is on (false when absent).
+    pub fn secure_boot(&self) -> bool {
+        self.get("uefi.secureBoot.enabled").is_some_and(is_true)
+    }
+
+    /// `cpuid.coresPerSocket`, if set: the virtual CPUs are `numvcpus / coresPerSocket`
+    /// sockets of this many cores. Zero or a non-number is a syntax error, as for `numvcpus`.
+    pub fn cores_per_socket(&self) -> Result<Option<u32>> {
+        match self.number::<u32>("cpuid.coresPerSocket")? {
+            Some(0) => Err(self.bad_value("cpuid.coresPerSocket", "0 cores per socket")),
+            n => Ok(n),
+        }
+    }
+
     /// Every present virtual hard disk, ordered by bus, then controller, then unit.
     ///
     /// A device `<bus>X:Y` is a disk when all of these hold (see `formats/VMX.md`):
@@ -345,6 +367,9 @@ impl VmxFile {
                     network_name: field("networkname"),
                     address_type,
                     mac,
+                    start_connected: field("startconnected").is_none_or(|v| is_true(&v)),
+                    dvs_portgroup_id: field("dvs.portgroupid"),
+                    dvs_switch_id: field("dvs.switchid"),
                 }
             })
             .collect()
@@ -818,6 +843,48 @@ annotation = "line one|0Aline two|7Cpipe |zz |4"
                 (Bus::Nvme, 0, None),
             ]
         );
+    }
+
+    /// Issue 14 items 3 and 4: the facts an OVF needs beyond the hardware list: secure boot,
+    /// cores per socket, a NIC's connection state and its distributed port group.
+    #[test]
+    fn r14_boot_cpu_topology_and_nic_wiring() {
+        let v = vmx("numvcpus = \"4\"\ncpuid.coresPerSocket = \"2\"\n\
+             firmware = \"efi\"\nuefi.secureBoot.enabled = \"TRUE\"\n\
+             ethernet0.present = \"TRUE\"\nethernet0.startConnected = \"FALSE\"\n\
+             ethernet0.networkName = \"VM Network\"\n\
+             ethernet1.present = \"TRUE\"\nethernet1.startConnected = \"TRUE\"\n\
+             ethernet1.dvs.switchId = \"50 1c 2d 3e 4f 50 61 72-83 94 a5 b6 c7 d8 e9 fa\"\n\
+             ethernet1.dvs.portgroupId = \"dvportgroup-1001\"\nethernet1.dvs.portId = \"17\"\n\
+             ethernet2.present = \"TRUE\"\n");
+        assert!(v.secure_boot());
+        assert_eq!(v.cores_per_socket().expect("cores"), Some(2));
+        let nics = v.nics();
+        assert!(!nics[0].start_connected);
+        assert_eq!(nics[0].dvs_portgroup_id, None);
+        assert!(nics[1].start_connected);
+        assert_eq!(nics[1].network_name, None);
+        assert_eq!(
+            nics[1].dvs_portgroup_id.as_deref(),
+            Some("dvportgroup-1001")
+        );
+        assert!(nics[1]
+            .dvs_switch_id
+            .as_deref()
+            .is_some_and(|s| s.starts_with("50 1c")));
+        // No `startConnected`: connected, as VMware powers it on.
+        assert!(nics[2].start_connected);
+
+        let v = vmx("uefi.secureBoot.enabled = \"false\"\n");
+        assert!(!v.secure_boot());
+        assert_eq!(v.cores_per_socket().expect("absent"), None);
+        let v = vmx("a = \"1\"\ncpuid.coresPerSocket = \"0\"\n");
+        assert!(matches!(
+            v.cores_per_socket(),
+            Err(Error::Syntax { line: 2, .. })
+        ));
+        let v = vmx("cpuid.coresPerSocket = \"two\"\n");
+        assert!(v.cores_per_socket().is_err());
     }
 
     #[test]

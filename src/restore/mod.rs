@@ -5,7 +5,7 @@
 //! `DIR/<vm>/<file>` for each VM file. `vmdk` writes the ESX datastore layout,
 //! `DIR/<vm>/<base>.vmdk` (createType vmfs) with `<base>-flat.vmdk`, and the .vmx pointed at
 //! them; `sparse` the same with monolithicSparse disks; `stream` writes
-//! `DIR/<vm>/<base>.vmdk` streamOptimized; `ova` writes `DIR/<vm>/<vm>.ova`. `<base>` is the
+//! `DIR/<vm>/<base>.vmdk` streamOptimized; `ova` writes `DIR/<vm>/<vm>.ova` (formats/OVF.md). `<base>` is the
 //! name of the disk's base layer before its snapshots. [`Dest::Writer`] sends one stream or
 //! one OVA to a pipe instead. Every disk goes through a [`DiskSink`] in disk order.
 //!
@@ -33,6 +33,7 @@
 //! ([`crate::archive::recover`]).
 
 mod book;
+mod guest_os;
 mod ledger;
 mod ova;
 mod progress;

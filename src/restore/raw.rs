@@ -262,7 +262,7 @@ impl FsTarget {
                     out.ova = Some(match (&out.dir, writer.take()) {
                         (_, Some(w)) => OvaDest::Writer(w),
                         (Some(d), None) => {
-                            let p = d.join(format!("{}.ova", vm.name));
+                            let p = d.join(format!("{}.ova", ova::file_stem(&vm.name)));
                             let (p, f) = staged.create(&p, force)?;
                             let f = ova::Positioned::new(f);
                             OvaDest::File(p, BufWriter::with_capacity(1 << 20, f))
@@ -405,12 +405,14 @@ impl FsTarget {
                     }
                     Format::Ova => {
                         let n = vms[v].disk_files.len() + 1;
-                        let member = format!("{}-disk{n}.vmdk", vm.name);
+                        let member = format!("{}-disk{n}.vmdk", ova::file_stem(&vm.name));
                         vms[v].disk_files.push((disk.name.clone(), member.clone()));
                         let text =
                             descriptor("streamOptimized", cid, "SPARSE", &member, &disk.meta);
                         let spool = unlinked(&scratch_dir, &format!("ova-{i}"))?;
-                        let path = vdir.as_ref().map(|d| d.join(format!("{}.ova", vm.name)));
+                        let path = vdir
+                            .as_ref()
+                            .map(|d| d.join(format!("{}.ova", ova::file_stem(&vm.name))));
                         let mut o = Out::new(
                             Sink::Spool(Box::new(StreamSink::new(
                                 HashWriter::new(spool),
@@ -659,15 +661,16 @@ impl Target for FsTarget {
                 None => None,
             };
             let text = ova::ovf(&v.name, vmx.as_ref(), &v.ova_disks)?;
+            let stem = ova::file_stem(&v.name);
             match dest {
                 OvaDest::File(p, mut w) => {
-                    ova::write_ova(&mut w, &p, &v.name, self.created, &text, &mut v.ova_disks)?;
+                    ova::write_ova(&mut w, &p, &stem, self.created, &text, &mut v.ova_disks)?;
                     w.into_inner()
                         .map_err(|e| ova::located(&p, e.into_error()))?;
                 }
                 OvaDest::Writer(mut w) => {
                     let out = Path::new("standard output");
-                    ova::write_ova(&mut w, out, &v.name, self.created, &text, &mut v.ova_disks)?;
+                    ova::write_ova(&mut w, out, &stem, self.created, &text, &mut v.ova_disks)?;
                 }
             }
             v.ova_disks.clear();
