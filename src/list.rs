@@ -1,8 +1,9 @@
 //! List: what an archive holds, with size, dedup and compression figures.
 //!
-//! [`list_seekable`] reads only the front (manifest), the footer and the index;
-//! [`list_stream`] reads the whole stream but decodes no payload. Neither checks data checksums
-//! (that is `verify`).
+//! [`list_seekable`] reads only the front (manifest), the footer, the index and the disk-end
+//! records, and checks the layout but no data checksum (that is `verify`); [`list_stream`]
+//! (a pipe, or a file whose index or front is damaged) reads and checks every record, so its
+//! lost ranges are verify's.
 
 use std::io::Read;
 
@@ -193,10 +194,11 @@ pub fn list_seekable(input: &mut dyn ReadSeek) -> Result<ArchiveListing> {
     Ok(l)
 }
 
-/// Lists an archive read as a stream: headers only, payloads skipped unchecked. Lost ranges
-/// and completeness follow the same accounting as restore and verify.
+/// Lists an archive read as a stream. Every payload is checked, as by verify: a listing that
+/// skipped them would take the record after a cut payload for lost instead of the cut one.
+/// Lost ranges and completeness follow the same accounting as restore and verify.
 pub fn list_stream(input: &mut dyn Read) -> Result<ArchiveListing> {
-    list_reader(StreamReader::new(input, false)?, None)
+    list_reader(StreamReader::new(input, true)?, None)
 }
 
 /// Lists a file: through its index when the layout checks out, else (a truncated copy, a
@@ -205,7 +207,7 @@ pub fn list_stream(input: &mut dyn Read) -> Result<ArchiveListing> {
 pub fn list_file(input: &mut dyn ReadSeek) -> Result<ArchiveListing> {
     match list_seekable(input) {
         Err(crate::Error::ArchiveCorrupt { .. }) => {
-            let (r, front) = crate::restore::open_seekable(input, false)?;
+            let (r, front) = crate::restore::open_seekable(input, true)?;
             list_reader(r, front)
         }
         l => l,

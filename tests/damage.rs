@@ -551,3 +551,185 @@ fn accounting_holds_under_random_damage() {
         }
     }
 }
+
+/// Found by the hostile review: a footer moved into the middle of the stream ended reading
+/// there; a swapped or moved stretch lost intact records through the index.
+#[test]
+fn moved_footers_and_records_lose_nothing_intact() {
+    let (ar, expect) = make_archive(2);
+    let footer = &ar[ar.len() - 96..];
+    let (mid, _, _) = chunk_record(&ar, 0, 2);
+    let mid = mid as usize;
+    let mut moved = ar[..mid].to_vec();
+    moved.extend_from_slice(footer);
+    moved.extend_from_slice(&ar[mid..ar.len() - 96]);
+    both_modes(&moved, &ar, &expect, "footer moved mid-stream");
+    // Two adjacent records swapped, and a stretch moved earlier.
+    let (a, _, _) = chunk_record(&ar, 0, 0);
+    let (b, _, _) = chunk_record(&ar, 0, 1);
+    let (c, _, _) = chunk_record(&ar, 0, 2);
+    let (a, b, c) = (a as usize, b as usize, c as usize);
+    let mut swapped = ar[..a].to_vec();
+    swapped.extend_from_slice(&ar[b..c]);
+    swapped.extend_from_slice(&ar[a..b]);
+    swapped.extend_from_slice(&ar[c..]);
+    both_modes(&swapped, &ar, &expect, "records swapped");
+    let (d, _, _) = chunk_record(&ar, 2, 0);
+    let mut shifted = ar[..a].to_vec();
+    shifted.extend_from_slice(&ar[c..d as usize]);
+    shifted.extend_from_slice(&ar[a..c]);
+    shifted.extend_from_slice(&ar[d as usize..]);
+    both_modes(&shifted, &ar, &expect, "stretch moved earlier");
+}
+
+/// Found by the hostile review: bytes after the footer (two archives concatenated, a retry
+/// appended to a cut archive) were ok to some readers, and a cut archive followed by another
+/// archive of the same shape took the other archive's chunks for its own.
+#[test]
+fn another_archive_after_this_one_is_never_read_as_it() {
+    let (ar, expect) = make_archive(2);
+    let mut twice = ar.clone();
+    twice.extend_from_slice(&ar);
+    assert!(!vdar::verify::verify(&mut &twice[..]).unwrap().ok);
+    assert!(!vdar::list::list_stream(&mut &twice[..]).unwrap().complete);
+    let strict = restore_stream(
+        &mut &twice[..],
+        crate::util::tempdir().path(),
+        &RestoreOptions::default(),
+    );
+    assert!(strict.is_err());
+    both_modes(&twice, &ar, &expect, "two archives");
+    // A cut archive, then another of the same VMs with other bytes.
+    let m = small_manifest();
+    let (a, b) = (chunk_bytes(3), chunk_bytes(5));
+    let build = |x: &[u8]| {
+        let mut c = Crafted::new(&m);
+        for k in 0..3 {
+            c.chunk(0, k * CS, x);
+        }
+        c.disk_end(0, 4 * CS, 3);
+        c.finish(None)
+    };
+    let (first, second) = (build(&a), build(&b));
+    let (cut_at, _, _) = chunk_record(&first, 0, 2);
+    let mut spliced = first[..cut_at as usize + 1000].to_vec();
+    spliced.extend_from_slice(&second);
+    for mode in [Mode::Seekable, Mode::Piped] {
+        let dir = crate::util::tempdir();
+        let r = restore(&spliced, mode, dir.path());
+        let img = std::fs::read(r.disks[0].path.clone().unwrap()).unwrap();
+        let lost = |i: u64| r.lost.iter().any(|l| l.start <= i && i < l.end);
+        for (k, chunk) in img.chunks(CS as usize).enumerate() {
+            let at = k as u64 * CS;
+            let want: &[u8] = if k < 3 { &a } else { &[0; CS as usize] };
+            assert!(chunk == want || lost(at), "{mode:?} chunk {k}: {r:#?}");
+            assert!(
+                chunk != &b[..] || lost(at),
+                "{mode:?}: the other archive's chunk {k}"
+            );
+        }
+    }
+}
+
+/// Found by the hostile review: a disk holding a record image in its own data (a backup
+/// server's disk) had that image taken for a record when a flip made the reader rescan the
+/// chunk holding it; it then stood in for the damaged record in the disk end's count.
+#[test]
+fn a_record_image_inside_disk_data_is_not_restored() {
+    let planted_at = 3 * CS; // a zero chunk of the disk
+    let plant = {
+        let data = vec![b'P'; CS as usize];
+        let (codec, payload) = vdar::archive::writer::encode_payload(&data, 3).unwrap();
+        let h = RecordHeader {
+            kind: RecordKind::Chunk,
+            codec,
+            disk: 0,
+            offset: planted_at,
+            stored_len: payload.len() as u64,
+            raw_len: CS,
+            digest: *blake3::hash(&data).as_bytes(),
+        };
+        [&h.encode()[..], &payload].concat()
+    };
+    // Chunk 0: noise (stored raw) carrying the record image; chunk 3 zero; the rest noise.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut disk: Vec<u8> = (0..4 * CS as usize)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    disk[5000..5000 + plant.len()].copy_from_slice(&plant);
+    disk[planted_at as usize..(planted_at + CS) as usize].fill(0);
+    let vm = vdar::pipeline::VmInput {
+        name: "vm".into(),
+        files: vec![],
+        disks: vec![vdar::pipeline::DiskInput {
+            name: "d".into(),
+            meta: vdar::pipeline::DiskMeta {
+                capacity: disk.len() as u64,
+                ..Default::default()
+            },
+            disk: Box::new(vdar::fixture::memdisk::MemDisk::new("d", disk.clone(), &[])),
+        }],
+    };
+    let mut ar = Vec::new();
+    vdar::pipeline::backup(vec![vm], &crate::archive::opts(1), &mut ar, None).unwrap();
+    // The host chunk is stored raw, so the image is in the archive byte for byte.
+    let host = find_last(&ar, &plant[..RECORD_HEADER_BYTES]);
+    let expect: Expected = vec![("vm".into(), "d".into(), disk)];
+    for flip in [host - 4000, chunk_record(&ar, 0, 0).0 as usize + 20] {
+        let mut d = ar.clone();
+        d[flip] ^= 0x04;
+        both_modes(
+            &d,
+            &ar,
+            &expect,
+            &format!("flip at {flip} near a record image"),
+        );
+    }
+}
+
+/// Found by the hostile review: list skipped payloads, so a cut inside one lost the record
+/// after it instead; a rebuilt manifest shrank a disk whose end was cut off without a word;
+/// damage between the index and the footer passed seekable readers.
+#[test]
+fn list_rebuilt_sizes_and_the_tail_are_accounted_for() {
+    let (ar, _) = make_archive(2);
+    let (rec, off, len) = chunk_record(&ar, 0, 2);
+    let mut cut = ar[..rec as usize + 300].to_vec();
+    cut.extend_from_slice(&ar[rec as usize + 400..]);
+    let l = vdar::list::list_stream(&mut &cut[..]).unwrap();
+    let v = vdar::verify::verify(&mut &cut[..]).unwrap();
+    assert_eq!(l.lost, v.lost);
+    assert!(
+        l.lost
+            .iter()
+            .any(|x| x.start == off && x.end == off + len as u64),
+        "{l:#?}"
+    );
+    // Both manifests lost and the end cut off: the rest of the disk is reported, not dropped.
+    let mut d = ar[..chunk_record(&ar, 0, 2).0 as usize].to_vec();
+    d[64 + 80 + 30] ^= 0x10;
+    let r = restore(&d, Mode::Seekable, crate::util::tempdir().path());
+    let cap = r.disks[0].capacity;
+    assert!(
+        r.lost
+            .iter()
+            .any(|l| l.disk == "disk0" && l.start == cap && l.end > cap),
+        "{r:#?}"
+    );
+    // The manifest copy and the padding are checked by the index path too.
+    let copy = find_last(&ar, b"\"vdar_version\"");
+    let mut d = ar.clone();
+    d[copy] ^= 0x10;
+    let strict = restore_seekable(
+        &mut Cursor::new(&d),
+        crate::util::tempdir().path(),
+        &RestoreOptions::default(),
+    );
+    assert!(strict.is_err());
+    assert!(vdar::list::list_seekable(&mut Cursor::new(&d)).is_err());
+}

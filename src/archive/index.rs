@@ -36,6 +36,10 @@ pub struct SeekableArchive<'a> {
     pub records_start: u64,
     /// The file header.
     pub header: FileHeader,
+    /// The front manifest's digest (its copy must match).
+    manifest_digest: [u8; 32],
+    /// Stream offset just past the index record.
+    index_end: u64,
 }
 
 fn io(at: u64, e: std::io::Error) -> Error {
@@ -55,6 +59,7 @@ impl<'a> SeekableArchive<'a> {
         let front = StreamReader::new(&mut *input, false)?;
         let records_start = front.position();
         let header = front.header;
+        let manifest_digest = front.manifest_digest();
         let manifest = front.manifest;
         let len = input.seek(SeekFrom::End(0)).map_err(|e| io(0, e))?;
         let min = (FILE_HEADER_BYTES + 2 * RECORD_HEADER_BYTES + FOOTER_BYTES) as u64;
@@ -95,7 +100,10 @@ impl<'a> SeekableArchive<'a> {
         let mut index = Vec::with_capacity(raw.len() / INDEX_ENTRY_BYTES);
         for (i, e) in raw.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
             let e = IndexEntry::decode(e.try_into().expect("len"), iat)?;
-            if e.record_offset + e.stored_len as u64 + RECORD_HEADER_BYTES as u64 > iat {
+            let end = e
+                .record_offset
+                .checked_add(u64::from(e.stored_len) + RECORD_HEADER_BYTES as u64);
+            if end.is_none_or(|end| end > iat) {
                 return Err(Error::archive(
                     iat,
                     format!("index entry {i} points outside the archive"),
@@ -111,6 +119,8 @@ impl<'a> SeekableArchive<'a> {
             len,
             records_start,
             header,
+            manifest_digest,
+            index_end: iat + RECORD_HEADER_BYTES as u64 + h.stored_len,
         })
     }
 
@@ -171,6 +181,7 @@ impl<'a> SeekableArchive<'a> {
                 ),
             ));
         }
+        self.check_tail()?;
         let copy = u64::from(self.header.incompat_features & INCOMPAT_MANIFEST_COPY != 0);
         let want = 2 + copy + self.index.len() as u64 + counts.len() as u64;
         if self.footer.record_count != want {
@@ -183,6 +194,57 @@ impl<'a> SeekableArchive<'a> {
             ));
         }
         Ok(counts)
+    }
+
+    /// Checks what lies between the index and the footer: the manifest copy (with its
+    /// feature bit) and zero padding up to the footer, exactly.
+    fn check_tail(&mut self) -> Result<()> {
+        let fat = self.len - FOOTER_BYTES as u64;
+        let mut at = self.index_end;
+        if self.header.incompat_features & INCOMPAT_MANIFEST_COPY != 0 {
+            let mut hb = [0u8; RECORD_HEADER_BYTES];
+            if at + RECORD_HEADER_BYTES as u64 > fat {
+                return Err(Error::archive(at, "manifest copy missing"));
+            }
+            read_at(self.input, at, &mut hb)?;
+            let h = RecordHeader::decode(&hb, at)?;
+            let start = at + RECORD_HEADER_BYTES as u64;
+            let fits = h.kind == RecordKind::Manifest
+                && h.offset == MANIFEST_COPY
+                && h.digest == self.manifest_digest
+                && h.stored_len <= fat - start;
+            if !fits {
+                return Err(Error::archive(
+                    at,
+                    "manifest copy does not match the manifest",
+                ));
+            }
+            let mut json = vec![0u8; h.stored_len as usize];
+            read_at(self.input, start, &mut json)?;
+            if blake3::hash(&json).as_bytes() != &self.manifest_digest {
+                return Err(Error::archive(at, "manifest copy damaged"));
+            }
+            at = start + h.stored_len;
+        }
+        let pad = footer_padding(at, self.header.block_size);
+        if at + pad != fat {
+            return Err(Error::archive(
+                at,
+                format!(
+                    "{} bytes before the footer where {pad} are expected",
+                    fat - at
+                ),
+            ));
+        }
+        let mut zeros = vec![0u8; pad as usize];
+        read_at(self.input, at, &mut zeros)?;
+        if let Some(i) = zeros.iter().position(|&b| b != 0) {
+            return Err(Error::archive(
+                at + i as u64,
+                "padding before the footer is not zero",
+            ));
+        }
+        Ok(())
     }
 
     /// Reads and checks the DiskEnd record expected at `at`.

@@ -212,6 +212,10 @@ pub struct StreamReader<'a> {
     manifest_digest: [u8; 32],
     /// Whether the manifest copy is still to come after the index.
     copy_pending: bool,
+    /// Where another archive was found to begin (everything from there is skipped).
+    foreign_at: Option<u64>,
+    /// Disks whose capacity nothing states (a rebuilt manifest's, without a disk end).
+    open_ended: Vec<u32>,
 }
 
 /// Most chunk records decoded ahead at once, and their most plaintext bytes: bounds the memory
@@ -320,6 +324,8 @@ impl<'a> StreamReader<'a> {
             parallel: true,
             manifest_digest: digest,
             copy_pending: header.incompat_features & INCOMPAT_MANIFEST_COPY != 0,
+            foreign_at: None,
+            open_ended: Vec::new(),
         }
     }
 
@@ -351,6 +357,22 @@ impl<'a> StreamReader<'a> {
             decode,
             blake3::Hasher::new(),
         )
+    }
+
+    /// Disks whose capacity is only the end of their last record (a rebuilt manifest's):
+    /// whatever lies past it is unknown.
+    pub fn open_ended(&self) -> &[u32] {
+        &self.open_ended
+    }
+
+    /// Marks disks as [`Self::open_ended`].
+    pub fn set_open_ended(&mut self, disks: Vec<u32>) {
+        self.open_ended = disks;
+    }
+
+    /// The BLAKE3 of the manifest's JSON as stored (its copy after the index must match).
+    pub fn manifest_digest(&self) -> [u8; 32] {
+        self.manifest_digest
     }
 
     /// Current stream offset.
@@ -456,6 +478,11 @@ impl<'a> StreamReader<'a> {
     /// Scans forward from the current position (+1) to the next good record header or footer.
     /// Returns false at end of stream.
     fn resync(&mut self) -> Result<bool> {
+        if self.another_archive()? {
+            self.foreign_at = Some(self.input.pos);
+            self.input.skip(u64::MAX)?;
+            return Ok(false);
+        }
         self.input.consume(1);
         loop {
             let avail = self.input.fill(READ_BYTES)?;
@@ -464,13 +491,19 @@ impl<'a> StreamReader<'a> {
                 return Ok(false);
             }
             let window = self.input.peek(avail);
-            let hit = window
-                .windows(8)
-                .position(|w| w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1);
+            let hit = window.windows(8).position(|w| {
+                w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1 || w == ARCHIVE_MAGIC_V1
+            });
             match hit {
                 None => self.input.consume(avail - 7),
                 Some(i) => {
                     self.input.consume(i);
+                    if self.another_archive()? {
+                        // Its records are another archive's bytes, never this one's.
+                        self.foreign_at = Some(self.input.pos);
+                        self.input.skip(u64::MAX)?;
+                        return Ok(false);
+                    }
                     if self.try_header()?.is_ok() || self.try_footer()?.is_some() {
                         return Ok(true);
                     }
@@ -478,6 +511,30 @@ impl<'a> StreamReader<'a> {
                 }
             }
         }
+    }
+
+    /// Whether another archive starts at the current position: a file header that checks
+    /// out, or a front manifest record (an archive appended after this one was cut short).
+    fn another_archive(&mut self) -> Result<bool> {
+        let n = self.input.fill(FILE_HEADER_BYTES)?;
+        if n >= FILE_HEADER_BYTES {
+            let b: &[u8; FILE_HEADER_BYTES] =
+                self.input.peek(FILE_HEADER_BYTES).try_into().expect("len");
+            if FileHeader::decode(b).is_ok() {
+                return Ok(true);
+            }
+        }
+        if n >= RECORD_HEADER_BYTES {
+            let b: &[u8; RECORD_HEADER_BYTES] = self
+                .input
+                .peek(RECORD_HEADER_BYTES)
+                .try_into()
+                .expect("len");
+            if let Ok(h) = RecordHeader::decode(b, self.input.pos) {
+                return Ok(h.kind == RecordKind::Manifest && h.offset == MANIFEST_FRONT);
+            }
+        }
+        Ok(false)
     }
 
     /// After a payload that did not decode: if a record or footer magic starts inside it,
@@ -527,12 +584,22 @@ impl<'a> StreamReader<'a> {
         }
     }
 
-    fn footer_event(&mut self, footer: Footer) -> Event {
+    fn footer_event(&mut self, footer: Footer) -> Result<Event> {
         let at = self.input.pos;
         self.input.consume(FOOTER_BYTES);
         self.state = State::Done;
         let meta = *self.meta.finalize().as_bytes();
-        let problem = if footer.footer_offset != at {
+        // The footer ends the archive only where the stream ends: a footer met earlier (moved
+        // there, or a stray copy) is reported, and the records after it are still read.
+        let more = self.input.fill(1)? > 0;
+        if more {
+            self.state = State::Records;
+        }
+        let problem = if more {
+            Some(format!(
+                "footer at {at:#x} is followed by more bytes: not the end of the archive"
+            ))
+        } else if footer.footer_offset != at {
             Some(format!(
                 "footer at {at:#x} says it is at {:#x}: bytes missing or added",
                 footer.footer_offset
@@ -552,11 +619,11 @@ impl<'a> StreamReader<'a> {
         } else {
             None
         };
-        Event::Footer {
+        Ok(Event::Footer {
             at,
             footer,
             problem,
-        }
+        })
     }
 
     /// The next event, or `None` after the last one.
@@ -684,7 +751,7 @@ impl<'a> StreamReader<'a> {
                 }
                 self.state = State::Records;
                 if let Some(f) = self.try_footer()? {
-                    return Ok(Some(self.footer_event(f)));
+                    return Ok(Some(self.footer_event(f)?));
                 }
             }
             State::Records => {}
@@ -698,7 +765,7 @@ impl<'a> StreamReader<'a> {
             Ok(h) => h,
             Err(what) => {
                 if let Some(f) = self.try_footer()? {
-                    return Ok(Some(self.footer_event(f)));
+                    return Ok(Some(self.footer_event(f)?));
                 }
                 let found = self.resync()?;
                 let to = self.input.pos;
@@ -706,6 +773,10 @@ impl<'a> StreamReader<'a> {
                     // The stream ended in the unreadable bytes: it has no footer.
                     self.state = State::Truncated;
                 }
+                let what = match self.foreign_at.take() {
+                    Some(f) => format!("{what}; another archive begins at {f:#x}, not read"),
+                    None => what,
+                };
                 return Ok(Some(Event::Skipped { from: at, to, what }));
             }
         };

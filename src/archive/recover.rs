@@ -38,6 +38,8 @@ pub struct Recovered {
     /// Where reading the records resumes: after the front manifest if its header holds, else
     /// at the first good record header after the file header.
     pub resume_at: u64,
+    /// Disks of a rebuilt manifest whose capacity no disk end states.
+    pub open_ended: Vec<u32>,
     /// Good record headers found in the whole file (0: nothing of an archive is left, or it
     /// never was one).
     pub records_found: usize,
@@ -151,12 +153,27 @@ fn find_copy(
 }
 
 /// A disk's capacity as its DiskEnd states it when that is one the format allows, else the end
-/// of its last record rounded up to a sector (what the records prove), within the limit.
-fn rebuilt_capacity(disk_end: Option<u64>, seen: u64) -> u64 {
+/// of its last record rounded up to a sector (what the records prove), within the limit; and
+/// whether it is the latter (the disk may be larger).
+fn rebuilt_capacity(disk_end: Option<u64>, seen: u64) -> (u64, bool) {
     let allowed = |c: &u64| *c <= MAX_CAPACITY_BYTES && c % 512 == 0;
-    disk_end
-        .filter(allowed)
-        .unwrap_or_else(|| seen.next_multiple_of(512).min(MAX_CAPACITY_BYTES))
+    match disk_end.filter(allowed) {
+        Some(c) => (c, false),
+        None => (seen.next_multiple_of(512).min(MAX_CAPACITY_BYTES), true),
+    }
+}
+
+/// The disks of a rebuilt manifest that no acceptable disk end sizes.
+fn open_ended_disks(census: &[(u64, RecordHeader)], disks: usize) -> Vec<u32> {
+    (0..disks as u32)
+        .filter(|&d| {
+            let end = census
+                .iter()
+                .find(|(_, h)| h.kind == RecordKind::DiskEnd && h.disk == d)
+                .map(|(_, h)| h.offset);
+            rebuilt_capacity(end, 0).1
+        })
+        .collect()
 }
 
 /// A manifest made from the record headers alone. See the module docs.
@@ -219,7 +236,7 @@ fn rebuild(census: &[(u64, RecordHeader)]) -> Manifest {
             id: d as u32,
             name: format!("disk{d}"),
             meta: DiskMeta {
-                capacity: rebuilt_capacity(*end, *seen),
+                capacity: rebuilt_capacity(*end, *seen).0,
                 chain: vec![LayerInfo {
                     file: format!("disk{d}.vmdk"),
                     ..Default::default()
@@ -265,6 +282,7 @@ pub fn recover(input: &mut dyn ReadSeek) -> Result<Recovered> {
             .find(|&at| at > front_at)
             .unwrap_or(len),
     };
+    let mut open_ended = Vec::new();
     let (manifest, source) = match front {
         Some(m) => (m, ManifestSource::Front),
         None => match find_copy(input, len, &census)? {
@@ -272,6 +290,7 @@ pub fn recover(input: &mut dyn ReadSeek) -> Result<Recovered> {
             None => {
                 let m = rebuild(&census);
                 m.validate(front_at)?;
+                open_ended = open_ended_disks(&census, m.disk_count());
                 ((m, [0; 32]), ManifestSource::Rebuilt)
             }
         },
@@ -290,6 +309,7 @@ pub fn recover(input: &mut dyn ReadSeek) -> Result<Recovered> {
         manifest,
         source,
         resume_at,
+        open_ended,
         records_found: census.len(),
     })
 }

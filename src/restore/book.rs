@@ -4,6 +4,7 @@
 
 use crate::archive::format::RecordKind;
 use crate::archive::manifest::Manifest;
+use crate::archive::reader::StreamReader;
 use crate::error::{Error, Result};
 
 use super::ledger::Ledger;
@@ -57,6 +58,18 @@ impl<'m> Book<'m> {
         }
         self.report.damage.push(d);
         Ok(())
+    }
+
+    /// What was found before the reader started: damage to the front, and disks whose size
+    /// nothing states.
+    pub fn front(&mut self, reader: &StreamReader<'_>, what: Option<String>) -> Result<()> {
+        for &d in reader.open_ended() {
+            self.ledger.open_ended(d);
+        }
+        match what {
+            Some(w) => self.general_damage(0, w),
+            None => Ok(()),
+        }
     }
 
     /// Damage not tied to one record's disk range.

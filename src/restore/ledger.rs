@@ -39,6 +39,8 @@ struct DiskTally {
     end_count: Option<u64>,
     /// Why the disk's own count cannot be used (conflicting disk ends).
     end_problem: Option<String>,
+    /// Its capacity is only where its last record ends: what lies past it is unknown.
+    open_ended: bool,
 }
 
 /// What a new good record at a place means.
@@ -190,42 +192,48 @@ impl Ledger {
         self.index = Some(by_disk);
     }
 
+    /// `disk`'s capacity is only the end of its last record (a rebuilt manifest): the rest of
+    /// the disk, up to the largest capacity the format allows, is reported lost.
+    pub fn open_ended(&mut self, disk: u32) {
+        self.disks[disk as usize].open_ended = true;
+    }
+
     /// The index cannot be an authority (it was damaged, or disagrees with the records).
     pub fn index_unusable(&mut self, why: String) {
         self.index = None;
         self.index_problem.get_or_insert(why);
     }
 
-    /// Checks the authorities against what was read; returns the problems found (each is
-    /// damage to report). Call once, before [`Self::settle`].
+    /// Checks the authorities against each other and against what was read; returns the
+    /// problems found (each is damage to report). Call once, before [`Self::settle`].
+    ///
+    /// The index stays an authority when every disk end read agrees with its count: records
+    /// read that it does not list are then not this archive's (a record image inside a disk's
+    /// own data, found by a rescan) and [`Self::settle`] reports their places lost.
     pub fn check(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Some(index) = &self.index {
-            let mut why = None;
-            for (d, t) in self.disks.iter().enumerate() {
-                if let Some(o) = t.slots.keys().find(|o| !index[d].contains(o)) {
-                    why = Some(format!(
-                        "index does not list the record of disk {d} at {o:#x}"
-                    ));
-                    break;
-                }
-                if let Some(c) = t.end_count.filter(|&c| c != index[d].len() as u64) {
-                    why = Some(format!(
-                        "index lists {} records of disk {d}, its disk end {c}",
-                        index[d].len()
-                    ));
-                    break;
-                }
-            }
-            if let Some(w) = why {
+            let disagree = self.disks.iter().enumerate().find_map(|(d, t)| {
+                let listed = index[d].len() as u64;
+                t.end_count
+                    .filter(|&c| c != listed)
+                    .map(|c| format!("index lists {listed} records of disk {d}, its disk end {c}"))
+            });
+            if let Some(w) = disagree {
                 problems.push(w.clone());
                 self.index_unusable(w);
             }
         }
         for (d, t) in self.disks.iter().enumerate() {
-            if let Some(c) = t.end_count {
+            if let Some(index) = &self.index {
+                if let Some(o) = t.slots.keys().find(|o| !index[d].contains(o)) {
+                    problems.push(format!(
+                        "a record of disk {d} at {o:#x} is not in the index: not this archive's"
+                    ));
+                }
+            } else if let Some(c) = t.end_count {
                 let read = t.slots.len() as u64;
-                if c != read && self.index.is_none() {
+                if c != read {
                     problems.push(format!(
                         "disk end of disk {d} counts {c} records, {read} were read"
                     ));
@@ -299,7 +307,14 @@ impl Ledger {
                 None => tally.zero += o.saturating_sub(pos),
             }
             let end = o + self.slot_len(disk, o);
+            let foreign = listed.is_some_and(|l| !l.contains(&o));
             match slot {
+                Some(_) if foreign => lose(
+                    o,
+                    end,
+                    "a record the index does not list was read here: not this archive's",
+                    &mut out,
+                ),
                 Some(Slot::Restored(_)) => tally.restored += end - o,
                 Some(Slot::Lost { why, .. }) => lose(o, end, why, &mut out),
                 None => lose(
@@ -314,6 +329,17 @@ impl Ledger {
         match &unconfirmed {
             Some(why) => lose(pos, t.capacity, why, &mut out),
             None => tally.zero += t.capacity.saturating_sub(pos),
+        }
+        if t.open_ended {
+            // Beyond the image: not in the tally, which covers the capacity.
+            out.push(Loss {
+                disk,
+                start: t.capacity,
+                end: crate::archive::manifest::MAX_CAPACITY_BYTES.max(t.capacity),
+                why: "past the last record read: the disk's size is unknown (its manifest and \
+                      disk end are lost)"
+                    .into(),
+            });
         }
         (out, tally)
     }
@@ -375,12 +401,20 @@ mod tests {
     }
 
     #[test]
-    fn an_index_that_omits_a_record_read_is_not_trusted() {
+    fn a_record_the_index_does_not_list_is_foreign() {
         let mut l = Ledger::new(CS, [4 * CS]);
         l.restored(0, CS, &[1; 32]);
         l.index(&[]);
         assert_eq!(l.check().len(), 1);
-        assert_eq!(spans(&l, 0), vec![(0, CS), (2 * CS, 4 * CS)]);
+        assert_eq!(spans(&l, 0), vec![(CS, 2 * CS)]);
+        // Unless a disk end disagrees with the index: then the index is not believed, and the
+        // disk end (it counts 1, one record was read) confirms the rest.
+        let mut l = Ledger::new(CS, [4 * CS]);
+        l.restored(0, CS, &[1; 32]);
+        l.index(&[]);
+        l.disk_end(0, 1);
+        assert_eq!(l.check().len(), 1);
+        assert!(spans(&l, 0).is_empty());
     }
 
     #[test]

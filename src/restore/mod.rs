@@ -286,6 +286,9 @@ pub(crate) trait Target {
     /// Writes VM file `name` of VM `vm`; returns the paths written (none for sinks without
     /// files).
     fn write_file(&mut self, vm: usize, name: &str, data: &[u8]) -> Result<Vec<PathBuf>>;
+    /// Whether chunks of `disk` may be written in any order (a record behind what was already
+    /// written can still be placed).
+    fn random_access(&self, disk: u32) -> bool;
     /// Writes a checked chunk.
     fn write_chunk(&mut self, disk: u32, offset: u64, data: &[u8], digest: &[u8; 32])
         -> Result<()>;
@@ -309,6 +312,9 @@ pub(crate) struct DigestSink {
 }
 
 impl Target for DigestSink {
+    fn random_access(&self, _: u32) -> bool {
+        true
+    }
     fn write_file(&mut self, _: usize, _: &str, _: &[u8]) -> Result<Vec<PathBuf>> {
         Ok(Vec::new())
     }
@@ -460,9 +466,7 @@ pub(crate) fn restore_reader(
     let manifest = reader.manifest.clone();
     let (mut target, sel) = open_target(dest, &manifest, opts, true)?;
     let mut book = Book::new(&manifest, sel, opts);
-    if let Some(what) = front {
-        book.general_damage(0, what)?;
-    }
+    book.front(&reader, front)?;
     let end = replay(&mut reader, &mut target, &mut book, Replay::default())?;
     // Settled before the outputs are committed: a restore that loses data without --salvage
     // must leave nothing under the final names.
@@ -498,9 +502,7 @@ pub(crate) fn check_stream(
     let manifest = reader.manifest.clone();
     let sel = Selection::new(&manifest, opts)?;
     let mut book = Book::new(&manifest, sel, opts);
-    if let Some(what) = front {
-        book.general_damage(0, what)?;
-    }
+    book.front(reader, front)?;
     let end = replay(reader, &mut DigestSink::default(), &mut book, how)?;
     book.finish(end)
 }

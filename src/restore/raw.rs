@@ -41,6 +41,14 @@ enum Sink {
 }
 
 impl Sink {
+    fn random_access(&self) -> bool {
+        match self {
+            Sink::Raw(_) => true,
+            Sink::Other(s) => s.random_access(),
+            Sink::Spool(s) => s.random_access(),
+        }
+    }
+
     fn as_dyn(&mut self) -> &mut dyn DiskSink {
         match self {
             Sink::Raw(s) => s,
@@ -543,6 +551,13 @@ impl Out {
 }
 
 impl Target for FsTarget {
+    fn random_access(&self, disk: u32) -> bool {
+        self.disks
+            .get(disk as usize)
+            .and_then(|d| d.out.as_ref())
+            .is_none_or(|o| o.sink.random_access())
+    }
+
     fn write_file(&mut self, vm: usize, name: &str, data: &[u8]) -> Result<Vec<PathBuf>> {
         let Some(v) = self.vms.get_mut(vm) else {
             return Ok(Vec::new());

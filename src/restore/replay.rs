@@ -134,10 +134,8 @@ fn data_record(
 ) -> Result<()> {
     let h = &r.header;
     let here = (h.disk, h.offset);
-    match book
-        .ledger
-        .offer(h.disk, h.offset, &h.digest, here < cur.last)
-    {
+    let late = here < cur.last && !target.random_access(h.disk);
+    match book.ledger.offer(h.disk, h.offset, &h.digest, late) {
         Placed::New => {}
         Placed::Repeat => {
             return book.record_damage(

@@ -52,7 +52,8 @@ pub(crate) fn open_seekable(
                 }
             };
             let what = format!("front of the archive unreadable ({e}); {how}");
-            let reader = StreamReader::resume(input, r.resume_at, r.header, r.manifest, decode);
+            let mut reader = StreamReader::resume(input, r.resume_at, r.header, r.manifest, decode);
+            reader.set_open_ended(r.open_ended);
             Ok((reader, Some(what)))
         }
         Err(e) => Err(e),

@@ -65,18 +65,37 @@ pub fn restore_seekable_to(
     dest: Dest,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    let (mut ar, counts) = match open_checked(input) {
-        Ok(a) => a,
-        Err(e) if opts.salvage && salvage::is_damage(&e) => {
-            let (reader, front) = salvage::open_seekable(input, true)?;
-            let what = match front {
-                Some(f) => f,
-                None => format!("index unusable, restored in one pass: {e}"),
+    if !opts.salvage {
+        return restore_indexed(input, dest, opts);
+    }
+    // A salvage reads through the index only while the archive is undamaged: damage found
+    // there (a record moved, swapped or cut) is read past far better in one pass, which meets
+    // every record wherever it is. Only a directory can be written again from the start.
+    let first = match &dest {
+        Dest::Dir(d) => {
+            let strict = RestoreOptions {
+                salvage: false,
+                ..opts.clone()
             };
-            return restore_reader(reader, dest, opts, Some(what));
+            match restore_indexed(input, Dest::Dir(d.clone()), &strict) {
+                Err(e) if salvage::is_damage(&e) => e.to_string(),
+                r => return r,
+            }
         }
-        Err(e) => return Err(e),
+        _ => "restored in one pass (salvage to a stream)".into(),
     };
+    let (reader, front) = salvage::open_seekable(input, true)?;
+    let what = front.unwrap_or(format!("index path stopped, restored in one pass: {first}"));
+    restore_reader(reader, dest, opts, Some(what))
+}
+
+/// The restore through the index, once the layout checks out.
+fn restore_indexed(
+    input: &mut dyn ReadSeek,
+    dest: Dest,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let (mut ar, counts) = open_checked(input)?;
     let manifest = ar.manifest.clone();
     let (mut target, sel) = open_target(dest, &manifest, opts, false)?;
     let mut book = Book::new(&manifest, sel, opts);
