@@ -11,7 +11,6 @@ use std::io::Write;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use flate2::{write::ZlibEncoder, Compression};
 use rayon::prelude::*;
 
 use super::sink::{DiskSink, Grain, Grainer};
@@ -19,8 +18,9 @@ use super::sparse::{GRAIN_SECTORS, GTES_PER_GT, GT_SECTORS, MAGIC};
 use super::vmdk::SECTOR;
 use crate::error::{Error, Result};
 use crate::input::sparse::{
-    encode_marker, SparseExtentHeader, COMPRESSION_DEFLATE, FLAG_COMPRESSED, FLAG_MARKERS,
-    FLAG_NEWLINE_CHECK, GD_AT_END, MARKER_FOOTER, MARKER_GD, MARKER_GT, NEWLINE_CHECK_BYTES,
+    encode_grain_record, encode_marker, SparseExtentHeader, COMPRESSION_DEFLATE, FLAG_COMPRESSED,
+    FLAG_MARKERS, FLAG_NEWLINE_CHECK, GD_AT_END, MARKER_FOOTER, MARKER_GD, MARKER_GT,
+    NEWLINE_CHECK_BYTES,
 };
 
 /// Grains per batch (8 MiB of input): enough to keep every core busy, small enough that the
@@ -40,7 +40,8 @@ type Batch = Vec<(u64, Vec<u8>)>;
 
 /// zlib level for grains. Level 1 took a quarter of the time of the usual 6 on the benchmark
 /// disk (tools/bench-restore.sh) for output 14% larger: a restore is on someone's critical
-/// path, and every reader inflates any level.
+/// path, and every reader inflates any level. A grain deflate would grow is stored instead
+/// (formats/SPARSE.md §4.3).
 const DEFLATE_LEVEL: u32 = 1;
 
 /// A streamOptimized image being written to `W`.
@@ -73,20 +74,6 @@ fn header(sectors: u64, desc_sectors: u64, gd_offset: u64) -> SparseExtentHeader
         newline_check: NEWLINE_CHECK_BYTES,
         compress_algorithm: COMPRESSION_DEFLATE,
     }
-}
-
-/// A grain record (lba, size, zlib stream), zero-padded to a sector.
-fn record(idx: u64, data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut v = Vec::with_capacity(data.len() / 2 + 1024);
-    v.extend_from_slice(&(idx * GRAIN_SECTORS).to_le_bytes());
-    v.extend_from_slice(&[0u8; 4]);
-    let mut z = ZlibEncoder::new(v, Compression::new(DEFLATE_LEVEL));
-    z.write_all(data)?;
-    let mut v = z.finish()?;
-    let size = u32::try_from(v.len() - 12).map_err(std::io::Error::other)?;
-    v[8..12].copy_from_slice(&size.to_le_bytes());
-    v.resize((v.len() as u64).next_multiple_of(SECTOR) as usize, 0);
-    Ok(v)
 }
 
 /// The writer thread's state: counts sectors to fill table entries as it goes.
@@ -199,8 +186,10 @@ fn run<W: Write>(
     out.write_padded(descriptor.as_bytes())?;
     let mut tables = Tables::new(gd_entries);
     for batch in rx {
-        let recs: Vec<std::io::Result<Vec<u8>>> =
-            batch.par_iter().map(|(i, d)| record(*i, d)).collect();
+        let recs: Vec<std::io::Result<Vec<u8>>> = batch
+            .par_iter()
+            .map(|(i, d)| encode_grain_record(i * GRAIN_SECTORS, d, DEFLATE_LEVEL))
+            .collect();
         for ((idx, _), rec) in batch.iter().zip(recs) {
             let rec = rec.map_err(|e| Error::io(&out.what, Some(out.sector * SECTOR), e))?;
             tables.place(&mut out, *idx)?;
