@@ -12,6 +12,9 @@ command -v debugvmfs  >/dev/null || need+=(vmfs-tools)
 command -v zstd       >/dev/null || need+=(zstd)
 command -v xmllint    >/dev/null || need+=(libxml2-utils)
 command -v tar        >/dev/null || need+=(tar)
+# vmdk-convert (VMware's reader, tests/oracle_vmware.rs) is built from ../shared/tools/open-vmdk.
+command -v gcc        >/dev/null && command -v make >/dev/null || need+=(build-essential)
+[ -f /usr/include/zlib.h ]          || need+=(zlib1g-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "run-tests: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
