@@ -142,7 +142,7 @@ fn restore(a: &Path, to: &Path, format: &str) -> Vec<((String, String), PathBuf)
 /// vmdk-convert reads `img` as exactly `raw`.
 fn vmware_reads(tool: &Path, img: &Path, raw: &Path, work: &Path) {
     let back = work.join("vmware-back.raw");
-    vmdk_convert_raw(tool, img, &back);
+    vmdk_convert_raw(tool, img, &back).unwrap_or_else(|e| panic!("{e}"));
     assert_same_file(&back, raw);
     fs::remove_file(&back).unwrap();
 }

@@ -7,6 +7,8 @@
 //! - oracle_libvmdk: sparse chain, COWD chain, VMware streamOptimized vs libvmdk (vmdkmount)
 //! - oracle_vmware: every sparse, stream and OVA disk vdar restores vs VMware's reader
 //!   (open-vmdk's vmdk-convert, built from ../shared/tools/open-vmdk)
+//! - real_vmdk: files VMware products wrote (../shared/data/real-vmdk) through cat, backup and
+//!   every restore format, read back by qemu-img and vmdk-convert
 //! - sample: the bundled sample VM, .vmx/.vmsd selection
 //! - archive: backup/restore round trips, determinism, golden vector, damage, hostile archives
 //! - damage: the accounting rule (restored, known zero or reported lost) under truncation,
@@ -28,6 +30,7 @@ mod full_disk;
 mod interrupt;
 mod oracle_libvmdk;
 mod oracle_vmware;
+mod real_vmdk;
 mod sample;
 mod san;
 mod sesparse;

@@ -196,6 +196,20 @@ pub fn restored_images(report: &[u8]) -> std::collections::HashMap<(String, Stri
         .collect()
 }
 
+/// `rel` inside `../shared` next to the repository (read-only tools and data shared between
+/// projects), or `None`, after printing why, when it is not there.
+pub fn shared(rel: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipped: {} not found", p.display());
+        None
+    }
+}
+
 /// open-vmdk's `vmdk-convert`, VMware's own VMDK reader, built once per test run from
 /// `../shared/tools/open-vmdk` next to the repository. `None`, after printing why, when that copy,
 /// make or gcc is missing or the build fails (it needs zlib's headers, zlib1g-dev).
@@ -216,7 +230,7 @@ pub fn vmdk_convert() -> Option<&'static Path> {
 fn build_vmdk_convert() -> Result<PathBuf, String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/open-vmdk/vmdk");
     if !src.join("Makefile").is_file() {
-        return Err(format!("no open-vmdk sources at {}", src.display()));
+        return Err(format!("{} not found", src.join("Makefile").display()));
     }
     for tool in ["make", "gcc"] {
         if !have(tool) {
@@ -280,21 +294,23 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Option<Output> {
 }
 
 /// `vmdk-convert SRC DST`: VMware's reading of `src` as a raw image at `dst` (whose name must
-/// not end in `.vmdk`, which would make it write a stream). Panics when it fails or runs past a
-/// minute: it loops forever on a disk whose partial last grain is allocated (its
+/// not end in `.vmdk`, which would make it write a stream). Fails when it exits non-zero or runs
+/// past a minute: it loops forever on a disk whose partial last grain is allocated (its
 /// `SparseNextData` returns the same empty run again), its own streams included.
-pub fn vmdk_convert_raw(tool: &Path, src: &Path, dst: &Path) {
+pub fn vmdk_convert_raw(tool: &Path, src: &Path, dst: &Path) -> Result<(), String> {
     assert_ne!(dst.extension().and_then(|e| e.to_str()), Some("vmdk"));
     let mut cmd = Command::new(tool);
     cmd.arg(src).arg(dst);
     let Some(out) = run_with_timeout(&mut cmd, Duration::from_secs(60)) else {
-        panic!("vmdk-convert {} ran past a minute", src.display());
+        return Err(format!("vmdk-convert {} ran past a minute", src.display()));
     };
-    assert!(
-        out.status.success(),
-        "vmdk-convert {} failed ({}): {}",
-        src.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    if !out.status.success() {
+        return Err(format!(
+            "vmdk-convert {} failed ({}): {}",
+            src.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }
