@@ -1,10 +1,14 @@
 //! The integration test binary. Modules, one per capability:
-//! - util: temp dirs, command runners, oracles (qemu-img, qemu-io)
+//! - util: temp dirs, command runners, oracles (qemu-img, qemu-io, vmdk-convert)
 //! - chain: chain resolution and collapse via `vdar cat`/`inspect`, bad-input exit codes
 //! - sparse: KDMV sparse extents (monolithic, split, both streamOptimized layouts) vs qemu-img
 //! - cowd: vmfsSparse (COWD) deltas vs qemu-img
 //! - sesparse: SEsparse deltas vs qemu-img
 //! - oracle_libvmdk: sparse chain, COWD chain, VMware streamOptimized vs libvmdk (vmdkmount)
+//! - oracle_vmware: every sparse, stream and OVA disk vdar restores vs VMware's reader
+//!   (open-vmdk's vmdk-convert, built from ../shared/tools/open-vmdk)
+//! - real_vmdk: files VMware products wrote (../shared/data/real-vmdk) through cat, backup and
+//!   every restore format, read back by qemu-img and vmdk-convert
 //! - sample: the bundled sample VM, .vmx/.vmsd selection
 //! - archive: backup/restore round trips, determinism, golden vector, damage, hostile archives
 //! - damage: the accounting rule (restored, known zero or reported lost) under truncation,
@@ -26,7 +30,9 @@ mod esx;
 mod full_disk;
 mod interrupt;
 mod oracle_libvmdk;
+mod oracle_vmware;
 mod ovf;
+mod real_vmdk;
 mod sample;
 mod san;
 mod sesparse;

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// A unique temporary directory, removed on drop.
 pub fn tempdir() -> tempfile::TempDir {
@@ -192,4 +194,123 @@ pub fn restored_images(report: &[u8]) -> std::collections::HashMap<(String, Stri
             (key, PathBuf::from(d["path"].as_str().unwrap()))
         })
         .collect()
+}
+
+/// `rel` inside `../shared` next to the repository (read-only tools and data shared between
+/// projects), or `None`, after printing why, when it is not there.
+pub fn shared(rel: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipped: {} not found", p.display());
+        None
+    }
+}
+
+/// open-vmdk's `vmdk-convert`, VMware's own VMDK reader, built once per test run from
+/// `../shared/tools/open-vmdk` next to the repository. `None`, after printing why, when that copy,
+/// make or gcc is missing or the build fails (it needs zlib's headers, zlib1g-dev).
+pub fn vmdk_convert() -> Option<&'static Path> {
+    static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match TOOL.get_or_init(build_vmdk_convert) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// Builds `vmdk-convert` from a copy of open-vmdk's `vmdk/` folder (shared/ is read-only) in a
+/// fresh directory under the target dir, then moves the binary into place with a rename, so a
+/// concurrent run never sees a half-written one.
+fn build_vmdk_convert() -> Result<PathBuf, String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/open-vmdk/vmdk");
+    if !src.join("Makefile").is_file() {
+        return Err(format!("{} not found", src.join("Makefile").display()));
+    }
+    for tool in ["make", "gcc"] {
+        if !have(tool) {
+            return Err(format!(
+                "{tool} not installed (needed to build vmdk-convert)"
+            ));
+        }
+    }
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let work = tempfile::Builder::new()
+        .prefix("open-vmdk-")
+        .tempdir_in(target)
+        .map_err(|e| format!("temp dir in {}: {e}", target.display()))?;
+    let copy = work.path().join("vmdk");
+    std::fs::create_dir(&copy).map_err(|e| e.to_string())?;
+    for entry in std::fs::read_dir(&src).map_err(|e| format!("{}: {e}", src.display()))? {
+        let from = entry.map_err(|e| e.to_string())?.path();
+        if from.is_file() {
+            std::fs::copy(&from, copy.join(from.file_name().unwrap()))
+                .map_err(|e| format!("copy {}: {e}", from.display()))?;
+        }
+    }
+    let build = work.path().join("build");
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(&copy)
+        .arg(format!("OUTPUTDIR={}", build.display()))
+        .output()
+        .map_err(|e| format!("make: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(5).collect();
+        return Err(format!(
+            "vmdk-convert did not build (zlib1g-dev missing?): {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    let tool = target.join("vmdk-convert");
+    std::fs::rename(build.join("vmdk-convert"), &tool).map_err(|e| e.to_string())?;
+    Ok(tool)
+}
+
+/// Runs `cmd` and kills it after `limit`. `None` if it had to be killed.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Option<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().expect("output"))
+}
+
+/// `vmdk-convert SRC DST`: VMware's reading of `src` as a raw image at `dst` (whose name must
+/// not end in `.vmdk`, which would make it write a stream). Fails when it exits non-zero or runs
+/// past a minute: it loops forever on a disk whose partial last grain is allocated (its
+/// `SparseNextData` returns the same empty run again), its own streams included.
+pub fn vmdk_convert_raw(tool: &Path, src: &Path, dst: &Path) -> Result<(), String> {
+    assert_ne!(dst.extension().and_then(|e| e.to_str()), Some("vmdk"));
+    let mut cmd = Command::new(tool);
+    cmd.arg(src).arg(dst);
+    let Some(out) = run_with_timeout(&mut cmd, Duration::from_secs(60)) else {
+        return Err(format!("vmdk-convert {} ran past a minute", src.display()));
+    };
+    if !out.status.success() {
+        return Err(format!(
+            "vmdk-convert {} failed ({}): {}",
+            src.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }

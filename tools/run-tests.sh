@@ -12,13 +12,13 @@ command -v debugvmfs  >/dev/null || need+=(vmfs-tools)
 command -v zstd       >/dev/null || need+=(zstd)
 command -v xmllint    >/dev/null || need+=(libxml2-utils)
 command -v tar        >/dev/null || need+=(tar)
-# tests/ovf.rs runs VMware's ova-compose (../shared/tools/open-vmdk): python3 with PyYAML and
-# lxml, and vmdk-convert built from source (make, a C compiler, zlib headers).
+# VMware's own tools as oracles, from ../shared/tools/open-vmdk: ova-compose (tests/ovf.rs)
+# needs python3 with PyYAML and lxml; vmdk-convert (tests/oracle_vmware.rs, real_vmdk.rs) is
+# built from source (make, a C compiler, zlib headers).
 python3 -c 'import yaml, lxml' 2>/dev/null || /usr/bin/python3 -c 'import yaml, lxml' 2>/dev/null \
   || need+=(python3-yaml python3-lxml)
-command -v make       >/dev/null || need+=(make)
-command -v gcc        >/dev/null || need+=(gcc)
-[ -e /usr/include/zlib.h ]       || need+=(zlib1g-dev)
+command -v gcc        >/dev/null && command -v make >/dev/null || need+=(build-essential)
+[ -f /usr/include/zlib.h ]          || need+=(zlib1g-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "run-tests: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

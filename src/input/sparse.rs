@@ -175,6 +175,83 @@ pub(crate) fn encode_marker(val: u64, kind: u32) -> [u8; 512] {
     b
 }
 
+/// Most bytes one deflate stored block holds: its LEN field is a u16 (RFC 1951 §3.2.4).
+const STORED_BLOCK_MAX: usize = 65535;
+
+/// The grain rule (§4.3): the largest zlib stream vdar writes for a grain of `n` bytes, which
+/// is `n` in stored blocks: the 2-byte zlib header, 5 bytes of block header per 65,535 bytes
+/// or part of them (at least one block), the bytes themselves and the 4-byte Adler-32. 65,552
+/// for a 64 KiB grain.
+pub(crate) const fn max_grain_zlib_bytes(n: u64) -> u64 {
+    let blocks = if n == 0 {
+        1
+    } else {
+        n.div_ceil(STORED_BLOCK_MAX as u64)
+    };
+    n + 5 * blocks + 6
+}
+
+/// Adler-32 (RFC 1950 §8.2), the checksum that ends a zlib stream.
+fn adler32(data: &[u8]) -> u32 {
+    // 5552 is the most bytes after which `b` still fits in a u32 before the modulo (zlib's
+    // NMAX).
+    const MOD: u32 = 65521;
+    let (mut a, mut b) = (1u32, 0u32);
+    for chunk in data.chunks(5552) {
+        for &x in chunk {
+            a += u32::from(x);
+            b += a;
+        }
+        a %= MOD;
+        b %= MOD;
+    }
+    (b << 16) | a
+}
+
+/// Appends `data` to `out` as a zlib stream of stored (uncompressed) blocks of at most
+/// 65,535 bytes: exactly [`max_grain_zlib_bytes`] bytes.
+fn push_zlib_stored(out: &mut Vec<u8>, data: &[u8]) {
+    // CMF 0x78: deflate with a 32 KiB window. FLG 0x01: FLEVEL 0 ("fastest"), no dictionary,
+    // and FCHECK making 0x7801 a multiple of 31.
+    out.extend_from_slice(&[0x78, 0x01]);
+    let mut blocks = data.chunks(STORED_BLOCK_MAX).peekable();
+    if blocks.peek().is_none() {
+        // An empty stream still needs one (final, empty) block.
+        out.extend_from_slice(&[0x01, 0x00, 0x00, 0xFF, 0xFF]);
+    }
+    while let Some(block) = blocks.next() {
+        // BFINAL in bit 0, BTYPE 00 (stored) in bits 1-2; the rest of the byte is padding,
+        // since a stored block's LEN starts on a byte boundary.
+        out.push(u8::from(blocks.peek().is_none()));
+        let len = u16::try_from(block.len()).expect("invariant: chunks of at most 65535");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(&adler32(data).to_be_bytes());
+}
+
+/// A grain record with markers as vdar's writers write it (§4.2): `lba`, size, and `data` as
+/// a zlib stream deflated at `level`, or in stored blocks when deflate's output would be
+/// larger (the grain rule, §4.3); zero-padded to a sector.
+pub(crate) fn encode_grain_record(lba: u64, data: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut v = Vec::with_capacity(12 + max_grain_zlib_bytes(data.len() as u64) as usize);
+    v.extend_from_slice(&lba.to_le_bytes());
+    v.extend_from_slice(&[0u8; 4]);
+    let mut z = flate2::write::ZlibEncoder::new(v, flate2::Compression::new(level));
+    z.write_all(data)?;
+    let mut v = z.finish()?;
+    if (v.len() - 12) as u64 > max_grain_zlib_bytes(data.len() as u64) {
+        v.truncate(12);
+        push_zlib_stored(&mut v, data);
+    }
+    let size = u32::try_from(v.len() - 12).map_err(std::io::Error::other)?;
+    v[8..12].copy_from_slice(&size.to_le_bytes());
+    v.resize((v.len() as u64).next_multiple_of(SECTOR) as usize, 0);
+    Ok(v)
+}
+
 /// What one grain (or a whole grain table's range) holds, as found by [`SparseExtent::lookup`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Grain {
@@ -1704,5 +1781,78 @@ mod tests {
                 fuzz_sparse(&b);
             }
         }
+    }
+
+    /// xorshift bytes: deflate cannot shrink them.
+    fn noise(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    fn inflate(z: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::ZlibDecoder::new(z)
+            .read_to_end(&mut out)
+            .expect("a valid zlib stream");
+        out
+    }
+
+    #[test]
+    fn adler32_known_values() {
+        assert_eq!(adler32(b""), 1);
+        assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
+        // Past one 5552-byte round of the modulo, all 0xFF (the worst case for overflow).
+        let ff = vec![0xFFu8; 100_000];
+        let (mut a, mut b) = (1u64, 0u64);
+        for &x in &ff {
+            a = (a + u64::from(x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        assert_eq!(u64::from(adler32(&ff)), (b << 16) | a);
+    }
+
+    /// Stored framing round-trips through a real zlib decoder (which checks the Adler-32) and
+    /// is exactly the grain rule's size, across block boundaries.
+    #[test]
+    fn zlib_stored_is_exactly_the_bound() {
+        for n in [0, 1, 511, 65534, 65535, 65536, 131070, 131071, 1 << 20] {
+            let data = noise(n, n as u64 + 1);
+            let mut z = Vec::new();
+            push_zlib_stored(&mut z, &data);
+            assert_eq!(z.len() as u64, max_grain_zlib_bytes(n as u64), "{n}");
+            assert_eq!(inflate(&z), data, "{n}");
+        }
+        assert_eq!(max_grain_zlib_bytes(65536), 65_552);
+    }
+
+    /// Issue 14: deflate level 1 wrote 64 KiB of noise as 69,1xx bytes, which VMware's reader
+    /// refuses (it takes at most 66,036); the record now holds stored blocks instead.
+    #[test]
+    fn r14_incompressible_grain_record_keeps_the_grain_rule() {
+        for level in [1, 2, 6, 9] {
+            for n in [65536, 3 * 512] {
+                let data = noise(n, 7);
+                let r = encode_grain_record(640, &data, level).expect("record");
+                assert_eq!(u64::from_le_bytes(r[..8].try_into().unwrap()), 640);
+                let size = u32::from_le_bytes(r[8..12].try_into().unwrap()) as usize;
+                assert!(
+                    size as u64 <= max_grain_zlib_bytes(n as u64),
+                    "level {level}, {n} bytes: {size}"
+                );
+                assert_eq!(r.len(), (12 + size).next_multiple_of(512));
+                assert!(r[12 + size..].iter().all(|&b| b == 0));
+                assert_eq!(inflate(&r[12..12 + size]), data);
+            }
+        }
+        // Compressible grains stay deflated.
+        let r = encode_grain_record(0, &[0x61; 65536], 1).expect("record");
+        assert!(r.len() <= 4096, "{}", r.len());
     }
 }
