@@ -733,3 +733,37 @@ fn list_rebuilt_sizes_and_the_tail_are_accounted_for() {
     assert!(strict.is_err());
     assert!(vdar::list::list_seekable(&mut Cursor::new(&d)).is_err());
 }
+
+/// Zero bytes after the footer (a tape copied with its last block padded) are not damage, to
+/// any reader; anything else after it is.
+#[test]
+fn zero_padding_after_the_footer_is_not_damage() {
+    let (ar, expect) = make_archive(2);
+    let mut padded = ar.clone();
+    padded.extend(std::iter::repeat_n(0u8, 70_000));
+    assert!(vdar::verify::verify(&mut &padded[..]).unwrap().ok);
+    assert!(
+        vdar::verify::verify_file(&mut Cursor::new(&padded))
+            .unwrap()
+            .ok
+    );
+    assert!(
+        vdar::list::list_seekable(&mut Cursor::new(&padded))
+            .unwrap()
+            .complete
+    );
+    assert!(vdar::list::list_stream(&mut &padded[..]).unwrap().complete);
+    for mode in [Mode::Seekable, Mode::Piped] {
+        let dir = crate::util::tempdir();
+        let opts = RestoreOptions::default();
+        let r = match mode {
+            Mode::Seekable => restore_seekable(&mut Cursor::new(&padded), dir.path(), &opts),
+            Mode::Piped => restore_stream(&mut &padded[..], dir.path(), &opts),
+        };
+        assert!(r.unwrap().is_complete());
+        crate::archive::check_restored(dir.path(), &expect);
+    }
+    padded.push(1);
+    assert!(!vdar::verify::verify(&mut &padded[..]).unwrap().ok);
+    assert!(vdar::list::list_seekable(&mut Cursor::new(&padded)).is_err());
+}

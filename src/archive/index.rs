@@ -30,7 +30,8 @@ pub struct SeekableArchive<'a> {
     pub footer: Footer,
     /// The index entries, in stream order.
     pub index: Vec<IndexEntry>,
-    /// Archive length in bytes.
+    /// Archive length in bytes, up to the end of the footer (zero bytes after it, a tape
+    /// copy's padding, are not part of it).
     pub len: u64,
     /// Stream offset of the first record after the manifest.
     pub records_start: u64,
@@ -66,7 +67,7 @@ impl<'a> SeekableArchive<'a> {
         if len < min {
             return Err(Error::archive(len, "archive too short for a footer"));
         }
-        let fat = len - FOOTER_BYTES as u64;
+        let fat = find_footer(input, len)?;
         let mut fb = [0u8; FOOTER_BYTES];
         read_at(input, fat, &mut fb)?;
         let footer = Footer::decode(&fb, fat)?;
@@ -116,7 +117,7 @@ impl<'a> SeekableArchive<'a> {
             manifest,
             footer,
             index,
-            len,
+            len: fat + FOOTER_BYTES as u64,
             records_start,
             header,
             manifest_digest,
@@ -329,6 +330,32 @@ impl<'a> SeekableArchive<'a> {
     pub fn read_raws(&mut self, es: &[IndexEntry]) -> Result<Vec<RecordRead>> {
         es.iter().map(|e| self.read_raw(e)).collect()
     }
+}
+
+/// Most zero bytes after the footer that a reader passes over: a tape copied with its last
+/// block padded (`dd conv=sync`, a drive's fixed block) ends in fewer.
+const MAX_TRAILING_ZEROS: u64 = 16 << 20;
+
+/// Where the footer starts: it ends the file, or is followed only by zero bytes. The first
+/// position (from the end) where a footer magic starts and everything after the footer is zero.
+fn find_footer(input: &mut dyn ReadSeek, len: u64) -> Result<u64> {
+    let last = len - FOOTER_BYTES as u64;
+    let span = (FOOTER_BYTES as u64 + MAX_TRAILING_ZEROS).min(len);
+    let mut tail = vec![0u8; span as usize];
+    read_at(input, len - span, &mut tail)?;
+    let zeros = tail.iter().rev().take_while(|&&b| b == 0).count();
+    // The footer itself may end in zero bytes: try every start from the end of the file back
+    // to where the non-zero bytes end, nearest the end first.
+    let nonzero_end = span as usize - zeros;
+    for end in (nonzero_end..=span as usize).rev() {
+        if end < FOOTER_BYTES {
+            break;
+        }
+        if tail[end - FOOTER_BYTES..end - FOOTER_BYTES + 8] == FOOTER_MAGIC_V1 {
+            return Ok(len - span + (end - FOOTER_BYTES) as u64);
+        }
+    }
+    Ok(last)
 }
 
 /// A walk through the index in layout order.

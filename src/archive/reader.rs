@@ -584,14 +584,33 @@ impl<'a> StreamReader<'a> {
         }
     }
 
+    /// Consumes zero bytes; whether the stream ends in them (false: stopped at a non-zero byte,
+    /// which is not consumed).
+    fn only_zeros_left(&mut self) -> Result<bool> {
+        loop {
+            let n = self.input.fill(READ_BYTES)?;
+            if n == 0 {
+                return Ok(true);
+            }
+            match self.input.peek(n).iter().position(|&b| b != 0) {
+                Some(i) => {
+                    self.input.consume(i);
+                    return Ok(false);
+                }
+                None => self.input.consume(n),
+            }
+        }
+    }
+
     fn footer_event(&mut self, footer: Footer) -> Result<Event> {
         let at = self.input.pos;
         self.input.consume(FOOTER_BYTES);
         self.state = State::Done;
         let meta = *self.meta.finalize().as_bytes();
-        // The footer ends the archive only where the stream ends: a footer met earlier (moved
-        // there, or a stray copy) is reported, and the records after it are still read.
-        let more = self.input.fill(1)? > 0;
+        // The footer ends the archive only where the stream ends (zero bytes after it, a tape
+        // copy's padding, aside): a footer met earlier (moved there, or a stray copy) is
+        // reported, and the records after it are still read.
+        let more = !self.only_zeros_left()?;
         if more {
             self.state = State::Records;
         }
