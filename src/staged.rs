@@ -106,7 +106,17 @@ impl Staged {
     /// created here is removed again, once empty, if the job fails: a failed restore leaves no
     /// empty `DIR/<vm>/` behind. One that existed is never removed.
     pub fn create_dir(&mut self, dir: &Path) -> Result<()> {
-        match std::fs::symlink_metadata(dir) {
+        self.make_dir(dir, std::fs::symlink_metadata(dir))
+    }
+
+    /// [`Self::create_dir`] for the directory the user named (`--to`): a symlink to a
+    /// directory is followed there, as the user chose it; directories below it are not.
+    pub fn create_root_dir(&mut self, dir: &Path) -> Result<()> {
+        self.make_dir(dir, std::fs::metadata(dir))
+    }
+
+    fn make_dir(&mut self, dir: &Path, meta: std::io::Result<std::fs::Metadata>) -> Result<()> {
+        match meta {
             Ok(m) if m.is_dir() => Ok(()),
             Ok(_) => Err(Error::Usage(format!(
                 "{}: exists and is not a directory",

@@ -377,8 +377,8 @@ fn damage_is_named_and_salvaged_around() {
         err.contains("vdar: LOST vm \"sample\" disk \"scsi0:0\" bytes 0x")
             && err.contains(": checksum mismatch; reads as zeros in the image")
             && err.contains(&format!(
-                "vdar: restored vm \"sample\" disk \"scsi0:0\" (256.0 MiB: 1.1 MiB data, 254.9 MiB \
-                 zero, 64.0 KiB LOST) to {}",
+                "vdar: restored vm \"sample\" disk \"scsi0:0\" (256.0 MiB: 1.1 MiB from records, \
+                 254.9 MiB zero, 64.0 KiB LOST) to {}",
                 salv.join("sample/sample.raw").display()
             )),
         "{err}"
@@ -648,4 +648,77 @@ fn r13_failed_restore_leaves_no_directories() {
         let left: Vec<_> = fs::read_dir(&keep).unwrap().collect();
         assert!(left.is_empty(), "{format}: {left:?}");
     }
+}
+
+/// A restore of some of a VM's disks writes no .vmx pointed at disks it did not write, and a
+/// full restore marks disks the archive does not hold as absent: the folder never names a
+/// missing file. `--to` may be a symlink to a directory.
+#[test]
+fn restored_vmx_names_only_restored_disks() {
+    let d = tempdir();
+    let vm = extract_sample(d.path());
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=monolithicFlat",
+            s(&vm.join("data.vmdk")),
+            "4M",
+        ],
+    );
+    let mut vmx = fs::read_to_string(vm.join("sample.vmx")).unwrap();
+    vmx += "scsi0:1.present = \"TRUE\"\nscsi0:1.fileName = \"data.vmdk\"\n";
+    fs::write(vm.join("sample.vmx"), &vmx).unwrap();
+    let two = d.path().join("two.vdar");
+    ok(&["backup", s(&vm.join("sample.vmx")), "-o", s(&two)]);
+    for format in ["raw", "vmdk", "sparse"] {
+        let part = d.path().join(format!("part-{format}"));
+        ok(&[
+            "restore",
+            s(&two),
+            "--to",
+            s(&part),
+            "--disk",
+            "1",
+            "--format",
+            format,
+        ]);
+        assert!(!part.join("sample/sample.vmx").exists(), "{format}");
+        assert!(part.join("sample/data.vmdk").exists(), "{format}");
+    }
+    // The snapshot backup leaves scsi0:1 out (it is not in the snapshot): the restored .vmx
+    // marks it absent instead of naming data.vmdk.
+    let snap = d.path().join("snap.vdar");
+    ok(&[
+        "backup",
+        s(&vm.join("sample.vmx")),
+        "--snapshot",
+        "latest",
+        "-o",
+        s(&snap),
+    ]);
+    let real = d.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let link = d.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    ok(&["restore", s(&snap), "--to", s(&link)]);
+    let text = fs::read_to_string(real.join("sample/sample.vmx")).unwrap();
+    assert!(text.contains("scsi0:1.present = \"FALSE\""), "{text}");
+    assert!(!text.contains("data.vmdk"), "{text}");
+    assert!(
+        text.contains("scsi0:0.fileName = \"sample.vmdk\""),
+        "{text}"
+    );
+    // A file that is not an archive gets no --salvage hint.
+    let out = vdar(&[
+        "restore",
+        s(&vm.join("sample.vmx")),
+        "--to",
+        s(&d.path().join("x")),
+    ]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("--salvage"));
 }

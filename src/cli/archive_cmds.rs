@@ -76,7 +76,9 @@ pub(super) fn about_archive(e: vdar::Error, path: &Path, hint: bool) -> anyhow::
             } else {
                 path.display().to_string()
             };
-            let hint = if hint && matches!(e, vdar::Error::ArchiveCorrupt { .. }) {
+            // Salvage helps a damaged archive, not a file that is no archive at all.
+            let not_archive = e.to_string().contains("not a vdar archive");
+            let hint = if hint && !not_archive && matches!(e, vdar::Error::ArchiveCorrupt { .. }) {
                 "\n  `vdar verify` names every damaged record; `vdar restore --salvage` restores \
                  everything intact"
             } else {
@@ -171,7 +173,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
                 String::new()
             };
             eprintln!(
-                "vdar: restored vm {:?} disk {:?} ({}: {} data, {} zero{lost}){to}",
+                "vdar: restored vm {:?} disk {:?} ({}: {} from records, {} zero{lost}){to}",
                 d.vm,
                 d.disk,
                 human(d.capacity),

@@ -97,6 +97,8 @@ struct VmOut {
     disk_files: Vec<(String, String)>,
     /// Raw restores: where the archived files are also written verbatim.
     originals: Option<PathBuf>,
+    /// Whether every disk of the VM is restored (else no rewritten .vmx is written).
+    whole: bool,
     /// The archived .vmx, kept for the OVF.
     vmx: Option<(String, String)>,
     ova: Option<OvaDest>,
@@ -144,6 +146,16 @@ enum FileAction {
     Skip,
 }
 
+/// [`file_action`] for a VM of which this restore writes every disk (`whole`) or only some:
+/// a .vmx pointed at some of its disks is not the VM, so a partial restore writes none (a raw
+/// restore keeps the original under `original/`).
+fn vm_file_action(format: Format, whole: bool, name: &str) -> FileAction {
+    match file_action(format, name) {
+        FileAction::Rewrite if !whole => FileAction::Skip,
+        a => a,
+    }
+}
+
 fn file_action(format: Format, name: &str) -> FileAction {
     let lower = name.to_ascii_lowercase();
     let is_vmx = lower.ends_with(".vmx");
@@ -181,7 +193,8 @@ impl FsTarget {
             Dest::Writer(w) => (None, Some(w), None),
             Dest::Sink(_) if nsel_disks != 1 => {
                 return Err(Error::Usage(format!(
-                    "this restore writes one disk: {nsel_disks} disks selected (of {}); choose                      one with --vm/--disk",
+                    "this restore writes one disk: {nsel_disks} disks selected (of {}); choose \
+                     one with --vm/--disk",
                     sel.disks.len()
                 )))
             }
@@ -220,7 +233,7 @@ impl FsTarget {
         // Dropped with its partial files and the directories it created if anything below fails.
         let mut staged = Staged::default();
         if let Some(d) = &dir {
-            staged.create_dir(d)?;
+            staged.create_root_dir(d)?;
         }
         let mut vms = Vec::new();
         for (v, vm) in m.vms.iter().enumerate() {
@@ -229,10 +242,13 @@ impl FsTarget {
                 dir: None,
                 disk_files: Vec::new(),
                 originals: None,
+                whole: true,
                 vmx: None,
                 ova: None,
                 ova_disks: Vec::new(),
             };
+            let first = m.vms[..v].iter().map(|x| x.disks.len()).sum::<usize>();
+            out.whole = sel.disks[first..first + vm.disks.len()].iter().all(|&s| s);
             if sel.vms[v] {
                 check_name(&vm.name)?;
                 if let Some(d) = &dir {
@@ -241,7 +257,7 @@ impl FsTarget {
                     for f in &vm.files {
                         check_name(&f.name)?;
                         let p = d.join(&f.name);
-                        let act = file_action(format, &f.name);
+                        let act = vm_file_action(format, out.whole, &f.name);
                         let writes = act == FileAction::Write || act == FileAction::Rewrite;
                         if writes && !force && std::fs::symlink_metadata(&p).is_ok() {
                             return Err(Error::Exists { path: p });
@@ -252,7 +268,11 @@ impl FsTarget {
                             staged.reserve(&p);
                         }
                     }
-                    if format == Format::Raw && factory.is_none() && writer.is_none() {
+                    if format == Format::Raw
+                        && factory.is_none()
+                        && writer.is_none()
+                        && !vm.files.is_empty()
+                    {
                         let o = d.join(originals_dir(&vm.files));
                         staged.create_dir(&o)?;
                         for f in &vm.files {
@@ -575,7 +595,7 @@ impl Target for FsTarget {
                 what: "archived .vmx is not UTF-8".into(),
             })
         };
-        let bytes = match file_action(self.format, name) {
+        let bytes = match vm_file_action(self.format, v.whole, name) {
             FileAction::Skip => return Ok(written),
             FileAction::Hold => {
                 v.vmx = Some((name.to_string(), text()?));

@@ -218,7 +218,15 @@ fn vmx_escape(v: &str) -> String {
 /// and `checkpoint.*` keys, which name snapshot state files that are not restored, are
 /// dropped. Every other line is kept as written. The text must parse (it is checked first).
 pub(crate) fn rewrite_vmx(name: &str, text: &str, disks: &[(String, String)]) -> Result<String> {
-    VmxFile::parse(std::path::Path::new(name), text)?;
+    let vmx = VmxFile::parse(std::path::Path::new(name), text)?;
+    // Disk devices the archive does not hold (a snapshot backup leaves out disks its
+    // snapshot did not freeze): present no more, and no file named.
+    let absent: Vec<String> = vmx
+        .disks()
+        .into_iter()
+        .map(|d| d.device)
+        .filter(|dev| !disks.iter().any(|(x, _)| x.eq_ignore_ascii_case(dev)))
+        .collect();
     let mut out = String::with_capacity(text.len() + 64);
     for raw in text.split_inclusive('\n') {
         let line = raw.trim_end_matches(['\n', '\r']);
@@ -230,6 +238,14 @@ pub(crate) fn rewrite_vmx(name: &str, text: &str, disks: &[(String, String)]) ->
             let lower = key.to_ascii_lowercase();
             if lower.starts_with("checkpoint.") {
                 continue;
+            }
+            if let Some(dev) = absent.iter().find(|d| lower.starts_with(&format!("{d}."))) {
+                if lower == format!("{dev}.present") {
+                    let _ = writeln!(out, "{key} = \"FALSE\"");
+                }
+                if lower == format!("{dev}.present") || lower == format!("{dev}.filename") {
+                    continue;
+                }
             }
             if let Some((_, file)) = disks
                 .iter()
@@ -248,6 +264,22 @@ pub(crate) fn rewrite_vmx(name: &str, text: &str, disks: &[(String, String)]) ->
 mod tests {
     use super::*;
     use crate::archive::manifest::{DiskManifest, FileManifest, LayerInfo};
+
+    #[test]
+    fn vmx_rewrite_drops_disks_not_restored() {
+        let vmx = "scsi0.present = \"TRUE\"\n\
+                   scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"a-000001.vmdk\"\n\
+                   scsi0:1.present = \"TRUE\"\nscsi0:1.fileName = \"data.vmdk\"\n";
+        let out = rewrite_vmx("vm.vmx", vmx, &[("scsi0:0".into(), "a.vmdk".into())]).unwrap();
+        assert_eq!(
+            out,
+            "scsi0.present = \"TRUE\"\n\
+             scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"a.vmdk\"\n\
+             scsi0:1.present = \"FALSE\"\n"
+        );
+        let parsed = VmxFile::parse(std::path::Path::new("x"), &out).unwrap();
+        assert_eq!(parsed.disks().len(), 1);
+    }
 
     #[test]
     fn vmx_rewrite_points_at_base() {
