@@ -340,6 +340,12 @@ const MAX_TRAILING_ZEROS: u64 = 16 << 20;
 /// position (from the end) where a footer magic starts and everything after the footer is zero.
 fn find_footer(input: &mut dyn ReadSeek, len: u64) -> Result<u64> {
     let last = len - FOOTER_BYTES as u64;
+    // The usual case, with one small read: the footer ends the file.
+    let mut magic = [0u8; 8];
+    read_at(input, last, &mut magic)?;
+    if magic == FOOTER_MAGIC_V1 {
+        return Ok(last);
+    }
     let span = (FOOTER_BYTES as u64 + MAX_TRAILING_ZEROS).min(len);
     let mut tail = vec![0u8; span as usize];
     read_at(input, len - span, &mut tail)?;
