@@ -18,6 +18,7 @@
 //! - ovf: the OVA's OVF vs VMware's ova-compose for the same VM; tar member names (PAX, safe)
 //! - san: SAN mode (block map + LUN images from the rig) vs direct files, faults
 //! - writeback: SAN write-back (restore --blockmap) into an eager-zeroed target on the rig
+//! - package: what the .deb ships besides the binaries: completions, man pages, systemd units
 
 #[macro_use]
 mod util;
@@ -32,6 +33,7 @@ mod interrupt;
 mod oracle_libvmdk;
 mod oracle_vmware;
 mod ovf;
+mod package;
 mod real_vmdk;
 mod sample;
 mod san;

@@ -12,6 +12,9 @@ command -v debugvmfs  >/dev/null || need+=(vmfs-tools)
 command -v zstd       >/dev/null || need+=(zstd)
 command -v xmllint    >/dev/null || need+=(libxml2-utils)
 command -v tar        >/dev/null || need+=(tar)
+# tests/package.rs: the man pages render without warnings, the example units verify.
+command -v groff      >/dev/null || need+=(groff-base)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 # VMware's own tools as oracles, from ../shared/tools/open-vmdk: ova-compose (tests/ovf.rs)
 # needs python3 with PyYAML and lxml; vmdk-convert (tests/oracle_vmware.rs, real_vmdk.rs) is
 # built from source (make, a C compiler, zlib headers).

@@ -8,6 +8,8 @@ mod archive_cmds;
 #[allow(dead_code)]
 #[path = "../cli/args.rs"]
 mod args;
+#[path = "../cli/generate.rs"]
+mod generate;
 // SAN write-back (`restore --blockmap`) belongs on recovery media too.
 // The backup's progress line is unused here.
 #[allow(dead_code)]
@@ -34,8 +36,8 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use args::{ListArgs, RestoreArgs, VerifyArgs};
-use clap::{Parser, Subcommand};
+use args::{CompletionsArgs, ListArgs, RestoreArgs, VerifyArgs};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Restore, verify and list vdar archives.
 #[derive(Debug, Parser)]
@@ -58,6 +60,12 @@ enum RestoreCommand {
     Verify(VerifyArgs),
     /// List VMs, disks, files and figures.
     List(ListArgs),
+    /// Print a shell completion script (for packagers).
+    #[command(hide = true)]
+    Completions(CompletionsArgs),
+    /// Print the man page (for packagers).
+    #[command(hide = true)]
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +73,8 @@ fn main() -> ExitCode {
         RestoreCommand::Restore(a) => archive_cmds::restore(&a),
         RestoreCommand::Verify(a) => archive_cmds::verify(&a),
         RestoreCommand::List(a) => archive_cmds::list(&a),
+        RestoreCommand::Completions(a) => generate::completions(RestoreCli::command(), &a),
+        RestoreCommand::Man => generate::man(RestoreCli::command(), "vdar"),
     };
     result.unwrap_or_else(|e| {
         signals::interrupted(&e, "vdar-restore").unwrap_or_else(|| {

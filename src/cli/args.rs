@@ -36,6 +36,20 @@ pub enum Command {
     /// Block maps for SAN mode (formats/BLOCKMAP.md).
     #[command(subcommand)]
     Blockmap(BlockmapCommand),
+    /// Print a shell completion script (for packagers; see README "Install").
+    #[command(hide = true)]
+    Completions(CompletionsArgs),
+    /// Print the man page (for packagers; see README "Install").
+    #[command(hide = true)]
+    Man,
+}
+
+/// `vdar completions` (hidden; also in `vdar-restore`).
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to print the completion script for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `vdar blockmap …`.

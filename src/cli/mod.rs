@@ -7,6 +7,7 @@ mod backup;
 mod blockmap;
 mod cat;
 mod direct_out;
+mod generate;
 mod inspect;
 mod output;
 mod progress;
@@ -19,7 +20,7 @@ mod writeback;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 pub use args::Cli;
 
@@ -83,5 +84,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         args::Command::Verify(a) => archive_cmds::verify(&a),
         args::Command::List(a) => archive_cmds::list(&a),
         args::Command::Blockmap(args::BlockmapCommand::Import(a)) => blockmap::import(&a),
+        args::Command::Completions(a) => generate::completions(Cli::command(), &a),
+        args::Command::Man => generate::man(Cli::command(), "vdar-restore"),
     }
 }
