@@ -259,19 +259,13 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// Parses a size with an optional K/M/G suffix (binary units).
+/// Parses a size with an optional K, M, G or T suffix, `iB` optional (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mul) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
-        _ => (t, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mul))
-        .ok_or_else(|| format!("bad size {s:?} (a number with an optional K, M or G)"))
+    // qemu-img and dd users type K, M, G and T for powers of 1024, with or without `iB`.
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s.trim())
+        .map_err(|e| format!("bad size {s:?}: {e} (a number with an optional K, M, G or T)"))
 }
 
 /// Options shared by every command that opens a chain.
@@ -365,6 +359,15 @@ mod tests {
         assert!(Cli::try_parse_from(["vdar", "restore", "a.vdar"]).is_err());
         assert!(parse_size("12Q").is_err());
         assert_eq!(parse_size("256K"), Ok(262144));
+        for (text, want) in [
+            ("4MiB", 4u64 << 20),
+            ("4M", 4 << 20),
+            ("4mb", 4 << 20),
+            ("1T", 1 << 40),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+        assert_eq!(parse_size("64 KiB"), Ok(64 << 10));
         let c = Cli::try_parse_from([
             "vdar",
             "cat",
