@@ -126,6 +126,9 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     };
     let input = archive(&args.archive)?;
     let mut created = Vec::new();
+    if to == Path::new("-") {
+        super::stdout::refuse_terminal("a restored image")?;
+    }
     let dest = if to == Path::new("-") {
         // Stdout is line-buffered; an image is not lines.
         let w = Located::new(io::stdout());

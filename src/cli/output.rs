@@ -44,6 +44,7 @@ impl RawOut {
             staged: None,
         };
         if path == Path::new("-") {
+            super::stdout::refuse_terminal("a disk image")?;
             return Ok(stream(Box::new(io::stdout())));
         }
         match std::fs::metadata(path) {

@@ -105,3 +105,13 @@ impl<W: Write> Write for Located<W> {
             .map_err(|e| FailedWrite::wrap(self.at, e))
     }
 }
+
+/// Refuses to send binary output (an image, an archive, an OVA) to a terminal: it would flood
+/// it, and what the user meant was a file or a pipe.
+pub(crate) fn refuse_terminal(what: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        anyhow::bail!("refusing to write {what} to a terminal: use -o FILE, --to DIR or a pipe");
+    }
+    Ok(())
+}
