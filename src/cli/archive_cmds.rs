@@ -56,6 +56,9 @@ pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
         .metadata()
         .with_context(|| format!("{}: cannot stat", path.display()))?
         .file_type();
+    if kind.is_dir() {
+        anyhow::bail!("{}: is a directory, not an archive", path.display());
+    }
     Ok(if kind.is_file() {
         Archive::Seekable(BufReader::with_capacity(1 << 20, f))
     } else if kind.is_char_device() {
