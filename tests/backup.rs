@@ -758,3 +758,19 @@ fn binary_output_to_a_terminal_is_refused() {
         assert!(text.len() < 4096, "{cmd}: wrote {} bytes", text.len());
     }
 }
+
+/// `cat -o FILE` keeps an existing file unless --force (issue 15: it overwrote silently).
+#[test]
+fn cat_keeps_an_existing_file_without_force() {
+    let d = tempdir();
+    let vm = extract_sample(d.path());
+    let out = d.path().join("disk.raw");
+    fs::write(&out, b"keep me").unwrap();
+    let r = vdar(&["cat", s(&vm.join("sample.vmdk")), "-o", s(&out)]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(fs::read(&out).unwrap(), b"keep me");
+    ok(&["cat", s(&vm.join("sample.vmdk")), "-o", s(&out), "--force"]);
+    assert_eq!(fs::metadata(&out).unwrap().len(), 256 << 20);
+}

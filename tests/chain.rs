@@ -41,7 +41,13 @@ pub fn vmfs_base(dir: &Path, name: &str, size: &str, writes: &[&str]) -> PathBuf
 fn cat_matches_qemu(desc: &Path, dir: &Path) {
     let ours = dir.join("ours.raw");
     let theirs = dir.join("qemu.raw");
-    let out = vdar(&["cat", desc.to_str().unwrap(), "-o", ours.to_str().unwrap()]);
+    let out = vdar(&[
+        "cat",
+        desc.to_str().unwrap(),
+        "-o",
+        ours.to_str().unwrap(),
+        "--force",
+    ]);
     assert!(
         out.status.success(),
         "{}",

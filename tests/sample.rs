@@ -24,7 +24,13 @@ fn sample_chain_links_match_qemu() {
         let ours = d.path().join("ours.raw");
         let theirs = d.path().join("qemu.raw");
         let desc = vm.join(top);
-        let out = vdar(&["cat", desc.to_str().unwrap(), "-o", ours.to_str().unwrap()]);
+        let out = vdar(&[
+            "cat",
+            desc.to_str().unwrap(),
+            "-o",
+            ours.to_str().unwrap(),
+            "--force",
+        ]);
         assert!(
             out.status.success(),
             "{}",

@@ -51,6 +51,7 @@ fn fails_with(out: &Output, needles: &[&str]) -> String {
 fn san_cat(map: &Path, luns: &[&str], top: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "cat".into(),
+        "--force".into(),
         "-o".into(),
         out.to_str().unwrap().into(),
         "--blockmap".into(),
@@ -96,6 +97,7 @@ fn san_cat_equals_direct_cat() {
             vm.join(top).to_str().unwrap(),
             "-o",
             direct.to_str().unwrap(),
+            "--force",
         ]));
         for (extra, env) in [
             (vec![], vec![]),

@@ -73,7 +73,7 @@ DATA=$($V inspect --json top.vmdk | python3 -c 'import json,sys; print(json.load
 # the data runs of the collapsed disk (vdar cat keeps zero runs as holes; SEEK_DATA finds the
 # rest): a slice of the raw image would mix in zero runs, which zstd crosses at memory speed,
 # and flatter the floor.
-$V cat top.vmdk -o cat.raw
+$V cat top.vmdk -o cat.raw --force
 python3 - cat.raw sample.bin <<'PY'
 import os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size; off = 0

@@ -50,13 +50,13 @@ fi
 $V inspect top.vmdk
 
 hyperfine --runs "$RUNS" --warmup 1 --export-json bench.json \
-  -n "vdar cat" "$V cat top.vmdk -o vdar.raw" \
+  -n "vdar cat" "$V cat top.vmdk -o vdar.raw --force" \
   -n "qemu-img convert -O raw" "qemu-img convert -O raw top.vmdk qemu.raw"
 cmp vdar.raw qemu.raw && echo "outputs identical"
 
 # Bytes read by vdar: rchar counts every byte returned by read/pread, cached or not. io_uring
 # reads do not show in rchar, so this run uses the pread engine: the same requests, one at a time.
-VDAR_IO_BACKEND=pread $V cat top.vmdk -o vdar.raw & pid=$!
+VDAR_IO_BACKEND=pread $V cat top.vmdk -o vdar.raw --force & pid=$!
 rchar=0
 while kill -0 $pid 2>/dev/null; do
   r=$(awk '/^rchar/ {print $2}' /proc/$pid/io 2>/dev/null || true); [ -n "$r" ] && rchar=$r

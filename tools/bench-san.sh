@@ -41,10 +41,10 @@ t() { # label, command...
   done
 }
 SAN=(--blockmap "$W/rig/blockmap.json" --lun "$W/rig/lun*.img")
-t "direct vdar cat" "$BIN/vdar" cat "$W/vm/big.vmdk" -o "$W/direct.raw"
-t "SAN vdar cat (buffered)" "$BIN/vdar" cat -o "$W/san.raw" "${SAN[@]}" -- big.vmdk
-t "SAN vdar cat (--direct)" "$BIN/vdar" cat -o "$W/san.raw" "${SAN[@]}" --direct -- big.vmdk
-t "SAN vdar cat (pread)" env VDAR_IO_BACKEND=pread "$BIN/vdar" cat -o "$W/san.raw" "${SAN[@]}" --direct -- big.vmdk
+t "direct vdar cat" "$BIN/vdar" cat "$W/vm/big.vmdk" -o "$W/direct.raw" --force
+t "SAN vdar cat (buffered)" "$BIN/vdar" cat --force -o "$W/san.raw" "${SAN[@]}" -- big.vmdk
+t "SAN vdar cat (--direct)" "$BIN/vdar" cat --force -o "$W/san.raw" "${SAN[@]}" --direct -- big.vmdk
+t "SAN vdar cat (pread)" env VDAR_IO_BACKEND=pread "$BIN/vdar" cat --force -o "$W/san.raw" "${SAN[@]}" --direct -- big.vmdk
 cmp "$W/direct.raw" "$W/san.raw" && echo "cat outputs identical"
 export SOURCE_DATE_EPOCH=1700000000
 t "direct vdar backup" "$BIN/vdar" backup "$W/vm/big.vmdk" -o "$W/direct.vda" --force

@@ -305,6 +305,9 @@ pub struct CatArgs {
     /// Output file, or `-` for stdout. A regular file keeps zero runs as holes.
     #[arg(short, long, default_value = "-", value_name = "FILE|-")]
     pub output: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
     /// Chain options.
     #[command(flatten)]
     pub chain: ChainArgs,

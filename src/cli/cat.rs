@@ -27,7 +27,7 @@ pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
         eprintln!("vdar: warning: {w}");
     }
     let mut disk = chain.collapse();
-    let mut out = RawOut::create(&args.output, disk.capacity())?;
+    let mut out = RawOut::create(&args.output, disk.capacity(), args.force)?;
     copy_disk(&mut disk, &mut out, &super::san::read_options(&args.san))?;
     if let Some(o) = &san {
         // And after: the file must not have moved while we read it. Only then does the

@@ -29,7 +29,7 @@ pub struct RawOut {
 impl RawOut {
     /// Opens `path` (`-` is stdout) for a disk of `capacity` bytes. An existing regular file is
     /// replaced, but only once the new one is complete.
-    pub fn create(path: &Path, capacity: u64) -> anyhow::Result<RawOut> {
+    pub fn create(path: &Path, capacity: u64, force: bool) -> anyhow::Result<RawOut> {
         let name = if path == Path::new("-") {
             "stdout".to_string()
         } else {
@@ -58,7 +58,7 @@ impl RawOut {
             }
             _ => {
                 let mut staged = Staged::default();
-                let (partial, f) = staged.create(path, true)?;
+                let (partial, f) = staged.create(path, force)?;
                 Ok(RawOut {
                     sink: Box::new(RawSink::new(partial, f, capacity)?),
                     name,
