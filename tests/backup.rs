@@ -9,20 +9,6 @@ use std::process::Command;
 use crate::sample::extract_sample;
 use crate::util::*;
 
-fn ok(args: &[&str]) -> std::process::Output {
-    let out = vdar(args);
-    assert!(
-        out.status.success(),
-        "vdar {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// A second VM made of loose disks, one per hosted format: a sparse chain with a zeroed-grain
 /// child, qemu's streamOptimized, VMware's streamOptimized, and a twoGbMaxExtentSparse disk.
 /// The elements of two JSON arrays side by side, which must be equally long.

@@ -11,20 +11,6 @@ use std::process::Command;
 use crate::sample::extract_sample;
 use crate::util::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(args: &[&str]) -> std::process::Output {
-    let out = vdar(args);
-    assert!(
-        out.status.success(),
-        "vdar {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn sh(script: &str) -> std::process::Output {
     let out = Command::new("sh").args(["-c", script]).output().unwrap();
     assert!(

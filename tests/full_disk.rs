@@ -8,14 +8,9 @@
 //! skipped with the reason printed.
 
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 
 use crate::util::*;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn writing_to_dev_full_names_the_device_and_fails() {

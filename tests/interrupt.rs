@@ -15,10 +15,6 @@ use std::time::Duration;
 
 use crate::util::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// Through the shell's builtin: a minimal system may have no `kill` binary.
 fn signal(pid: u32, sig: &str) {
     run("sh", &["-c", &format!("kill -{sig} {pid}")]);

@@ -22,20 +22,6 @@ use std::path::{Path, PathBuf};
 use crate::sample::extract_sample;
 use crate::util::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(args: &[&str]) -> std::process::Output {
-    let out = vdar(args);
-    assert!(
-        out.status.success(),
-        "vdar {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// A raw image of `len` bytes built from `(offset, bytes)` pieces, made a monolithicSparse VMDK
 /// by qemu-img, so vdar backs up a disk no vdar code wrote.
 fn vmdk_from(dir: &Path, name: &str, len: usize, pieces: &[(usize, Vec<u8>)]) -> PathBuf {

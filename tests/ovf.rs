@@ -12,20 +12,6 @@ use serde_json::Value;
 
 use crate::util::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(args: &[&str]) -> std::process::Output {
-    let out = vdar(args);
-    assert!(
-        out.status.success(),
-        "vdar {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// A VM folder `dir/vm` holding `vmx` as `vm.vmx` and, for each `(file, MiB, fill)`, a
 /// monolithicSparse disk of that size whose first and last MiB hold `fill`.
 fn make_vm(dir: &Path, vmx: &str, disks: &[(&str, u64, u8)]) -> PathBuf {

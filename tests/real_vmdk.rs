@@ -14,10 +14,6 @@ use sha2::{Digest, Sha256};
 
 use crate::util::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn sha256(p: &Path) -> String {
     let d = Sha256::digest(fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
     d.iter().map(|b| format!("{b:02x}")).collect()

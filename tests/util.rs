@@ -314,3 +314,19 @@ pub fn vmdk_convert_raw(tool: &Path, src: &Path, dst: &Path) -> Result<(), Strin
     }
     Ok(())
 }
+
+/// A path as the `&str` command arguments take.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs `vdar` with `args` and panics with its stderr unless it succeeds.
+pub fn ok(args: &[&str]) -> Output {
+    let out = vdar(args);
+    assert!(
+        out.status.success(),
+        "vdar {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
