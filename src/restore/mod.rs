@@ -426,18 +426,17 @@ pub fn restore_stream_to(
         let reader = StreamReader::new(input, true)?;
         return restore_reader(reader, dest, opts, None);
     }
-    let front = salvage::read_front(input)?;
-    if StreamReader::new(&mut &front[..], false).is_ok() {
-        let mut whole = (&front[..]).chain(input);
-        let reader = StreamReader::new(&mut whole, true)?;
-        return restore_reader(reader, dest, opts, None);
-    }
     let dir = match &dest {
         Dest::Dir(d) => d.clone(),
         _ => std::env::temp_dir(),
     };
-    let mut spooled = salvage::spool(&front, input, &dir)?;
-    restore_seekable_to(&mut spooled, dest, opts)
+    salvage::read_or_spool(
+        input,
+        &dir,
+        dest,
+        |reader, dest| restore_reader(reader, dest, opts, None),
+        |spooled, dest| restore_seekable_to(spooled, dest, opts),
+    )
 }
 
 /// The selection and the output of a restore. `one_pass`: references are resolved from what
@@ -510,14 +509,13 @@ pub(crate) fn check_stream(
 /// Verifies every checksum in one pass (the engine of `verify`). Always collects all damage.
 /// A stream whose front does not read is spooled to the temp directory and verified as a file.
 pub(crate) fn verify_stream(input: &mut dyn Read) -> Result<RestoreReport> {
-    let front = salvage::read_front(input)?;
-    if StreamReader::new(&mut &front[..], false).is_ok() {
-        let mut whole = (&front[..]).chain(input);
-        let mut reader = StreamReader::new(&mut whole, true)?;
-        return check_stream(&mut reader, &verify_options(), verify_replay(), None);
-    }
-    let mut spooled = salvage::spool(&front, input, &std::env::temp_dir())?;
-    verify_seekable(&mut spooled)
+    salvage::read_or_spool(
+        input,
+        &std::env::temp_dir(),
+        (),
+        |mut reader, ()| check_stream(&mut reader, &verify_options(), verify_replay(), None),
+        |spooled, ()| verify_seekable(spooled),
+    )
 }
 
 /// [`verify_stream`] for a file: a damaged front is read past with a recovered manifest.

@@ -60,9 +60,27 @@ pub(crate) fn open_seekable(
     }
 }
 
+/// Reads a stream whose front may be damaged: with `stream` when the front reads (the bytes
+/// read to check it are put back in front), else spooled to an unlinked file in `dir` and
+/// handed to `file`, which recovers a manifest from it. `ctx` goes to the one that runs.
+pub(super) fn read_or_spool<C, T>(
+    input: &mut dyn Read,
+    dir: &Path,
+    ctx: C,
+    stream: impl FnOnce(StreamReader<'_>, C) -> Result<T>,
+    file: impl FnOnce(&mut File, C) -> Result<T>,
+) -> Result<T> {
+    let front = read_front(input)?;
+    if StreamReader::new(&mut &front[..], false).is_ok() {
+        let mut whole = (&front[..]).chain(input);
+        return stream(StreamReader::new(&mut whole, true)?, ctx);
+    }
+    file(&mut spool(&front, input, dir)?, ctx)
+}
+
 /// The front of a stream, read into memory: the file header and, when a manifest record
 /// header follows, the manifest record. Fewer bytes when the stream ends first.
-pub(super) fn read_front(input: &mut dyn Read) -> Result<Vec<u8>> {
+fn read_front(input: &mut dyn Read) -> Result<Vec<u8>> {
     let mut front = Vec::new();
     let head = (FILE_HEADER_BYTES + RECORD_HEADER_BYTES) as u64;
     read_up_to(input, head, &mut front)?;
@@ -86,7 +104,7 @@ fn read_up_to(input: &mut dyn Read, n: u64, out: &mut Vec<u8>) -> Result<()> {
 }
 
 /// Copies `front` and the rest of `input` into an unlinked file in `dir`, rewound.
-pub(super) fn spool(front: &[u8], input: &mut dyn Read, dir: &Path) -> Result<File> {
+fn spool(front: &[u8], input: &mut dyn Read, dir: &Path) -> Result<File> {
     let mut f = super::raw::unlinked(dir, "spool")?;
     let what = dir.join(".vdar-spool");
     f.write_all(front)
