@@ -760,3 +760,26 @@ fn cat_keeps_an_existing_file_without_force() {
     ok(&["cat", s(&vm.join("sample.vmdk")), "-o", s(&out), "--force"]);
     assert_eq!(fs::metadata(&out).unwrap().len(), 256 << 20);
 }
+
+/// `--to` naming a file says what is wrong (issue 15: a bare "File exists"); `--threads` help
+/// names one default.
+#[test]
+fn restore_to_a_file_and_threads_help_read_clearly() {
+    let d = tempdir();
+    let vm = extract_sample(d.path());
+    let a = d.path().join("a.vdar");
+    ok(&["backup", s(&vm.join("sample.vmx")), "-o", s(&a)]);
+    let file = d.path().join("plain");
+    fs::write(&file, b"x").unwrap();
+    let out = vdar(&["restore", s(&a), "--to", s(&file)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("exists and is not a directory"), "{err}");
+    let help = String::from_utf8_lossy(&ok(&["backup", "--help"]).stdout).into_owned();
+    let line = help
+        .lines()
+        .find(|l| l.contains("--threads"))
+        .unwrap()
+        .to_string();
+    assert_eq!(line.matches("default").count(), 1, "{line}");
+}

@@ -101,6 +101,12 @@ fn create_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err())
         .map(Path::to_path_buf)
         .collect();
+    if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        anyhow::bail!(
+            "{}: exists and is not a directory (--to names the directory to restore into)",
+            dir.display()
+        );
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     Ok(missing)
 }

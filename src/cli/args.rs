@@ -123,8 +123,8 @@ pub struct BackupArgs {
     /// two from 512 to 16M, e.g. 256K.
     #[arg(long, value_name = "SIZE")]
     pub block_size: Option<String>,
-    /// Worker threads for hashing and compression (default: one per core; at most 256).
-    #[arg(long, default_value_t = 0)]
+    /// Worker threads for hashing and compression, at most 256 [default: one per core].
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
     /// Print the final summary as JSON (to stdout, or stderr when the archive goes to stdout).
     #[arg(long)]
