@@ -491,9 +491,9 @@ impl<'a> StreamReader<'a> {
                 return Ok(false);
             }
             let window = self.input.peek(avail);
-            let hit = window.windows(8).position(|w| {
-                w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1 || w == ARCHIVE_MAGIC_V1
-            });
+            let hit = window
+                .windows(8)
+                .position(|w| is_resync_magic(w) || w == ARCHIVE_MAGIC_V1);
             match hit {
                 None => self.input.consume(avail - 7),
                 Some(i) => {
@@ -542,46 +542,43 @@ impl<'a> StreamReader<'a> {
     /// puts the payload back from there so the next record is not lost with this one.
     /// Returns whether anything was put back.
     fn rescan(&mut self, payload: &[u8]) -> Result<bool> {
-        let ahead = self.input.fill(7)?.min(7);
         let tail_from = payload.len().saturating_sub(7);
-        let mut window = payload[tail_from..].to_vec();
-        window.extend_from_slice(self.input.peek(ahead));
-        let is_magic = |w: &[u8]| w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1;
-        let hit = payload.windows(8).position(is_magic).or_else(|| {
-            window
-                .windows(8)
-                .position(is_magic)
-                .map(|i| tail_from + i)
-                .filter(|&i| i < payload.len())
-        });
-        match hit {
-            Some(i) => {
-                self.input.unread(&payload[i..]);
-                Ok(true)
-            }
-            None => Ok(false),
+        let hit = match payload.windows(8).position(is_resync_magic) {
+            Some(i) => Some(i),
+            None => self
+                .straddling(&payload[tail_from..])?
+                .map(|i| tail_from + i),
+        };
+        if let Some(i) = hit {
+            self.input.unread(&payload[i..]);
         }
+        Ok(hit.is_some())
     }
 
-    /// Whether a record or footer magic begins in the last 7 bytes consumed and runs on into
-    /// the next bytes, which are not themselves a magic; if so, puts those bytes back.
+    /// Whether a record or footer magic begins in the last 7 bytes consumed (by a payload no
+    /// checksum covers) and runs on into the next bytes; if so, puts those bytes back.
     fn swallowed_magic(&mut self) -> Result<bool> {
+        let tail = self.input.last7;
+        let hit = self.straddling(&tail)?;
+        if let Some(i) = hit {
+            self.input.unread(&tail[i..]);
+        }
+        Ok(hit.is_some())
+    }
+
+    /// Where in `tail` (at most 7 bytes just consumed) a record or footer magic begins that
+    /// runs on into the next bytes, unless those are themselves a magic.
+    fn straddling(&mut self, tail: &[u8]) -> Result<Option<usize>> {
         let n = self.input.fill(8)?.min(8);
         let next = self.input.peek(n);
-        let is_magic = |w: &[u8]| w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1;
-        if n < 8 || is_magic(next) {
-            return Ok(false);
+        if n == 8 && is_resync_magic(next) {
+            return Ok(None);
         }
-        let mut window = self.input.last7.to_vec();
-        window.extend_from_slice(next);
-        match window.windows(8).position(is_magic) {
-            Some(i) if i < 7 => {
-                let back = self.input.last7[i..].to_vec();
-                self.input.unread(&back);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        let window = [tail, next].concat();
+        Ok(window
+            .windows(8)
+            .position(is_resync_magic)
+            .filter(|&i| i < tail.len()))
     }
 
     /// Consumes zero bytes; whether the stream ends in them (false: stopped at a non-zero byte,
@@ -879,6 +876,11 @@ impl<'a> StreamReader<'a> {
             }
         }
     }
+}
+
+/// Whether `w` (8 bytes) is a magic reading resumes at: a record's or the footer's.
+fn is_resync_magic(w: &[u8]) -> bool {
+    w == RECORD_MAGIC_V1 || w == FOOTER_MAGIC_V1
 }
 
 /// Decodes and checks a record payload against its header. For Ref records the payload is
