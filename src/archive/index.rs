@@ -47,7 +47,7 @@ fn io(at: u64, e: std::io::Error) -> Error {
     Error::io("archive input", Some(at), e)
 }
 
-fn read_at(input: &mut dyn ReadSeek, at: u64, buf: &mut [u8]) -> Result<()> {
+pub(super) fn read_at(input: &mut dyn ReadSeek, at: u64, buf: &mut [u8]) -> Result<()> {
     input.seek(SeekFrom::Start(at)).map_err(|e| io(at, e))?;
     input.read_exact(buf).map_err(|e| io(at, e))
 }

@@ -48,23 +48,21 @@ pub struct Recovered {
 /// Bytes scanned per read.
 const SCAN_BYTES: usize = 4 << 20;
 
-fn read_at(input: &mut dyn ReadSeek, at: u64, buf: &mut [u8]) -> Result<bool> {
-    input
-        .seek(SeekFrom::Start(at))
-        .map_err(|e| Error::io("archive input", Some(at), e))?;
-    match input.read_exact(buf) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => Err(Error::io("archive input", Some(at), e)),
+/// Reads `buf` at `at` if the archive of `len` bytes holds it there; false if it ends first.
+fn read_within(input: &mut dyn ReadSeek, len: u64, at: u64, buf: &mut [u8]) -> Result<bool> {
+    if at.checked_add(buf.len() as u64).is_none_or(|end| end > len) {
+        return Ok(false);
     }
+    super::index::read_at(input, at, buf)?;
+    Ok(true)
 }
 
 use super::index::ReadSeek;
 
 /// A record header at `at`, if one decodes there.
-fn header_at(input: &mut dyn ReadSeek, at: u64) -> Result<Option<RecordHeader>> {
+fn header_at(input: &mut dyn ReadSeek, len: u64, at: u64) -> Result<Option<RecordHeader>> {
     let mut b = [0u8; RECORD_HEADER_BYTES];
-    if !read_at(input, at, &mut b)? {
+    if !read_within(input, len, at, &mut b)? {
         return Ok(None);
     }
     Ok(RecordHeader::decode(&b, at).ok())
@@ -76,7 +74,7 @@ fn manifest_at(
     at: u64,
     len: u64,
 ) -> Result<Option<(Manifest, [u8; 32])>> {
-    let Some(h) = header_at(input, at)? else {
+    let Some(h) = header_at(input, len, at)? else {
         return Ok(None);
     };
     if h.kind != RecordKind::Manifest || h.codec != Codec::None {
@@ -87,7 +85,7 @@ fn manifest_at(
         return Ok(None);
     }
     let mut json = vec![0u8; h.stored_len as usize];
-    if !read_at(input, start, &mut json)? || blake3::hash(&json).as_bytes() != &h.digest {
+    if !read_within(input, len, start, &mut json)? || blake3::hash(&json).as_bytes() != &h.digest {
         return Ok(None);
     }
     let Ok(m) = serde_json::from_slice::<Manifest>(&json) else {
@@ -104,14 +102,14 @@ fn census(input: &mut dyn ReadSeek, len: u64) -> Result<Vec<(u64, RecordHeader)>
     let mut buf = vec![0u8; SCAN_BYTES];
     while at + RECORD_HEADER_BYTES as u64 <= len {
         let n = (len - at).min(SCAN_BYTES as u64) as usize;
-        read_at(input, at, &mut buf[..n])?;
+        read_within(input, len, at, &mut buf[..n])?;
         let hit = buf[..n].windows(8).position(|w| w == RECORD_MAGIC_V1);
         let Some(i) = hit else {
             at += (n as u64).saturating_sub(7).max(1);
             continue;
         };
         let here = at + i as u64;
-        match header_at(input, here)? {
+        match header_at(input, len, here)? {
             Some(h) => {
                 found.push((here, h));
                 at = here + RECORD_HEADER_BYTES as u64 + h.stored_len.min(len);
@@ -131,9 +129,9 @@ fn find_copy(
     if len >= FOOTER_BYTES as u64 {
         let fat = len - FOOTER_BYTES as u64;
         let mut fb = [0u8; FOOTER_BYTES];
-        if read_at(input, fat, &mut fb)? {
+        if read_within(input, len, fat, &mut fb)? {
             if let Ok(f) = Footer::decode(&fb, fat) {
-                if let Some(ih) = header_at(input, f.index_offset)? {
+                if let Some(ih) = header_at(input, len, f.index_offset)? {
                     let copy_at = f.index_offset + RECORD_HEADER_BYTES as u64 + ih.stored_len;
                     if let Some(m) = manifest_at(input, copy_at, len)? {
                         return Ok(Some(m));
@@ -264,7 +262,7 @@ pub fn recover(input: &mut dyn ReadSeek) -> Result<Recovered> {
         .seek(SeekFrom::End(0))
         .map_err(|e| Error::io("archive input", None, e))?;
     let mut hb = [0u8; FILE_HEADER_BYTES];
-    let header = match read_at(input, 0, &mut hb)? {
+    let header = match read_within(input, len, 0, &mut hb)? {
         true => FileHeader::decode(&hb).ok(),
         false => None,
     };
@@ -272,7 +270,7 @@ pub fn recover(input: &mut dyn ReadSeek) -> Result<Recovered> {
     let front = manifest_at(input, front_at, len)?;
     let census = census(input, len)?;
     // Resume after the front manifest record when its header holds, whatever its payload.
-    let resume_at = match header_at(input, front_at)? {
+    let resume_at = match header_at(input, len, front_at)? {
         Some(h) if h.kind == RecordKind::Manifest && h.offset == MANIFEST_FRONT => {
             (front_at + RECORD_HEADER_BYTES as u64 + h.stored_len).min(len)
         }
