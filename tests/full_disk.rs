@@ -12,6 +12,23 @@ use std::process::Command;
 
 use crate::util::*;
 
+/// Runs `script` in bash in a private mount namespace; its stdout and stderr, or None (said on
+/// stderr) where the namespace or the script's mount (`echo NOMOUNT`) is refused.
+fn in_private_mount(script: &str) -> Option<(String, String)> {
+    let out = Command::new("unshare")
+        .args(["--mount", "--map-root-user", "bash", "-c", script])
+        .output()
+        .or_else(|_| Command::new("false").output())
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() || stdout.contains("NOMOUNT") {
+        eprintln!("skipped: no private tmpfs mount here (unshare/mount refused): {stderr}");
+        return None;
+    }
+    Some((stdout, stderr))
+}
+
 #[test]
 fn writing_to_dev_full_names_the_device_and_fails() {
     let d = tempdir();
@@ -76,17 +93,9 @@ fn full_file_system_leaves_no_finished_looking_output() {
          {v} restore {a} --to {m}/old --force; echo \"rc=$?\"; list\n\
          cat {m}/old/r/r.raw\n"
     );
-    let out = Command::new("unshare")
-        .args(["--mount", "--map-root-user", "bash", "-c", &script])
-        .output()
-        .or_else(|_| Command::new("false").output())
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() || stdout.contains("NOMOUNT") {
-        eprintln!("skipped: no private tmpfs mount here (unshare/mount refused): {stderr}");
+    let Some((stdout, stderr)) = in_private_mount(&script) else {
         return;
-    }
+    };
     let rcs: Vec<&str> = stdout.lines().filter(|l| l.starts_with("rc=")).collect();
     assert_eq!(rcs, ["rc=2"; 8], "every attempt fails: {stdout}\n{stderr}");
     let left: Vec<&str> = stdout.lines().filter(|l| l.starts_with('@')).collect();
@@ -130,17 +139,9 @@ fn full_file_system_under_an_ova_names_the_file_and_byte() {
         v = s(&vdar_bin()),
         a = s(&archive)
     );
-    let out = Command::new("unshare")
-        .args(["--mount", "--map-root-user", "bash", "-c", &script])
-        .output()
-        .or_else(|_| Command::new("false").output())
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() || stdout.contains("NOMOUNT") {
-        eprintln!("skipped: no private tmpfs mount here (unshare/mount refused): {stderr}");
+    let Some((stdout, stderr)) = in_private_mount(&script) else {
         return;
-    }
+    };
     assert!(stdout.starts_with("rc=2\n"), "{stdout}\n{stderr}");
     let ova = format!("{}/ova/r/r.ova.partial: byte 0x", s(&mnt));
     assert!(
