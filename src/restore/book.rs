@@ -8,7 +8,7 @@ use crate::archive::reader::StreamReader;
 use crate::error::{Error, Result};
 
 use super::ledger::Ledger;
-use super::{Damage, LostRange, RestoreOptions, RestoreReport, RestoredDisk, Selection};
+use super::{Damage, LostRange, RestoreOptions, RestoreReport, RestoredDisk, Selection, Target};
 
 /// See the module docs.
 pub(super) struct Book<'m> {
@@ -70,6 +70,24 @@ impl<'m> Book<'m> {
             Some(w) => self.general_damage(0, w),
             None => Ok(()),
         }
+    }
+
+    /// Writes VM file `ordinal` of VM `vm` from a checked File record, once, if its VM is
+    /// selected.
+    pub fn place_file(
+        &mut self,
+        target: &mut dyn Target,
+        vm: u32,
+        ordinal: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        let (v, f) = (vm as usize, ordinal as usize);
+        if self.sel.vms[v] && !self.files_done[v][f] {
+            let name = &self.manifest.vms[v].files[f].name;
+            self.report.files.extend(target.write_file(v, name, data)?);
+            self.files_done[v][f] = true;
+        }
+        Ok(())
     }
 
     /// Damage not tied to one record's disk range.

@@ -97,17 +97,7 @@ fn record(
         });
     }
     match h.kind {
-        RecordKind::File => {
-            let v = h.disk as usize;
-            let f = h.offset as usize;
-            if book.sel.vms[v] && !book.files_done[v][f] {
-                let name = book.manifest.vms[v].files[f].name.clone();
-                book.report
-                    .files
-                    .extend(target.write_file(v, &name, &r.data)?);
-                book.files_done[v][f] = true;
-            }
-        }
+        RecordKind::File => book.place_file(target, h.disk, h.offset, &r.data)?,
         RecordKind::Chunk | RecordKind::Ref => data_record(&r, target, book, cur)?,
         RecordKind::DiskEnd => {
             let count = r

@@ -127,11 +127,11 @@ fn place_all(
     target: &mut FsTarget,
     book: &mut Book<'_>,
 ) -> Result<()> {
-    let chunks: HashMap<(u32, u64), usize> = entries
+    // Where each chunk's record is, for the Refs that name it.
+    let chunks: HashMap<(u32, u64), IndexEntry> = entries
         .iter()
-        .enumerate()
-        .filter(|(_, e)| e.kind == RecordKind::Chunk)
-        .map(|(i, e)| ((e.disk, e.offset), i))
+        .filter(|e| e.kind == RecordKind::Chunk)
+        .map(|e| ((e.disk, e.offset), *e))
         .collect();
     // Chunk records decoded ahead, in parallel, keyed by entry position; the next batch
     // decodes on the other cores while this one is written (`pending`).
@@ -178,7 +178,7 @@ fn place_all(
             None => ar.read_record(e)?,
         };
         match record {
-            Ok((h, data)) => place(ar, &chunks, entries, e, &h, &data, target, book)?,
+            Ok((h, data)) => place(ar, &chunks, e.record_offset, &h, &data, target, book)?,
             Err(what) => book.record_damage(
                 e.record_offset,
                 e.kind,
@@ -192,25 +192,18 @@ fn place_all(
     Ok(())
 }
 
-/// Places one good record read through the index.
-#[allow(clippy::too_many_arguments)]
+/// Places one good record read through the index (at archive offset `at`).
 fn place(
     ar: &mut SeekableArchive<'_>,
-    chunks: &HashMap<(u32, u64), usize>,
-    entries: &[IndexEntry],
-    e: &IndexEntry,
+    chunks: &HashMap<(u32, u64), IndexEntry>,
+    at: u64,
     h: &crate::archive::format::RecordHeader,
     data: &[u8],
     target: &mut FsTarget,
     book: &mut Book<'_>,
 ) -> Result<()> {
     match h.kind {
-        RecordKind::File => {
-            let v = h.disk as usize;
-            let name = book.manifest.vms[v].files[h.offset as usize].name.clone();
-            book.report.files.extend(target.write_file(v, &name, data)?);
-            book.files_done[v][h.offset as usize] = true;
-        }
+        RecordKind::File => book.place_file(target, h.disk, h.offset, data)?,
         RecordKind::Chunk => {
             target.write_chunk(h.disk, h.offset, data, &h.digest)?;
             book.ledger.restored(h.disk, h.offset, &h.digest);
@@ -219,8 +212,7 @@ fn place(
             // Read the referenced chunk from the archive itself: its disk may not be
             // selected, and reading the archive needs no scratch space.
             let src = ref_source(data, (h.disk, h.offset), book.names.len())
-                .and_then(|s| chunks.get(&s))
-                .map(|&i| entries[i]);
+                .and_then(|s| chunks.get(&s).copied());
             let got = match src {
                 Some(se) => ar
                     .read_record(&se)?
@@ -234,7 +226,7 @@ fn place(
                     book.ledger.restored(h.disk, h.offset, &h.digest);
                 }
                 None => book.record_damage(
-                    e.record_offset,
+                    at,
                     h.kind,
                     h.disk,
                     h.offset,
