@@ -652,15 +652,7 @@ fn a_record_image_inside_disk_data_is_not_restored() {
         [&h.encode()[..], &payload].concat()
     };
     // Chunk 0: noise (stored raw) carrying the record image; chunk 3 zero; the rest noise.
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut disk: Vec<u8> = (0..4 * CS as usize)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
+    let mut disk = crate::util::noise(4 * CS as usize, 0x2545_f491_4f6c_dd1d);
     disk[5000..5000 + plant.len()].copy_from_slice(&plant);
     disk[planted_at as usize..(planted_at + CS) as usize].fill(0);
     let vm = vdar::pipeline::VmInput {

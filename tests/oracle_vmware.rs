@@ -32,33 +32,9 @@ fn vmdk_from(dir: &Path, name: &str, len: usize, pieces: &[(usize, Vec<u8>)]) ->
     let raw = dir.join(format!("{name}.img"));
     fs::write(&raw, img).unwrap();
     let vmdk = dir.join(format!("{name}.vmdk"));
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-q",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            s(&raw),
-            s(&vmdk),
-        ],
-    );
+    raw_to_vmdk(&raw, &vmdk);
     fs::remove_file(&raw).unwrap();
     vmdk
-}
-
-/// xorshift bytes: deflate cannot shrink them.
-fn noise(n: usize, mut x: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
 }
 
 /// Text-like bytes: compress well, but not to nothing.

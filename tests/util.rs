@@ -149,20 +149,20 @@ pub fn assert_same_file(a: &Path, b: &Path) {
     }
 }
 
-/// A VMDK of `mib` MiB of incompressible bytes (so compressed outputs fill a disk too).
-pub fn random_vmdk(dir: &Path, mib: usize) -> PathBuf {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let bytes: Vec<u8> = (0..mib << 20)
+/// `n` xorshift bytes from `seed`: deflate and zstd cannot shrink them.
+pub fn noise(n: usize, mut x: u64) -> Vec<u8> {
+    (0..n)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             (x >> 32) as u8
         })
-        .collect();
-    let raw = dir.join("r.raw");
-    std::fs::write(&raw, bytes).unwrap();
-    let vmdk = dir.join("r.vmdk");
+        .collect()
+}
+
+/// `qemu-img convert` of a raw image to a monolithicSparse VMDK: a disk no vdar code wrote.
+pub fn raw_to_vmdk(raw: &Path, vmdk: &Path) {
     run(
         "qemu-img",
         &[
@@ -176,6 +176,14 @@ pub fn random_vmdk(dir: &Path, mib: usize) -> PathBuf {
             vmdk.to_str().unwrap(),
         ],
     );
+}
+
+/// A VMDK of `mib` MiB of incompressible bytes (so compressed outputs fill a disk too).
+pub fn random_vmdk(dir: &Path, mib: usize) -> PathBuf {
+    let raw = dir.join("r.raw");
+    std::fs::write(&raw, noise(mib << 20, 0x9e37_79b9_7f4a_7c15)).unwrap();
+    let vmdk = dir.join("r.vmdk");
+    raw_to_vmdk(&raw, &vmdk);
     vmdk
 }
 
