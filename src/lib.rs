@@ -30,7 +30,10 @@ pub mod blockio;
 pub mod cancel;
 pub mod chain;
 pub mod chunk;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod error;
+#[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
 pub mod input;
 pub mod list;

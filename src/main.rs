@@ -1,7 +1,4 @@
-//! `vdar`: the command-line front end. Everything happens in the library and `cli`; this file
-//! maps the outcome to an exit code (0 ok, 1 damage found by verify, 2 error).
-
-mod cli;
+//! `vdar`: the command-line front end; all of it lives in [`vdar::cli`].
 
 // Backup and restore allocate and free multi-MiB chunk buffers at a high rate; glibc hands
 // such blocks back to the kernel and faults them in again (measured: a third of restore's
@@ -9,14 +6,6 @@ mod cli;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    match cli::run() {
-        Ok(code) => code,
-        Err(e) => cli::interrupted(&e).unwrap_or_else(|| {
-            eprintln!("vdar: error: {e:#}");
-            ExitCode::from(2)
-        }),
-    }
+fn main() -> std::process::ExitCode {
+    vdar::cli::vdar_main()
 }

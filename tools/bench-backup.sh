@@ -20,7 +20,7 @@ RUNS=${RUNS:-3}
 # qemu-img + zstd takes minutes per run and trails by 30-40x: fewer runs may do (QEMU_RUNS=1).
 QEMU_RUNS=${QEMU_RUNS:-$RUNS}
 DIR=${BENCH_DIR:-/var/tmp/vdar-bench-backup}
-cargo build -q --release --bin vdar --bin vdar-fixture
+cargo build -q --release --bin vdar --bin vdar-fixture --features fixture
 V=$PWD/target/release/vdar
 F=$PWD/target/release/vdar-fixture
 # Real bytes for the redo logs: the largest shared library around (an ELF image, partly compressible).

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 SIZE=${SIZE:-8G}
 RUNS=${RUNS:-5}
 DIR=${BENCH_DIR:-/var/tmp/vdar-bench-chain}
-cargo build -q --release --bin vdar --bin vdar-fixture
+cargo build -q --release --bin vdar --bin vdar-fixture --features fixture
 V=$PWD/target/release/vdar
 F=$PWD/target/release/vdar-fixture
 mkdir -p "$DIR"; cd "$DIR"

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 SIZE=${SIZE:-512M}
 RUNS=${RUNS:-5}
 DIR=${BENCH_DIR:-/var/tmp/vdar-bench-restore}
-cargo build -q --release --bin vdar --bin vdar-fixture
+cargo build -q --release --bin vdar --bin vdar-fixture --features fixture
 V=$PWD/target/release/vdar
 F=$PWD/target/release/vdar-fixture
 mkdir -p "$DIR"; cd "$DIR"

@@ -14,7 +14,7 @@
 set -euo pipefail
 MIB=${1:-512}
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin vdar --bin vdar-fixture
+cargo build --release --quiet --bin vdar --bin vdar-fixture --features fixture
 BIN=target/release
 W=$(mktemp -d "${TMPDIR:-/tmp}/vdar-bench-san.XXXXXX")
 trap 'rm -rf "$W"' EXIT

@@ -7,7 +7,7 @@
 # The tarball stores the sparse files sparse (tar -S), so the checked-in file stays small.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q --release --bin vdar-fixture
+cargo build -q --release --bin vdar-fixture --features fixture
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 target/release/vdar-fixture sample-vm "$tmp/sample-vm"
 tar --sparse --sort=name --owner=0 --group=0 --numeric-owner --mtime=2026-01-01 \

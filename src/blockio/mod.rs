@@ -39,18 +39,6 @@ pub const MAX_QUEUE_DEPTH: usize = 256;
 /// Largest single request.
 pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 
-/// Opens `path` with `O_DIRECT`, for reading or (`write`) for writing. Callers keep a buffered
-/// handle beside it for unaligned pieces, and treat a refusal (tmpfs) as "no direct handle"
-/// or as an error, as their user asked.
-pub fn open_direct(path: &std::path::Path, write: bool) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    File::options()
-        .read(!write)
-        .write(write)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-        .open(path)
-}
-
 /// Which engine to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Backend {
@@ -638,7 +626,7 @@ mod tests {
     fn local_direct_handles_serve_aligned_reads_and_change_no_byte() {
         let (_dir, p, data) = pattern_file();
         let src: Arc<dyn ByteSource> = Arc::new(LocalFile::open_direct(&p).unwrap());
-        let direct_ok = open_direct(&p, false).is_ok();
+        let direct_ok = crate::input::source::open_direct(&p, false).is_ok();
         for backend in [Backend::Pread, Backend::Auto] {
             // Unaligned jobs go buffered; whole 1 MiB jobs go through the O_DIRECT handle when
             // the file system has one (the unaligned tail stays buffered).

@@ -14,8 +14,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
 use anyhow::Context;
-use vdar::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
 
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
 use super::records::{RecordReader, TAPE_READ_BYTES};
@@ -71,9 +71,9 @@ pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
 
 /// Names the archive in errors about its bytes (the library knows only their offsets); with
 /// `hint`, says what to do about a damaged one.
-pub(super) fn about_archive(e: vdar::Error, path: &Path, hint: bool) -> anyhow::Error {
+pub(super) fn about_archive(e: crate::Error, path: &Path, hint: bool) -> anyhow::Error {
     match e {
-        vdar::Error::ArchiveCorrupt { .. } | vdar::Error::UnsupportedVersion { .. } => {
+        crate::Error::ArchiveCorrupt { .. } | crate::Error::UnsupportedVersion { .. } => {
             let name = if path == Path::new("-") {
                 "standard input".to_string()
             } else {
@@ -81,7 +81,7 @@ pub(super) fn about_archive(e: vdar::Error, path: &Path, hint: bool) -> anyhow::
             };
             // Salvage helps a damaged archive, not a file that is no archive at all.
             let not_archive = e.to_string().contains("not a vdar archive");
-            let hint = if hint && !not_archive && matches!(e, vdar::Error::ArchiveCorrupt { .. }) {
+            let hint = if hint && !not_archive && matches!(e, crate::Error::ArchiveCorrupt { .. }) {
                 "\n  `vdar verify` names every damaged record; `vdar restore --salvage` restores \
                  everything intact"
             } else {
@@ -160,7 +160,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let report = report.map_err(|e| {
         // A write to stdout that failed says where; anything else is about the archive.
         let writing =
-            matches!(&e, vdar::Error::Io { cause, .. } if FailedWrite::find(cause).is_some());
+            matches!(&e, crate::Error::Io { cause, .. } if FailedWrite::find(cause).is_some());
         if writing {
             output_error("stdout", e.into())
         } else {
@@ -210,8 +210,8 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // Verify reads every record in order whatever the input.
     let report = match archive(&args.archive)? {
-        Archive::Stream(mut r) => vdar::verify::verify(&mut r),
-        Archive::Seekable(mut f) => vdar::verify::verify_file(&mut f),
+        Archive::Stream(mut r) => crate::verify::verify(&mut r),
+        Archive::Seekable(mut f) => crate::verify::verify_file(&mut f),
     }
     .map_err(|e| about_archive(e, &args.archive, false))?;
     if args.json {
@@ -243,8 +243,8 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
 
 pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let l = match archive(&args.archive)? {
-        Archive::Stream(mut r) => vdar::list::list_stream(&mut r),
-        Archive::Seekable(mut f) => vdar::list::list_file(&mut f),
+        Archive::Stream(mut r) => crate::list::list_stream(&mut r),
+        Archive::Seekable(mut f) => crate::list::list_file(&mut f),
     }
     .map_err(|e| about_archive(e, &args.archive, false))?;
     // An incomplete archive is listed as far as it goes, and is not a success.

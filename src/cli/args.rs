@@ -156,9 +156,9 @@ pub enum FormatArg {
     Ova,
 }
 
-impl From<FormatArg> for vdar::restore::Format {
+impl From<FormatArg> for crate::restore::Format {
     fn from(f: FormatArg) -> Self {
-        use vdar::restore::Format;
+        use crate::restore::Format;
         match f {
             FormatArg::Raw => Format::Raw,
             FormatArg::Vmdk => Format::Vmdk,
@@ -468,4 +468,34 @@ mod tests {
         ])
         .is_err());
     }
+}
+
+/// Restore, verify and list vdar archives.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vdar-restore",
+    version,
+    about = "Restore, verify and list vdar archives: the disaster-recovery subset of vdar"
+)]
+#[command(after_help = EXIT_CODES)]
+pub struct RestoreCli {
+    #[command(subcommand)]
+    pub command: RestoreCommand,
+}
+
+/// The commands of `vdar-restore`: the archive-reading subset of `vdar`'s.
+#[derive(Debug, Subcommand)]
+pub enum RestoreCommand {
+    /// Restore an archive (file or `-`) into a directory, or (--blockmap) onto SAN LUNs.
+    Restore(RestoreArgs),
+    /// Check every checksum; exit 1 on damage.
+    Verify(VerifyArgs),
+    /// List VMs, disks, files and figures.
+    List(ListArgs),
+    /// Print a shell completion script (for packagers).
+    #[command(hide = true)]
+    Completions(CompletionsArgs),
+    /// Print the man page (for packagers).
+    #[command(hide = true)]
+    Man,
 }

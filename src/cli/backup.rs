@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
-use vdar::chain::{Chain, ChainOptions};
-use vdar::input::{LocalOpener, SourceOpener};
-use vdar::pipeline::{
+use crate::chain::{Chain, ChainOptions};
+use crate::input::{LocalOpener, SourceOpener};
+use crate::pipeline::{
     backup, BackupOptions, DiskInput, DiskMeta, LayerInfo, Progress, VmFile, VmInput,
 };
-use vdar::staged::Staged;
+use crate::staged::Staged;
+use anyhow::{bail, Context};
 
 use super::args::{parse_size, BackupArgs};
 use super::direct_out::DirectAppend;
@@ -40,7 +40,7 @@ struct BackupReport<'a> {
     seconds: f64,
     vdar_version: &'static str,
     #[serde(flatten)]
-    summary: &'a vdar::pipeline::BackupSummary,
+    summary: &'a crate::pipeline::BackupSummary,
 }
 
 pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
@@ -60,7 +60,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
             .context("--block-size must be below 4 GiB")?;
     }
     opts.read = super::san::read_options(&args.san);
-    if let Some(n) = vdar::blockio::fallback_notice(&opts.read) {
+    if let Some(n) = crate::blockio::fallback_notice(&opts.read) {
         eprintln!("vdar: notice: {n}");
     }
     let san = super::san::opener(&args.san)?;
@@ -163,7 +163,7 @@ fn run_backup(
     opts: &BackupOptions,
     out: &mut dyn Write,
     total: u64,
-) -> anyhow::Result<vdar::pipeline::BackupSummary> {
+) -> anyhow::Result<crate::pipeline::BackupSummary> {
     let tty = io::stderr().is_terminal();
     let throttle = Throttle::new();
     let report = |p: &Progress| throttle.show(|secs| backup_line(p, total, secs));
@@ -204,7 +204,7 @@ fn open_device(path: &Path, force: bool) -> anyhow::Result<Option<File>> {
 }
 
 /// Writes `path` through a `.partial` sibling, renamed into place once complete and removed
-/// otherwise ([`vdar::staged`], the same staging a restore's outputs go through).
+/// otherwise ([`crate::staged`], the same staging a restore's outputs go through).
 pub fn write_file_atomically<T>(
     path: &Path,
     force: bool,

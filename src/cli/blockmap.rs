@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
+use crate::san::t0::{import as import_map, ImportInputs};
 use anyhow::Context;
-use vdar::san::t0::{import as import_map, ImportInputs};
 
 use super::args::ImportArgs;
 

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use vdar::chain::{Chain, ChainOptions, VirtualDisk};
-use vdar::input::LocalOpener;
+use crate::chain::{Chain, ChainOptions, VirtualDisk};
+use crate::input::LocalOpener;
 
 use super::args::CatArgs;
 use super::output::{copy_disk, RawOut};

@@ -15,8 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::blockio::{AlignedBuf, DIRECT_ALIGN};
+use crate::input::source::open_direct;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use vdar::blockio::{open_direct, AlignedBuf, DIRECT_ALIGN};
 
 use super::stdout::FailedWrite;
 

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::chain::{Chain, ChainOptions, VirtualDisk};
 use serde::Serialize;
-use vdar::chain::{Chain, ChainOptions, VirtualDisk};
 
 use super::args::InspectArgs;
 use super::units::human;

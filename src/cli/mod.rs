@@ -1,8 +1,11 @@
-//! The `vdar` command line: argument parsing, one file per subcommand, human and JSON output.
-//! Library errors are typed; here they become anyhow chains printed once by `main`.
+//! The command lines of `vdar` and `vdar-restore` (feature `cli`): argument parsing, one file
+//! per subcommand, human and JSON output. Both binaries are one call into this module, so the
+//! recovery-media subset runs exactly the code of the full tool. Library errors are typed; here
+//! they become anyhow chains, printed once with the exit code (0 ok, 1 damage or data lost,
+//! 2 error).
 
 mod archive_cmds;
-pub mod args;
+mod args;
 mod backup;
 mod blockmap;
 mod cat;
@@ -22,15 +25,15 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-pub use args::Cli;
+use args::Cli;
 
 /// Groups command-line inputs into VMs: each .vmx is one VM; bare disk descriptors given
 /// together form one VM named after the first.
-pub fn select_inputs(
+pub(crate) fn select_inputs(
     inputs: &[std::path::PathBuf],
     snapshot: Option<&str>,
-) -> anyhow::Result<Vec<vdar::input::vm::VmSelection>> {
-    use vdar::input::vm::{is_vmx, select_vm, VmDisk, VmSelection};
+) -> anyhow::Result<Vec<crate::input::vm::VmSelection>> {
+    use crate::input::vm::{is_vmx, select_vm, VmDisk, VmSelection};
     let mut out = Vec::new();
     let mut loose = Vec::new();
     for input in inputs {
@@ -68,14 +71,38 @@ pub fn select_inputs(
     Ok(out)
 }
 
-/// The exit for an interrupted backup or restore (see `signals`), if `e` is one.
-pub fn interrupted(e: &anyhow::Error) -> Option<ExitCode> {
-    signals::interrupted(e, "vdar")
+/// `vdar`: parses the command line, runs the command and returns the process exit code.
+pub fn vdar_main() -> ExitCode {
+    exit_code("vdar", run_vdar(Cli::parse()))
 }
 
-/// Parses the command line and runs the command.
-pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+/// `vdar-restore`: the restore, verify and list subset for disaster-recovery media.
+pub fn vdar_restore_main() -> ExitCode {
+    exit_code("vdar-restore", run_vdar_restore(args::RestoreCli::parse()))
+}
+
+/// Prints an error once, as `PROGRAM: error: CHAIN`; an interrupt has its own exit code.
+fn exit_code(program: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        signals::interrupted(&e, program).unwrap_or_else(|| {
+            eprintln!("{program}: error: {e:#}");
+            ExitCode::from(2)
+        })
+    })
+}
+
+fn run_vdar_restore(cli: args::RestoreCli) -> anyhow::Result<ExitCode> {
+    use args::RestoreCommand;
+    match cli.command {
+        RestoreCommand::Restore(a) => archive_cmds::restore(&a),
+        RestoreCommand::Verify(a) => archive_cmds::verify(&a),
+        RestoreCommand::List(a) => archive_cmds::list(&a),
+        RestoreCommand::Completions(a) => generate::completions(args::RestoreCli::command(), &a),
+        RestoreCommand::Man => generate::man(args::RestoreCli::command(), "vdar"),
+    }
+}
+
+fn run_vdar(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         args::Command::Inspect(a) => inspect::run(&a),
         args::Command::Cat(a) => cat::run(&a),

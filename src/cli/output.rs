@@ -4,12 +4,12 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::blockio::{Job, ReadAhead, ReadOptions, ReadRequest};
+use crate::chain::{read_run, DiskRun, VirtualDisk};
+use crate::input::Source;
+use crate::restore::{DiskSink, RawSink, RawStream};
+use crate::staged::Staged;
 use anyhow::Context;
-use vdar::blockio::{Job, ReadAhead, ReadOptions, ReadRequest};
-use vdar::chain::{read_run, DiskRun, VirtualDisk};
-use vdar::input::Source;
-use vdar::restore::{DiskSink, RawSink, RawStream};
-use vdar::staged::Staged;
 
 use super::stdout::{output_error, Located};
 
@@ -19,7 +19,7 @@ const IO_BYTES: usize = 1 << 20;
 
 /// Where raw bytes go: a regular file (zero runs as holes), written as `NAME.partial` and
 /// renamed into place by [`RawOut::commit`], or a stream (stdout, a device, a FIFO) that gets
-/// every byte. The sinks are the restore's ([`vdar::restore::RawSink`], [`RawStream`]).
+/// every byte. The sinks are the restore's ([`crate::restore::RawSink`], [`RawStream`]).
 pub struct RawOut {
     sink: Box<dyn DiskSink>,
     name: String,
@@ -158,7 +158,7 @@ pub fn copy_disk(
     let mut inflated = vec![0u8; IO_BYTES];
     let name = out.name.clone();
     let sink = &mut out.sink;
-    let written = |r: vdar::Result<()>| r.map_err(|e| output_error(&name, e.into()));
+    let written = |r: crate::Result<()>| r.map_err(|e| output_error(&name, e.into()));
     while let Some(done) = reader.next() {
         let done = done?;
         match done.tag {

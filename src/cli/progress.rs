@@ -6,8 +6,8 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use vdar::pipeline::Progress;
-use vdar::restore::{ProgressHook, RestoreProgress};
+use crate::pipeline::Progress;
+use crate::restore::{ProgressHook, RestoreProgress};
 
 use super::units::human;
 

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::blockio::{Backend, ReadOptions};
+use crate::san::{BlockMap, BlockMapOpener, LunSet, ScanOptions};
 use anyhow::Context;
-use vdar::blockio::{Backend, ReadOptions};
-use vdar::san::{BlockMap, BlockMapOpener, LunSet, ScanOptions};
 
 use super::args::SanArgs;
 

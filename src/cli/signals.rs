@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::cancel::Cancel;
 use anyhow::Context;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use vdar::cancel::Cancel;
 
 /// Installs the handlers and returns the flag they set.
 pub fn on_interrupt() -> anyhow::Result<Cancel> {
@@ -27,8 +27,8 @@ pub fn on_interrupt() -> anyhow::Result<Cancel> {
 
 /// The exit for an error that is an interruption: a notice on stderr and 128 + the signal.
 pub fn interrupted(e: &anyhow::Error, prog: &str) -> Option<ExitCode> {
-    match e.downcast_ref::<vdar::Error>() {
-        Some(vdar::Error::Interrupted(sig)) => {
+    match e.downcast_ref::<crate::Error>() {
+        Some(crate::Error::Interrupted(sig)) => {
             eprintln!(
                 "{prog}: interrupted by signal {sig}: output incomplete, unfinished files removed"
             );

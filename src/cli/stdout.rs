@@ -66,8 +66,8 @@ impl FailedWrite {
 /// Names `output` in an error that carries a [`FailedWrite`], directly or inside the library's
 /// I/O error; any other error is returned as it is.
 pub fn output_error(output: &str, e: anyhow::Error) -> anyhow::Error {
-    let failed = match e.downcast_ref::<vdar::Error>() {
-        Some(vdar::Error::Io { cause, .. }) => FailedWrite::find(cause),
+    let failed = match e.downcast_ref::<crate::Error>() {
+        Some(crate::Error::Io { cause, .. }) => FailedWrite::find(cause),
         _ => e.downcast_ref::<io::Error>().and_then(FailedWrite::find),
     };
     match failed {

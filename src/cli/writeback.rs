@@ -1,15 +1,15 @@
 //! `vdar restore ARCHIVE --blockmap MAP --lun …`: SAN write-back of one disk into a
-//! pre-created eager-zeroed flat disk (library: `vdar::san::writeback`). The LUNs are scanned
+//! pre-created eager-zeroed flat disk (library: `crate::san::writeback`). The LUNs are scanned
 //! read-only; the library opens them for writing only once the target, its runs and the map's
 //! probes have passed. Exit codes: 0 written and verified, 1 the read-back differs, 2 error.
 
 use std::process::ExitCode;
 
+use crate::blockio::{Backend, ReadOptions};
+use crate::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
+use crate::san::writeback::{Verify, WriteBack, WriteBackOptions, ZeroPolicy};
+use crate::san::{BlockMap, BlockMapOpener};
 use anyhow::Context;
-use vdar::blockio::{Backend, ReadOptions};
-use vdar::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
-use vdar::san::writeback::{Verify, WriteBack, WriteBackOptions, ZeroPolicy};
-use vdar::san::{BlockMap, BlockMapOpener};
 
 use super::archive_cmds::{archive, Archive};
 use super::args::RestoreArgs;
@@ -66,7 +66,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         eprintln!("vdar: warning: {n}");
     }
     match result {
-        Err(vdar::Error::WriteBackMismatch(m)) => {
+        Err(crate::Error::WriteBackMismatch(m)) => {
             eprintln!("vdar: VERIFY FAILED: {m}");
             return Ok(ExitCode::from(1));
         }

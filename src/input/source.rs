@@ -17,6 +17,18 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileId(pub u32);
 
+/// Opens `path` with `O_DIRECT`, for reading or (`write`) for writing. Callers keep a buffered
+/// handle beside it for unaligned pieces, and treat a refusal (tmpfs) as "no direct handle"
+/// or as an error, as their user asked.
+pub fn open_direct(path: &std::path::Path, write: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .read(!write)
+        .write(write)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+}
+
 /// Something that can be read at arbitrary byte offsets: a local file or (later) a file
 /// reassembled from LUN extents through a block map.
 pub trait ByteSource: Send + Sync + std::fmt::Debug {
@@ -133,7 +145,7 @@ impl LocalFile {
     /// A file system that refuses `O_DIRECT` (tmpfs) leaves only the buffered handle.
     pub fn open_direct(path: &Path) -> Result<Self> {
         let mut f = Self::open(path)?;
-        f.direct = crate::blockio::open_direct(path, false).ok().map(Arc::new);
+        f.direct = open_direct(path, false).ok().map(Arc::new);
         Ok(f)
     }
 }

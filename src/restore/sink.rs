@@ -15,9 +15,10 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use crate::blockio::{open_direct, AlignedBuf, DIRECT_ALIGN};
+use crate::blockio::{AlignedBuf, DIRECT_ALIGN};
 use crate::chunk::bytes::is_zero;
 use crate::error::{Error, Result};
+use crate::input::source::open_direct;
 
 /// Ordered writer of one disk image.
 pub trait DiskSink {

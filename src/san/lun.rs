@@ -434,7 +434,7 @@ impl LunSet {
             let mut paths = Vec::new();
             for (p, f) in alive {
                 let direct = if opts.direct {
-                    let d = crate::blockio::open_direct(&p, false)
+                    let d = crate::input::source::open_direct(&p, false)
                         .map_err(|e| Error::io(&p, None, e))?;
                     Some(Arc::new(d))
                 } else {
