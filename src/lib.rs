@@ -15,7 +15,12 @@
 //! 5. [`archive`]: the on-disk format (formats/ARCHIVE.md): framed records, index, footer, written
 //!    strictly sequentially.
 //! 6. [`restore`], [`verify`], [`list`]: reading archives back, in one pass from a pipe or with
-//!    random access from a file.
+//!    random access from a file; [`restore::writeback`] writes a disk back onto SAN LUNs.
+//!
+//! [`output`] is the one write path under backup, `cat`, restore and write-back: opening an
+//! output (staged `.partial` file, device or FIFO in place, stdout but never a terminal),
+//! locking, `O_DIRECT` with one fallback rule, write-behind, tape records, and write errors
+//! that name the file and byte offset.
 //!
 //! [`blockio`] reads data runs with a read-ahead pipeline (io_uring, pread fallback). [`san`]
 //! (LAN-free SAN mode) plugs into stage 1 as an [`input::SourceOpener`]: files come from a block
@@ -37,10 +42,12 @@ pub mod error;
 pub mod fixture;
 pub mod input;
 pub mod list;
+pub mod output;
 pub mod pipeline;
 pub mod restore;
 pub mod san;
-pub mod staged;
 pub mod verify;
 
 pub use error::{Error, Result};
+/// Staging of outputs, at its historical path (scripts and tests lock `.partial` files with it).
+pub use output::staged;

@@ -13,16 +13,15 @@
 //! and falls back to pread with a one-line notice ([`ReadAhead::notice`]); the environment
 //! variable `VDAR_IO_BACKEND=pread` (tests, benchmarks) forces the fallback.
 //!
-//! The writing stage of SAN write-back is [`write::WriteQueue`]: the same engines, run the
-//! other way (`IORING_OP_WRITE`, or `pwrite` in the fallback), with the same queue-depth bound
-//! and the same buffer-ownership rule.
+//! The writing stage of SAN write-back (`crate::output::queue`) runs the same engines the other
+//! way (`IORING_OP_WRITE`, or `pwrite` in the fallback), with the same queue-depth bound and the
+//! same buffer-ownership rule.
 //!
 //! Invariant for soundness: a buffer handed to an engine is owned by the engine until its
 //! completion is returned; engines drain every outstanding read or write before they drop.
 
 pub mod pread;
 pub mod uring;
-pub mod write;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -103,7 +102,7 @@ impl AlignedBuf {
     }
 
     /// Sets the filled length.
-    fn set_len(&mut self, len: usize) {
+    pub(crate) fn set_len(&mut self, len: usize) {
         assert!(len <= self.cap, "invariant: length within capacity");
         self.len = len;
     }

@@ -14,12 +14,13 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::output::records::{RecordReader, TAPE_READ_BYTES};
+use crate::output::{FailedWrite, Located};
 use crate::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
 use anyhow::Context;
 
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
-use super::records::{RecordReader, TAPE_READ_BYTES};
-use super::stdout::{output_error, FailedWrite, Located};
+use super::stdout::output_error;
 use super::units::{human, utc};
 
 pub(super) fn open(path: &Path) -> anyhow::Result<File> {
@@ -136,7 +137,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let input = archive(&args.archive)?;
     let mut created = Vec::new();
     if to == Path::new("-") {
-        super::stdout::refuse_terminal("a restored image")?;
+        crate::output::refuse_terminal("a restored image")?;
     }
     let dest = if to == Path::new("-") {
         // Stdout is line-buffered; an image is not lines.

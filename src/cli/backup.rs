@@ -1,31 +1,25 @@
 //! `vdar backup`: open every chain, then stream one archive to a file or stdout.
 //!
-//! A file output is written to `NAME.partial` and renamed only after the archive is complete
-//! and fsynced, so a failed or interrupted backup never leaves a file that looks like an archive;
-//! its bytes bypass the page cache where the file system allows (`direct_out`).
-//! A device or FIFO (a tape drive) is written in place, like stdout.
+//! The output (a `.partial` file renamed once complete, a device, a FIFO or a tape written in
+//! place, stdout) is the library's write path, `crate::output`.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, IsTerminal, Write};
-use std::os::fd::AsFd;
-use std::os::unix::fs::FileTypeExt;
+use std::fs;
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use crate::chain::{Chain, ChainOptions};
 use crate::input::{LocalOpener, SourceOpener};
+use crate::output::{OutputSpec, StreamOut};
 use crate::pipeline::{
     backup, BackupOptions, DiskInput, DiskMeta, LayerInfo, Progress, VmFile, VmInput,
 };
-use crate::staged::Staged;
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use super::args::{parse_size, BackupArgs};
-use super::direct_out::DirectAppend;
 use super::progress::{self, backup_line, Throttle};
-use super::records::RecordWriter;
-use super::stdout::{output_error, Located};
+use super::stdout::output_error;
 use super::units::human;
 
 /// Largest VM configuration file stored (.vmx, .nvram, ...): they are kilobytes; anything
@@ -88,51 +82,24 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     };
 
     let to_stdout = args.output == Path::new("-");
-    let device = if to_stdout {
-        None
-    } else {
-        open_device(&args.output, args.force)?
+    let spec = OutputSpec {
+        path: &args.output,
+        force: args.force,
+        what: "an archive",
     };
-    let summary = if to_stdout || device.is_some() {
-        // A pipe, a tape or another device: written in one pass, nothing to rename.
-        let (file, name) = match device {
-            Some(f) => (f, args.output.display().to_string()),
-            None => {
-                if io::stdout().is_terminal() {
-                    bail!("refusing to write an archive to a terminal: use -o FILE or a pipe");
-                }
-                let fd = io::stdout()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .context("stdout")?;
-                (File::from(fd), "stdout".to_string())
-            }
-        };
-        // A tape drive (a character device) takes each write as records; a pipe does not care,
-        // and large writes are cheaper there.
-        let tape = file
-            .metadata()
-            .is_ok_and(|m| m.file_type().is_char_device());
-        let file = Located::new(file);
-        let mut out: Box<dyn Write> = if opts.block_size > 0 && tape {
-            Box::new(RecordWriter::new(file, opts.block_size as usize))
-        } else {
-            Box::new(BufWriter::with_capacity(1 << 20, file))
-        };
-        // The archive writer names the bytes it handed on; the buffers below may hold more:
-        // name what really went out.
-        let s = run_backup(vms, &opts, &mut out, total).map_err(|e| output_error(&name, e))?;
-        out.flush().map_err(|e| output_error(&name, e.into()))?;
-        // A pipe cannot be taken back: a failed probe still fails the backup (non-zero exit).
-        finish_san()?;
-        s
-    } else {
-        write_file_atomically(&args.output, args.force, |out| {
-            let s = run_backup(vms, &opts, out, total)?;
-            finish_san()?;
-            Ok(s)
-        })?
-    };
+    let name = spec.name();
+    let mut out = StreamOut::open(&spec, opts.block_size as usize)?;
+    // The archive writer names the bytes it handed on; the buffers below may hold more: name
+    // what really went out.
+    let summary =
+        run_backup(vms, &opts, out.writer(), total).map_err(|e| output_error(&name, e))?;
+    // A stream cannot be taken back: it is flushed, and a failed probe still fails the backup
+    // (non-zero exit). A file gets its name only after the probes passed.
+    out.writer()
+        .flush()
+        .map_err(|e| output_error(&name, e.into()))?;
+    finish_san()?;
+    out.commit().map_err(|e| output_error(&name, e.into()))?;
 
     let json = serde_json::to_string_pretty(&BackupReport {
         archive: args.output.display().to_string(),
@@ -173,52 +140,6 @@ fn run_backup(
         progress::clear();
     }
     Ok(summary?)
-}
-
-/// The output when `path` names an existing device or FIFO (a tape drive, `/dev/null`, a named
-/// pipe): written in place, since a `.partial` sibling renamed over it would replace the device
-/// node. A block device holds a file system or a LUN, so writing over it needs `--force`.
-/// `None` for a regular file or a new name.
-fn open_device(path: &Path, force: bool) -> anyhow::Result<Option<File>> {
-    let Ok(meta) = fs::metadata(path) else {
-        return Ok(None);
-    };
-    let kind = meta.file_type();
-    if kind.is_file() {
-        return Ok(None);
-    }
-    if kind.is_dir() {
-        bail!("{}: is a directory", path.display());
-    }
-    if kind.is_block_device() && !force {
-        bail!(
-            "{}: is a block device; writing an archive onto it destroys what it holds (use --force)",
-            path.display()
-        );
-    }
-    let file = File::options()
-        .write(true)
-        .open(path)
-        .with_context(|| format!("{}: cannot open for writing", path.display()))?;
-    Ok(Some(file))
-}
-
-/// Writes `path` through a `.partial` sibling, renamed into place once complete and removed
-/// otherwise ([`crate::staged`], the same staging a restore's outputs go through).
-pub fn write_file_atomically<T>(
-    path: &Path,
-    force: bool,
-    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let mut staged = Staged::default();
-    let (partial, file) = staged.create(path, force)?;
-    let mut out = DirectAppend::new(&partial, file);
-    // A failed write names the file as given and the offset the write-behind thread reports.
-    let name = path.display().to_string();
-    let v = write(&mut out).map_err(|e| output_error(&name, e))?;
-    out.finish().map_err(|e| output_error(&name, e.into()))?;
-    staged.commit()?;
-    Ok(v)
 }
 
 /// Opens all inputs: VMs with their config files and disk descriptors, and every chain.

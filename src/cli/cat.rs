@@ -6,7 +6,9 @@ use crate::chain::{Chain, ChainOptions, VirtualDisk};
 use crate::input::LocalOpener;
 
 use super::args::CatArgs;
-use super::output::{copy_disk, RawOut};
+use crate::output::{copy_disk, ImageOut, OutputSpec};
+
+use super::stdout::output_error;
 
 pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
     let san = super::san::opener(&args.san)?;
@@ -27,8 +29,17 @@ pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
         eprintln!("vdar: warning: {w}");
     }
     let mut disk = chain.collapse();
-    let mut out = RawOut::create(&args.output, disk.capacity(), args.force)?;
-    copy_disk(&mut disk, &mut out, &super::san::read_options(&args.san))?;
+    let spec = OutputSpec {
+        path: &args.output,
+        force: args.force,
+        what: "a disk image",
+    };
+    let mut out = ImageOut::create(&spec, disk.capacity())?;
+    let read = super::san::read_options(&args.san);
+    if let Some(n) = crate::blockio::fallback_notice(&read) {
+        eprintln!("vdar: notice: {n}");
+    }
+    copy_disk(&mut disk, &mut out, &read).map_err(|e| output_error(&spec.name(), e.into()))?;
     if let Some(o) = &san {
         // And after: the file must not have moved while we read it. Only then does the
         // output get its name.

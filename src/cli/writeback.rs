@@ -1,13 +1,13 @@
 //! `vdar restore ARCHIVE --blockmap MAP --lun …`: SAN write-back of one disk into a
-//! pre-created eager-zeroed flat disk (library: `crate::san::writeback`). The LUNs are scanned
+//! pre-created eager-zeroed flat disk (library: `crate::restore::writeback`). The LUNs are scanned
 //! read-only; the library opens them for writing only once the target, its runs and the map's
 //! probes have passed. Exit codes: 0 written and verified, 1 the read-back differs, 2 error.
 
 use std::process::ExitCode;
 
 use crate::blockio::{Backend, ReadOptions};
+use crate::restore::writeback::{Verify, WriteBack, WriteBackOptions, ZeroPolicy};
 use crate::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
-use crate::san::writeback::{Verify, WriteBack, WriteBackOptions, ZeroPolicy};
 use crate::san::{BlockMap, BlockMapOpener};
 use anyhow::Context;
 

@@ -45,6 +45,7 @@ mod sink;
 mod sparse;
 mod stream;
 mod vmdk;
+pub mod writeback;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -63,10 +64,10 @@ pub(crate) use replay::Replay;
 pub(crate) use salvage::open_seekable;
 pub use seekable::{restore_seekable, restore_seekable_to};
 
+pub use crate::output::{DiskSink, RawSink, RawStream};
 pub use ova::HashWriter;
 pub use progress::{ProgressHook, RestoreProgress};
 pub use raw::FsTarget;
-pub use sink::{DiskSink, RawSink, RawStream};
 pub use sparse::SparseSink;
 pub use stream::{StreamSink, StreamSummary};
 

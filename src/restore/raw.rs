@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 
 use super::ova::{self, HashWriter, OvaDisk};
 use super::progress::Tracker;
-use super::sink::{DiskSink, RawSink, RawStream};
 use super::sparse::SparseSink;
 use super::stream::StreamSink;
 use super::vmdk::{check_disk, descriptor, disk_stems, fresh_cid, rewrite_vmx};
@@ -30,7 +29,8 @@ use super::{Dest, Format, RestoreReport, Selection, Target};
 use crate::archive::manifest::{check_name, Manifest};
 use crate::error::{Error, Result};
 use crate::input::vmx::VmxFile;
-use crate::staged::{open_nofollow, Staged};
+use crate::output::staged::{open_nofollow, Staged};
+use crate::output::{DiskSink, RawSink, RawStream};
 
 /// The sink of one disk.
 enum Sink {

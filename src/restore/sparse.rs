@@ -11,8 +11,9 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use super::sink::{DiskSink, Grain, Grainer};
+use super::sink::{Grain, Grainer};
 use super::vmdk::SECTOR;
+use super::DiskSink;
 use crate::error::{Error, Result};
 use crate::input::sparse::SparseExtentHeader;
 

@@ -13,9 +13,10 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 
-use super::sink::{DiskSink, Grain, Grainer};
+use super::sink::{Grain, Grainer};
 use super::sparse::{GRAIN_SECTORS, GTES_PER_GT, GT_SECTORS, MAGIC};
 use super::vmdk::SECTOR;
+use super::DiskSink;
 use crate::error::{Error, Result};
 use crate::input::sparse::{
     encode_grain_record, encode_marker, SparseExtentHeader, COMPRESSION_DEFLATE, FLAG_COMPRESSED,

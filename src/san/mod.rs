@@ -9,8 +9,9 @@
 //! ranges that the reader checks before and after the copy. Bulk reads then go through `crate::blockio`
 //! (io_uring) using [`crate::input::ByteSource::locate`].
 //!
-//! [`writeback`] runs the same path backwards: `vdar restore --blockmap` writes an archived disk
-//! into the blocks of a pre-created eager-zeroed flat disk, straight to the LUNs.
+//! `crate::restore::writeback` runs the same path backwards (`vdar restore --blockmap` writes an
+//! archived disk into the blocks of a pre-created eager-zeroed flat disk, straight to the
+//! LUNs); san itself is input only and imports neither restore nor the pipeline.
 
 pub mod blockmap;
 pub mod lun;
@@ -18,7 +19,6 @@ pub mod lvm;
 pub mod opener;
 pub mod probes;
 pub mod t0;
-pub mod writeback;
 
 pub use blockmap::BlockMap;
 pub use lun::{LunSet, LvMap, ScanOptions};

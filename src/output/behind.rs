@@ -1,51 +1,44 @@
-//! Archive file output that bypasses the page cache: whole aligned 4 MiB blocks go to the file
-//! with `O_DIRECT` from a write-behind thread, the unaligned tail through a buffered handle.
+//! Write-behind: a byte stream (the archive) written to a file as positional writes at a
+//! running offset, whole aligned 4 MiB blocks through [`DirectFile`] from a writer thread.
 //!
-//! Why: written through the page cache, a backup archive cost the kernel's copy into it (3-6% of
-//! the backup's CPU in profiles) and then sat dirty in memory until the final fsync, which waited
-//! for all of it (0.7 s for 750 MB on the bench machine). The archive is not read back here, so
-//! caching it only evicts what the host had cached. Direct writes leave nothing to flush at the
-//! end; the write-behind thread keeps them overlapped with compression, as the kernel's
-//! writeback did. File systems that refuse `O_DIRECT` (tmpfs) get buffered writes, silently.
+//! Why a thread: direct writes leave nothing to flush at the end (the final fsync of a
+//! page-cached archive waited 0.7 s for 750 MB on the bench machine), and the thread keeps them
+//! overlapped with compression, as the kernel's writeback did. The tail goes out at
+//! [`WriteBehind::finish`] by the same rule (aligned head direct, the rest buffered).
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::blockio::{AlignedBuf, DIRECT_ALIGN};
-use crate::input::source::open_direct;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use super::stdout::FailedWrite;
+use super::direct::DirectFile;
+use crate::blockio::AlignedBuf;
 
 /// Size of one direct write (and of each staging buffer).
 const BLOCK_BYTES: usize = 4 << 20;
 /// Staging buffers: one filling, the others queued or being written.
 const BUFFERS: usize = 3;
 
-/// A full or final staging buffer: `len` bytes to write at `at`.
+/// A full staging buffer: `len` bytes to write at `at`.
 type Filled = (AlignedBuf, usize, u64);
 
 /// Sequential writer of one new file.
-pub struct DirectAppend {
-    file: Arc<File>,
+pub struct WriteBehind {
     stage: AlignedBuf,
     filled: usize,
     /// File offset of `stage`'s first byte.
     pos: u64,
     to_writer: Option<Sender<Filled>>,
     free: Receiver<AlignedBuf>,
-    writer: Option<JoinHandle<io::Result<()>>>,
+    writer: Option<JoinHandle<io::Result<DirectFile>>>,
 }
 
-impl DirectAppend {
+impl WriteBehind {
     /// Writes `file` (created empty at `path`) from offset 0.
-    pub fn new(path: &Path, file: File) -> DirectAppend {
-        let file = Arc::new(file);
-        let direct = open_direct(path, true).ok();
+    pub fn new(path: &Path, file: File) -> WriteBehind {
+        let out = DirectFile::open(path, file);
         let (to_writer, jobs) = bounded::<Filled>(BUFFERS);
         let (give_back, free) = bounded(BUFFERS);
         for _ in 1..BUFFERS {
@@ -53,10 +46,8 @@ impl DirectAppend {
                 .send(AlignedBuf::new(BLOCK_BYTES))
                 .expect("invariant: capacity");
         }
-        let buffered = file.clone();
-        let writer = std::thread::spawn(move || write_behind(jobs, give_back, direct, buffered));
-        DirectAppend {
-            file,
+        let writer = std::thread::spawn(move || write_behind(jobs, give_back, out));
+        WriteBehind {
             stage: AlignedBuf::new(BLOCK_BYTES),
             filled: 0,
             pos: 0,
@@ -66,74 +57,66 @@ impl DirectAppend {
         }
     }
 
-    /// Hands the staged bytes to the writer thread and takes a free buffer.
-    fn ship(&mut self, len: usize) -> io::Result<()> {
+    /// Hands the staged block to the writer thread and takes a free buffer.
+    fn ship(&mut self) -> io::Result<()> {
         let next = match self.free.recv() {
             Ok(b) => b,
-            Err(_) => return Err(self.writer_error()),
+            Err(_) => return Err(self.stop().err().unwrap_or_else(stopped)),
         };
         let full = std::mem::replace(&mut self.stage, next);
         let sent = self
             .to_writer
             .as_ref()
             .expect("invariant: open until finish")
-            .send((full, len, self.pos));
+            .send((full, BLOCK_BYTES, self.pos));
         if sent.is_err() {
-            return Err(self.writer_error());
+            return Err(self.stop().err().unwrap_or_else(stopped));
         }
-        self.pos += len as u64;
+        self.pos += BLOCK_BYTES as u64;
         Ok(())
     }
 
-    /// The error that stopped the writer thread.
-    fn writer_error(&mut self) -> io::Error {
+    /// Ends the writer thread and returns the file back, or the error that stopped it.
+    fn stop(&mut self) -> io::Result<DirectFile> {
         self.to_writer = None;
         match self.writer.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => e,
-            Some(Err(_)) => io::Error::other("archive writer thread panicked"),
-            _ => io::Error::other("archive writer thread stopped"),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("archive writer thread panicked")),
+            None => Err(stopped()),
         }
     }
 
-    /// Writes everything still staged and returns the file (for fsync).
-    pub fn finish(mut self) -> io::Result<Arc<File>> {
-        // The aligned part of the tail still goes direct; the rest through the page cache.
-        let aligned = self.filled / DIRECT_ALIGN * DIRECT_ALIGN;
-        let tail = self.stage.spare()[aligned..self.filled].to_vec();
-        if aligned > 0 {
-            self.ship(aligned)?;
-        }
-        self.to_writer = None;
-        match self.writer.take().map(JoinHandle::join) {
-            Some(Ok(r)) => r?,
-            _ => return Err(io::Error::other("archive writer thread panicked")),
-        }
-        self.file
-            .write_all_at(&tail, self.pos)
-            .map_err(|e| FailedWrite::wrap(self.pos, e))?;
-        Ok(self.file.clone())
+    /// Writes everything still staged.
+    pub fn finish(mut self) -> io::Result<()> {
+        let mut out = self.stop()?;
+        let tail = &self.stage.spare()[..self.filled];
+        out.write_at(tail, self.pos).map_err(|e| e.into_io())
     }
 }
 
-impl Write for DirectAppend {
+fn stopped() -> io::Error {
+    io::Error::other("archive writer thread stopped")
+}
+
+impl Write for WriteBehind {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = data.len().min(BLOCK_BYTES - self.filled);
         self.stage.spare()[self.filled..self.filled + n].copy_from_slice(&data[..n]);
         self.filled += n;
         if self.filled == BLOCK_BYTES {
             self.filled = 0;
-            self.ship(BLOCK_BYTES)?;
+            self.ship()?;
         }
         Ok(n)
     }
 
-    /// Nothing to do before [`DirectAppend::finish`]: only whole blocks leave early.
+    /// Nothing to do before [`WriteBehind::finish`]: only whole blocks leave early.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
 
-impl Drop for DirectAppend {
+impl Drop for WriteBehind {
     fn drop(&mut self) {
         // Abandoned (an error elsewhere): stop the thread; the caller removes the file.
         self.to_writer = None;
@@ -143,39 +126,25 @@ impl Drop for DirectAppend {
     }
 }
 
-/// The writer thread: writes each buffer at its offset, direct while the file system takes it.
+/// The writer thread: writes each buffer at its offset.
 fn write_behind(
     jobs: Receiver<Filled>,
     give_back: Sender<AlignedBuf>,
-    mut direct: Option<File>,
-    buffered: Arc<File>,
-) -> io::Result<()> {
+    mut out: DirectFile,
+) -> io::Result<DirectFile> {
     for (mut buf, len, at) in jobs {
-        let bytes = &buf.spare()[..len];
-        let r = match &direct {
-            Some(d) => d.write_all_at(bytes, at),
-            None => buffered.write_all_at(bytes, at),
-        };
-        match r {
-            Ok(()) => {}
-            // Opened with O_DIRECT but this write refused: buffered from here on.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                direct = None;
-                buffered
-                    .write_all_at(bytes, at)
-                    .map_err(|e| FailedWrite::wrap(at, e))?;
-            }
-            Err(e) => return Err(FailedWrite::wrap(at, e)),
-        }
+        out.write_at(&buf.spare()[..len], at)
+            .map_err(|e| e.into_io())?;
         // The filling side may be gone (finished or failed); nothing more to hand back then.
         let _ = give_back.send(buf);
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blockio::DIRECT_ALIGN;
 
     /// Every length around the block and alignment boundaries, in odd-sized writes, reads
     /// back exactly, on the file system of the target directory (O_DIRECT) and on /dev/shm
@@ -203,7 +172,7 @@ mod tests {
                     .collect();
                 let path = dir.path().join(format!("a{len}"));
                 let file = File::create(&path).unwrap();
-                let mut out = DirectAppend::new(&path, file);
+                let mut out = WriteBehind::new(&path, file);
                 for piece in data.chunks(100_003) {
                     out.write_all(piece).unwrap();
                 }

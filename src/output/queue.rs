@@ -1,10 +1,11 @@
-//! The writing stage: a write-behind queue that keeps up to `queue_depth` write requests in
-//! flight through an [`Engine`] (io_uring `IORING_OP_WRITE`, or `pwrite` in the fallback) and
-//! recycles their buffers once the device has taken the bytes.
+//! Queued positional writes: a write-behind queue that keeps up to `queue_depth` write requests
+//! in flight through a `crate::blockio` [`Engine`] (io_uring `IORING_OP_WRITE`, or `pwrite` in
+//! the fallback) and recycles their buffers once the device has taken the bytes.
 //!
-//! SAN write-back (`crate::san::writeback`) is its only user: it copies each restored piece into
-//! a pooled, page-aligned [`AlignedBuf`], cuts it into [`DeviceWrite`]s (one per device range of
-//! the target's runs) and [`WriteQueue::submit`]s them. Writes may complete in any order: the
+//! SAN write-back (`crate::restore::writeback`) is its only user: it copies each restored piece
+//! into a pooled, page-aligned [`AlignedBuf`], cuts it into [`DeviceWrite`]s (one per device
+//! range of the target's runs, each through the handle [`super::DirectFile::handle_for`] picks)
+//! and [`WriteQueue::submit`]s them. Writes may complete in any order: the
 //! caller guarantees that no two writes in flight overlap on a device (every disk byte is
 //! written once). The first failed write is returned by the next `submit` or [`WriteQueue::flush`]
 //! and names the LUN path and the device offset; the writes still in flight are drained by the
@@ -18,7 +19,9 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{engine, AlignedBuf, Engine, ReadOptions, SubWrite, DIRECT_ALIGN, MAX_QUEUE_DEPTH};
+use crate::blockio::{
+    engine, AlignedBuf, Engine, ReadOptions, SubWrite, DIRECT_ALIGN, MAX_QUEUE_DEPTH,
+};
 use crate::error::{Error, Result};
 
 /// One device write: `len` bytes of the request buffer from `at` to `offset` of `file`.

@@ -1,8 +1,9 @@
 //! SAN write-back: restore one archived disk straight onto the LUNs, into the blocks of a
 //! pre-created eager-zeroed thick flat disk (formats/BLOCKMAP.md §6). It is SAN backup run
-//! backwards: the same block map, the same LUN identification ([`super::LunSet::scan`], VMFS
-//! signature, PE table, multi-LUN volumes) and the same probe checks; bytes go out through
-//! [`crate::blockio::write::WriteQueue`] (io_uring writes, pwrite fallback).
+//! backwards: the same block map, the same LUN identification ([`crate::san::LunSet::scan`],
+//! VMFS signature, PE table, multi-LUN volumes) and the same probe checks; bytes go out through
+//! the write path's [`WriteQueue`] (io_uring writes, pwrite fallback), each through the handle
+//! [`DirectFile`] picks.
 //!
 //! Flow: [`WriteBack`] is a [`SinkFactory`] handed to the restore engine as
 //! [`crate::restore::Dest::Sink`]. Once the manifest is read it picks the target file of the
@@ -31,14 +32,16 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::blockmap::{file_name_of, MappedFile, RunKind};
-use super::lun::{LvMap, WriteHandles};
-use super::opener::BlockMapOpener;
-use crate::blockio::write::{DeviceWrite, WriteQueue};
-use crate::blockio::{Job, ReadAhead, ReadOptions, ReadRequest, DIRECT_ALIGN};
+use super::{DiskSink, SinkFactory};
+use crate::blockio::{Job, ReadAhead, ReadOptions, ReadRequest};
+use crate::chunk::bytes::is_zero;
 use crate::error::{Error, MismatchedRange, Result, WriteBackMismatch};
 use crate::input::{ByteSource, SourceOpener};
-use crate::restore::{DiskSink, SinkFactory};
+use crate::output::queue::{DeviceWrite, WriteQueue};
+use crate::output::DirectFile;
+use crate::san::blockmap::{file_name_of, MappedFile, RunKind};
+use crate::san::opener::BlockMapOpener;
+use crate::san::LvMap;
 
 /// Largest request queued for a zero range (zero ranges can be gigabytes long).
 const ZERO_PIECE_BYTES: usize = 4 << 20;
@@ -268,7 +271,7 @@ impl SinkFactory for WriteBack {
         let source = opener.open(Path::new(&file.path))?;
         // Every device range the target's runs resolve to: the only bytes we may write.
         let mut allowed = Vec::new();
-        let mut handles: HashMap<usize, WriteHandles> = HashMap::new();
+        let mut handles: HashMap<usize, Lun> = HashMap::new();
         let mut luns: Vec<PathBuf> = Vec::new();
         for (k, r) in file.runs.iter().enumerate() {
             let lv_off = r.lv.unwrap_or_default();
@@ -281,7 +284,10 @@ impl SinkFactory for WriteBack {
                     if !luns.iter().any(|p| p.as_path() == h.path.as_ref()) {
                         luns.push(h.path.to_path_buf());
                     }
-                    e.insert(h);
+                    e.insert(Lun {
+                        part_start: h.part_start,
+                        out: DirectFile::from_handles(h.path, h.buffered, h.direct),
+                    });
                 }
                 allowed.push(DevSpan {
                     pv: d.pv,
@@ -325,6 +331,13 @@ impl SinkFactory for WriteBack {
     }
 }
 
+/// A LUN opened for writing.
+struct Lun {
+    out: DirectFile,
+    /// Byte offset of the PV's partition on the device.
+    part_start: u64,
+}
+
 /// A range handed to the sink, for verification: its digest, or `None` for zeros.
 struct Placed {
     offset: u64,
@@ -341,7 +354,7 @@ struct WriteBackSink {
     source: Arc<dyn ByteSource>,
     opener: BlockMapOpener,
     /// Per PV index: the LUN opened for writing.
-    handles: HashMap<usize, WriteHandles>,
+    handles: HashMap<usize, Lun>,
     /// Sorted device ranges of the target's runs.
     allowed: Vec<DevSpan>,
     queue: WriteQueue,
@@ -433,17 +446,13 @@ impl WriteBackSink {
             }
             let h = &self.handles[&s.pv];
             let n = s.len as usize;
-            let aligned = (s.dev as usize | n | at) % DIRECT_ALIGN == 0;
-            let file = match &h.direct {
-                Some(d) if aligned => {
-                    self.direct_bytes += n as u64;
-                    d.clone()
-                }
-                _ => h.buffered.clone(),
-            };
+            let (file, direct) = h.out.handle_for(s.dev, n, at);
+            if direct {
+                self.direct_bytes += n as u64;
+            }
             writes.push(DeviceWrite {
-                path: h.path.clone(),
-                file,
+                path: h.out.path().clone(),
+                file: file.clone(),
                 offset: s.dev,
                 at,
                 len: n,
@@ -517,7 +526,7 @@ impl WriteBackSink {
                     bad.push(MismatchedRange {
                         offset,
                         len: len as u64,
-                        lun: self.handles[&first.pv].path.to_path_buf(),
+                        lun: self.handles[&first.pv].out.path().to_path_buf(),
                         device_offset: first.dev,
                         what,
                     });
@@ -630,9 +639,9 @@ impl DiskSink for WriteBackSink {
         self.queue.flush()?;
         // Durable before we say so: fdatasync every handle written through.
         for h in self.handles.values() {
-            for f in std::iter::once(&h.buffered).chain(h.direct.as_ref()) {
+            for f in h.out.handles() {
                 f.sync_data()
-                    .map_err(|e| Error::io(h.path.as_ref(), None, e))?;
+                    .map_err(|e| Error::io(h.out.path().as_ref(), None, e))?;
             }
         }
         self.report().direct_bytes = self.direct_bytes;
@@ -644,9 +653,4 @@ impl DiskSink for WriteBackSink {
         }
         Ok(())
     }
-}
-
-/// Whether `b` is all zeros.
-fn is_zero(b: &[u8]) -> bool {
-    b.iter().all(|&x| x == 0)
 }
