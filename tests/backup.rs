@@ -783,3 +783,43 @@ fn restore_to_a_file_and_threads_help_read_clearly() {
         .to_string();
     assert_eq!(line.matches("default").count(), 1, "{line}");
 }
+
+/// One rule for every named output (issue 15, one write path): `cat` refused neither a block
+/// device without `--force` (backup did) nor named a directory as one.
+#[test]
+fn cat_and_backup_share_the_output_rules() {
+    let d = tempdir();
+    let vm = extract_sample(d.path());
+    let disk = vm.join("sample.vmdk");
+    let vmx = vm.join("sample.vmx");
+    // A node of an unbound loop device: had anything written to it, the write would fail with
+    // ENOSPC and touch no disk.
+    let node = d.path().join("blk");
+    let block = Command::new("mknod")
+        .args([s(&node), "b", "7", "200"])
+        .status()
+        .is_ok_and(|st| st.success())
+        .then_some(&node);
+    for input in [&disk, &vmx] {
+        let cmd = if input == &disk { "cat" } else { "backup" };
+        let out = vdar(&[cmd, s(input), "-o", s(d.path())]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains(&format!("{}: is a directory", s(d.path()))),
+            "{cmd}: {err}"
+        );
+        // Refused before anything is opened for writing: safe on any device.
+        let Some(dev) = &block else {
+            eprintln!("skipped the block-device half: mknod is not permitted");
+            continue;
+        };
+        let out = vdar(&[cmd, s(input), "-o", s(dev)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("is a block device") && err.contains("--force"),
+            "{cmd}: {err}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! The positional direct writer: one file (or LUN) written at explicit offsets, bypassing the
 //! page cache where the file system allows. Archive output ([`super::behind`]), raw image
-//! restore ([`super::sink::RawSink`]) and SAN write-back (through [`super::queue`]) all decide
-//! with it which handle a piece goes through.
+//! restore ([`super::sink::RawSink`]) and SAN write-back all decide with it which handle a
+//! piece goes through; write-back's queued writes ([`super::queue`]) redo a refused direct
+//! write through the buffered handle, as [`DirectFile::write_at`] does.
 //!
 //! Why bypass the cache: written through it, the kernel's copy into the page cache was 3-6% of
 //! a backup's CPU and the largest single cost of a restore (more than zstd), and gigabytes of

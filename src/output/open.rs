@@ -81,10 +81,12 @@ pub fn open(spec: &OutputSpec<'_>) -> Result<Opened> {
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| Error::io("stdout", None, e))?;
-        return Ok(Opened::Stream {
-            file: File::from(fd),
-            tape: false,
-        });
+        let file = File::from(fd);
+        // Stdout redirected to a tape drive is one too.
+        let tape = file
+            .metadata()
+            .is_ok_and(|m| m.file_type().is_char_device());
+        return Ok(Opened::Stream { file, tape });
     }
     let path = spec.path;
     let kind = match std::fs::metadata(path) {

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ use crate::blockio::{
     engine, AlignedBuf, Engine, ReadOptions, SubWrite, DIRECT_ALIGN, MAX_QUEUE_DEPTH,
 };
 use crate::error::{Error, Result};
+
+const EINVAL: i32 = rustix::io::Errno::INVAL.raw_os_error();
 
 /// One device write: `len` bytes of the request buffer from `at` to `offset` of `file`.
 #[derive(Clone, Debug)]
@@ -38,10 +41,13 @@ pub struct DeviceWrite {
     pub at: usize,
     /// Length in bytes.
     pub len: usize,
+    /// The buffered handle when `file` is an `O_DIRECT` one: a write the device refuses with
+    /// `EINVAL` is redone through it ([`super::DirectFile`]'s fallback rule).
+    pub fallback: Option<Arc<File>>,
 }
 
-/// Per request in flight: where each sub-write goes, for error messages.
-type Placement = Vec<(Arc<Path>, u64)>;
+/// Per request in flight: each sub-write, for retries and error messages.
+type Placement = Vec<DeviceWrite>;
 
 /// The write-behind queue.
 pub struct WriteQueue {
@@ -119,12 +125,10 @@ impl WriteQueue {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let place: Placement = writes.iter().map(|w| (w.path.clone(), w.offset)).collect();
-        let first = place[0].clone();
         let subs: Vec<SubWrite> = writes
-            .into_iter()
+            .iter()
             .map(|w| SubWrite {
-                file: w.file,
+                file: w.file.clone(),
                 offset: w.offset,
                 at: w.at,
                 len: w.len,
@@ -132,8 +136,8 @@ impl WriteQueue {
             .collect();
         self.engine
             .start_write(id, buf, subs)
-            .map_err(|e| Error::io(first.0.as_ref(), Some(first.1), e))?;
-        self.pending.insert(id, place);
+            .map_err(|e| Error::io(writes[0].path.as_ref(), Some(writes[0].offset), e))?;
+        self.pending.insert(id, writes);
         Ok(())
     }
 
@@ -162,8 +166,14 @@ impl WriteQueue {
             .pending
             .remove(&c.id)
             .ok_or_else(|| Error::Usage(format!("internal: unknown write request {}", c.id)))?;
-        for ((path, offset), r) in place.iter().zip(c.results) {
-            r.map_err(|e| Error::io(path.as_ref(), Some(*offset), e))?;
+        for (w, r) in place.iter().zip(c.results) {
+            let r = match (r, &w.fallback) {
+                (Err(e), Some(buffered)) if e.raw_os_error() == Some(EINVAL) => {
+                    buffered.write_all_at(&c.buf[w.at..w.at + w.len], w.offset)
+                }
+                (r, _) => r,
+            };
+            r.map_err(|e| Error::io(w.path.as_ref(), Some(w.offset), e))?;
         }
         self.written += c.buf.len() as u64;
         self.recycle(c.buf);
@@ -202,6 +212,7 @@ mod tests {
                     offset: (k * 40 + i) * 5000,
                     at: k as usize * 5000,
                     len: 5000,
+                    fallback: None,
                 })
                 .collect();
             q.submit(b, writes)?;
@@ -240,22 +251,60 @@ mod tests {
         // A read-only descriptor: every write fails with EBADF.
         let file = Arc::new(File::open(&a).unwrap());
         for backend in [Backend::Pread, Backend::Auto] {
-            let mut q = WriteQueue::new(&ReadOptions {
-                queue_depth: 2,
-                backend,
-            })
-            .unwrap();
-            let b = q.buffer(8);
-            let w = DeviceWrite {
-                path: Arc::from(a.as_path()),
-                file: file.clone(),
-                offset: 0x1234,
-                at: 0,
-                len: 8,
-            };
-            let r = q.submit(b, vec![w]).and_then(|()| q.flush());
-            let e = r.unwrap_err().to_string();
+            let e = write_once(backend, &a, &file, 0x1234, 8, None).unwrap_err();
+            let e = e.to_string();
             assert!(e.contains("ro") && e.contains("0x1234"), "{e}");
+        }
+    }
+
+    /// Writes `len` bytes of 7s to `offset` of `file` through a new queue.
+    fn write_once(
+        backend: Backend,
+        path: &Path,
+        file: &Arc<File>,
+        offset: u64,
+        len: usize,
+        fallback: Option<Arc<File>>,
+    ) -> Result<()> {
+        let mut q = WriteQueue::new(&ReadOptions {
+            queue_depth: 2,
+            backend,
+        })?;
+        let mut b = q.buffer(len);
+        b.spare()[..len].fill(7);
+        let w = DeviceWrite {
+            path: Arc::from(path),
+            file: file.clone(),
+            offset,
+            at: 0,
+            len,
+            fallback,
+        };
+        q.submit(b, vec![w]).and_then(|()| q.flush())
+    }
+
+    /// A direct write the file system refuses (here: unaligned, EINVAL) is redone through the
+    /// buffered handle when there is one, and fails naming the offset when there is not.
+    #[test]
+    fn refused_direct_writes_fall_back_to_the_buffered_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::write(&a, vec![0u8; 16384]).unwrap();
+        let Ok(direct) = crate::input::source::open_direct(&a, true) else {
+            eprintln!("skipped: no O_DIRECT on {dir:?}");
+            return;
+        };
+        let direct = Arc::new(direct);
+        let buffered = Arc::new(std::fs::OpenOptions::new().write(true).open(&a).unwrap());
+        for backend in [Backend::Pread, Backend::Auto] {
+            let e = write_once(backend, &a, &direct, 100, 5000, None).unwrap_err();
+            assert!(e.to_string().contains("0x64"), "{e}");
+            write_once(backend, &a, &direct, 100, 5000, Some(buffered.clone())).unwrap();
+            let back = std::fs::read(&a).unwrap();
+            assert!(
+                back[100..5100].iter().all(|&x| x == 7) && back[99] == 0,
+                "{backend:?}"
+            );
         }
     }
 }

@@ -453,6 +453,7 @@ impl WriteBackSink {
             writes.push(DeviceWrite {
                 path: h.out.path().clone(),
                 file: file.clone(),
+                fallback: direct.then(|| h.out.buffered().clone()),
                 offset: s.dev,
                 at,
                 len: n,
