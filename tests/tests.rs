@@ -19,6 +19,7 @@
 //! - san: SAN mode (block map + LUN images from the rig) vs direct files, faults
 //! - writeback: SAN write-back (restore --blockmap) into an eager-zeroed target on the rig
 //! - package: what the .deb ships besides the binaries: completions, man pages, systemd units
+//! - read_path: the default read path leaves the page cache alone; --read-path buffered fills it
 
 #[macro_use]
 mod util;
@@ -34,6 +35,7 @@ mod oracle_libvmdk;
 mod oracle_vmware;
 mod ovf;
 mod package;
+mod read_path;
 mod real_vmdk;
 mod sample;
 mod san;

@@ -6,6 +6,7 @@
 #         (fixture::pattern: text-like, random and zero 4 KiB blocks) in 4 MiB extents;
 #   vmfsSparse (COWD, 512 B grains): 3000 scattered writes of 4-64 KiB, some explicit zeros;
 #   seSparse (4 KiB grains): 3000 scattered writes of 4-256 KiB, zero and unmapped grains.
+# (SETUP_ONLY=1: stop here; tools/bench-readpath.sh uses the chain.)
 # Then times both tools writing a sparse raw file (hyperfine, warm page cache, median of
 # $RUNS), checks the outputs are identical, and reports how many bytes vdar read (rchar from
 # /proc/PID/io) against the data the chain actually holds.
@@ -48,6 +49,7 @@ PY
   $F delta sesparse top mid.vmdk $SES
 fi
 $V inspect top.vmdk
+[ -n "${SETUP_ONLY:-}" ] && exit 0
 
 hyperfine --runs "$RUNS" --warmup 1 --export-json bench.json \
   -n "vdar cat" "$V cat top.vmdk -o vdar.raw --force" \

@@ -98,10 +98,32 @@ pub struct SanArgs {
     #[arg(long, default_value_t = 16, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub queue_depth: u16,
-    /// Read with O_DIRECT (the LUNs in SAN mode, the layer files otherwise): aligned reads
-    /// bypass the page cache, so a large backup does not evict what the host caches.
-    #[arg(long)]
+    /// Read the layer files (LUNs in SAN mode) around the page cache (direct: faster cold,
+    /// evicts nothing; README "Performance") or through it.
+    #[arg(long, value_enum, default_value_t = ReadPathArg::Direct, value_name = "PATH")]
+    pub read_path: ReadPathArg,
+    /// Same as --read-path direct (the default; kept for scripts that pass it).
+    #[arg(long, hide = true, conflicts_with = "read_path")]
     pub direct: bool,
+}
+
+impl SanArgs {
+    /// The read path the flags ask for.
+    pub fn read_path(&self) -> crate::input::source::ReadPath {
+        use crate::input::source::ReadPath;
+        match (self.direct, self.read_path) {
+            (true, _) | (false, ReadPathArg::Direct) => ReadPath::Direct,
+            (false, ReadPathArg::Buffered) => ReadPath::Buffered,
+        }
+    }
+}
+
+/// `--read-path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadPathArg {
+    // Undocumented variants keep clap's help on one line per flag.
+    Buffered,
+    Direct,
 }
 
 /// `vdar backup`.
@@ -390,6 +412,7 @@ mod tests {
                 assert_eq!(a.san.lun, ["a", "b,c"]);
                 assert_eq!(a.san.queue_depth, 64);
                 assert!(a.san.direct);
+                assert_eq!(a.san.read_path(), crate::input::source::ReadPath::Direct);
             }
             _ => panic!(),
         }

@@ -58,9 +58,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         eprintln!("vdar: notice: {n}");
     }
     let san = super::san::opener(&args.san)?;
-    let local = LocalOpener {
-        direct: args.san.direct,
-    };
+    let local = LocalOpener::new(args.san.read_path());
     let mut chain_opts = ChainOptions {
         opener: &local,
         ignore_cid: args.chain.ignore_cid,

@@ -12,9 +12,7 @@ use super::stdout::output_error;
 
 pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
     let san = super::san::opener(&args.san)?;
-    let local = LocalOpener {
-        direct: args.san.direct,
-    };
+    let local = LocalOpener::new(args.san.read_path());
     let mut opts = ChainOptions {
         opener: &local,
         ignore_cid: args.chain.ignore_cid,

@@ -133,7 +133,7 @@ pub fn opener(a: &SanArgs) -> anyhow::Result<Option<BlockMapOpener>> {
         return Ok(None);
     };
     let map = BlockMap::load(map_path)?;
-    let luns = scan(&a.lun, a.direct)?;
+    let luns = scan(&a.lun, a.read_path().is_direct())?;
     let o = BlockMapOpener::new(map_path, map, luns)
         .with_context(|| format!("binding {} to the LUNs", map_path.display()))?;
     Ok(Some(o))

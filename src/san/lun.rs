@@ -433,13 +433,13 @@ impl LunSet {
             }
             let mut paths = Vec::new();
             for (p, f) in alive {
-                let direct = if opts.direct {
-                    let d = crate::input::source::open_direct(&p, false)
-                        .map_err(|e| Error::io(&p, None, e))?;
-                    Some(Arc::new(d))
-                } else {
-                    None
-                };
+                // As for layer files: a device or file system that refuses O_DIRECT is read
+                // buffered (direct is the default read path, see `ReadPath`).
+                let direct = opts
+                    .direct
+                    .then(|| crate::input::source::open_direct(&p, false).ok())
+                    .flatten()
+                    .map(Arc::new);
                 paths.push((p, Arc::new(f), direct));
             }
             for (start, header, pes) in found {
