@@ -21,8 +21,8 @@ RUNS=${RUNS:-3}
 QEMU_RUNS=${QEMU_RUNS:-$RUNS}
 DIR=${BENCH_DIR:-/var/tmp/vdar-bench-backup}
 cargo build -q --release --bin vdar --bin vdar-fixture --features fixture
-V=$PWD/target/release/vdar
-F=$PWD/target/release/vdar-fixture
+V=${CARGO_TARGET_DIR:-$PWD/target}/release/vdar
+F=${CARGO_TARGET_DIR:-$PWD/target}/release/vdar-fixture
 # Real bytes for the redo logs: the largest shared library around (an ELF image, partly compressible).
 SRC=$(find /root/.rustup/toolchains /usr/lib/x86_64-linux-gnu -maxdepth 3 -name '*.so*' -type f \
         -printf '%s %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2)

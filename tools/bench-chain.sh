@@ -16,8 +16,8 @@ SIZE=${SIZE:-8G}
 RUNS=${RUNS:-5}
 DIR=${BENCH_DIR:-/var/tmp/vdar-bench-chain}
 cargo build -q --release --bin vdar --bin vdar-fixture --features fixture
-V=$PWD/target/release/vdar
-F=$PWD/target/release/vdar-fixture
+V=${CARGO_TARGET_DIR:-$PWD/target}/release/vdar
+F=${CARGO_TARGET_DIR:-$PWD/target}/release/vdar-fixture
 mkdir -p "$DIR"; cd "$DIR"
 
 if [ ! -f top.vmdk ]; then

@@ -16,8 +16,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 DIR=${BENCH_DIR:-/var/tmp/vdar-bench-chain}
 SETUP_ONLY=1 BENCH_DIR=$DIR tools/bench-chain.sh >/dev/null
-V=$(cargo metadata --format-version 1 --no-deps --locked |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/vdar
+V=${CARGO_TARGET_DIR:-$PWD/target}/release/vdar
 OUT=${OUT_DIR:-$DIR}
 cd "$DIR"
 LAYERS=(base-flat.vmdk mid-delta.vmdk top-sesparse.vmdk)

@@ -15,7 +15,7 @@ set -euo pipefail
 MIB=${1:-512}
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin vdar --bin vdar-fixture --features fixture
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 W=$(mktemp -d "${TMPDIR:-/tmp}/vdar-bench-san.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 mkdir -p "$W/vm"

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q --release --bin vdar
-V=$PWD/target/release/vdar
+V=${CARGO_TARGET_DIR:-$PWD/target}/release/vdar
 work=${1:-$(mktemp -d /tmp/vdar-demo.XXXXXX)}
 mkdir -p "$work"
 tar -xzf tests/data/sample-vm.tar.gz -C "$work"

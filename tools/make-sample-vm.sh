@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q --release --bin vdar-fixture --features fixture
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-target/release/vdar-fixture sample-vm "$tmp/sample-vm"
+"${CARGO_TARGET_DIR:-target}"/release/vdar-fixture sample-vm "$tmp/sample-vm"
 tar --sparse --sort=name --owner=0 --group=0 --numeric-owner --mtime=2026-01-01 \
     -C "$tmp" -cf - sample-vm | gzip -n -9 > tests/data/sample-vm.tar.gz
 ls -l tests/data/sample-vm.tar.gz
