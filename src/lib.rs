@@ -46,6 +46,7 @@ pub mod output;
 pub mod pipeline;
 pub mod restore;
 pub mod san;
+pub mod sniff;
 pub mod verify;
 
 pub use error::{Error, Result};

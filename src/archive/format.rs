@@ -199,7 +199,8 @@ impl FileHeader {
     /// Decodes and validates the header at stream offset 0.
     pub fn decode(b: &[u8; FILE_HEADER_BYTES]) -> Result<Self> {
         if b[0..8] != ARCHIVE_MAGIC_V1 {
-            return Err(Error::archive(0, "not a vdar archive (bad magic)"));
+            let what = crate::sniff::looks_like(b).unwrap_or("bad magic");
+            return Err(Error::archive(0, format!("not a vdar archive ({what})")));
         }
         // The checksum is checked first: every version keeps magic, version and this checksum
         // in place, so a flipped version byte is damage, and only a header that checks out

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::sniff::excerpt;
 
 /// Largest descriptor accepted, in bytes. Real descriptors are well under 4 KiB; a split disk of
 /// the largest size has a few thousand extent lines.
@@ -157,9 +158,7 @@ impl Descriptor {
                 let v = line
                     .strip_prefix("version")
                     .and_then(|r| r.trim_start().strip_prefix('='))
-                    .ok_or_else(|| {
-                        syntax(lineno, format!("expected version=N first, found {line:?}"))
-                    })?;
+                    .ok_or_else(|| syntax(lineno, not_a_descriptor(bytes, line)))?;
                 let v: u32 = unquote(v.trim())
                     .parse()
                     .map_err(|_| syntax(lineno, format!("bad version {v:?}")))?;
@@ -176,9 +175,12 @@ impl Descriptor {
                 extents.push(ext);
                 continue;
             }
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| syntax(lineno, format!("not key=value or an extent: {line:?}")))?;
+            let (key, value) = line.split_once('=').ok_or_else(|| {
+                syntax(
+                    lineno,
+                    format!("not key=value or an extent: {}", excerpt(line)),
+                )
+            })?;
             let key = key.trim();
             let value = unquote(value.trim()).to_string();
             if key.is_empty() || key.contains(char::is_whitespace) {
@@ -222,6 +224,15 @@ impl Descriptor {
     }
 }
 
+/// Why a first line that is not `version=` makes this no descriptor, quoting at most a short
+/// excerpt of it, and what the file looks like instead when that is known.
+fn not_a_descriptor(bytes: &[u8], line: &str) -> String {
+    match crate::sniff::looks_like(bytes) {
+        Some(what) if !what.ends_with("descriptor") => format!("not a VMDK descriptor ({what})"),
+        _ => format!("expected version=N first, found {}", excerpt(line)),
+    }
+}
+
 /// Strips one pair of surrounding double quotes.
 fn unquote(v: &str) -> &str {
     v.strip_prefix('"')
@@ -244,7 +255,7 @@ fn parse_extent_line(line: &str) -> std::result::Result<Option<ExtentDesc>, Stri
     let rest = rest.trim_start();
     let (size, rest) = rest
         .split_once(char::is_whitespace)
-        .ok_or_else(|| format!("extent line without type: {line:?}"))?;
+        .ok_or_else(|| format!("extent line without type: {}", excerpt(line)))?;
     let sectors: u64 = size
         .parse()
         .map_err(|_| format!("extent size {size:?} is not a sector count"))?;
@@ -264,12 +275,15 @@ fn parse_extent_line(line: &str) -> std::result::Result<Option<ExtentDesc>, Stri
     let (file, rest) = if let Some(r) = rest.strip_prefix('"') {
         let close = r
             .find('"')
-            .ok_or_else(|| format!("unterminated file name in {line:?}"))?;
+            .ok_or_else(|| format!("unterminated file name in {}", excerpt(line)))?;
         (Some(r[..close].to_string()), r[close + 1..].trim())
     } else if rest.is_empty() {
         (None, "")
     } else {
-        return Err(format!("file name must be double-quoted in {line:?}"));
+        return Err(format!(
+            "file name must be double-quoted in {}",
+            excerpt(line)
+        ));
     };
     // Device extents carry extra fields after the offset; only FLAT's offset matters to us.
     let offset = match (kind, rest.split_whitespace().next()) {
