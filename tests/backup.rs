@@ -454,7 +454,7 @@ fn damage_is_named_and_salvaged_around() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        err.contains("sample.vmx: archive byte 0x0: not a vdar archive"),
+        err.contains("sample.vmx is not a vdar archive (it looks like a VM configuration file"),
         "{err}"
     );
 }

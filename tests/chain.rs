@@ -161,7 +161,7 @@ fn inspect_json_reports_chain_and_totals() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let disk = &v[0];
+    let disk = &v["disks"][0];
     assert_eq!(disk["capacity"], 16 << 20);
     // qemu-img allocates the first block of a new flat file (alignment probe), so a few KiB of
     // real zeros there count as data.
@@ -341,8 +341,8 @@ fn hosted_sparse_chain_of_four_matches_qemu() {
     }
     let out = vdar(&["inspect", "--json", &p("c3.vmdk")]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["chain"].as_array().unwrap().len(), 4);
-    assert_eq!(v[0]["chain"][1]["zero_bytes"], 128 << 10);
+    assert_eq!(v["disks"][0]["chain"].as_array().unwrap().len(), 4);
+    assert_eq!(v["disks"][0]["chain"][1]["zero_bytes"], 128 << 10);
 }
 
 /// A sparse child over an ESX-style flat base, and both streamOptimized layouts as bases.

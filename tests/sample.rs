@@ -59,14 +59,14 @@ fn vmx_selects_current_or_snapshot_chain() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     let cur = inspect(&[]);
-    assert_eq!(cur[0]["name"], "scsi0:0");
-    assert_eq!(cur[0]["chain"].as_array().unwrap().len(), 3);
-    assert_eq!(cur[0]["chain"][0]["format"], "seSparse");
-    assert_eq!(cur[0]["chain"][1]["format"], "vmfsSparse");
+    assert_eq!(cur["disks"][0]["name"], "scsi0:0");
+    assert_eq!(cur["disks"][0]["chain"].as_array().unwrap().len(), 3);
+    assert_eq!(cur["disks"][0]["chain"][0]["format"], "seSparse");
+    assert_eq!(cur["disks"][0]["chain"][1]["format"], "vmfsSparse");
     let latest = inspect(&["--snapshot", "latest"]);
-    assert_eq!(latest[0]["chain"].as_array().unwrap().len(), 2);
+    assert_eq!(latest["disks"][0]["chain"].as_array().unwrap().len(), 2);
     let first = inspect(&["--snapshot", "before-patch"]);
-    assert_eq!(first[0]["chain"].as_array().unwrap().len(), 1);
+    assert_eq!(first["disks"][0]["chain"].as_array().unwrap().len(), 1);
     let out = vdar(&["inspect", "--snapshot", "nope", vmx.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("before-patch"));

@@ -125,7 +125,7 @@ fn san_cat_equals_direct_cat() {
     ]);
     ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["chain"].as_array().unwrap().len(), 3);
+    assert_eq!(v["disks"][0]["chain"].as_array().unwrap().len(), 3);
 }
 
 #[test]

@@ -18,6 +18,7 @@
 //! - ovf: the OVA's OVF vs VMware's ova-compose for the same VM; tar member names (PAX, safe)
 //! - san: SAN mode (block map + LUN images from the rig) vs direct files, faults
 //! - writeback: SAN write-back (restore --blockmap) into an eager-zeroed target on the rig
+//! - ux: progress, -v/-q, the --json schema, errors about files that are not what was asked
 //! - package: what the .deb ships besides the binaries: completions, man pages, systemd units
 //! - read_path: the default read path leaves the page cache alone; --read-path buffered fills it
 
@@ -41,4 +42,5 @@ mod sample;
 mod san;
 mod sesparse;
 mod sparse;
+mod ux;
 mod writeback;

@@ -80,9 +80,14 @@ pub(super) fn about_archive(e: crate::Error, path: &Path, hint: bool) -> anyhow:
             } else {
                 path.display().to_string()
             };
-            // Salvage helps a damaged archive, not a file that is no archive at all.
-            let not_archive = e.to_string().contains("not a vdar archive");
-            let hint = if hint && !not_archive && matches!(e, crate::Error::ArchiveCorrupt { .. }) {
+            // Salvage helps a damaged archive, not a file that is no archive at all; and such a
+            // file has no "archive byte" to point at: say what it is instead.
+            if let crate::Error::ArchiveCorrupt { what, .. } = &e {
+                if what.starts_with("not a vdar archive") {
+                    return anyhow::anyhow!("{name} is {what}");
+                }
+            }
+            let hint = if hint && matches!(e, crate::Error::ArchiveCorrupt { .. }) {
                 "\n  `vdar verify` names every damaged record; `vdar restore --salvage` restores \
                  everything intact"
             } else {
@@ -125,13 +130,14 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let Some(to) = &args.to else {
         return super::writeback::run(args);
     };
+    let (hook, meter, last) = super::progress::restore_meter();
     let opts = RestoreOptions {
         format: args.format.into(),
         vm: args.vm.clone(),
         disk: args.disk.clone(),
         force: args.force,
         salvage: args.salvage,
-        progress: super::progress::restore_printer(),
+        progress: Some(hook),
         cancel: super::signals::on_interrupt()?,
     };
     let input = archive(&args.archive)?;
@@ -155,9 +161,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         // The library removed what it created inside `to`; these are ours.
         remove_empty_dirs(&created);
     }
-    if opts.progress.is_some() {
-        super::progress::clear();
-    }
+    super::progress::finish_restore(&meter, &last);
     let report = report.map_err(|e| {
         // A write to stdout that failed says where; anything else is about the archive.
         let writing =
@@ -170,9 +174,9 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     })?;
     if args.json && to == Path::new("-") {
         // Stdout carries the image.
-        eprintln!("{}", serde_json::to_string_pretty(&report)?);
+        eprintln!("{}", super::json::to_string("restore", &report)?);
     } else if args.json {
-        super::stdout::line(format_args!("{}", serde_json::to_string_pretty(&report)?))?;
+        super::json::print("restore", &report)?;
     } else {
         for d in &report.disks {
             let to = d
@@ -185,8 +189,8 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
             } else {
                 String::new()
             };
-            eprintln!(
-                "vdar: restored vm {:?} disk {:?} ({}: {} from records, {} zero{lost}){to}",
+            log::info!(
+                "restored vm {:?} disk {:?} ({}: {} from records, {} zero{lost}){to}",
                 d.vm,
                 d.disk,
                 human(d.capacity),
@@ -210,13 +214,10 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // Verify reads every record in order whatever the input.
-    let report = match archive(&args.archive)? {
-        Archive::Stream(mut r) => crate::verify::verify(&mut r),
-        Archive::Seekable(mut f) => crate::verify::verify_file(&mut f),
-    }
-    .map_err(|e| about_archive(e, &args.archive, false))?;
+    let report = super::verify_progress::verify(archive(&args.archive)?)
+        .map_err(|e| about_archive(e, &args.archive, false))?;
     if args.json {
-        super::stdout::line(format_args!("{}", serde_json::to_string_pretty(&report)?))?;
+        super::json::print("verify", &report)?;
     } else if report.ok {
         super::stdout::line(format_args!(
             "{}: ok, {} records verified",
@@ -255,7 +256,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(1)
     };
     if args.json {
-        super::stdout::line(format_args!("{}", serde_json::to_string_pretty(&l)?))?;
+        super::json::print("list", &l)?;
         return Ok(code);
     }
     super::stdout::line(format_args!(

@@ -16,6 +16,26 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+    /// Verbosity and progress.
+    #[command(flatten)]
+    pub ui: UiArgs,
+}
+
+/// Global flags of both binaries: how much goes to stderr.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct UiArgs {
+    /// More detail on stderr (the I/O engine, per-disk timings); -vv for more.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr: no notices, summaries or progress; -qq: errors only.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// Show progress even when stderr is not a terminal (plain lines, no escape codes).
+    #[arg(long, global = true, conflicts_with = "no_progress")]
+    pub progress: bool,
+    /// Never show progress [default: a bar when stderr is a terminal].
+    #[arg(long, global = true)]
+    pub no_progress: bool,
 }
 
 /// Subcommands.
@@ -381,6 +401,12 @@ mod tests {
             _ => panic!(),
         }
         assert!(Cli::try_parse_from(["vdar", "backup", "vm.vmx"]).is_err());
+        let c = Cli::try_parse_from(["vdar", "list", "a.vdar", "-vv", "--progress"]).unwrap();
+        assert_eq!((c.ui.verbose, c.ui.quiet, c.ui.progress), (2, 0, true));
+        let c = Cli::try_parse_from(["vdar", "-q", "verify", "a.vdar", "--no-progress"]).unwrap();
+        assert_eq!((c.ui.quiet, c.ui.no_progress), (1, true));
+        assert!(Cli::try_parse_from(["vdar", "list", "a", "-v", "-q"]).is_err());
+        assert!(Cli::try_parse_from(["vdar", "list", "a", "--progress", "--no-progress"]).is_err());
         assert!(Cli::try_parse_from(["vdar", "restore", "a.vdar"]).is_err());
         assert!(parse_size("12Q").is_err());
         assert_eq!(parse_size("256K"), Ok(262144));
@@ -504,6 +530,9 @@ mod tests {
 pub struct RestoreCli {
     #[command(subcommand)]
     pub command: RestoreCommand,
+    /// Verbosity and progress.
+    #[command(flatten)]
+    pub ui: UiArgs,
 }
 
 /// The commands of `vdar-restore`: the archive-reading subset of `vdar`'s.

@@ -4,7 +4,7 @@
 //! place, stdout) is the library's write path, `crate::output`.
 
 use std::fs;
-use std::io::{self, IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -18,7 +18,7 @@ use crate::pipeline::{
 use anyhow::Context;
 
 use super::args::{parse_size, BackupArgs};
-use super::progress::{self, backup_line, Throttle};
+use super::progress::{backup_detail, Meter};
 use super::stdout::output_error;
 use super::units::human;
 
@@ -55,8 +55,9 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     }
     opts.read = super::san::read_options(&args.san);
     if let Some(n) = crate::blockio::fallback_notice(&opts.read) {
-        eprintln!("vdar: notice: {n}");
+        log::info!("notice: {n}");
     }
+    log_engine(&opts.read, args.san.read_path());
     let san = super::san::opener(&args.san)?;
     let local = LocalOpener::new(args.san.read_path());
     let mut chain_opts = ChainOptions {
@@ -99,20 +100,23 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     finish_san()?;
     out.commit().map_err(|e| output_error(&name, e.into()))?;
 
-    let json = serde_json::to_string_pretty(&BackupReport {
-        archive: args.output.display().to_string(),
-        seconds: started.elapsed().as_secs_f64(),
-        vdar_version: env!("CARGO_PKG_VERSION"),
-        summary: &summary,
-    })?;
+    let json = super::json::to_string(
+        "backup",
+        &BackupReport {
+            archive: args.output.display().to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+            vdar_version: env!("CARGO_PKG_VERSION"),
+            summary: &summary,
+        },
+    )?;
     if args.json && to_stdout {
         eprintln!("{json}");
     } else if args.json {
         super::stdout::line(format_args!("{json}"))?;
     } else {
         let t = &summary.totals;
-        eprintln!(
-            "vdar: backup complete: {} of disks, {} read, {} written; dedup {:.2}x, compression {:.2}x",
+        log::info!(
+            "backup complete: {} of disks, {} read, {} written; dedup {:.2}x, compression {:.2}x",
             human(t.disk_bytes),
             human(t.bytes_read),
             human(t.bytes_written),
@@ -129,15 +133,34 @@ fn run_backup(
     out: &mut dyn Write,
     total: u64,
 ) -> anyhow::Result<crate::pipeline::BackupSummary> {
-    let tty = io::stderr().is_terminal();
-    let throttle = Throttle::new();
-    let report = |p: &Progress| throttle.show(|secs| backup_line(p, total, secs));
-    let progress: Option<&(dyn Fn(&Progress) + Sync)> = if tty { Some(&report) } else { None };
-    let summary = backup(vms, opts, out, progress);
-    if tty {
-        progress::clear();
-    }
+    let meter = Meter::new();
+    let last = std::sync::Mutex::new(Progress::default());
+    let report = |p: &Progress| {
+        meter.update(&p.current, p.disk_bytes, total, |secs| {
+            backup_detail(p, secs)
+        });
+        p.clone_into(&mut last.lock().unwrap_or_else(|e| e.into_inner()));
+    };
+    let summary = backup(vms, opts, out, Some(&report));
+    let p = last.into_inner().unwrap_or_else(|e| e.into_inner());
+    meter.finish(|secs| backup_detail(&p, secs));
     Ok(summary?)
+}
+
+/// `-v`: which engine reads the disks, and how.
+fn log_engine(read: &crate::blockio::ReadOptions, path: crate::input::source::ReadPath) {
+    if log::log_enabled!(log::Level::Debug) {
+        let engine = crate::blockio::engine(read).map(|(e, _)| e.name());
+        let path = match path {
+            crate::input::source::ReadPath::Direct => "O_DIRECT where aligned",
+            crate::input::source::ReadPath::Buffered => "buffered",
+        };
+        log::debug!(
+            "reading with {}, queue depth {}, {path}",
+            engine.unwrap_or("no engine"),
+            read.queue_depth,
+        );
+    }
 }
 
 /// Opens all inputs: VMs with their config files and disk descriptors, and every chain.
@@ -172,7 +195,7 @@ fn open_vms(
         for d in &sel.disks {
             let chain = Chain::open(&d.top, opts)?;
             for w in &chain.warnings {
-                eprintln!("vdar: warning: {w}");
+                log::warn!("{w}");
             }
             // Keep every text descriptor of the chain: restore to ESX needs the ddb values, and
             // an administrator wants the originals. Monolithic sparse files are not small files.

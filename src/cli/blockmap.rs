@@ -32,8 +32,8 @@ pub fn import(a: &ImportArgs) -> anyhow::Result<ExitCode> {
     let map = import_map(&inp)?;
     std::fs::write(&a.output, map.to_json())
         .with_context(|| format!("{}: cannot write", a.output.display()))?;
-    eprintln!(
-        "vdar: {} files, {} volumes, {} probes -> {}",
+    log::info!(
+        "{} files, {} volumes, {} probes -> {}",
         map.files.len(),
         map.volumes.len(),
         map.files.iter().map(|f| f.probes.len()).sum::<usize>(),

@@ -24,7 +24,7 @@ pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
     }
     let chain = Chain::open(&args.input, &opts)?;
     for w in &chain.warnings {
-        eprintln!("vdar: warning: {w}");
+        log::warn!("{w}");
     }
     let mut disk = chain.collapse();
     let spec = OutputSpec {
@@ -35,7 +35,7 @@ pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
     let mut out = ImageOut::create(&spec, disk.capacity())?;
     let read = super::san::read_options(&args.san);
     if let Some(n) = crate::blockio::fallback_notice(&read) {
-        eprintln!("vdar: notice: {n}");
+        log::info!("notice: {n}");
     }
     copy_disk(&mut disk, &mut out, &read).map_err(|e| output_error(&spec.name(), e.into()))?;
     if let Some(o) = &san {

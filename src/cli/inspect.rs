@@ -12,8 +12,10 @@ use super::units::human;
 /// One layer of a chain, as reported.
 #[derive(Debug, Serialize)]
 pub struct LayerReport {
+    /// Descriptor file name, as `list --json` gives it for the stored chain.
+    pub file: String,
     /// Descriptor path.
-    pub file: PathBuf,
+    pub path: PathBuf,
     /// createType.
     pub format: String,
     /// Extent formats, in order.
@@ -64,7 +66,12 @@ pub fn inspect_disk(
         let (allocated_bytes, zero_bytes) = chain.layer_usage(i)?;
         let l = &chain.layers[i];
         layers.push(LayerReport {
-            file: l.path.clone(),
+            file: l
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: l.path.clone(),
             format: l.format(),
             extents: l.extents.iter().map(|e| e.map.kind().to_string()).collect(),
             cid: format!("{:08x}", l.descriptor.cid),
@@ -106,6 +113,12 @@ pub fn inspect_disk(
     })
 }
 
+/// What `inspect --json` prints.
+#[derive(Serialize)]
+struct InspectReport<'a> {
+    disks: &'a [DiskReport],
+}
+
 pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let san = super::san::opener(&args.san)?;
     let mut opts = ChainOptions {
@@ -124,7 +137,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        super::stdout::line(format_args!("{}", serde_json::to_string_pretty(&reports)?))?;
+        super::json::print("inspect", &InspectReport { disks: &reports })?;
     } else {
         for r in &reports {
             print_disk(r)?;
@@ -145,10 +158,9 @@ fn print_disk(r: &DiskReport) -> anyhow::Result<()> {
         "layer", "format", "CID", "parent", "grain", "allocated"
     ))?;
     for l in &r.chain {
-        let file = l.file.file_name().unwrap_or_default().to_string_lossy();
         super::stdout::line(format_args!(
             "  {:<40} {:<20} {:>8} {:>8} {:>7} {:>12}",
-            file,
+            l.file,
             l.format,
             l.cid,
             l.parent_cid,

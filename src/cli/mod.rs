@@ -11,11 +11,14 @@ mod blockmap;
 mod cat;
 mod generate;
 mod inspect;
+mod json;
+mod logging;
 mod progress;
 mod san;
 mod signals;
 mod stdout;
 mod units;
+mod verify_progress;
 mod writeback;
 
 use std::process::ExitCode;
@@ -37,7 +40,7 @@ pub(crate) fn select_inputs(
         if is_vmx(input) {
             let sel = select_vm(input, snapshot)?;
             for w in &sel.warnings {
-                eprintln!("vdar: warning: {w}");
+                log::warn!("{w}");
             }
             out.push(sel);
         } else {
@@ -70,12 +73,27 @@ pub(crate) fn select_inputs(
 
 /// `vdar`: parses the command line, runs the command and returns the process exit code.
 pub fn vdar_main() -> ExitCode {
-    exit_code("vdar", run_vdar(Cli::parse()))
+    let cli = Cli::parse();
+    ui(cli.ui);
+    exit_code("vdar", run_vdar(cli))
 }
 
 /// `vdar-restore`: the restore, verify and list subset for disaster-recovery media.
 pub fn vdar_restore_main() -> ExitCode {
-    exit_code("vdar-restore", run_vdar_restore(args::RestoreCli::parse()))
+    let cli = args::RestoreCli::parse();
+    ui(cli.ui);
+    exit_code("vdar-restore", run_vdar_restore(cli))
+}
+
+/// Sets up stderr from the global flags: the log level and the progress mode.
+fn ui(a: args::UiArgs) {
+    logging::init(a.verbose, a.quiet);
+    let forced = if a.no_progress || a.quiet > 0 {
+        Some(false)
+    } else {
+        a.progress.then_some(true)
+    };
+    progress::set_mode(forced);
 }
 
 /// Prints an error once, as `PROGRAM: error: CHAIN`; an interrupt has its own exit code.

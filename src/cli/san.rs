@@ -123,7 +123,7 @@ pub fn scan(luns: &[String], direct: bool) -> anyhow::Result<LunSet> {
 /// Prints and clears the LUN notices.
 pub fn print_notices(set: &LunSet) {
     for n in set.take_notices() {
-        eprintln!("vdar: warning: {n}");
+        log::warn!("{n}");
     }
 }
 

@@ -1,19 +1,10 @@
 //! Human-readable sizes for command output (shared by `vdar` and `vdar-restore`).
 
-/// Bytes in binary units with one decimal.
+/// Bytes in binary units with one decimal (`0 B`, `1023 B`, `1.5 KiB`, `6.0 GiB`). Printed by
+/// bytesize (no dependencies, IEC units with `iB` by default): the units qemu-img shows and
+/// parse-size reads back, so a size a user reads can be typed as an option.
 pub fn human(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    bytesize::ByteSize(n).display().iec().to_string()
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`. UTC, not local time: archives move between
@@ -64,5 +55,6 @@ mod tests {
         assert_eq!(human(1023), "1023 B");
         assert_eq!(human(1536), "1.5 KiB");
         assert_eq!(human(6 << 30), "6.0 GiB");
+        assert_eq!(human(3_500_000_000), "3.3 GiB");
     }
 }

@@ -46,10 +46,11 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         },
     );
     let report = factory.report();
+    let (hook, meter, last) = super::progress::restore_meter();
     let opts = RestoreOptions {
         vm: args.vm.clone(),
         disk: args.disk.clone(),
-        progress: super::progress::restore_printer(),
+        progress: Some(hook),
         cancel: super::signals::on_interrupt()?,
         ..Default::default()
     };
@@ -58,12 +59,10 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts),
         Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts),
     };
-    if opts.progress.is_some() {
-        super::progress::clear();
-    }
+    super::progress::finish_restore(&meter, &last);
     let wrote = report.lock().unwrap_or_else(|p| p.into_inner()).clone();
     for n in &wrote.notices {
-        eprintln!("vdar: warning: {n}");
+        log::warn!("{n}");
     }
     match result {
         Err(crate::Error::WriteBackMismatch(m)) => {
@@ -74,10 +73,10 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         Ok(_) => {}
     }
     if args.json {
-        super::stdout::line(format_args!("{}", serde_json::to_string_pretty(&wrote)?))?;
+        super::json::print("writeback", &wrote)?;
     } else {
-        eprintln!(
-            "vdar: wrote {}/{} into {} ({} bytes of data, {} of zeros written, {} of zeros \
+        log::info!(
+            "wrote {}/{} into {} ({} bytes of data, {} of zeros written, {} of zeros \
              skipped, {} verified; {} on {})",
             wrote.vm,
             wrote.disk,

@@ -113,7 +113,9 @@ impl Default for BackupOptions {
 /// Counters of a running or finished backup.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Progress {
-    /// Disk being processed (`vm/disk`).
+    /// Disk being processed (`vm/disk`): a moment's state for a progress line, not a counter,
+    /// so a summary's JSON leaves it out.
+    #[serde(skip)]
     pub current: String,
     /// Disk bytes covered so far: the capacities of the finished disks plus the current disk's
     /// position (at the end, the sum of all capacities).
