@@ -82,6 +82,45 @@ fn progress_off_a_terminal_only_when_forced() {
         .is_some_and(|c| c == 2));
 }
 
+/// On a terminal, a bar with percentage and ETA is redrawn in place and cut to the terminal's
+/// width (lines of about 100 characters wrapped and piled up on an 80-column terminal). Run
+/// under `script`, which gives vdar a pseudo-terminal of 60 columns.
+#[test]
+fn progress_bar_fits_the_terminal() {
+    require!("script");
+    let d = tempdir();
+    let vm = extract_sample(d.path());
+    let cmd = format!(
+        "stty rows 24 cols 60; {} backup {} -o {}",
+        s(&vdar_bin()),
+        s(&vm.join("sample.vmx")),
+        s(&d.path().join("a.vdar"))
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut bars = 0;
+    for seg in text.split(['\r', '\n']) {
+        // Drop the escape sequences (erase line, cursor moves) to measure what is visible.
+        let mut visible = String::new();
+        let mut chars = seg.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                chars.by_ref().find(|c| c.is_ascii_alphabetic());
+            } else {
+                visible.push(c);
+            }
+        }
+        if visible.contains("% ") && visible.contains("ETA") {
+            bars += 1;
+            assert!(visible.chars().count() <= 60, "{visible:?}");
+        }
+    }
+    assert!(bars > 0, "no progress bar drawn: {text:?}");
+}
+
 /// `-q` silences notices and summaries (errors still print); `-v` adds the I/O engine and
 /// per-disk timings. Neither flag existed.
 #[test]
