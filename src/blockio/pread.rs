@@ -15,49 +15,25 @@ pub struct PreadEngine {
     done: VecDeque<Completion>,
 }
 
-/// Reads all of `buf` at `offset`, looping over short reads; end of file is `UnexpectedEof`.
-fn read_full(file: &std::fs::File, buf: &mut [u8], mut offset: u64) -> io::Result<()> {
-    let mut at = 0;
-    while at < buf.len() {
-        match file.read_at(&mut buf[at..], offset) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("end of file at byte {offset:#x}"),
-                ))
-            }
-            Ok(n) => {
-                at += n;
-                offset += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// Reads all of `buf` at `offset` (std loops over short reads and EINTR); end of file is
+/// `UnexpectedEof`, naming the byte where the read started.
+fn read_full(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    file.read_exact_at(buf, offset).map_err(|e| at_byte(e, offset))
 }
 
-/// Writes all of `buf` at `offset`, looping over short writes; a write that accepts no bytes is
-/// `WriteZero`.
-fn write_full(file: &std::fs::File, buf: &[u8], mut offset: u64) -> io::Result<()> {
-    let mut at = 0;
-    while at < buf.len() {
-        match file.write_at(&buf[at..], offset) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("device accepted no bytes at byte {offset:#x}"),
-                ))
-            }
-            Ok(n) => {
-                at += n;
-                offset += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Writes all of `buf` at `offset`; a write that accepts no bytes is `WriteZero`.
+fn write_full(file: &std::fs::File, buf: &[u8], offset: u64) -> io::Result<()> {
+    file.write_all_at(buf, offset).map_err(|e| at_byte(e, offset))
+}
+
+/// Std's short-transfer errors say nothing of where; the engine's callers name the file.
+fn at_byte(e: io::Error, offset: u64) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::WriteZero => {
+            io::Error::new(e.kind(), format!("{e} (request at byte {offset:#x})"))
         }
+        _ => e,
     }
-    Ok(())
 }
 
 impl Engine for PreadEngine {
