@@ -21,6 +21,9 @@
 //!   sequence as `Err` items so they surface exactly where they happened.
 
 pub mod compress;
+mod read;
+mod work;
+mod write;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,10 +37,13 @@ use crate::archive::manifest::{check_name, DiskManifest, FileManifest, Manifest,
 use crate::archive::writer::ArchiveWriter;
 use crate::blockio::ReadOptions;
 use crate::chain::VirtualDisk;
-use crate::chunk::dedup::{ChunkLoc, DedupTable};
-use crate::chunk::{Chunk, ChunkData, ChunkPool, ChunkReader};
+use crate::chunk::dedup::DedupTable;
+use crate::chunk::{Chunk, ChunkPool};
 use crate::error::{Error, Result};
-use compress::{process, Processed};
+use compress::Processed;
+use read::Reader;
+use work::Worker;
+use write::Writer;
 
 pub use crate::archive::format::DEFAULT_CHUNK_BYTES;
 pub use crate::archive::manifest::{DiskMeta, LayerInfo};
@@ -174,7 +180,7 @@ pub struct BackupSummary {
     pub vms: Vec<VmManifest>,
 }
 
-/// What flows from the reader to the writer.
+/// What flows from the reader through the workers to the writer.
 enum Item {
     /// VM `vm` starts: the writer stores its files.
     VmStart(usize),
@@ -182,6 +188,25 @@ enum Item {
     Chunk(Chunk),
     /// Disk `disk` (ordinal) is complete.
     DiskEnd(u32, u64),
+}
+
+/// An item from the reader with its sequence number (a read error travels as `Err`).
+type Job = (u64, Result<Item>);
+
+/// An item from a worker with its sequence number.
+type Done = (u64, Result<Worked>);
+
+/// An item after a worker: chunks come with their processed form.
+struct Worked {
+    item: Item,
+    /// `Some` for chunks.
+    hashed: Option<Hashed>,
+}
+
+/// A chunk's processed form and the bytes read for it.
+struct Hashed {
+    processed: Processed,
+    read: u64,
 }
 
 /// The creation time: explicit, else `SOURCE_DATE_EPOCH`, else now.
@@ -315,256 +340,117 @@ pub fn backup(
         n => n,
     };
     let credits = ((opts.queue_bytes / opts.chunk_size) as usize).max(2 * workers + 2);
-
-    let mut writer = ArchiveWriter::new(out, &opts.output_name, &manifest, opts.level)?;
+    let archive = ArchiveWriter::new(out, &opts.output_name, &manifest, opts.level)?;
     let table = Mutex::new(DedupTable::default());
-    let stop = AtomicBool::new(false);
-    let mut p = Progress::default();
-    let labels: Vec<String> = manifest
-        .disks()
-        .map(|(v, d)| format!("{}/{}", manifest.vms[v].name, d.name))
-        .collect();
-    let files: Vec<Vec<VmFile>> = vms
-        .iter_mut()
-        .map(|v| std::mem::take(&mut v.files))
-        .collect();
-    let disks: Vec<(usize, Box<dyn VirtualDisk>)> = vms
-        .into_iter()
-        .enumerate()
-        .flat_map(|(v, vm)| vm.disks.into_iter().map(move |d| (v, d.disk)))
-        .collect();
-    let nvms = files.len();
-
-    let (job_tx, job_rx) = bounded::<(u64, Result<Item>)>(credits);
-    let (res_tx, res_rx) = unbounded::<(u64, Result<(Item, Option<(Processed, u64)>)>)>();
-    let (credit_tx, credit_rx) = bounded::<()>(credits);
-    for _ in 0..credits {
-        credit_tx.send(()).expect("invariant: capacity");
-    }
-
-    // Chunk buffers go back to the reader once hashed and compressed (at most `credits` exist),
-    // payload buffers to the workers once written.
-    let pool = Arc::new(ChunkPool::new(credits));
+    // Payload buffers go back to the workers once written (at most `credits` exist).
     let payloads = ChunkPool::new(credits);
-
-    let result = std::thread::scope(|s| -> Result<()> {
-        // Reader: walks VMs and disks in archive order.
-        let stop_r = &stop;
-        let pool_r = pool.clone();
-        let chunk_size = opts.chunk_size;
-        let read = opts.read;
-        s.spawn(move || {
-            let mut seq = 0u64;
-            let mut send = |item: Result<Item>| -> bool {
-                let ok = credit_rx.recv().is_ok() && !stop_r.load(Ordering::Relaxed);
-                let ok = ok && job_tx.send((seq, item)).is_ok();
-                seq += 1;
-                ok
-            };
-            let mut disks = disks.into_iter().peekable();
-            let mut ordinal = 0u32;
-            for v in 0..nvms {
-                if !send(Ok(Item::VmStart(v))) {
-                    return;
-                }
-                while let Some((_, mut disk)) = disks.next_if(|(dv, _)| *dv == v) {
-                    let cap = disk.capacity();
-                    let mut chunker = match ChunkReader::new(
-                        disk.as_mut(),
-                        ordinal,
-                        chunk_size,
-                        &read,
-                        pool_r.clone(),
-                    ) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            send(Err(e));
-                            return;
-                        }
-                    };
-                    loop {
-                        match chunker.next_chunk() {
-                            Ok(Some(c)) => {
-                                if !send(Ok(Item::Chunk(c))) {
-                                    return;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                send(Err(e));
-                                return;
-                            }
-                        }
-                    }
-                    if !send(Ok(Item::DiskEnd(ordinal, cap))) {
-                        return;
-                    }
-                    ordinal += 1;
-                }
-            }
-        });
-        // Workers: hash and compress, in any order.
-        for _ in 0..workers {
-            let job_rx = job_rx.clone();
-            let res_tx = res_tx.clone();
-            let table = &table;
-            let level = opts.level;
-            let pool = &pool;
-            let payloads = &payloads;
-            s.spawn(move || {
-                for (seq, item) in job_rx {
-                    let r = item.and_then(|mut item| match &mut item {
-                        Item::Chunk(c) => {
-                            // Counted before zero blocks that were read leave the data runs.
-                            let read = match &c.data {
-                                ChunkData::Zero => 0,
-                                ChunkData::Data(b) => b.data_len() as u64,
-                            };
-                            let p = process(c, level, table, payloads)?;
-                            // The writer needs only the chunk's place and the processed result.
-                            if let ChunkData::Data(bytes) = &mut c.data {
-                                pool.give(std::mem::take(&mut bytes.packed));
-                            }
-                            Ok((item, Some((p, read))))
-                        }
-                        _ => Ok((item, None)),
-                    });
-                    if res_tx.send((seq, r)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(job_rx);
-        drop(res_tx);
-
-        // Writer: reorder, dedup, write.
-        let mut pending = BTreeMap::new();
-        let mut next = 0u64;
-        let mut disk_records = 0u64;
-        let mut finished_disks = 0u64;
-        let run = (|| -> Result<()> {
-            for (seq, r) in &res_rx {
-                pending.insert(seq, r);
-                while let Some(r) = pending.remove(&next) {
-                    next += 1;
-                    opts.cancel.check()?;
-                    let (item, processed) = r?;
-                    match item {
-                        Item::VmStart(v) => {
-                            for (i, f) in files[v].iter().enumerate() {
-                                writer.write_file(v as u32, i as u64, &f.bytes)?;
-                            }
-                        }
-                        Item::Chunk(c) => {
-                            if c.offset == 0 {
-                                p.current = labels[c.disk as usize].clone();
-                            }
-                            p.chunks += 1;
-                            p.disk_bytes = finished_disks + c.offset + c.len;
-                            let (processed, read) =
-                                processed.expect("invariant: chunks are processed");
-                            p.bytes_read += read;
-                            let loc = ChunkLoc {
-                                disk: c.disk,
-                                offset: c.offset,
-                            };
-                            match processed {
-                                Processed::Zero => p.chunks_zero += 1,
-                                Processed::Known(d) => {
-                                    let first = table
-                                        .lock()
-                                        .expect("invariant: no panic under lock")
-                                        .check_insert(d, loc)
-                                        .expect("invariant: known digests are in the table");
-                                    writer.write_ref(
-                                        c.disk,
-                                        c.offset,
-                                        c.len,
-                                        d.0,
-                                        first.disk,
-                                        first.offset,
-                                    )?;
-                                    p.chunks_dedup += 1;
-                                    p.dedup_bytes += c.len;
-                                    disk_records += 1;
-                                }
-                                Processed::Data {
-                                    digest,
-                                    codec,
-                                    payload,
-                                } => {
-                                    let earlier = table
-                                        .lock()
-                                        .expect("invariant: no panic under lock")
-                                        .check_insert(digest, loc);
-                                    if let Some(first) = earlier {
-                                        writer.write_ref(
-                                            c.disk,
-                                            c.offset,
-                                            c.len,
-                                            digest.0,
-                                            first.disk,
-                                            first.offset,
-                                        )?;
-                                        p.chunks_dedup += 1;
-                                        p.dedup_bytes += c.len;
-                                    } else {
-                                        writer.write_chunk(
-                                            c.disk, c.offset, c.len, digest.0, codec, &payload,
-                                        )?;
-                                        p.chunks_stored += 1;
-                                        p.stored_raw_bytes += c.len;
-                                        p.stored_bytes += payload.len() as u64;
-                                    }
-                                    payloads.give(payload);
-                                    disk_records += 1;
-                                }
-                            }
-                        }
-                        Item::DiskEnd(d, cap) => {
-                            writer.write_disk_end(d, cap, disk_records)?;
-                            disk_records = 0;
-                            finished_disks += cap;
-                            p.disk_bytes = finished_disks;
-                        }
-                    }
-                    // The credit goes back only now that the chunk's memory is released.
-                    let _ = credit_tx.send(());
-                    p.bytes_written = writer.position();
-                    // After every item, so that a disk of zeros (which writes next to nothing)
-                    // still moves; the callback decides how often to show it.
-                    if let Some(cb) = progress {
-                        cb(&p);
-                    }
-                }
-            }
-            Ok(())
-        })();
-        if run.is_err() {
-            // Latch the error, then unblock the reader (it may wait for a credit) and drain.
-            stop.store(true, Ordering::Relaxed);
-            drop(credit_tx);
-            drop(res_rx);
-        }
-        run
-    });
-    result?;
-    p.bytes_written = writer.finish()?;
-    if let Some(cb) = progress {
-        cb(&p);
-    }
+    let mut writer = Writer {
+        archive,
+        table: &table,
+        payloads: &payloads,
+        files: vms
+            .iter_mut()
+            .map(|v| std::mem::take(&mut v.files))
+            .collect(),
+        labels: manifest
+            .disks()
+            .map(|(v, d)| format!("{}/{}", manifest.vms[v].name, d.name))
+            .collect(),
+        progress,
+        cancel: &opts.cancel,
+        p: Progress::default(),
+        pending: BTreeMap::new(),
+        next: 0,
+        disk_records: 0,
+        finished_disks: 0,
+    };
+    let stages = Stages {
+        opts,
+        workers,
+        credits,
+        table: &table,
+        payloads: &payloads,
+    };
+    stages.run(vms, &mut writer)?;
+    let totals = writer.finish()?;
     Ok(BackupSummary {
-        dedup_ratio: p.dedup_ratio(),
-        compression_ratio: p.compression_ratio(),
+        dedup_ratio: totals.dedup_ratio(),
+        compression_ratio: totals.compression_ratio(),
         unique_chunks: table
             .into_inner()
             .expect("invariant: no panic under lock")
             .len() as u64,
-        totals: p,
+        totals,
         created,
         vms: manifest.vms.clone(),
     })
+}
+
+/// The threads of one backup and what they share.
+struct Stages<'a> {
+    opts: &'a BackupOptions,
+    workers: usize,
+    /// Items allowed in flight (see the module docs).
+    credits: usize,
+    table: &'a Mutex<DedupTable>,
+    payloads: &'a ChunkPool,
+}
+
+impl Stages<'_> {
+    /// Runs the reader and the workers on their own threads and `writer` on this one, until
+    /// every item is written or the first error. The error latch: on an error the writer sets
+    /// `stop` and drops the credits and the results, so that the reader (waiting for a credit,
+    /// or about to send) and the workers (sending) all end before the threads are joined.
+    fn run(&self, vms: Vec<VmInput>, writer: &mut Writer<'_, '_>) -> Result<()> {
+        let nvms = vms.len();
+        let disks: Vec<(usize, Box<dyn VirtualDisk>)> = vms
+            .into_iter()
+            .enumerate()
+            .flat_map(|(v, vm)| vm.disks.into_iter().map(move |d| (v, d.disk)))
+            .collect();
+        let (job_tx, job_rx) = bounded::<Job>(self.credits);
+        let (res_tx, res_rx) = unbounded::<Done>();
+        let (credit_tx, credit_rx) = bounded::<()>(self.credits);
+        for _ in 0..self.credits {
+            credit_tx.send(()).expect("invariant: capacity");
+        }
+        // Chunk buffers go back to the reader once hashed and compressed.
+        let pool = Arc::new(ChunkPool::new(self.credits));
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = Reader {
+                jobs: job_tx,
+                credits: credit_rx,
+                stop: &stop,
+                chunk_size: self.opts.chunk_size,
+                read: self.opts.read,
+                pool: pool.clone(),
+                seq: 0,
+            };
+            s.spawn(move || reader.run(nvms, disks));
+            for _ in 0..self.workers {
+                let worker = Worker {
+                    jobs: job_rx.clone(),
+                    done: res_tx.clone(),
+                    level: self.opts.level,
+                    table: self.table,
+                    pool: &pool,
+                    payloads: self.payloads,
+                };
+                s.spawn(move || worker.run());
+            }
+            drop(job_rx);
+            drop(res_tx);
+            let run = writer.run(&res_rx, &credit_tx);
+            if run.is_err() {
+                // Latch the error, then unblock the reader (it may wait for a credit) and drain.
+                stop.store(true, Ordering::Relaxed);
+                drop(credit_tx);
+                drop(res_rx);
+            }
+            run
+        })
+    }
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
