@@ -25,8 +25,8 @@ use super::progress::Tracker;
 use super::sparse::SparseSink;
 use super::stream::StreamSink;
 use super::vmdk::{check_disk, descriptor, disk_stems, fresh_cid, rewrite_vmx};
-use super::{Dest, Format, RestoreReport, Selection, Target};
-use crate::archive::manifest::{check_name, Manifest};
+use super::{Dest, Format, RestoreReport, Selection, SinkFactory, Target};
+use crate::archive::manifest::{check_name, DiskManifest, Manifest};
 use crate::error::{Error, Result};
 use crate::input::vmx::VmxFile;
 use crate::output::staged::{open_nofollow, Staged};
@@ -186,296 +186,25 @@ impl FsTarget {
         format: Format,
         one_pass: bool,
     ) -> Result<Self> {
-        let nsel_disks = sel.disks.iter().filter(|&&s| s).count();
-        let nsel_vms = sel.vms.iter().filter(|&&s| s).count();
-        let (dir, mut writer, mut factory) = match dest {
-            Dest::Dir(d) => (Some(d), None, None),
-            Dest::Writer(w) => (None, Some(w), None),
-            Dest::Sink(_) if nsel_disks != 1 => {
-                return Err(Error::Usage(format!(
-                    "this restore writes one disk: {nsel_disks} disks selected (of {}); choose \
-                     one with --vm/--disk",
-                    sel.disks.len()
-                )))
-            }
-            Dest::Sink(f) => (None, None, Some(f)),
-        };
-        // A sink restore writes one image and no VM files: the format does not apply.
-        let format = if factory.is_some() {
-            Format::Raw
-        } else {
-            format
-        };
-        if writer.is_some() {
-            match format {
-                Format::Raw | Format::Stream if nsel_disks == 1 => {}
-                Format::Ova if nsel_vms == 1 => {}
-                Format::Raw | Format::Stream => {
-                    return Err(Error::Usage(format!(
-                        "--to - writes one disk: select exactly one ({nsel_disks} selected; use \
-                         --vm/--disk)"
-                    )))
-                }
-                Format::Ova => {
-                    return Err(Error::Usage(format!(
-                        "--to - writes one OVA: select exactly one VM ({nsel_vms} selected; use \
-                         --vm)"
-                    )))
-                }
-                f => {
-                    return Err(Error::Usage(format!(
-                        "--to - is only for --format raw, stream or ova, not {f}"
-                    )))
-                }
-            }
-        }
-        let scratch_dir = dir.clone().unwrap_or_else(std::env::temp_dir);
-        // Dropped with its partial files and the directories it created if anything below fails.
-        let mut staged = Staged::default();
-        if let Some(d) = &dir {
-            staged.create_root_dir(d)?;
-        }
-        let mut vms = Vec::new();
-        for (v, vm) in m.vms.iter().enumerate() {
-            let mut out = VmOut {
-                name: vm.name.clone(),
-                dir: None,
-                disk_files: Vec::new(),
-                originals: None,
-                whole: true,
-                vmx: None,
-                ova: None,
-                ova_disks: Vec::new(),
-            };
-            let first = m.vms[..v].iter().map(|x| x.disks.len()).sum::<usize>();
-            out.whole = sel.disks[first..first + vm.disks.len()].iter().all(|&s| s);
-            if sel.vms[v] {
-                check_name(&vm.name)?;
-                if let Some(d) = &dir {
-                    let d = d.join(&vm.name);
-                    staged.create_dir(&d)?;
-                    for f in &vm.files {
-                        check_name(&f.name)?;
-                        let p = d.join(&f.name);
-                        let act = vm_file_action(format, out.whole, &f.name);
-                        let writes = act == FileAction::Write || act == FileAction::Rewrite;
-                        if writes && !force && std::fs::symlink_metadata(&p).is_ok() {
-                            return Err(Error::Exists { path: p });
-                        }
-                        if writes {
-                            // Written when its record arrives, after the images are created:
-                            // no image may be staged under its name (`x.raw.partial`).
-                            staged.reserve(&p);
-                        }
-                    }
-                    if format == Format::Raw
-                        && factory.is_none()
-                        && writer.is_none()
-                        && !vm.files.is_empty()
-                    {
-                        let o = d.join(originals_dir(&vm.files));
-                        staged.create_dir(&o)?;
-                        for f in &vm.files {
-                            let p = o.join(&f.name);
-                            if !force && std::fs::symlink_metadata(&p).is_ok() {
-                                return Err(Error::Exists { path: p });
-                            }
-                            staged.reserve(&p);
-                        }
-                        out.originals = Some(o);
-                    }
-                    out.dir = Some(d);
-                }
-                if format == Format::Ova {
-                    out.ova = Some(match (&out.dir, writer.take()) {
-                        (_, Some(w)) => OvaDest::Writer(w),
-                        (Some(d), None) => {
-                            let p = d.join(format!("{}.ova", ova::file_stem(&vm.name)));
-                            let (p, f) = staged.create(&p, force)?;
-                            let f = ova::Positioned::new(f);
-                            OvaDest::File(p, BufWriter::with_capacity(1 << 20, f))
-                        }
-                        (None, None) => {
-                            return Err(Error::Usage("one OVA per writer".into()));
-                        }
-                    });
-                }
-            }
-            vms.push(out);
+        let mut c = Creating::new(dest, m, sel, force, format, one_pass)?;
+        for v in 0..m.vms.len() {
+            let out = c.vm_out(v)?;
+            c.vms.push(out);
         }
         let mut disks = Vec::new();
-        let mut ordinal = 0usize;
         for (v, vm) in m.vms.iter().enumerate() {
-            let stems = disk_stems(vm, (format == Format::Raw).then_some(".raw"));
-            for (k, disk) in vm.disks.iter().enumerate() {
-                let i = ordinal;
-                ordinal += 1;
-                let cap = disk.meta.capacity;
-                let mut d = DiskOut {
-                    vm: v,
-                    name: disk.name.clone(),
-                    capacity: cap,
-                    out: None,
-                    scratch: None,
-                };
-                if !sel.disks[i] {
-                    if one_pass && !sel.disks.iter().all(|&s| s) {
-                        // A later selected disk may refer to this one's chunks.
-                        d.scratch = Some(unlinked(&scratch_dir, &format!("scratch-{i}"))?);
-                    }
-                    disks.push(d);
-                    continue;
-                }
-                check_name(&disk.name)?;
-                let stem = &stems[k];
-                if format != Format::Raw && factory.is_none() {
-                    check_disk(&vm.name, &disk.name, cap, stem)?;
-                }
-                let vdir = vms[v].dir.clone();
-                let at = |name: &str| -> Result<PathBuf> {
-                    check_name(name)?;
-                    vdir.as_ref()
-                        .map(|d| d.join(name))
-                        .ok_or_else(|| Error::Usage("internal: no directory".into()))
-                };
-                let cid = fresh_cid(&format!("{}/{}", vm.name, disk.name));
-                let mut o = match format {
-                    // A sink restore: the factory builds the one disk's sink.
-                    _ if factory.is_some() => {
-                        let f = factory.take().expect("invariant: checked just above");
-                        Out::new(Sink::Other(f.create(&vm.name, &disk.name, cap)?), None)
-                    }
-                    Format::Raw if writer.is_some() => {
-                        let w = writer.take().expect("invariant: checked just above");
-                        Out::new(
-                            Sink::Other(Box::new(RawStream::new(w, "standard output"))),
-                            None,
-                        )
-                    }
-                    Format::Raw => {
-                        let raw = format!("{stem}.raw");
-                        let p = at(&raw)?;
-                        let (partial, f) = staged.create(&p, force)?;
-                        let mut o = Out::new(Sink::Raw(RawSink::new(partial, f, cap)?), Some(p));
-                        // A monolithicFlat descriptor over the image, so that the folder opens
-                        // as a VM (the .vmx is pointed at it); none for what no VMDK can hold.
-                        if check_disk(&vm.name, &disk.name, cap, stem).is_ok() {
-                            let desc = at(&format!("{stem}.vmdk"))?;
-                            if !force && std::fs::symlink_metadata(&desc).is_ok() {
-                                return Err(Error::Exists { path: desc });
-                            }
-                            staged.reserve(&desc);
-                            let text = descriptor("monolithicFlat", cid, "FLAT", &raw, &disk.meta);
-                            o.after = Some((desc, text));
-                            vms[v]
-                                .disk_files
-                                .push((disk.name.clone(), format!("{stem}.vmdk")));
-                        }
-                        o
-                    }
-                    Format::Vmdk => {
-                        let flat = format!("{stem}-flat.vmdk");
-                        let desc = at(&format!("{stem}.vmdk"))?;
-                        if !force && std::fs::symlink_metadata(&desc).is_ok() {
-                            return Err(Error::Exists { path: desc });
-                        }
-                        staged.reserve(&desc);
-                        let (partial, f) = staged.create(&at(&flat)?, force)?;
-                        let mut o = Out::new(
-                            Sink::Raw(RawSink::new(partial, f, cap)?),
-                            Some(desc.clone()),
-                        );
-                        o.after = Some((desc, descriptor("vmfs", cid, "VMFS", &flat, &disk.meta)));
-                        vms[v]
-                            .disk_files
-                            .push((disk.name.clone(), format!("{stem}.vmdk")));
-                        o
-                    }
-                    Format::Sparse => {
-                        let name = format!("{stem}.vmdk");
-                        let p = at(&name)?;
-                        let (partial, f) = staged.create(&p, force)?;
-                        let text = descriptor("monolithicSparse", cid, "SPARSE", &name, &disk.meta);
-                        vms[v].disk_files.push((disk.name.clone(), name));
-                        Out::new(
-                            Sink::Other(Box::new(SparseSink::new(partial, f, cap, &text)?)),
-                            Some(p),
-                        )
-                    }
-                    Format::Stream => {
-                        let name = format!("{stem}.vmdk");
-                        let text = descriptor("streamOptimized", cid, "SPARSE", &name, &disk.meta);
-                        match writer.take() {
-                            Some(w) => Out::new(
-                                Sink::Other(Box::new(StreamSink::new(
-                                    w,
-                                    "standard output".into(),
-                                    cap,
-                                    text,
-                                )?)),
-                                None,
-                            ),
-                            None => {
-                                let p = at(&name)?;
-                                let (partial, f) = staged.create(&p, force)?;
-                                let f = BufWriter::with_capacity(1 << 20, f);
-                                Out::new(
-                                    Sink::Other(Box::new(StreamSink::new(
-                                        f,
-                                        partial.display().to_string(),
-                                        cap,
-                                        text,
-                                    )?)),
-                                    Some(p),
-                                )
-                            }
-                        }
-                    }
-                    Format::Ova => {
-                        let n = vms[v].disk_files.len() + 1;
-                        let member = format!("{}-disk{n}.vmdk", ova::file_stem(&vm.name));
-                        vms[v].disk_files.push((disk.name.clone(), member.clone()));
-                        let text =
-                            descriptor("streamOptimized", cid, "SPARSE", &member, &disk.meta);
-                        let spool = unlinked(&scratch_dir, &format!("ova-{i}"))?;
-                        let path = vdir
-                            .as_ref()
-                            .map(|d| d.join(format!("{}.ova", ova::file_stem(&vm.name))));
-                        let mut o = Out::new(
-                            Sink::Spool(Box::new(StreamSink::new(
-                                HashWriter::new(spool),
-                                // The spool is unlinked: name the directory it fills.
-                                format!(
-                                    "OVA member {member} (spooled in {})",
-                                    scratch_dir.display()
-                                ),
-                                cap,
-                                text,
-                            )?)),
-                            path,
-                        );
-                        o.member = Some(member);
-                        o
-                    }
-                };
-                o.pos = 0;
-                if one_pass && !matches!(o.sink, Sink::Raw(_)) {
-                    let f = unlinked(&scratch_dir, &format!("scratch-{i}"))?;
-                    f.set_len(cap)
-                        .map_err(|e| Error::io("restore scratch file", Some(cap), e))?;
-                    d.scratch = Some(f);
-                }
-                d.out = Some(o);
-                disks.push(d);
+            let stems = disk_stems(vm, (c.format == Format::Raw).then_some(".raw"));
+            for k in 0..vm.disks.len() {
+                disks.push(c.disk_out(v, k, disks.len(), &stems)?);
             }
         }
         Ok(FsTarget {
             disks,
-            vms,
-            format,
+            vms: c.vms,
+            format: c.format,
             force,
             created: m.created,
-            staged,
+            staged: c.staged,
             tracker: None,
         })
     }
@@ -523,6 +252,329 @@ impl FsTarget {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
             Err(e) => Err(Error::io(what, Some(offset), e)),
         }
+    }
+}
+
+/// [`FsTarget::create`] under way: where the outputs go, and the VMs done so far.
+struct Creating<'m> {
+    m: &'m Manifest,
+    sel: &'m Selection,
+    force: bool,
+    format: Format,
+    one_pass: bool,
+    /// The restore directory (`Dest::Dir`).
+    dir: Option<PathBuf>,
+    /// `Dest::Writer`, until the output that takes it.
+    writer: Option<Box<dyn Write + Send>>,
+    /// `Dest::Sink`, until the disk that takes it.
+    factory: Option<Box<dyn SinkFactory>>,
+    /// Where unlinked scratch and spool files go.
+    scratch_dir: PathBuf,
+    /// Dropped with its partial files and the directories it created if anything fails.
+    staged: Staged,
+    vms: Vec<VmOut>,
+}
+
+impl<'m> Creating<'m> {
+    /// Checks that `dest` can take what `sel` selects and creates the restore directory.
+    fn new(
+        dest: Dest,
+        m: &'m Manifest,
+        sel: &'m Selection,
+        force: bool,
+        format: Format,
+        one_pass: bool,
+    ) -> Result<Self> {
+        let nsel_disks = sel.disks.iter().filter(|&&s| s).count();
+        let (dir, writer, factory) = match dest {
+            Dest::Dir(d) => (Some(d), None, None),
+            Dest::Writer(w) => (None, Some(w), None),
+            Dest::Sink(_) if nsel_disks != 1 => {
+                return Err(Error::Usage(format!(
+                    "this restore writes one disk: {nsel_disks} disks selected (of {}); choose \
+                     one with --vm/--disk",
+                    sel.disks.len()
+                )))
+            }
+            Dest::Sink(f) => (None, None, Some(f)),
+        };
+        // A sink restore writes one image and no VM files: the format does not apply.
+        let format = if factory.is_some() {
+            Format::Raw
+        } else {
+            format
+        };
+        if writer.is_some() {
+            check_one_stream(format, sel)?;
+        }
+        let scratch_dir = dir.clone().unwrap_or_else(std::env::temp_dir);
+        let mut staged = Staged::default();
+        if let Some(d) = &dir {
+            staged.create_root_dir(d)?;
+        }
+        Ok(Creating {
+            m,
+            sel,
+            force,
+            format,
+            one_pass,
+            dir,
+            writer,
+            factory,
+            scratch_dir,
+            staged,
+            vms: Vec::new(),
+        })
+    }
+
+    /// VM `v`'s directory, its files' names reserved, and its OVA if one is written.
+    fn vm_out(&mut self, v: usize) -> Result<VmOut> {
+        let vm = &self.m.vms[v];
+        let first = self.m.vms[..v].iter().map(|x| x.disks.len()).sum::<usize>();
+        let mut out = VmOut {
+            name: vm.name.clone(),
+            dir: None,
+            disk_files: Vec::new(),
+            originals: None,
+            whole: self.sel.disks[first..first + vm.disks.len()]
+                .iter()
+                .all(|&s| s),
+            vmx: None,
+            ova: None,
+            ova_disks: Vec::new(),
+        };
+        if !self.sel.vms[v] {
+            return Ok(out);
+        }
+        check_name(&vm.name)?;
+        if let Some(d) = &self.dir {
+            let d = d.join(&vm.name);
+            self.staged.create_dir(&d)?;
+            for f in &vm.files {
+                check_name(&f.name)?;
+                let act = vm_file_action(self.format, out.whole, &f.name);
+                if act == FileAction::Write || act == FileAction::Rewrite {
+                    // Written when its record arrives, after the images are created: no image
+                    // may be staged under its name (`x.raw.partial`).
+                    self.reserve_new(&d.join(&f.name))?;
+                }
+            }
+            let plain_dir = self.factory.is_none() && self.writer.is_none();
+            if self.format == Format::Raw && plain_dir && !vm.files.is_empty() {
+                let o = d.join(originals_dir(&vm.files));
+                self.staged.create_dir(&o)?;
+                for f in &vm.files {
+                    self.reserve_new(&o.join(&f.name))?;
+                }
+                out.originals = Some(o);
+            }
+            out.dir = Some(d);
+        }
+        if self.format == Format::Ova {
+            out.ova = Some(self.ova_dest(out.dir.as_deref(), &vm.name)?);
+        }
+        Ok(out)
+    }
+
+    /// Refuses `p` if it exists (without `--force`), else keeps it for a file written later.
+    fn reserve_new(&mut self, p: &Path) -> Result<()> {
+        if !self.force && std::fs::symlink_metadata(p).is_ok() {
+            return Err(Error::Exists {
+                path: p.to_path_buf(),
+            });
+        }
+        self.staged.reserve(p);
+        Ok(())
+    }
+
+    /// The OVA of a VM: the writer, or `<stem>.ova` in its directory.
+    fn ova_dest(&mut self, dir: Option<&Path>, vm: &str) -> Result<OvaDest> {
+        match (dir, self.writer.take()) {
+            (_, Some(w)) => Ok(OvaDest::Writer(w)),
+            (Some(d), None) => {
+                let p = d.join(format!("{}.ova", ova::file_stem(vm)));
+                let (p, f) = self.staged.create(&p, self.force)?;
+                let f = ova::Positioned::new(f);
+                Ok(OvaDest::File(p, BufWriter::with_capacity(1 << 20, f)))
+            }
+            (None, None) => Err(Error::Usage("one OVA per writer".into())),
+        }
+    }
+
+    /// Disk `k` of VM `v` (ordinal `i`): its output if selected, and the scratch copy a
+    /// one-pass restore needs to resolve references to it.
+    fn disk_out(&mut self, v: usize, k: usize, i: usize, stems: &[String]) -> Result<DiskOut> {
+        let vm = &self.m.vms[v];
+        let disk = &vm.disks[k];
+        let cap = disk.meta.capacity;
+        let mut d = DiskOut {
+            vm: v,
+            name: disk.name.clone(),
+            capacity: cap,
+            out: None,
+            scratch: None,
+        };
+        if !self.sel.disks[i] {
+            if self.one_pass && !self.sel.disks.iter().all(|&s| s) {
+                // A later selected disk may refer to this one's chunks.
+                d.scratch = Some(unlinked(&self.scratch_dir, &format!("scratch-{i}"))?);
+            }
+            return Ok(d);
+        }
+        check_name(&disk.name)?;
+        let stem = &stems[k];
+        if self.format != Format::Raw && self.factory.is_none() {
+            check_disk(&vm.name, &disk.name, cap, stem)?;
+        }
+        let o = self.out(v, disk, i, stem)?;
+        if self.one_pass && !matches!(o.sink, Sink::Raw(_)) {
+            let f = unlinked(&self.scratch_dir, &format!("scratch-{i}"))?;
+            f.set_len(cap)
+                .map_err(|e| Error::io("restore scratch file", Some(cap), e))?;
+            d.scratch = Some(f);
+        }
+        d.out = Some(o);
+        Ok(d)
+    }
+
+    /// The output of selected disk `disk` of VM `v` (ordinal `i`) in the restore's format.
+    fn out(&mut self, v: usize, disk: &DiskManifest, i: usize, stem: &str) -> Result<Out> {
+        let vm = &self.m.vms[v].name;
+        let cap = disk.meta.capacity;
+        let cid = fresh_cid(&format!("{vm}/{}", disk.name));
+        if let Some(f) = self.factory.take() {
+            // A sink restore: the factory builds the one disk's sink.
+            return Ok(Out::new(Sink::Other(f.create(vm, &disk.name, cap)?), None));
+        }
+        match self.format {
+            Format::Raw => match self.writer.take() {
+                Some(w) => Ok(Out::new(
+                    Sink::Other(Box::new(RawStream::new(w, "standard output"))),
+                    None,
+                )),
+                None => self.raw_out(v, disk, stem, cid),
+            },
+            Format::Vmdk => self.vmdk_out(v, disk, stem, cid),
+            Format::Sparse => self.sparse_out(v, disk, stem, cid),
+            Format::Stream => self.stream_out(v, disk, stem, cid),
+            Format::Ova => self.ova_out(v, disk, i, cid),
+        }
+    }
+
+    /// `name` in VM `v`'s directory.
+    fn at(&self, v: usize, name: &str) -> Result<PathBuf> {
+        check_name(name)?;
+        self.vms[v]
+            .dir
+            .as_ref()
+            .map(|d| d.join(name))
+            .ok_or_else(|| Error::Usage("internal: no directory".into()))
+    }
+
+    /// `<stem>.raw`, and a monolithicFlat descriptor over it so that the folder opens as a VM
+    /// (the .vmx is pointed at it); none for what no VMDK can hold.
+    fn raw_out(&mut self, v: usize, disk: &DiskManifest, stem: &str, cid: u32) -> Result<Out> {
+        let cap = disk.meta.capacity;
+        let raw = format!("{stem}.raw");
+        let p = self.at(v, &raw)?;
+        let (partial, f) = self.staged.create(&p, self.force)?;
+        let mut o = Out::new(Sink::Raw(RawSink::new(partial, f, cap)?), Some(p));
+        if check_disk(&self.m.vms[v].name, &disk.name, cap, stem).is_ok() {
+            let desc = self.at(v, &format!("{stem}.vmdk"))?;
+            self.reserve_new(&desc)?;
+            let text = descriptor("monolithicFlat", cid, "FLAT", &raw, &disk.meta);
+            o.after = Some((desc, text));
+            self.vms[v]
+                .disk_files
+                .push((disk.name.clone(), format!("{stem}.vmdk")));
+        }
+        Ok(o)
+    }
+
+    /// `<stem>-flat.vmdk` and its vmfs descriptor `<stem>.vmdk`.
+    fn vmdk_out(&mut self, v: usize, disk: &DiskManifest, stem: &str, cid: u32) -> Result<Out> {
+        let flat = format!("{stem}-flat.vmdk");
+        let desc = self.at(v, &format!("{stem}.vmdk"))?;
+        self.reserve_new(&desc)?;
+        let (partial, f) = self.staged.create(&self.at(v, &flat)?, self.force)?;
+        let sink = Sink::Raw(RawSink::new(partial, f, disk.meta.capacity)?);
+        let mut o = Out::new(sink, Some(desc.clone()));
+        o.after = Some((desc, descriptor("vmfs", cid, "VMFS", &flat, &disk.meta)));
+        self.vms[v]
+            .disk_files
+            .push((disk.name.clone(), format!("{stem}.vmdk")));
+        Ok(o)
+    }
+
+    /// A monolithicSparse `<stem>.vmdk`.
+    fn sparse_out(&mut self, v: usize, disk: &DiskManifest, stem: &str, cid: u32) -> Result<Out> {
+        let name = format!("{stem}.vmdk");
+        let p = self.at(v, &name)?;
+        let (partial, f) = self.staged.create(&p, self.force)?;
+        let text = descriptor("monolithicSparse", cid, "SPARSE", &name, &disk.meta);
+        self.vms[v].disk_files.push((disk.name.clone(), name));
+        let sink = SparseSink::new(partial, f, disk.meta.capacity, &text)?;
+        Ok(Out::new(Sink::Other(Box::new(sink)), Some(p)))
+    }
+
+    /// A streamOptimized `<stem>.vmdk`, or the stream on the writer.
+    fn stream_out(&mut self, v: usize, disk: &DiskManifest, stem: &str, cid: u32) -> Result<Out> {
+        let cap = disk.meta.capacity;
+        let name = format!("{stem}.vmdk");
+        let text = descriptor("streamOptimized", cid, "SPARSE", &name, &disk.meta);
+        if let Some(w) = self.writer.take() {
+            let sink = StreamSink::new(w, "standard output".into(), cap, text)?;
+            return Ok(Out::new(Sink::Other(Box::new(sink)), None));
+        }
+        let p = self.at(v, &name)?;
+        let (partial, f) = self.staged.create(&p, self.force)?;
+        let f = BufWriter::with_capacity(1 << 20, f);
+        let sink = StreamSink::new(f, partial.display().to_string(), cap, text)?;
+        Ok(Out::new(Sink::Other(Box::new(sink)), Some(p)))
+    }
+
+    /// An OVA member, spooled (compressed and hashed) until the VM's OVA is assembled.
+    fn ova_out(&mut self, v: usize, disk: &DiskManifest, i: usize, cid: u32) -> Result<Out> {
+        let stem = ova::file_stem(&self.m.vms[v].name);
+        let n = self.vms[v].disk_files.len() + 1;
+        let member = format!("{stem}-disk{n}.vmdk");
+        self.vms[v]
+            .disk_files
+            .push((disk.name.clone(), member.clone()));
+        let text = descriptor("streamOptimized", cid, "SPARSE", &member, &disk.meta);
+        let spool = unlinked(&self.scratch_dir, &format!("ova-{i}"))?;
+        let path = self.vms[v]
+            .dir
+            .as_ref()
+            .map(|d| d.join(format!("{stem}.ova")));
+        // The spool is unlinked: name the directory it fills.
+        let what = format!(
+            "OVA member {member} (spooled in {})",
+            self.scratch_dir.display()
+        );
+        let sink = StreamSink::new(HashWriter::new(spool), what, disk.meta.capacity, text)?;
+        let mut o = Out::new(Sink::Spool(Box::new(sink)), path);
+        o.member = Some(member);
+        Ok(o)
+    }
+}
+
+/// A restore to one writer (`--to -`) writes one disk as raw or stream, or one VM as an OVA.
+fn check_one_stream(format: Format, sel: &Selection) -> Result<()> {
+    let nsel_disks = sel.disks.iter().filter(|&&s| s).count();
+    let nsel_vms = sel.vms.iter().filter(|&&s| s).count();
+    match format {
+        Format::Raw | Format::Stream if nsel_disks == 1 => Ok(()),
+        Format::Ova if nsel_vms == 1 => Ok(()),
+        Format::Raw | Format::Stream => Err(Error::Usage(format!(
+            "--to - writes one disk: select exactly one ({nsel_disks} selected; use --vm/--disk)"
+        ))),
+        Format::Ova => Err(Error::Usage(format!(
+            "--to - writes one OVA: select exactly one VM ({nsel_vms} selected; use --vm)"
+        ))),
+        f => Err(Error::Usage(format!(
+            "--to - is only for --format raw, stream or ova, not {f}"
+        ))),
     }
 }
 
