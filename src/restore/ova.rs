@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::guest_os;
 use crate::error::{Error, Result};
-use crate::input::vmx::{Bus, VmxFile, VmxNic};
+use crate::input::vmx::{Bus, VmxController, VmxDisk, VmxFile, VmxNic};
 
 /// A writer that hashes (SHA256) and counts what passes through.
 pub struct HashWriter<W: Write> {
@@ -301,33 +301,9 @@ fn nic_network(n: &VmxNic) -> (String, String) {
 /// 1 CPU, 1024 MiB, BIOS, an LSI Logic controller holding the disks, no NIC). Normative
 /// description: `formats/OVF.md`.
 pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Result<String> {
-    let cpus = match vmx {
-        Some(v) => v.num_cpus()?,
-        None => 1,
-    };
-    // A topology that does not divide the CPUs cannot power on, and vSphere refuses such an
-    // OVF: it is left out, which means one core per socket.
-    let cores = match vmx {
-        Some(v) => v.cores_per_socket()?.filter(|c| cpus % c == 0),
-        None => None,
-    };
-    let mem = match vmx {
-        Some(v) => v.memory_mb()?.unwrap_or(1024),
-        None => 1024,
-    };
-    let hw = match vmx {
-        Some(v) => v.hw_version()?,
-        None => None,
-    };
-    let efi = vmx
-        .and_then(|v| v.firmware())
-        .is_some_and(|f| f.eq_ignore_ascii_case("efi"));
-    let secure_boot = efi && vmx.is_some_and(|v| v.secure_boot());
-    let controllers = vmx.map(|v| v.controllers()).unwrap_or_default();
-    let vmx_disks = vmx.map(|v| v.disks()).unwrap_or_default();
+    let hw = Hardware::of(vmx)?;
     let nics = vmx.map(|v| v.nics()).unwrap_or_default();
     let nic_networks: Vec<(String, String)> = nics.iter().map(nic_network).collect();
-
     let mut s = String::new();
     s.push_str(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
@@ -339,6 +315,96 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
          xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\" \
          xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n",
     );
+    references(&mut s, disks);
+    disk_section(&mut s, disks);
+    network_section(&mut s, &nic_networks);
+    virtual_system_head(&mut s, name, vmx);
+    s.push_str(
+        "    <VirtualHardwareSection>\n      <Info>Virtual hardware requirements</Info>\n      <System>\n",
+    );
+    let _ = writeln!(
+        s,
+        "        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n        \
+         <vssd:InstanceID>0</vssd:InstanceID>\n        \
+         <vssd:VirtualSystemIdentifier>{}</vssd:VirtualSystemIdentifier>\n        \
+         <vssd:VirtualSystemType>vmx-{:02}</vssd:VirtualSystemType>\n      </System>",
+        x(name),
+        hw.version.unwrap_or(10)
+    );
+    let mut items = Items { s: &mut s, id: 1 };
+    items.cpu_and_memory(&hw);
+    let ctl_ids = items.controllers(&hw.controllers, !disks.is_empty());
+    items.disks(name, &hw.disks, disks, &ctl_ids)?;
+    items.nics(&nics, &nic_networks);
+    // Boot firmware and secure boot: VMware's templates and ova-compose write both for every
+    // VM; without them vSphere deploys BIOS, and an EFI guest does not boot.
+    let firmware = if hw.efi { "efi" } else { "bios" };
+    let _ = writeln!(s, "      {}", vmw_config("firmware", firmware));
+    let _ = writeln!(
+        s,
+        "      {}",
+        vmw_config(
+            "bootOptions.efiSecureBootEnabled",
+            &hw.secure_boot.to_string()
+        )
+    );
+    s.push_str("    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n");
+    Ok(s)
+}
+
+/// What the OVF says about a VM's hardware, from its .vmx or the defaults.
+struct Hardware {
+    cpus: u32,
+    /// Cores per socket, if the .vmx sets a topology that divides the CPUs.
+    cores: Option<u32>,
+    memory_mb: u64,
+    /// The virtual hardware version (`virtualHW.version`).
+    version: Option<u32>,
+    efi: bool,
+    secure_boot: bool,
+    controllers: Vec<VmxController>,
+    /// The disks the .vmx places.
+    disks: Vec<VmxDisk>,
+}
+
+impl Hardware {
+    fn of(vmx: Option<&VmxFile>) -> Result<Self> {
+        let cpus = match vmx {
+            Some(v) => v.num_cpus()?,
+            None => 1,
+        };
+        // A topology that does not divide the CPUs cannot power on, and vSphere refuses such
+        // an OVF: it is left out, which means one core per socket.
+        let cores = match vmx {
+            Some(v) => v.cores_per_socket()?.filter(|c| cpus % c == 0),
+            None => None,
+        };
+        let memory_mb = match vmx {
+            Some(v) => v.memory_mb()?.unwrap_or(1024),
+            None => 1024,
+        };
+        let version = match vmx {
+            Some(v) => v.hw_version()?,
+            None => None,
+        };
+        let efi = vmx
+            .and_then(|v| v.firmware())
+            .is_some_and(|f| f.eq_ignore_ascii_case("efi"));
+        Ok(Hardware {
+            cpus,
+            cores,
+            memory_mb,
+            version,
+            efi,
+            secure_boot: efi && vmx.is_some_and(|v| v.secure_boot()),
+            controllers: vmx.map(|v| v.controllers()).unwrap_or_default(),
+            disks: vmx.map(|v| v.disks()).unwrap_or_default(),
+        })
+    }
+}
+
+/// `<References>`: one file per disk.
+fn references(s: &mut String, disks: &[OvaDisk]) {
     s.push_str("  <References>\n");
     for (i, d) in disks.iter().enumerate() {
         let _ = writeln!(
@@ -349,7 +415,12 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
             d.size
         );
     }
-    s.push_str("  </References>\n  <DiskSection>\n    <Info>Virtual disk information</Info>\n");
+    s.push_str("  </References>\n");
+}
+
+/// `<DiskSection>`: each disk's capacity and populated size.
+fn disk_section(s: &mut String, disks: &[OvaDisk]) {
+    s.push_str("  <DiskSection>\n    <Info>Virtual disk information</Info>\n");
     for (i, d) in disks.iter().enumerate() {
         let _ = writeln!(
             s,
@@ -363,25 +434,33 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
         );
     }
     s.push_str("  </DiskSection>\n");
-    // Every network a NIC is on, once, in NIC order.
+}
+
+/// `<NetworkSection>`: every network a NIC is on, once, in NIC order; none without NICs.
+fn network_section(s: &mut String, nic_networks: &[(String, String)]) {
     let mut networks: Vec<&(String, String)> = Vec::new();
-    for n in &nic_networks {
+    for n in nic_networks {
         if !networks.iter().any(|m| m.0 == n.0) {
             networks.push(n);
         }
     }
-    if !networks.is_empty() {
-        s.push_str("  <NetworkSection>\n    <Info>The list of logical networks</Info>\n");
-        for (name, description) in &networks {
-            let _ = writeln!(
-                s,
-                "    <Network ovf:name=\"{}\">\n      <Description>{}</Description>\n    </Network>",
-                x(name),
-                x(description)
-            );
-        }
-        s.push_str("  </NetworkSection>\n");
+    if networks.is_empty() {
+        return;
     }
+    s.push_str("  <NetworkSection>\n    <Info>The list of logical networks</Info>\n");
+    for (name, description) in &networks {
+        let _ = writeln!(
+            s,
+            "    <Network ovf:name=\"{}\">\n      <Description>{}</Description>\n    </Network>",
+            x(name),
+            x(description)
+        );
+    }
+    s.push_str("  </NetworkSection>\n");
+}
+
+/// The opening of `<VirtualSystem>`: its id, name and guest operating system.
+fn virtual_system_head(s: &mut String, name: &str, vmx: Option<&VmxFile>) {
     let _ = writeln!(
         s,
         "  <VirtualSystem ovf:id=\"{}\">\n    <Info>A virtual machine</Info>\n    <Name>{}</Name>",
@@ -399,152 +478,166 @@ pub(crate) fn ovf(name: &str, vmx: Option<&VmxFile>, disks: &[OvaDisk]) -> Resul
             x(g.vsphere_id)
         );
     }
-    s.push_str(
-        "    <VirtualHardwareSection>\n      <Info>Virtual hardware requirements</Info>\n      <System>\n",
-    );
-    let _ = writeln!(
-        s,
-        "        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n        \
-         <vssd:InstanceID>0</vssd:InstanceID>\n        \
-         <vssd:VirtualSystemIdentifier>{}</vssd:VirtualSystemIdentifier>\n        \
-         <vssd:VirtualSystemType>vmx-{:02}</vssd:VirtualSystemType>\n      </System>",
-        x(name),
-        hw.unwrap_or(10)
-    );
-    let mut id = 1u32;
-    let mut next = || {
-        let i = id;
-        id += 1;
+}
+
+/// The `<Item>`s of the VirtualHardwareSection, numbered (`InstanceID`) in the order written.
+struct Items<'s> {
+    s: &'s mut String,
+    /// The next InstanceID (0 is the System).
+    id: u32,
+}
+
+impl Items<'_> {
+    fn next_id(&mut self) -> String {
+        let i = self.id;
+        self.id += 1;
         i.to_string()
-    };
-    let cores_xml: Vec<String> = cores
-        .map(|c| format!("<vmw:CoresPerSocket ovf:required=\"false\">{c}</vmw:CoresPerSocket>"))
-        .into_iter()
-        .collect();
-    item(
-        &mut s,
-        &mut [
-            ("AllocationUnits", "hertz * 10^6".into()),
-            ("Description", "Number of Virtual CPUs".into()),
-            ("ElementName", format!("{cpus} virtual CPU(s)")),
-            ("InstanceID", next()),
-            ("ResourceType", "3".into()),
-            ("VirtualQuantity", cpus.to_string()),
-        ],
-        &cores_xml,
-    );
-    item(
-        &mut s,
-        &mut [
-            ("AllocationUnits", "byte * 2^20".into()),
-            ("Description", "Memory Size".into()),
-            ("ElementName", format!("{mem}MB of memory")),
-            ("InstanceID", next()),
-            ("ResourceType", "4".into()),
-            ("VirtualQuantity", mem.to_string()),
-        ],
-        &[],
-    );
-    // Controllers: those of the .vmx; an LSI Logic one when there is none to hold the disks.
-    let mut ctl_ids: Vec<(Bus, u32, String)> = Vec::new();
-    let mut ctls = controllers
-        .iter()
-        .map(|c| (c.bus, c.index, c.virtual_dev.clone()))
-        .collect::<Vec<_>>();
-    if ctls.is_empty() && !disks.is_empty() {
-        ctls.push((Bus::Scsi, 0, None));
     }
-    for (bus, index, dev) in &ctls {
-        let (rt, sub, label) = controller_kind(*bus, dev.as_deref());
-        let iid = next();
-        let mut f = vec![
-            ("Address", index.to_string()),
-            ("Description", format!("{label} {index}")),
-            ("ElementName", format!("{label} {index}")),
-            ("InstanceID", iid.clone()),
-            ("ResourceType", rt.to_string()),
-        ];
-        if !sub.is_empty() {
-            f.push(("ResourceSubType", sub.to_string()));
+
+    fn cpu_and_memory(&mut self, hw: &Hardware) {
+        let (cpus, mem) = (hw.cpus, hw.memory_mb);
+        let cores_xml: Vec<String> = hw
+            .cores
+            .map(|c| format!("<vmw:CoresPerSocket ovf:required=\"false\">{c}</vmw:CoresPerSocket>"))
+            .into_iter()
+            .collect();
+        let cpu_id = self.next_id();
+        item(
+            self.s,
+            &mut [
+                ("AllocationUnits", "hertz * 10^6".into()),
+                ("Description", "Number of Virtual CPUs".into()),
+                ("ElementName", format!("{cpus} virtual CPU(s)")),
+                ("InstanceID", cpu_id),
+                ("ResourceType", "3".into()),
+                ("VirtualQuantity", cpus.to_string()),
+            ],
+            &cores_xml,
+        );
+        let mem_id = self.next_id();
+        item(
+            self.s,
+            &mut [
+                ("AllocationUnits", "byte * 2^20".into()),
+                ("Description", "Memory Size".into()),
+                ("ElementName", format!("{mem}MB of memory")),
+                ("InstanceID", mem_id),
+                ("ResourceType", "4".into()),
+                ("VirtualQuantity", mem.to_string()),
+            ],
+            &[],
+        );
+    }
+
+    /// Controllers: those of the .vmx; an LSI Logic one when there is none to hold the disks.
+    /// Returns each one's (bus, index, InstanceID).
+    fn controllers(&mut self, vmx: &[VmxController], has_disks: bool) -> Vec<(Bus, u32, String)> {
+        let mut ctls = vmx
+            .iter()
+            .map(|c| (c.bus, c.index, c.virtual_dev.clone()))
+            .collect::<Vec<_>>();
+        if ctls.is_empty() && has_disks {
+            ctls.push((Bus::Scsi, 0, None));
         }
-        item(&mut s, &mut f, &[]);
-        ctl_ids.push((*bus, *index, iid));
+        let mut ctl_ids = Vec::new();
+        for (bus, index, dev) in &ctls {
+            let (rt, sub, label) = controller_kind(*bus, dev.as_deref());
+            let iid = self.next_id();
+            let mut f = vec![
+                ("Address", index.to_string()),
+                ("Description", format!("{label} {index}")),
+                ("ElementName", format!("{label} {index}")),
+                ("InstanceID", iid.clone()),
+                ("ResourceType", rt.to_string()),
+            ];
+            if !sub.is_empty() {
+                f.push(("ResourceSubType", sub.to_string()));
+            }
+            item(self.s, &mut f, &[]);
+            ctl_ids.push((*bus, *index, iid));
+        }
+        ctl_ids
     }
-    // Disks: placed where the .vmx had them; disks the .vmx does not name go on the first
-    // controller's free units (7 is the SCSI controller's own).
-    let mut used: Vec<(Bus, u32, u32)> = vmx_disks
-        .iter()
-        .map(|d| (d.bus, d.controller, d.unit))
-        .collect();
-    for (i, d) in disks.iter().enumerate() {
-        let place = vmx_disks
+
+    /// Disks: placed where the .vmx had them; disks the .vmx does not name go on the first
+    /// controller's free units (7 is the SCSI controller's own).
+    fn disks(
+        &mut self,
+        vm: &str,
+        vmx_disks: &[VmxDisk],
+        disks: &[OvaDisk],
+        ctl_ids: &[(Bus, u32, String)],
+    ) -> Result<()> {
+        let mut used: Vec<(Bus, u32, u32)> = vmx_disks
             .iter()
-            .find(|v| v.device.eq_ignore_ascii_case(&d.device))
-            .map(|v| (v.bus, v.controller, v.unit))
-            .or_else(|| {
-                let (bus, c, _) = ctl_ids.first()?;
-                let unit = (0..64u32)
-                    .filter(|u| *bus != Bus::Scsi || *u != 7)
-                    .find(|u| !used.contains(&(*bus, *c, *u)))?;
-                used.push((*bus, *c, unit));
-                Some((*bus, *c, unit))
-            });
-        let Some((bus, c, unit)) = place else {
-            return Err(Error::Usage(format!(
-                "vm {name:?}: no controller for disk {:?} in the OVF",
-                d.device
-            )));
-        };
-        let parent = ctl_ids
-            .iter()
-            .find(|(b, n, _)| *b == bus && *n == c)
-            .map(|(_, _, id)| id.clone())
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "vm {name:?}: disk {:?} is on {bus}{c}, which the .vmx does not declare",
+            .map(|d| (d.bus, d.controller, d.unit))
+            .collect();
+        for (i, d) in disks.iter().enumerate() {
+            let place = vmx_disks
+                .iter()
+                .find(|v| v.device.eq_ignore_ascii_case(&d.device))
+                .map(|v| (v.bus, v.controller, v.unit))
+                .or_else(|| {
+                    let (bus, c, _) = ctl_ids.first()?;
+                    let unit = (0..64u32)
+                        .filter(|u| *bus != Bus::Scsi || *u != 7)
+                        .find(|u| !used.contains(&(*bus, *c, *u)))?;
+                    used.push((*bus, *c, unit));
+                    Some((*bus, *c, unit))
+                });
+            let Some((bus, c, unit)) = place else {
+                return Err(Error::Usage(format!(
+                    "vm {vm:?}: no controller for disk {:?} in the OVF",
                     d.device
-                ))
-            })?;
-        item(
-            &mut s,
-            &mut [
-                ("AddressOnParent", unit.to_string()),
-                ("ElementName", format!("Hard Disk {}", i + 1)),
-                ("HostResource", format!("ovf:/disk/vmdisk{}", i + 1)),
-                ("InstanceID", next()),
-                ("Parent", parent),
-                ("ResourceType", "17".into()),
-            ],
-            &[],
-        );
+                )));
+            };
+            let parent = ctl_ids
+                .iter()
+                .find(|(b, n, _)| *b == bus && *n == c)
+                .map(|(_, _, id)| id.clone())
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "vm {vm:?}: disk {:?} is on {bus}{c}, which the .vmx does not declare",
+                        d.device
+                    ))
+                })?;
+            let iid = self.next_id();
+            item(
+                self.s,
+                &mut [
+                    ("AddressOnParent", unit.to_string()),
+                    ("ElementName", format!("Hard Disk {}", i + 1)),
+                    ("HostResource", format!("ovf:/disk/vmdisk{}", i + 1)),
+                    ("InstanceID", iid),
+                    ("Parent", parent),
+                    ("ResourceType", "17".into()),
+                ],
+                &[],
+            );
+        }
+        Ok(())
     }
-    for (i, (n, (network, _))) in nics.iter().zip(&nic_networks).enumerate() {
-        item(
-            &mut s,
-            &mut [
-                ("AddressOnParent", (7 + i).to_string()),
-                // Connected at power-on: `startConnected`.
-                ("AutomaticAllocation", n.start_connected.to_string()),
-                ("Connection", network.clone()),
-                ("ElementName", format!("Network adapter {}", i + 1)),
-                ("InstanceID", next()),
-                ("ResourceSubType", nic_kind(n.virtual_dev.as_deref()).into()),
-                ("ResourceType", "10".into()),
-            ],
-            &[],
-        );
+
+    /// Network adapters, each on its network (see [`nic_network`]).
+    fn nics(&mut self, nics: &[VmxNic], nic_networks: &[(String, String)]) {
+        for (i, (n, (network, _))) in nics.iter().zip(nic_networks).enumerate() {
+            let iid = self.next_id();
+            item(
+                self.s,
+                &mut [
+                    ("AddressOnParent", (7 + i).to_string()),
+                    // Connected at power-on: `startConnected`.
+                    ("AutomaticAllocation", n.start_connected.to_string()),
+                    ("Connection", network.clone()),
+                    ("ElementName", format!("Network adapter {}", i + 1)),
+                    ("InstanceID", iid),
+                    ("ResourceSubType", nic_kind(n.virtual_dev.as_deref()).into()),
+                    ("ResourceType", "10".into()),
+                ],
+                &[],
+            );
+        }
     }
-    // Boot firmware and secure boot: VMware's templates and ova-compose write both for every
-    // VM; without them vSphere deploys BIOS, and an EFI guest does not boot.
-    let firmware = if efi { "efi" } else { "bios" };
-    let _ = writeln!(s, "      {}", vmw_config("firmware", firmware));
-    let _ = writeln!(
-        s,
-        "      {}",
-        vmw_config("bootOptions.efiSecureBootEnabled", &secure_boot.to_string())
-    );
-    s.push_str("    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n");
-    Ok(s)
 }
 
 /// The stem of the OVA's file name and of its members' names (`<stem>.ova`, `<stem>.ovf`,
