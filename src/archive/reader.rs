@@ -13,6 +13,7 @@
 //! [`Event::Damaged`]: its header still says exactly which disk bytes were lost.
 
 use std::io::Read;
+use std::ops::ControlFlow;
 
 use super::format::*;
 use super::manifest::Manifest;
@@ -747,30 +748,8 @@ impl<'a> StreamReader<'a> {
 
     /// Reads the next event record by record; see [`Self::next_event`].
     fn next_event_serial(&mut self) -> Result<Option<Event>> {
-        match self.state {
-            State::Done => return Ok(None),
-            State::Truncated => {
-                self.state = State::Done;
-                return Ok(Some(Event::Truncated { at: self.input.pos }));
-            }
-            State::AfterIndex { .. } if self.copy_pending => {
-                // The manifest copy comes first; read like any record (`check_context`).
-                self.state = State::Records;
-            }
-            State::AfterIndex { index_at } => {
-                // Padding, then the footer. Anything else is damage, handled by resync below.
-                let pad = footer_padding(self.input.pos, self.header.block_size);
-                let _ = index_at;
-                let n = (pad as usize).min(self.input.fill(pad as usize)?);
-                if self.input.peek(n).iter().all(|&b| b == 0) && n as u64 == pad {
-                    self.input.consume(n);
-                }
-                self.state = State::Records;
-                if let Some(f) = self.try_footer()? {
-                    return Ok(Some(self.footer_event(f)?));
-                }
-            }
-            State::Records => {}
+        if let ControlFlow::Break(ev) = self.leave_state()? {
+            return Ok(ev);
         }
         let at = self.input.pos;
         if self.input.fill(1)? == 0 {
@@ -779,23 +758,64 @@ impl<'a> StreamReader<'a> {
         }
         let header = match self.try_header()? {
             Ok(h) => h,
-            Err(what) => {
-                if let Some(f) = self.try_footer()? {
-                    return Ok(Some(self.footer_event(f)?));
-                }
-                let found = self.resync()?;
-                let to = self.input.pos;
-                if !found {
-                    // The stream ended in the unreadable bytes: it has no footer.
-                    self.state = State::Truncated;
-                }
-                let what = match self.foreign_at.take() {
-                    Some(f) => format!("{what}; another archive begins at {f:#x}, not read"),
-                    None => what,
-                };
-                return Ok(Some(Event::Skipped { from: at, to, what }));
-            }
+            Err(what) => return self.unreadable(at, what).map(Some),
         };
+        self.record(at, header).map(Some)
+    }
+
+    /// Leaves the state the last record left the stream in. `Break` with what to return
+    /// instead of reading a record (the end, or the footer after the index).
+    fn leave_state(&mut self) -> Result<ControlFlow<Option<Event>>> {
+        match self.state {
+            State::Done => return Ok(ControlFlow::Break(None)),
+            State::Truncated => {
+                self.state = State::Done;
+                let at = self.input.pos;
+                return Ok(ControlFlow::Break(Some(Event::Truncated { at })));
+            }
+            State::AfterIndex { .. } if self.copy_pending => {
+                // The manifest copy comes first; read like any record (`check_context`).
+                self.state = State::Records;
+            }
+            State::AfterIndex { index_at } => {
+                // Padding, then the footer. Anything else is damage, handled by resync.
+                let pad = footer_padding(self.input.pos, self.header.block_size);
+                let _ = index_at;
+                let n = (pad as usize).min(self.input.fill(pad as usize)?);
+                if self.input.peek(n).iter().all(|&b| b == 0) && n as u64 == pad {
+                    self.input.consume(n);
+                }
+                self.state = State::Records;
+                if let Some(f) = self.try_footer()? {
+                    return Ok(ControlFlow::Break(Some(self.footer_event(f)?)));
+                }
+            }
+            State::Records => {}
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// No record header at `at` (`what` says why): the footer, or the unreadable bytes up to
+    /// where reading resumes.
+    fn unreadable(&mut self, at: u64, what: String) -> Result<Event> {
+        if let Some(f) = self.try_footer()? {
+            return self.footer_event(f);
+        }
+        let found = self.resync()?;
+        let to = self.input.pos;
+        if !found {
+            // The stream ended in the unreadable bytes: it has no footer.
+            self.state = State::Truncated;
+        }
+        let what = match self.foreign_at.take() {
+            Some(f) => format!("{what}; another archive begins at {f:#x}, not read"),
+            None => what,
+        };
+        Ok(Event::Skipped { from: at, to, what })
+    }
+
+    /// The record at `at` whose good `header` is next in the input.
+    fn record(&mut self, at: u64, header: RecordHeader) -> Result<Event> {
         let hb: [u8; RECORD_HEADER_BYTES] = self
             .input
             .peek(RECORD_HEADER_BYTES)
@@ -812,25 +832,51 @@ impl<'a> StreamReader<'a> {
                 header.kind,
                 RecordKind::Ref | RecordKind::DiskEnd | RecordKind::Index
             );
-        let payload = if keep {
-            self.input.take(header.stored_len)?
+        let Some(payload) = self.payload(&header, keep)? else {
+            self.state = State::Truncated;
+            let what = format!("archive truncated at {:#x}", self.input.pos);
+            return Ok(Event::Damaged { at, header, what });
+        };
+        if let Some(what) = self.after_payload(at, &header, keep)? {
+            return Ok(Event::Damaged { at, header, what });
+        }
+        if !keep {
+            let data = Vec::new();
+            return Ok(Event::Record(Record { at, header, data }));
+        }
+        match decode_keep(&header, payload) {
+            Ok(data) => Ok(Event::Record(Record { at, header, data })),
+            Err((what, payload)) => {
+                // The header was good but the payload is not: if bytes went missing, the next
+                // records may sit inside what was read as this payload. Rescan it.
+                if self.rescan(&payload)? && header.kind == RecordKind::Index {
+                    self.state = State::Records;
+                }
+                Ok(Event::Damaged { at, header, what })
+            }
+        }
+    }
+
+    /// The payload after `header`, read if `keep` and skipped (empty) if not; `None` if the
+    /// stream ends inside it.
+    fn payload(&mut self, header: &RecordHeader, keep: bool) -> Result<Option<Vec<u8>>> {
+        if keep {
+            let payload = self.input.take(header.stored_len)?;
+            Ok(((payload.len() as u64) >= header.stored_len).then_some(payload))
         } else {
             let n = self.input.skip(header.stored_len)?;
-            vec![0u8; if n == header.stored_len { 0 } else { 1 }]
-        };
-        let short = if keep {
-            (payload.len() as u64) < header.stored_len
-        } else {
-            !payload.is_empty()
-        };
-        if short {
-            self.state = State::Truncated;
-            return Ok(Some(Event::Damaged {
-                at,
-                header,
-                what: format!("archive truncated at {:#x}", self.input.pos),
-            }));
+            Ok((n == header.stored_len).then(Vec::new))
         }
+    }
+
+    /// What the record at `at` changes in the state once its payload is consumed (after the
+    /// index comes the footer; the manifest copy is done with); the damage found, if any.
+    fn after_payload(
+        &mut self,
+        at: u64,
+        header: &RecordHeader,
+        keep: bool,
+    ) -> Result<Option<String>> {
         if header.kind == RecordKind::Index {
             self.state = State::AfterIndex { index_at: at };
         }
@@ -841,40 +887,17 @@ impl<'a> StreamReader<'a> {
                 index_at: self.index_at.unwrap_or(at),
             };
             if header.digest != self.manifest_digest {
-                return Ok(Some(Event::Damaged {
-                    at,
-                    header,
-                    what: "manifest copy differs from the front manifest".into(),
-                }));
+                return Ok(Some("manifest copy differs from the front manifest".into()));
             }
         }
         // A payload no checksum covers (a Ref's, or any when not decoding) may have run into
         // the next record's magic when bytes went missing before its end.
         if (!keep || header.kind == RecordKind::Ref) && self.swallowed_magic()? {
-            return Ok(Some(Event::Damaged {
-                at,
-                header,
-                what: "payload runs into the next record (bytes missing)".into(),
-            }));
+            return Ok(Some(
+                "payload runs into the next record (bytes missing)".into(),
+            ));
         }
-        if !keep {
-            return Ok(Some(Event::Record(Record {
-                at,
-                header,
-                data: Vec::new(),
-            })));
-        }
-        match decode_keep(&header, payload) {
-            Ok(data) => Ok(Some(Event::Record(Record { at, header, data }))),
-            Err((what, payload)) => {
-                // The header was good but the payload is not: if bytes went missing, the next
-                // records may sit inside what was read as this payload. Rescan it.
-                if self.rescan(&payload)? && header.kind == RecordKind::Index {
-                    self.state = State::Records;
-                }
-                Ok(Some(Event::Damaged { at, header, what }))
-            }
-        }
+        Ok(None)
     }
 }
 
