@@ -21,6 +21,7 @@
 //! Performance: `map` coalesces unallocated, zero and file-contiguous data grains into one
 //! [`Run`], across GT boundaries, with the last few decoded tables cached in reused buffers.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::claims::UnitBitmap;
@@ -198,9 +199,33 @@ pub fn open(files: &FileTable, file: FileId) -> Result<SeSparseExtent> {
             format!("constMagic {:#x} is not {SESPARSE_CONST_MAGIC:#x}", h.magic),
         ));
     }
+    check_const_header(&path, &h)?;
+    check_regions(&path, &h, file_len)?;
+    let volatile = read_volatile_header(src.as_ref(), &path, &h)?;
+    let gd = read_grain_dir(src.as_ref(), &path, &h)?;
+    check_table_slots(&path, &h, &gd)?;
+    let mut ext = SeSparseExtent {
+        src,
+        file,
+        grain_slots: h.grains.1.div_ceil(GRAIN_SECTORS),
+        header: h,
+        volatile,
+        gd,
+        file_len,
+        cache: Vec::with_capacity(GT_CACHE_SLOTS),
+        tick: 0,
+        raw: vec![0u8; GT_BYTES as usize],
+    };
+    ext.check_grain_indices()?;
+    Ok(ext)
+}
+
+/// The constant header's version, sizes, flags and capacity: what this reader knows.
+fn check_const_header(path: &Path, h: &SeSparseConstHeader) -> Result<()> {
+    let corrupt = |at: u64, what: String| Error::corrupt(path, at, what);
     if h.version != SESPARSE_VERSION_2_1 {
         return Err(Error::unsupported(
-            &path,
+            path,
             format!(
                 "SEsparse version {:#x} (only {SESPARSE_VERSION_2_1:#x} is known)",
                 h.version
@@ -211,7 +236,7 @@ pub fn open(files: &FileTable, file: FileId) -> Result<SeSparseExtent> {
     // with them has been seen, so their table layout is a guess we do not make.
     if h.grain_size != GRAIN_SECTORS || h.grain_table_size != GT_SECTORS {
         return Err(Error::unsupported(
-            &path,
+            path,
             format!(
                 "SEsparse grainSize {} / grainTableSize {} (only {GRAIN_SECTORS} / {GT_SECTORS} \
                  are known)",
@@ -221,7 +246,7 @@ pub fn open(files: &FileTable, file: FileId) -> Result<SeSparseExtent> {
     }
     if h.flags != 0 || h.reserved != [0; 4] || !h.pad_is_zero {
         return Err(Error::unsupported(
-            &path,
+            path,
             format!(
                 "SEsparse flags {:#x} or reserved/padding bytes non-zero (an unknown feature)",
                 h.flags
@@ -234,7 +259,12 @@ pub fn open(files: &FileTable, file: FileId) -> Result<SeSparseExtent> {
             format!("capacity {} sectors > {MAX_CAPACITY_SECTORS}", h.capacity),
         ));
     }
+    Ok(())
+}
 
+/// The regions the constant header places, checked against each other and the file.
+fn check_regions(path: &Path, h: &SeSparseConstHeader, file_len: u64) -> Result<()> {
+    let corrupt = |at: u64, what: String| Error::corrupt(path, at, what);
     // Regions, in the order ESXi lays them out. They must each fit in u64 bytes, and must not
     // overlap each other or the constant header. Only the ones we read must lie in the file: the
     // grains area grows as grains are written and the journal/bitmap/backmap are never read.
@@ -280,7 +310,16 @@ pub fn open(files: &FileTable, file: FileId) -> Result<SeSparseExtent> {
             ));
         }
     }
+    Ok(())
+}
 
+/// The volatile header: it must be one, and its journal must not wait for a replay.
+fn read_volatile_header(
+    src: &dyn ByteSource,
+    path: &Path,
+    h: &SeSparseConstHeader,
+) -> Result<SeSparseVolatileHeader> {
+    let corrupt = |at: u64, what: String| Error::corrupt(path, at, what);
     let mut vb = [0u8; 32];
     let vol_at = h.volatile_header.0 * SECTOR;
     src.read_exact_at(&mut vb, vol_at)?;
@@ -296,7 +335,7 @@ pub fn open(files: &FileTable, file: FileId) -> Result<SeSparseExtent> {
     }
     if volatile.replay_journal != 0 {
         return Err(Error::unsupported(
-            &path,
+            path,
             format!(
                 "replayJournal is {}: the journal must be replayed by ESXi before backup \
                  (the snapshot was not closed cleanly; power the VM on or consolidate once)",
@@ -304,7 +343,12 @@ pub fn open(files: &FileTable, file: FileId) -> Result<SeSparseExtent> {
             ),
         ));
     }
+    Ok(volatile)
+}
 
+/// The grain directory, each entry empty or naming a slot of the grain table area.
+fn read_grain_dir(src: &dyn ByteSource, path: &Path, h: &SeSparseConstHeader) -> Result<Vec<u64>> {
+    let corrupt = |at: u64, what: String| Error::corrupt(path, at, what);
     let gd_entries = h.capacity.div_ceil(GT_SPAN_SECTORS);
     let (gd_off, gd_size) = h.grain_dir;
     if gd_entries * 8 > gd_size * SECTOR {
@@ -344,10 +388,17 @@ pub fn open(files: &FileTable, file: FileId) -> Result<SeSparseExtent> {
             ));
         }
     }
+    Ok(gd)
+}
 
+/// No two grain directory entries name one grain table slot.
+fn check_table_slots(path: &Path, h: &SeSparseConstHeader, gd: &[u64]) -> Result<()> {
+    let corrupt = |at: u64, what: String| Error::corrupt(path, at, what);
+    let gt_slots = h.grain_tables.1 / GT_SECTORS;
+    let gd_at = h.grain_dir.0 * SECTOR;
     // Two directory entries naming one table slot would make two 16 MiB ranges read the same
     // table. One bit per slot; the slots lie in the file, so at most one bit per 32 KiB.
-    let mut slots = UnitBitmap::new(&path, gt_slots, GT_BYTES)?;
+    let mut slots = UnitBitmap::new(path, gt_slots, GT_BYTES)?;
     for (i, &gde) in gd.iter().enumerate() {
         let slot = gde & 0xFFFF_FFFF;
         if gde != 0 && slots.claim(slot, slot + 1).is_some() {
@@ -365,21 +416,7 @@ pub fn open(files: &FileTable, file: FileId) -> Result<SeSparseExtent> {
             ));
         }
     }
-
-    let mut ext = SeSparseExtent {
-        src,
-        file,
-        grain_slots: h.grains.1.div_ceil(GRAIN_SECTORS),
-        header: h,
-        volatile,
-        gd,
-        file_len,
-        cache: Vec::with_capacity(GT_CACHE_SLOTS),
-        tick: 0,
-        raw: vec![0u8; GT_BYTES as usize],
-    };
-    ext.check_grain_indices()?;
-    Ok(ext)
+    Ok(())
 }
 
 /// Decodes the grain index of a type-3 grain table entry: its low 12 bits are stored in bits
