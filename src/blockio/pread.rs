@@ -18,12 +18,14 @@ pub struct PreadEngine {
 /// Reads all of `buf` at `offset` (std loops over short reads and EINTR); end of file is
 /// `UnexpectedEof`, naming the byte where the read started.
 fn read_full(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    file.read_exact_at(buf, offset).map_err(|e| at_byte(e, offset))
+    file.read_exact_at(buf, offset)
+        .map_err(|e| at_byte(e, offset))
 }
 
 /// Writes all of `buf` at `offset`; a write that accepts no bytes is `WriteZero`.
 fn write_full(file: &std::fs::File, buf: &[u8], offset: u64) -> io::Result<()> {
-    file.write_all_at(buf, offset).map_err(|e| at_byte(e, offset))
+    file.write_all_at(buf, offset)
+        .map_err(|e| at_byte(e, offset))
 }
 
 /// Std's short-transfer errors say nothing of where; the engine's callers name the file.
