@@ -1,4 +1,4 @@
-//! The vdar archive format: writer, one-pass reader, and the fuzz entry point.
+//! The vdar archive format: writer, one-pass reader, index and recovery.
 //!
 //! formats/ARCHIVE.md is the normative description. In brief: a 64-byte file header, a JSON
 //! manifest record, then per VM its small files and per disk its chunk and reference records in
@@ -19,22 +19,3 @@ pub use format::{Codec, RecordKind};
 pub use manifest::{DiskMeta, LayerInfo, Manifest};
 pub use reader::StreamReader;
 pub use writer::ArchiveWriter;
-
-/// Runs every reader over arbitrary bytes: stream listing, verify, stream restore and seekable
-/// restore into memory-only sinks. For the fuzz target; must never panic or allocate more than
-/// the limits in [`format`] allow.
-#[doc(hidden)]
-pub fn fuzz_archive(data: &[u8]) {
-    let _ = crate::list::list_stream(&mut &data[..]);
-    let _ = crate::list::list_seekable(&mut std::io::Cursor::new(data));
-    let _ = crate::verify::verify(&mut &data[..]);
-    let _ =
-        crate::restore::restore_to_sink(&mut &data[..], &crate::restore::RestoreOptions::default());
-    let _ = crate::restore::restore_to_sink(
-        &mut &data[..],
-        &crate::restore::RestoreOptions {
-            salvage: true,
-            ..Default::default()
-        },
-    );
-}

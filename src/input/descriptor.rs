@@ -321,12 +321,6 @@ pub fn resolve_relative(descriptor: &Path, name: &str) -> PathBuf {
     }
 }
 
-#[doc(hidden)]
-/// Fuzz entry: parse arbitrary bytes as a descriptor.
-pub fn fuzz_descriptor(data: &[u8]) {
-    let _ = Descriptor::parse(Path::new("fuzz"), data);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

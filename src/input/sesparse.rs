@@ -690,40 +690,13 @@ impl ExtentMap for SeSparseExtent {
     }
 }
 
-/// Fuzz body: opens `data` as an SEsparse extent and maps it end to end, ignoring errors. The
-/// walk is capped so a tiny input claiming a 64 TiB disk stays fast.
-#[doc(hidden)]
-pub fn fuzz_sesparse(data: &[u8]) {
-    let mut files = FileTable::default();
-    let id = files.add(Arc::new(super::MemSource::new(
-        "fuzz-sesparse.vmdk",
-        data.to_vec(),
-    )));
-    let Ok(mut ext) = open(&files, id) else {
-        return;
-    };
-    let cap = ext.sectors();
-    let mut lba = 0;
-    for _ in 0..100_000 {
-        if lba >= cap {
-            break;
-        }
-        match ext.map(lba, cap - lba) {
-            Ok(run) => {
-                assert!(run.sectors >= 1 && run.sectors <= cap - lba);
-                lba += run.sectors;
-            }
-            Err(_) => lba += GRAIN_SECTORS,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixture::sesparse::{sesparse_image, SeSparseOptions};
     use crate::fixture::{Content, Region};
     use crate::input::read::read_source;
+    use crate::input::test_walk::map_end_to_end;
     use crate::input::MemSource;
 
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1041,16 +1014,16 @@ mod tests {
     }
 
     #[test]
-    fn fuzz_body_survives_mutations() {
+    fn mapping_survives_mutations() {
         let regions = [
             region(0, 64, None),
             region(64, 8, Some(Content::Zero)),
             region(GT_SPAN_SECTORS, 8, Some(Content::Unmapped)),
         ];
         let good = image(GT_SPAN_SECTORS + 77, &regions, &SeSparseOptions::default());
-        fuzz_sesparse(&good);
-        fuzz_sesparse(&[]);
-        fuzz_sesparse(&good[..512]);
+        map_end_to_end(&good, open);
+        map_end_to_end(&[], open);
+        map_end_to_end(&good[..512], open);
         let gt = gt_at(&good, 0);
         let gd = 4096 * 512;
         for at in (0..208)
@@ -1062,7 +1035,7 @@ mod tests {
             for v in [0x00, 0x01, 0x30, 0xff] {
                 let mut b = good.clone();
                 b[at] = v;
-                fuzz_sesparse(&b);
+                map_end_to_end(&b, open);
             }
         }
     }

@@ -302,22 +302,6 @@ fn check_file(f: &MappedFile, volumes: &HashSet<&str>) -> std::result::Result<()
     Ok(())
 }
 
-/// Fuzz entry: arbitrary bytes as block-map JSON, parsed and checked; a map that passes must
-/// serialize and parse back to itself. Errors are fine; panics are bugs.
-#[doc(hidden)]
-pub fn fuzz_blockmap(data: &[u8]) {
-    let path = Path::new("fuzz.json");
-    let Ok(map) = BlockMap::parse(path, data) else {
-        return;
-    };
-    let again = BlockMap::parse(path, map.to_json().as_bytes())
-        .expect("invariant: a checked map serializes to a valid map");
-    assert_eq!(again, map, "block map JSON round trip");
-    for f in &map.files {
-        let _ = file_name_of(&f.path);
-    }
-}
-
 /// The file-name part of a datastore path: `[DS01] vm/vm-flat.vmdk` and
 /// `/vmfs/volumes/DS01/vm/vm-flat.vmdk` both give `vm-flat.vmdk`.
 pub fn file_name_of(path: &str) -> &str {

@@ -201,11 +201,13 @@ type OpenedPath = (PathBuf, File, (u64, u64));
 type PathScan = (u64, Vec<(u64, LvmHeader, Vec<PeEntry>)>);
 
 /// The VMFS partitions (start, LVM header, used PEs) of the `len`-byte device `path`, read
-/// through `read_at`.
-fn probe_device(
+/// through `read_at(buf, device_offset)`: what [`LunSet::scan`] finds on each path, for a
+/// device file or an image held in memory. The partition tables (MBR, GPT) and LVM metadata
+/// are untrusted: every offset is checked against `len` before it is read.
+pub fn probe_device(
     path: &Path,
     len: u64,
-    read_at: ReadAt,
+    read_at: &mut dyn FnMut(&mut [u8], u64) -> Result<()>,
 ) -> Result<Vec<(u64, LvmHeader, Vec<PeEntry>)>> {
     let mut found = Vec::new();
     for start in candidate_starts(path, len, read_at)? {
@@ -232,55 +234,48 @@ fn scan_path(f: &File, path: &Path) -> Result<PathScan> {
     Ok((len, probe_device(path, len, &mut read_at)?))
 }
 
-/// Fuzz entry: partition probing (MBR, GPT, LVM header, PE table) of a virtual device described
-/// by `data`: a u64 LE device length (capped at 16 TiB), then records of `u32 LE offset in
-/// KiB, u16 LE length, bytes` placed at that offset. Unwritten bytes read as zeros; reads past
-/// the device length fail. Errors are fine; panics and huge allocations are bugs.
-#[doc(hidden)]
-pub fn fuzz_lun(data: &[u8]) {
-    let _ = probe_virtual_device(data);
-}
-
-/// The body of [`fuzz_lun`], returning what the probing found (the seeds' test checks it).
-fn probe_virtual_device(data: &[u8]) -> Result<PathScan> {
-    let Some((len, mut rest)) = data.split_first_chunk::<8>() else {
-        return Ok((0, Vec::new()));
-    };
-    let len = u64::from_le_bytes(*len).min(16 << 40);
-    let mut segs: Vec<(u64, &[u8])> = Vec::new();
-    while let Some((hd, r)) = rest.split_first_chunk::<6>() {
-        let at = u64::from(u32::from_le_bytes([hd[0], hd[1], hd[2], hd[3]])) * 1024;
-        let n = usize::from(u16::from_le_bytes([hd[4], hd[5]])).min(r.len());
-        segs.push((at, &r[..n]));
-        rest = &r[n..];
-    }
-    let path = Path::new("fuzz-lun");
-    let mut read_at = |buf: &mut [u8], off: u64| -> Result<()> {
-        let end = off.checked_add(buf.len() as u64).filter(|&e| e <= len);
-        let Some(end) = end else {
-            return Err(Error::io(
-                path,
-                Some(off),
-                io::Error::new(io::ErrorKind::UnexpectedEof, "past the end of the device"),
-            ));
-        };
-        buf.fill(0);
-        for &(at, bytes) in &segs {
-            let s_end = at + bytes.len() as u64;
-            let (lo, hi) = (at.max(off), s_end.min(end));
-            if lo < hi {
-                buf[(lo - off) as usize..(hi - off) as usize]
-                    .copy_from_slice(&bytes[(lo - at) as usize..(hi - at) as usize]);
-            }
-        }
-        Ok(())
-    };
-    Ok((len, probe_device(path, len, &mut read_at)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The device of an `lvm` fuzz seed in probing mode: a u64 LE device length (capped at 16
+    /// TiB), then records of `u32 LE offset in KiB, u16 LE length, bytes` placed at that offset
+    /// (tools/fuzz/fuzz_targets/lvm.rs has the same decoder). Returns what the probing found.
+    fn probe_virtual_device(data: &[u8]) -> Result<PathScan> {
+        let Some((len, mut rest)) = data.split_first_chunk::<8>() else {
+            return Ok((0, Vec::new()));
+        };
+        let len = u64::from_le_bytes(*len).min(16 << 40);
+        let mut segs: Vec<(u64, &[u8])> = Vec::new();
+        while let Some((hd, r)) = rest.split_first_chunk::<6>() {
+            let at = u64::from(u32::from_le_bytes([hd[0], hd[1], hd[2], hd[3]])) * 1024;
+            let n = usize::from(u16::from_le_bytes([hd[4], hd[5]])).min(r.len());
+            segs.push((at, &r[..n]));
+            rest = &r[n..];
+        }
+        let path = Path::new("fuzz-lun");
+        let mut read_at = |buf: &mut [u8], off: u64| -> Result<()> {
+            let end = off.checked_add(buf.len() as u64).filter(|&e| e <= len);
+            let Some(end) = end else {
+                return Err(Error::io(
+                    path,
+                    Some(off),
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "past the end of the device"),
+                ));
+            };
+            buf.fill(0);
+            for &(at, bytes) in &segs {
+                let s_end = at + bytes.len() as u64;
+                let (lo, hi) = (at.max(off), s_end.min(end));
+                if lo < hi {
+                    buf[(lo - off) as usize..(hi - off) as usize]
+                        .copy_from_slice(&bytes[(lo - at) as usize..(hi - at) as usize]);
+                }
+            }
+            Ok(())
+        };
+        Ok((len, probe_device(path, len, &mut read_at)?))
+    }
 
     /// The `lvm` fuzz seeds in partition-probing mode (first byte odd) stay meaningful: each
     /// is a rig LUN (MBR partition, bare, GPT partition) whose probing finds its VMFS extent.

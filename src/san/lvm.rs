@@ -418,66 +418,6 @@ pub fn read_lvm(
     Ok((header, pes))
 }
 
-/// Fuzz entry. `data[0]` even: `data[1..]` is an LVM header (first 1 KiB, zero-padded), a PE
-/// bitmap (next 1 KiB) and PE table entries (the rest), decoded directly and then through
-/// [`read_lvm`] as a partition holding them at their on-disk offsets. `data[0]` odd: `data[1..]`
-/// is a virtual device for the partition probing of `crate::san::lun` (MBR, GPT, LVM), see
-/// `crate::san::lun::fuzz_lun`. Errors are fine; panics and huge allocations are bugs.
-#[doc(hidden)]
-pub fn fuzz_lvm(data: &[u8]) {
-    let Some((&mode, data)) = data.split_first() else {
-        return;
-    };
-    if mode & 1 == 1 {
-        super::lun::fuzz_lun(data);
-        return;
-    }
-    let path = Path::new("fuzz-lvm");
-    let window = |from: usize, to: usize| data.get(from.min(data.len())..to.min(data.len()));
-    let header = window(0, LVM_HEADER_BYTES).unwrap_or_default();
-    let bitmap = window(LVM_HEADER_BYTES, 2 * LVM_HEADER_BYTES).unwrap_or_default();
-    let table = window(2 * LVM_HEADER_BYTES, usize::MAX).unwrap_or_default();
-    let mut b = [0u8; LVM_HEADER_BYTES];
-    b[..header.len()].copy_from_slice(header);
-    let _ = LvmHeader::decode(path, LVM_HEADER_OFFSET, &b);
-    for raw in table.chunks_exact(PE_ENTRY_BYTES) {
-        let raw: &[u8; PE_ENTRY_BYTES] = raw.try_into().expect("invariant: exact chunk");
-        if let Some(pe) = PeEntry::decode(raw) {
-            assert_eq!(
-                PeEntry::decode(&pe.encode()),
-                Some(pe),
-                "PE entry round trip"
-            );
-        }
-    }
-    // A partition at byte 0 whose metadata is `data`; a device big enough for a full table.
-    let hdr = LVM_HEADER_OFFSET as usize;
-    let segs = [
-        (hdr, header),
-        (hdr + PE_BITMAP_OFFSET as usize, bitmap),
-        (hdr + PE_TABLE_OFFSET as usize, table),
-    ];
-    let dev_len = (hdr + PE_TABLE_OFFSET as usize + MAX_PES_PER_DEVICE as usize * PE_ENTRY_BYTES)
-        .max(hdr + PE_TABLE_OFFSET as usize + table.len()) as u64;
-    let mut read_at = |buf: &mut [u8], off: u64| -> Result<()> {
-        let end = off + buf.len() as u64;
-        if end > dev_len {
-            return Err(Error::corrupt(path, off, "read past the end of the device"));
-        }
-        buf.fill(0);
-        for (at, bytes) in segs {
-            let (at, s_end) = (at as u64, (at + bytes.len()) as u64);
-            let (lo, hi) = (at.max(off), s_end.min(end));
-            if lo < hi {
-                buf[(lo - off) as usize..(hi - off) as usize]
-                    .copy_from_slice(&bytes[(lo - at) as usize..(hi - at) as usize]);
-            }
-        }
-        Ok(())
-    };
-    let _ = read_lvm(path, 0, &mut read_at);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

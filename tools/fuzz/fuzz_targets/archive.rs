@@ -1,7 +1,21 @@
-//! Fuzz target: arbitrary bytes as an archive through list, verify and a discarding restore.
-//! Errors are fine; panics, hangs and large allocations are bugs.
+//! Fuzz target: arbitrary bytes as an archive through every reader: stream and seekable listing,
+//! verify, and a restore into a discarding sink with and without salvage. Errors are fine;
+//! panics, hangs and allocations past the limits of `vdar::archive::format` are bugs.
 #![no_main]
 
+use std::io::Cursor;
+
+use vdar::restore::{restore_to_sink, RestoreOptions};
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    vdar::archive::fuzz_archive(data);
+    let _ = vdar::list::list_stream(&mut &data[..]);
+    let _ = vdar::list::list_seekable(&mut Cursor::new(data));
+    let _ = vdar::verify::verify(&mut &data[..]);
+    for salvage in [false, true] {
+        let opts = RestoreOptions {
+            salvage,
+            ..Default::default()
+        };
+        let _ = restore_to_sink(&mut &data[..], &opts);
+    }
 });

@@ -24,7 +24,9 @@ fn original() -> &'static (Vec<(String, String, Vec<u8>)>, Vec<u8>) {
     static ORIGINAL: OnceLock<(Vec<(String, String, Vec<u8>)>, Vec<u8>)> = OnceLock::new();
     ORIGINAL.get_or_init(|| {
         let pattern = |seed: u8, len: usize| -> Vec<u8> {
-            (0..len).map(|i| (i as u8).wrapping_mul(seed) ^ (i >> 9) as u8).collect()
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(seed) ^ (i >> 9) as u8)
+                .collect()
         };
         let mut a = pattern(3, (4 * CS + 1024) as usize);
         a[(2 * CS) as usize..(3 * CS) as usize].copy_from_slice(&pattern(3, CS as usize));
@@ -125,7 +127,9 @@ struct MemoryFactory(Arc<Mutex<Vec<u8>>>);
 impl SinkFactory for MemoryFactory {
     fn create(self: Box<Self>, _: &str, _: &str, cap: u64) -> vdar::Result<Box<dyn DiskSink>> {
         if cap > MAX_IMAGE {
-            return Err(vdar::Error::Usage("image too large for the fuzz target".into()));
+            return Err(vdar::Error::Usage(
+                "image too large for the fuzz target".into(),
+            ));
         }
         self.0.lock().unwrap().resize(cap as usize, 0);
         Ok(Box::new(Memory(self.0)))
@@ -134,7 +138,11 @@ impl SinkFactory for MemoryFactory {
 
 fn check(report: &RestoreReport, vm: &str, disk: &str, got: &[u8], want: &[u8]) {
     for d in &report.disks {
-        assert_eq!(d.restored_bytes + d.zero_bytes + d.lost_bytes, d.capacity, "{d:?}");
+        assert_eq!(
+            d.restored_bytes + d.zero_bytes + d.lost_bytes,
+            d.capacity,
+            "{d:?}"
+        );
     }
     if !report.disks.iter().any(|d| d.vm == vm && d.disk == disk) {
         return;

@@ -1,7 +1,11 @@
-//! Fuzz target: arbitrary bytes through the descriptor parser. Errors are fine; panics, hangs and
-//! huge allocations are bugs.
+//! Fuzz target: arbitrary bytes through the descriptor parser (`Descriptor::parse`). Errors are
+//! fine; panics, hangs and huge allocations are bugs.
 #![no_main]
 
+use std::path::Path;
+
+use vdar::input::descriptor::Descriptor;
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    vdar::input::descriptor::fuzz_descriptor(data);
+    let _ = Descriptor::parse(Path::new("fuzz"), data);
 });

@@ -1,7 +1,7 @@
-//! Fuzz target: arbitrary bytes through the sesparse parser. Errors are fine; panics, hangs and
-//! huge allocations are bugs.
+//! Fuzz target: arbitrary bytes through the sesparse parser (`sesparse::open`) and the mapping
+//! of every sector. Errors are fine; panics, hangs and huge allocations are bugs.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    vdar::input::sesparse::fuzz_sesparse(data);
+    vdar_fuzz::map_end_to_end("fuzz-sesparse.vmdk", data, vdar::input::sesparse::open);
 });
