@@ -21,6 +21,8 @@
 //! - ux: progress, -v/-q, the --json schema, errors about files that are not what was asked
 //! - package: what the .deb ships besides the binaries: completions, man pages, systemd units
 //! - read_path: the default read path leaves the page cache alone; --read-path buffered fills it
+//! - layout: the source layout: no import loops between modules or files, no `#[path]`, the
+//!   fixture binary behind its feature
 
 #[macro_use]
 mod util;
@@ -32,6 +34,7 @@ mod damage;
 mod esx;
 mod full_disk;
 mod interrupt;
+mod layout;
 mod oracle_libvmdk;
 mod oracle_vmware;
 mod ovf;

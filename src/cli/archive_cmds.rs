@@ -126,10 +126,8 @@ fn remove_empty_dirs(dirs: &[PathBuf]) {
     }
 }
 
-pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
-    let Some(to) = &args.to else {
-        return super::writeback::run(args);
-    };
+/// `restore --to DIR|-` (`super::restore` sends `--blockmap` to the SAN write-back).
+pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
     let (hook, meter, last) = super::progress::restore_meter();
     let opts = RestoreOptions {
         format: args.format.into(),
@@ -151,7 +149,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         Dest::Writer(Box::new(io::BufWriter::with_capacity(1 << 20, w)))
     } else {
         created = create_dirs(to)?;
-        Dest::Dir(to.clone())
+        Dest::Dir(to.to_path_buf())
     };
     let report = match input {
         Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts),

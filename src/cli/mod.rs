@@ -106,10 +106,18 @@ fn exit_code(program: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
     })
 }
 
+/// `restore`: into files or stdout (`--to`), or SAN write-back (`--blockmap`, no `--to`).
+fn restore(args: &args::RestoreArgs) -> anyhow::Result<ExitCode> {
+    match &args.to {
+        Some(to) => archive_cmds::restore(args, to),
+        None => writeback::run(args),
+    }
+}
+
 fn run_vdar_restore(cli: args::RestoreCli) -> anyhow::Result<ExitCode> {
     use args::RestoreCommand;
     match cli.command {
-        RestoreCommand::Restore(a) => archive_cmds::restore(&a),
+        RestoreCommand::Restore(a) => restore(&a),
         RestoreCommand::Verify(a) => archive_cmds::verify(&a),
         RestoreCommand::List(a) => archive_cmds::list(&a),
         RestoreCommand::Completions(a) => generate::completions(args::RestoreCli::command(), &a),
@@ -122,7 +130,7 @@ fn run_vdar(cli: Cli) -> anyhow::Result<ExitCode> {
         args::Command::Inspect(a) => inspect::run(&a),
         args::Command::Cat(a) => cat::run(&a),
         args::Command::Backup(a) => backup::run(&a),
-        args::Command::Restore(a) => archive_cmds::restore(&a),
+        args::Command::Restore(a) => restore(&a),
         args::Command::Verify(a) => archive_cmds::verify(&a),
         args::Command::List(a) => archive_cmds::list(&a),
         args::Command::Blockmap(args::BlockmapCommand::Import(a)) => blockmap::import(&a),
