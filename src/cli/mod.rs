@@ -5,6 +5,7 @@
 //! 2 error).
 
 mod archive_cmds;
+mod archive_input;
 mod args;
 mod backup;
 mod blockmap;

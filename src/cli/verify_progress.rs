@@ -5,7 +5,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::verify::VerifyReport;
 
-use super::archive_cmds::Archive;
+use super::archive_input::Archive;
 use super::progress::Meter;
 
 /// Verifies `input`, drawing progress as its bytes are read.

@@ -11,7 +11,7 @@ use crate::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOption
 use crate::san::{BlockMap, BlockMapOpener};
 use anyhow::Context;
 
-use super::archive_cmds::{archive, Archive};
+use super::archive_input::{archive, Archive};
 use super::args::RestoreArgs;
 
 pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
@@ -69,7 +69,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
             eprintln!("vdar: VERIFY FAILED: {m}");
             return Ok(ExitCode::from(1));
         }
-        Err(e) => return Err(super::archive_cmds::about_archive(e, &args.archive, false)),
+        Err(e) => return Err(super::archive_input::about_archive(e, &args.archive, false)),
         Ok(_) => {}
     }
     if args.json {
