@@ -24,7 +24,20 @@
 //!
 //! [`blockio`] reads data runs with a read-ahead pipeline (io_uring, pread fallback). [`san`]
 //! (LAN-free SAN mode) plugs into stage 1 as an [`input::SourceOpener`]: files come from a block
-//! map and are read from the datastore's LUNs.
+//! map and are read from the datastore's LUNs. [`sniff`] names the format of a file handed to
+//! the wrong command.
+//!
+//! Layers, bottom up (tests/layout.rs keeps them, and keeps them free of import loops):
+//! `error`/`cancel`/`sniff`, `input`, `blockio`/`chain`, `san`/`chunk`, `archive`, `output`,
+//! `pipeline`/`restore`, `list`/`verify`, and on top the front ends. The input side never
+//! imports the output side.
+//!
+//! Front ends: [`cli`] (feature `cli`, on by default) is the command line of both binaries,
+//! `vdar` and `vdar-restore`, which are one call each into it; it turns flags into library
+//! calls and results into text or JSON (formats/JSON.md), and holds no rule of its own.
+//! `fixture` (feature `fixture`) writes test images: COWD, SEsparse, ESX flat, VMware-layout
+//! streamOptimized, LUN rigs; the tests, benches and tools/ enable it, `cargo install` does
+//! not. Fuzz targets live in tools/fuzz and use the public parsing APIs only.
 //!
 //! Invariants: every length read from untrusted bytes is bounded before allocation; every error
 //! names the file (or archive) and byte offset; nothing reads as silent zeros that was not zeros.
@@ -50,5 +63,3 @@ pub mod sniff;
 pub mod verify;
 
 pub use error::{Error, Result};
-/// Staging of outputs, at its historical path (scripts and tests lock `.partial` files with it).
-pub use output::staged;

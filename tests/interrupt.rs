@@ -114,7 +114,7 @@ fn interrupted_backup_stops_between_chunks() {
 fn refused_while_held(partial: &Path, args: &[&str], while_held: impl FnOnce()) {
     fs::write(partial, b"theirs").unwrap();
     let theirs = fs::File::open(partial).unwrap();
-    vdar::staged::lock_partial(&theirs, partial).unwrap();
+    vdar::output::staged::lock_partial(&theirs, partial).unwrap();
     let out = vdar(args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
