@@ -121,13 +121,16 @@ rm -f out2.vdar
 RSS_RESTORE=$(rss $V restore out.vdar --to restored --force)
 cmp restored/top/base.raw flat.raw && echo "restore identical to qemu-img's flat image"
 
-# Cold page cache: buffered reads against O_DIRECT reads of the layer files (root only: the
-# cache is dropped before each run). The archive goes to /dev/null so only reading differs.
+# Cold page cache: buffered reads against O_DIRECT reads (the default) of the layer files (root
+# only: the cache is dropped before each run). The archive goes to /dev/null so only reading
+# differs. tools/bench-readpath.sh compares the two warm too.
 if [ -w /proc/sys/vm/drop_caches ]; then
   hyperfine --runs "$RUNS" --export-json cold.json \
     --prepare "sync; echo 3 > /proc/sys/vm/drop_caches" \
-    -n "vdar backup (cold cache)" "$V backup top.vmdk -o /dev/null" \
-    -n "vdar backup --direct (cold cache)" "$V backup --direct top.vmdk -o /dev/null"
+    -n "vdar backup --read-path buffered (cold cache)" \
+    "$V backup --read-path buffered top.vmdk -o /dev/null" \
+    -n "vdar backup --read-path direct (cold cache)" \
+    "$V backup --read-path direct top.vmdk -o /dev/null"
 fi
 
 # vdar fsyncs what it restores; plain zstd -d leaves it in the page cache, so it is timed both

@@ -10,7 +10,7 @@
 #
 # Each mode runs twice after a warm-up pass; the page cache is dropped before each timed run
 # when /proc/sys/vm/drop_caches is writable (root), otherwise the numbers are cache-warm and the
-# script says so. SAN mode is timed buffered and with --direct (O_DIRECT on the LUNs).
+# script says so. SAN mode is timed buffered and direct (O_DIRECT on the LUNs, the default).
 set -euo pipefail
 MIB=${1:-512}
 cd "$(dirname "$0")/.."
@@ -42,14 +42,14 @@ t() { # label, command...
 }
 SAN=(--blockmap "$W/rig/blockmap.json" --lun "$W/rig/lun*.img")
 t "direct vdar cat" "$BIN/vdar" cat "$W/vm/big.vmdk" -o "$W/direct.raw" --force
-t "SAN vdar cat (buffered)" "$BIN/vdar" cat --force -o "$W/san.raw" "${SAN[@]}" -- big.vmdk
-t "SAN vdar cat (--direct)" "$BIN/vdar" cat --force -o "$W/san.raw" "${SAN[@]}" --direct -- big.vmdk
-t "SAN vdar cat (pread)" env VDAR_IO_BACKEND=pread "$BIN/vdar" cat --force -o "$W/san.raw" "${SAN[@]}" --direct -- big.vmdk
+t "SAN vdar cat (buffered)" "$BIN/vdar" cat --force -o "$W/san.raw" "${SAN[@]}" --read-path buffered -- big.vmdk
+t "SAN vdar cat (direct)" "$BIN/vdar" cat --force -o "$W/san.raw" "${SAN[@]}" -- big.vmdk
+t "SAN vdar cat (pread)" env VDAR_IO_BACKEND=pread "$BIN/vdar" cat --force -o "$W/san.raw" "${SAN[@]}" -- big.vmdk
 cmp "$W/direct.raw" "$W/san.raw" && echo "cat outputs identical"
 export SOURCE_DATE_EPOCH=1700000000
 t "direct vdar backup" "$BIN/vdar" backup "$W/vm/big.vmdk" -o "$W/direct.vda" --force
-t "SAN vdar backup (buffered)" "$BIN/vdar" backup -o "$W/san.vda" --force "${SAN[@]}" -- big.vmdk
-t "SAN vdar backup (--direct)" "$BIN/vdar" backup -o "$W/san.vda" --force "${SAN[@]}" --direct -- big.vmdk
+t "SAN vdar backup (buffered)" "$BIN/vdar" backup -o "$W/san.vda" --force "${SAN[@]}" --read-path buffered -- big.vmdk
+t "SAN vdar backup (direct)" "$BIN/vdar" backup -o "$W/san.vda" --force "${SAN[@]}" -- big.vmdk
 cmp "$W/direct.vda" "$W/san.vda" && echo "archives identical"
 
 # Write-back: the disk is 2x MIB MiB (half zeros); MiB/s below are of data, as above.
