@@ -24,6 +24,7 @@
 //! are contiguous in the file), continues across GT boundaries, and keeps the last few decoded GTs
 //! in a small cache whose buffers are reused, so the walk allocates nothing per grain or per GT.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::claims::{meta_overlap_error, round_up, Meta, MetaRange, MetaRanges, UnitBitmap};
@@ -147,9 +148,43 @@ pub fn open(files: &FileTable, file: FileId) -> Result<CowdExtent> {
     let src = Arc::clone(files.get(file));
     let path = src.path().to_path_buf();
     let file_len = src.len();
+    let header = read_header(&*src, &path, file_len)?;
+    let gt_span = GT_ENTRIES * u64::from(header.grain_size);
+    let (gd, gd_range) = read_grain_directory(&*src, &path, &header, file_len)?;
+    let mut warnings = Vec::new();
+    if header.unclean_shutdown != 0 {
+        warnings.push(format!(
+            "{}: COWD uncleanShutdown is {} (the redo log was not closed cleanly); its tables \
+             are read as they are",
+            path.display(),
+            header.unclean_shutdown
+        ));
+    }
+    let mut ext = CowdExtent {
+        src,
+        file,
+        header,
+        gt_span,
+        gd,
+        gd_range,
+        file_len,
+        cache: Vec::with_capacity(GT_CACHE_SLOTS),
+        tick: 0,
+        raw: Vec::new(),
+        warnings,
+    };
+    ext.check_grain_tables()?;
+    ext.raw = vec![0u8; GT_BYTES as usize];
+    ext.check_storage()?;
+    Ok(ext)
+}
+
+/// Reads the header and checks what the rest of `open` relies on: magic, version, grain size
+/// and a directory size that matches the capacity.
+fn read_header(src: &dyn ByteSource, path: &Path, file_len: u64) -> Result<CowdHeader> {
     if file_len < HEADER_BYTES {
         return Err(Error::corrupt(
-            &path,
+            path,
             0,
             format!("file of {file_len} bytes is shorter than the {HEADER_BYTES}-byte COWD header"),
         ));
@@ -157,15 +192,11 @@ pub fn open(files: &FileTable, file: FileId) -> Result<CowdExtent> {
     let mut hb = [0u8; HEADER_BYTES as usize];
     src.read_exact_at(&mut hb, 0)?;
     let header = CowdHeader::decode(&hb).ok_or_else(|| {
-        Error::corrupt(
-            &path,
-            0,
-            format!("magic {:02x?} is not \"COWD\"", &hb[0..4]),
-        )
+        Error::corrupt(path, 0, format!("magic {:02x?} is not \"COWD\"", &hb[0..4]))
     })?;
     if header.version != COWD_VERSION_ESX {
         return Err(Error::unsupported(
-            &path,
+            path,
             format!(
                 "COWD version {} (only version {COWD_VERSION_ESX}, the ESX redo log, is read; \
                  Workstation 3 era files use a different grain table size)",
@@ -176,16 +207,15 @@ pub fn open(files: &FileTable, file: FileId) -> Result<CowdExtent> {
     let g = header.grain_size;
     if g == 0 || !g.is_power_of_two() || g > MAX_GRAIN_SECTORS {
         return Err(Error::corrupt(
-            &path,
+            path,
             16,
             format!("grainSize {g} is not a power of two in 1..={MAX_GRAIN_SECTORS}"),
         ));
     }
-    let gt_span = GT_ENTRIES * u64::from(g);
-    let expect_gd = u64::from(header.num_sectors).div_ceil(gt_span);
+    let expect_gd = u64::from(header.num_sectors).div_ceil(GT_ENTRIES * u64::from(g));
     if u64::from(header.num_gd_entries) != expect_gd {
         return Err(Error::corrupt(
-            &path,
+            path,
             24,
             format!(
                 "numGDEntries {} != ceil(numSectors {} / (4096 × grainSize {g})) = {expect_gd}",
@@ -193,13 +223,23 @@ pub fn open(files: &FileTable, file: FileId) -> Result<CowdExtent> {
             ),
         ));
     }
-    // numGDEntries ≤ 2^32 / 4096 = 2^20 follows from the check above, so the GD is at most
-    // 4 MiB; it must also fit in the file, checked before allocating.
+    Ok(header)
+}
+
+/// Reads the grain directory and returns it with its byte range in the file.
+fn read_grain_directory(
+    src: &dyn ByteSource,
+    path: &Path,
+    header: &CowdHeader,
+    file_len: u64,
+) -> Result<(Vec<u32>, (u64, u64))> {
+    // numGDEntries ≤ 2^32 / 4096 = 2^20 follows from `read_header`'s check, so the GD is at
+    // most 4 MiB; it must also fit in the file, checked before allocating.
     let gd_start = u64::from(header.gd_offset) * SECTOR;
-    let gd_end = gd_start + expect_gd * 4;
+    let gd_end = gd_start + u64::from(header.num_gd_entries) * 4;
     if gd_start < HEADER_BYTES || gd_end > file_len {
         return Err(Error::corrupt(
-            &path,
+            path,
             20,
             format!(
                 "grain directory at bytes {gd_start:#x}..{gd_end:#x} (gdOffset {}) is not \
@@ -210,49 +250,30 @@ pub fn open(files: &FileTable, file: FileId) -> Result<CowdExtent> {
     }
     let mut raw = vec![0u8; (gd_end - gd_start) as usize];
     src.read_exact_at(&mut raw, gd_start)?;
-    let gd: Vec<u32> = raw
+    let gd = raw
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
+    Ok((gd, (gd_start, gd_end)))
+}
 
-    let mut warnings = Vec::new();
-    if header.unclean_shutdown != 0 {
-        warnings.push(format!(
-            "{}: COWD uncleanShutdown is {} (the redo log was not closed cleanly); its tables \
-             are read as they are",
-            path.display(),
-            header.unclean_shutdown
-        ));
-    }
-
-    let mut ext = CowdExtent {
-        src,
-        file,
-        header,
-        gt_span,
-        gd,
-        gd_range: (gd_start, gd_end),
-        file_len,
-        cache: Vec::with_capacity(GT_CACHE_SLOTS),
-        tick: 0,
-        raw: Vec::new(),
-        warnings,
-    };
-    for (i, &gde) in ext.gd.iter().enumerate() {
-        if gde != 0 {
-            ext.check_area(u64::from(gde) * SECTOR, GT_BYTES)
-                .map_err(|why| {
-                    Error::corrupt(
-                        ext.src.path(),
-                        gd_start + i as u64 * 4,
-                        format!("grain directory entry {i}: grain table at sector {gde} {why}"),
-                    )
-                })?;
+impl CowdExtent {
+    /// Every grain table the directory points at lies inside the file, past the header.
+    fn check_grain_tables(&self) -> Result<()> {
+        for (i, &gde) in self.gd.iter().enumerate() {
+            if gde != 0 {
+                self.check_area(u64::from(gde) * SECTOR, GT_BYTES)
+                    .map_err(|why| {
+                        Error::corrupt(
+                            self.src.path(),
+                            self.gd_range.0 + i as u64 * 4,
+                            format!("grain directory entry {i}: grain table at sector {gde} {why}"),
+                        )
+                    })?;
+            }
         }
+        Ok(())
     }
-    ext.raw = vec![0u8; GT_BYTES as usize];
-    ext.check_storage()?;
-    Ok(ext)
 }
 
 /// One allocated grain as seen by [`CowdExtent::walk_grains`].
