@@ -602,9 +602,9 @@ impl ExtentMap for CowdExtent {
 mod tests {
     use super::*;
     use crate::fixture::cowd::cowd_image;
+    use crate::fixture::walk::map_end_to_end;
     use crate::fixture::{Content, Region};
     use crate::input::read::read_source;
-    use crate::input::test_walk::map_end_to_end;
     use crate::input::MemSource;
 
     /// What a sector should read as.
@@ -988,16 +988,16 @@ mod tests {
             1,
             &[data(0, 40), zero(4096, 9), data(8200, 3)],
         );
-        map_end_to_end(&good, open);
-        map_end_to_end(&[], open);
-        map_end_to_end(b"COWD", open);
+        map_end_to_end("walk.vmdk", &good, open);
+        map_end_to_end("walk.vmdk", &[], open);
+        map_end_to_end("walk.vmdk", b"COWD", open);
         // Flip bytes in the header fields, the GD and the first table.
         let gt = le_u32(&good, 2048) as usize * 512;
         for at in (0..32).chain(2048..2060).chain(gt..gt + 64) {
             for v in [0x00, 0x01, 0x80, 0xff] {
                 let mut b = good.clone();
                 b[at] = v;
-                map_end_to_end(&b, open);
+                map_end_to_end("walk.vmdk", &b, open);
             }
         }
     }

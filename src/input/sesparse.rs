@@ -694,9 +694,9 @@ impl ExtentMap for SeSparseExtent {
 mod tests {
     use super::*;
     use crate::fixture::sesparse::{sesparse_image, SeSparseOptions};
+    use crate::fixture::walk::map_end_to_end;
     use crate::fixture::{Content, Region};
     use crate::input::read::read_source;
-    use crate::input::test_walk::map_end_to_end;
     use crate::input::MemSource;
 
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1021,9 +1021,9 @@ mod tests {
             region(GT_SPAN_SECTORS, 8, Some(Content::Unmapped)),
         ];
         let good = image(GT_SPAN_SECTORS + 77, &regions, &SeSparseOptions::default());
-        map_end_to_end(&good, open);
-        map_end_to_end(&[], open);
-        map_end_to_end(&good[..512], open);
+        map_end_to_end("walk.vmdk", &good, open);
+        map_end_to_end("walk.vmdk", &[], open);
+        map_end_to_end("walk.vmdk", &good[..512], open);
         let gt = gt_at(&good, 0);
         let gd = 4096 * 512;
         for at in (0..208)
@@ -1035,7 +1035,7 @@ mod tests {
             for v in [0x00, 0x01, 0x30, 0xff] {
                 let mut b = good.clone();
                 b[at] = v;
-                map_end_to_end(&b, open);
+                map_end_to_end("walk.vmdk", &b, open);
             }
         }
     }

@@ -1245,7 +1245,7 @@ fn read_footer(src: &dyn ByteSource, first: &SparseExtentHeader) -> Result<Spars
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::test_walk::map_end_to_end;
+    use crate::fixture::walk::map_end_to_end;
     use crate::input::MemSource;
 
     /// A valid monolithicSparse-like image: header, 1 descriptor sector, GD at 2, GT at 3..,
@@ -1732,7 +1732,7 @@ mod tests {
         ];
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for seed in &seeds {
-            map_end_to_end(seed, SparseExtent::open);
+            map_end_to_end("walk.vmdk", seed, SparseExtent::open);
             for _ in 0..300 {
                 let mut b = seed.clone();
                 for _ in 0..4 {
@@ -1747,7 +1747,7 @@ mod tests {
                     };
                     b[i] = (x >> 40) as u8;
                 }
-                map_end_to_end(&b, SparseExtent::open);
+                map_end_to_end("walk.vmdk", &b, SparseExtent::open);
             }
         }
     }

@@ -547,14 +547,20 @@ impl LunSet {
 
     /// The open files (buffered, O_DIRECT) of PV `pv`'s current path.
     pub(crate) fn active_files(&self, pv: usize) -> (Arc<File>, Option<Arc<File>>) {
+        let lp = self.current_path(pv);
+        (lp.file.clone(), lp.direct.clone())
+    }
+
+    /// PV `pv`'s current path: the active one unless it died, then the next live one, and the
+    /// active one when all are dead (its error is then the one reported).
+    fn current_path(&self, pv: usize) -> &LunPath {
         let v = &self.pvs[pv];
         let n = v.paths.len();
         let first = v.active.load(Ordering::Relaxed);
-        let lp = (0..n)
+        (0..n)
             .map(|k| &v.paths[(first + k) % n])
             .find(|p| !p.dead.load(Ordering::Relaxed))
-            .unwrap_or(&v.paths[first % n]);
-        (lp.file.clone(), lp.direct.clone())
+            .unwrap_or(&v.paths[first % n])
     }
 
     /// Opens PV `pv`'s current path for writing (SAN write-back; the scan itself only ever
@@ -562,13 +568,7 @@ impl LunSet {
     /// name the very device the scan read (same `st_rdev`, or same inode), so a path that was
     /// swapped since the scan is refused rather than written.
     pub fn open_for_write(&self, pv: usize, direct: bool) -> Result<WriteHandles> {
-        let v = &self.pvs[pv];
-        let n = v.paths.len();
-        let first = v.active.load(Ordering::Relaxed);
-        let lp = (0..n)
-            .map(|k| &v.paths[(first + k) % n])
-            .find(|p| !p.dead.load(Ordering::Relaxed))
-            .unwrap_or(&v.paths[first % n]);
+        let lp = self.current_path(pv);
         let want = identity(&lp.file, &lp.path)?;
         let open = |flags: rustix::fs::OFlags| -> Result<Arc<File>> {
             let f = std::fs::OpenOptions::new()
@@ -596,7 +596,7 @@ impl LunSet {
             path: Arc::from(lp.path.as_path()),
             buffered,
             direct,
-            part_start: v.part_start,
+            part_start: self.pvs[pv].part_start,
         })
     }
 

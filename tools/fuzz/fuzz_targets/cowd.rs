@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    vdar_fuzz::map_end_to_end("fuzz-delta.vmdk", data, vdar::input::cowd::open);
+    vdar::fixture::walk::map_end_to_end("fuzz-delta.vmdk", data, vdar::input::cowd::open);
 });

@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    vdar_fuzz::map_end_to_end("fuzz-sesparse.vmdk", data, vdar::input::sesparse::open);
+    vdar::fixture::walk::map_end_to_end("fuzz-sesparse.vmdk", data, vdar::input::sesparse::open);
 });

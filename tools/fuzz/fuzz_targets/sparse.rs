@@ -6,7 +6,7 @@
 use vdar::input::sparse::SparseExtent;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    vdar_fuzz::map_end_to_end("fuzz.vmdk", data, |files, id| {
+    vdar::fixture::walk::map_end_to_end("fuzz.vmdk", data, |files, id| {
         let ext = SparseExtent::open(files, id)?;
         let _ = ext.embedded_descriptor();
         Ok(ext)
