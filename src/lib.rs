@@ -22,6 +22,9 @@
 //! locking, `O_DIRECT` with one fallback rule, write-behind, tape records, and write errors
 //! that name the file and byte offset.
 //!
+//! [`job`] decides what a backup takes, for every front end: which VMs the inputs form, which
+//! disks and small files each holds and under what names, what is recorded about each disk.
+//!
 //! [`blockio`] reads data runs with a read-ahead pipeline (io_uring, pread fallback). [`san`]
 //! (LAN-free SAN mode) plugs into stage 1 as an [`input::SourceOpener`]: files come from a block
 //! map and are read from the datastore's LUNs. [`sniff`] names the format of a file handed to
@@ -54,6 +57,7 @@ pub mod error;
 #[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
 pub mod input;
+pub mod job;
 pub mod list;
 pub mod output;
 pub mod pipeline;

@@ -74,10 +74,12 @@ pub(crate) fn corpus() -> (Vec<VmInput>, Expected) {
             files: vec![
                 VmFile {
                     name: "vm1.vmx".into(),
+                    source: None,
                     bytes: b"displayName = \"vm1\"\n".to_vec(),
                 },
                 VmFile {
                     name: "vm1.nvram".into(),
+                    source: None,
                     bytes: bytes(5, 9000),
                 },
             ],
@@ -931,6 +933,7 @@ fn r13_archived_partial_names_do_not_collide_with_staging() {
             .iter()
             .map(|n| VmFile {
                 name: n.to_string(),
+                source: None,
                 bytes: n.as_bytes().to_vec(),
             })
             .collect(),

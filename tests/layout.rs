@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["archive"],
     &["output"],
     &["pipeline", "restore"],
+    &["job"],
     &["list", "verify"],
     &["fixture", "cli", "lib"],
 ];

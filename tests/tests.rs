@@ -10,6 +10,7 @@
 //! - real_vmdk: files VMware products wrote (../shared/data/real-vmdk) through cat, backup and
 //!   every restore format, read back by qemu-img and vmdk-convert
 //! - sample: the bundled sample VM, .vmx/.vmsd selection
+//! - select: what a backup takes: clashing names kept, --disk/--exclude-disk, cat of a .vmx
 //! - archive: backup/restore round trips, determinism, golden vector, damage, hostile archives
 //! - damage: the accounting rule (restored, known zero or reported lost) under truncation,
 //!   cuts, duplication, flips and crafted archives, seekable and piped
@@ -43,6 +44,7 @@ mod read_path;
 mod real_vmdk;
 mod sample;
 mod san;
+mod select;
 mod sesparse;
 mod sparse;
 mod ux;

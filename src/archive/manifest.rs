@@ -63,6 +63,10 @@ pub struct FileManifest {
     pub size: u64,
     /// blake3 of the contents, hex.
     pub blake3: String,
+    /// The original path, when `name` is not the file's own name: two files of one name from
+    /// different folders (formats/ARCHIVE.md, "Manifest"). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// One disk in the manifest.
@@ -94,8 +98,12 @@ pub struct DiskMeta {
 /// One layer of the chain a disk was collapsed from.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerInfo {
-    /// Descriptor file name.
+    /// Descriptor file name, as the VM's files name it.
     pub file: String,
+    /// The original path, when `file` is not the descriptor's own name (see
+    /// [`FileManifest::source`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Extent format (`monolithicSparse`, `vmfsSparse`, `seSparse`, ...).
     pub format: String,
     /// `CID`

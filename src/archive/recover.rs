@@ -222,6 +222,7 @@ fn rebuild(census: &[(u64, RecordHeader)]) -> Manifest {
                     name: format!("file{f}"),
                     size: size.unwrap_or(0),
                     blake3: String::new(),
+                    source: None,
                 })
                 .collect(),
             disks: Vec::new(),

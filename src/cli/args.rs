@@ -174,6 +174,13 @@ pub struct BackupArgs {
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
+    /// Only this disk (repeatable): its .vmx device (e.g. scsi0:1), its descriptor's file name
+    /// or its number within its VM; the rule of `restore --disk`.
+    #[arg(long, value_name = "NAME|N")]
+    pub disk: Vec<String>,
+    /// Leave this disk out (repeatable; named as for --disk). A restored .vmx marks it absent.
+    #[arg(long, value_name = "NAME|N")]
+    pub exclude_disk: Vec<String>,
     /// Chain options.
     #[command(flatten)]
     pub chain: ChainArgs,
@@ -228,7 +235,8 @@ pub struct RestoreArgs {
     /// Only this VM.
     #[arg(long, value_name = "NAME")]
     pub vm: Option<String>,
-    /// Only this disk: its name (e.g. scsi0:0) or its number within its VM (#N in `vdar list`).
+    /// Only this disk: its name (e.g. scsi0:0), its top descriptor's file name or its number
+    /// within its VM (#N in `vdar list`).
     #[arg(long, value_name = "NAME|N")]
     pub disk: Option<String>,
     /// Overwrite existing files.
@@ -341,9 +349,14 @@ pub struct InspectArgs {
 /// `vdar cat`.
 #[derive(Debug, Args)]
 pub struct CatArgs {
-    /// The disk descriptor (.vmdk) of the layer to read (normally the top of the chain).
-    #[arg(value_name = "DISK.vmdk")]
+    /// The disk descriptor (.vmdk) of the layer to read (normally the top of the chain), or a
+    /// VM's .vmx (its current disk, or the one --snapshot froze).
+    #[arg(value_name = "DISK.vmdk|VM.vmx")]
     pub input: PathBuf,
+    /// With a .vmx of several disks: the one to read (device, file name or number, as for
+    /// backup --disk).
+    #[arg(long, value_name = "NAME|N")]
+    pub disk: Option<String>,
     /// Output file, or `-` for stdout. A regular file keeps zero runs as holes.
     #[arg(short, long, default_value = "-", value_name = "FILE|-")]
     pub output: PathBuf,

@@ -3,28 +3,23 @@
 //! The output (a `.partial` file renamed once complete, a device, a FIFO or a tape written in
 //! place, stdout) is the library's write path, `crate::output`.
 
-use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::chain::{Chain, ChainOptions};
-use crate::input::{LocalOpener, SourceOpener};
+use crate::chain::ChainOptions;
+use crate::input::LocalOpener;
+use crate::job;
 use crate::output::{OutputSpec, StreamOut};
-use crate::pipeline::{
-    backup, BackupOptions, DiskInput, DiskMeta, LayerInfo, Progress, VmFile, VmInput,
-};
+use crate::pipeline::{backup, BackupOptions, Progress, VmInput};
+use crate::san::probes::{GuardedOp, ProbeGuard};
 use anyhow::Context;
 
 use super::args::{parse_size, BackupArgs};
 use super::progress::{backup_detail, Meter};
 use super::stdout::output_error;
 use super::units::human;
-
-/// Largest VM configuration file stored (.vmx, .nvram, ...): they are kilobytes; anything
-/// bigger is not a config file.
-const MAX_CONFIG_FILE_BYTES: u64 = 64 << 20;
 
 /// What `--json` prints: the library's summary plus where the archive went and how long it
 /// took, for schedulers and catalogs.
@@ -35,6 +30,9 @@ struct BackupReport<'a> {
     vdar_version: &'static str,
     #[serde(flatten)]
     summary: &'a crate::pipeline::BackupSummary,
+    /// Disks left out by --disk/--exclude-disk (absent when none).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    excluded: &'a [job::Excluded],
 }
 
 pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
@@ -64,17 +62,25 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         opener: &local,
         ignore_cid: args.chain.ignore_cid,
     };
-    if let Some(o) = &san {
-        // Probes before the copy: a wrong map or a moved file stops us before any output.
-        o.check_probes("before copy")?;
-        chain_opts.opener = o;
-    }
-    let (vms, total) = open_vms(&args.inputs, args.chain.snapshot.as_deref(), &chain_opts)?;
+    let guard = match &san {
+        Some(o) => {
+            chain_opts.opener = o;
+            Some(ProbeGuard::begin(o, GuardedOp::Copy)?)
+        }
+        None => None,
+    };
+    let selection = job::select(&args.inputs, &select_options(args))?;
+    let plan = job::open(selection, &chain_opts)?;
+    log_plan(&plan);
+    let job::BackupPlan {
+        vms,
+        capacity: total,
+        excluded,
+        ..
+    } = plan;
     let finish_san = || -> anyhow::Result<()> {
-        if let Some(o) = &san {
-            // And after, before the archive is declared complete: the files must not have
-            // moved while we read them.
-            o.check_probes("after copy")?;
+        if let (Some(o), Some(g)) = (&san, guard) {
+            g.finish()?;
             super::san::print_notices(o.luns());
         }
         Ok(())
@@ -107,6 +113,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
             seconds: started.elapsed().as_secs_f64(),
             vdar_version: env!("CARGO_PKG_VERSION"),
             summary: &summary,
+            excluded: &excluded,
         },
     )?;
     if args.json && to_stdout {
@@ -163,132 +170,26 @@ fn log_engine(read: &crate::blockio::ReadOptions, path: crate::input::source::Re
     }
 }
 
-/// Opens all inputs: VMs with their config files and disk descriptors, and every chain.
-/// Returns the VMs and the total virtual size (for the ETA).
-fn open_vms(
-    inputs: &[PathBuf],
-    snapshot: Option<&str>,
-    opts: &ChainOptions<'_>,
-) -> anyhow::Result<(Vec<VmInput>, u64)> {
-    let mut vms = Vec::new();
-    let mut total = 0;
-    for sel in super::select_inputs(inputs, snapshot)? {
-        let mut files: Vec<VmFile> = Vec::new();
-        // Config files (.vmx, .nvram, ...) are local copies; descriptors come through the
-        // opener, so in SAN mode they are read from the LUNs like the disks.
-        let add = |p: &Path, files: &mut Vec<VmFile>, opener: Option<&dyn SourceOpener>| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .context("file without a name")?;
-            if files.iter().any(|f| f.name == name) {
-                return Ok(());
-            }
-            let bytes = read_small_file(p, opener)?;
-            files.push(VmFile { name, bytes });
-            anyhow::Ok(())
-        };
-        for p in &sel.config_files {
-            add(p, &mut files, None)?;
-        }
-        let mut disks = Vec::new();
-        for d in &sel.disks {
-            let chain = Chain::open(&d.top, opts)?;
-            for w in &chain.warnings {
-                log::warn!("{w}");
-            }
-            // Keep every text descriptor of the chain: restore to ESX needs the ddb values, and
-            // an administrator wants the originals. Monolithic sparse files are not small files.
-            for l in &chain.layers {
-                let is_text = l
-                    .extents
-                    .iter()
-                    .all(|e| e.path.as_deref() != Some(l.path.as_path()));
-                if is_text {
-                    add(&l.path, &mut files, Some(opts.opener))?;
-                }
-            }
-            let meta = disk_meta(&chain);
-            total += chain.capacity();
-            disks.push(DiskInput {
-                name: d.name.clone(),
-                meta,
-                disk: Box::new(chain.collapse()),
-            });
-        }
-        vms.push(VmInput {
-            name: sel.name.clone(),
-            files,
-            disks,
-        });
-    }
-    Ok((vms, total))
-}
-
-/// Reads a configuration file or descriptor whole, refusing anything too large to be one.
-fn read_small_file(p: &Path, opener: Option<&dyn SourceOpener>) -> anyhow::Result<Vec<u8>> {
-    let too_large = |len: u64| {
-        anyhow::anyhow!(
-            "{}: {len} bytes is too large for a VM configuration file",
-            p.display()
-        )
-    };
-    match opener {
-        None => {
-            let len = fs::metadata(p)
-                .with_context(|| p.display().to_string())?
-                .len();
-            if len > MAX_CONFIG_FILE_BYTES {
-                return Err(too_large(len));
-            }
-            fs::read(p).with_context(|| p.display().to_string())
-        }
-        Some(o) => {
-            let src = o.open(p)?;
-            if src.len() > MAX_CONFIG_FILE_BYTES {
-                return Err(too_large(src.len()));
-            }
-            let mut bytes = vec![0u8; src.len() as usize];
-            src.read_exact_at(&mut bytes, 0)?;
-            Ok(bytes)
-        }
+/// The library's selection options from the flags.
+fn select_options(args: &BackupArgs) -> job::SelectOptions {
+    job::SelectOptions {
+        snapshot: args.chain.snapshot.clone(),
+        include: args.disk.clone(),
+        exclude: args.exclude_disk.clone(),
     }
 }
 
-fn disk_meta(chain: &Chain) -> DiskMeta {
-    let top = &chain.layers[0];
-    DiskMeta {
-        capacity: chain.capacity(),
-        descriptor: top.descriptor.text.clone(),
-        create_type: top.descriptor.create_type.clone(),
-        // The base carries the disk's identity (uuid, geometry, adapter); deltas repeat some of
-        // it. Keep the top layer's list, falling back to the base's keys it lacks.
-        ddb: merged_ddb(chain),
-        chain: chain
-            .layers
-            .iter()
-            .map(|l| LayerInfo {
-                file: l
-                    .path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                format: l.format(),
-                cid: l.descriptor.cid,
-                parent_cid: l.descriptor.parent_cid,
-            })
-            .collect(),
+/// Warnings and exclusions, each once, before the backup starts.
+fn log_plan(plan: &job::BackupPlan) {
+    for w in &plan.warnings {
+        log::warn!("{w}");
     }
-}
-
-fn merged_ddb(chain: &Chain) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = chain.layers[0].descriptor.ddb.clone();
-    for l in &chain.layers[1..] {
-        for (k, v) in &l.descriptor.ddb {
-            if !out.iter().any(|(o, _)| o.eq_ignore_ascii_case(k)) {
-                out.push((k.clone(), v.clone()));
-            }
-        }
+    for x in &plan.excluded {
+        log::warn!(
+            "VM {:?}: disk {} ({}) excluded, not backed up",
+            x.vm,
+            x.disk,
+            x.path.display()
+        );
     }
-    out
 }

@@ -1,9 +1,11 @@
-//! `vdar cat`: the collapsed disk as raw bytes, from local files or (SAN mode) from LUNs.
+//! `vdar cat`: the collapsed disk as raw bytes, from local files or (SAN mode) from LUNs. A
+//! `.vmx` names the disk through the library's selection ([`crate::job::select_one`]).
 
 use std::process::ExitCode;
 
 use crate::chain::{Chain, ChainOptions, VirtualDisk};
 use crate::input::LocalOpener;
+use crate::san::probes::{GuardedOp, ProbeGuard};
 
 use super::args::CatArgs;
 use crate::output::{copy_disk, ImageOut, OutputSpec};
@@ -17,13 +19,20 @@ pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
         opener: &local,
         ignore_cid: args.chain.ignore_cid,
     };
-    if let Some(o) = &san {
-        // Probes before the copy: a wrong map or a moved file stops us before any output.
-        o.check_probes("before copy")?;
-        opts.opener = o;
-    }
-    let chain = Chain::open(&args.input, &opts)?;
-    for w in &chain.warnings {
+    let guard = match &san {
+        Some(o) => {
+            opts.opener = o;
+            Some(ProbeGuard::begin(o, GuardedOp::Copy)?)
+        }
+        None => None,
+    };
+    let (top, warnings) = crate::job::select_one(
+        &args.input,
+        args.chain.snapshot.as_deref(),
+        args.disk.as_deref(),
+    )?;
+    let chain = Chain::open(&top, &opts)?;
+    for w in warnings.iter().chain(&chain.warnings) {
         log::warn!("{w}");
     }
     let mut disk = chain.collapse();
@@ -38,10 +47,9 @@ pub fn run(args: &CatArgs) -> anyhow::Result<ExitCode> {
         log::info!("notice: {n}");
     }
     copy_disk(&mut disk, &mut out, &read).map_err(|e| output_error(&spec.name(), e.into()))?;
-    if let Some(o) = &san {
-        // And after: the file must not have moved while we read it. Only then does the
-        // output get its name.
-        o.check_probes("after copy")?;
+    if let (Some(o), Some(g)) = (&san, guard) {
+        // The output gets its name only once the files are known not to have moved.
+        g.finish()?;
         super::san::print_notices(o.luns());
     }
     out.commit()?;

@@ -129,10 +129,22 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         opts.opener = o;
     }
     let mut reports = Vec::new();
-    for sel in super::select_inputs(&args.inputs, args.chain.snapshot.as_deref())? {
-        for disk in &sel.disks {
+    let select = crate::job::SelectOptions {
+        snapshot: args.chain.snapshot.clone(),
+        ..Default::default()
+    };
+    let selection = crate::job::select(&args.inputs, &select)?;
+    // Said once on stderr; the text report does not repeat them per disk, while JSON carries
+    // them as data in each disk's report.
+    for w in &selection.warnings {
+        log::warn!("{w}");
+    }
+    for vm in &selection.vms {
+        for disk in &vm.disks {
             let mut r = inspect_disk(&disk.name, &disk.top, &opts)?;
-            r.warnings.extend(sel.warnings.iter().cloned());
+            if args.json {
+                r.warnings.extend(vm.warnings.iter().cloned());
+            }
             reports.push(r);
         }
     }

@@ -28,50 +28,6 @@ use clap::{CommandFactory, Parser};
 
 use args::Cli;
 
-/// Groups command-line inputs into VMs: each .vmx is one VM; bare disk descriptors given
-/// together form one VM named after the first.
-pub(crate) fn select_inputs(
-    inputs: &[std::path::PathBuf],
-    snapshot: Option<&str>,
-) -> anyhow::Result<Vec<crate::input::vm::VmSelection>> {
-    use crate::input::vm::{is_vmx, select_vm, VmDisk, VmSelection};
-    let mut out = Vec::new();
-    let mut loose = Vec::new();
-    for input in inputs {
-        if is_vmx(input) {
-            let sel = select_vm(input, snapshot)?;
-            for w in &sel.warnings {
-                log::warn!("{w}");
-            }
-            out.push(sel);
-        } else {
-            if snapshot.is_some() {
-                anyhow::bail!("--snapshot needs a .vmx, not {}", input.display());
-            }
-            let name = input
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            loose.push(VmDisk {
-                name,
-                top: input.clone(),
-            });
-        }
-    }
-    if let Some(first) = loose.first() {
-        let name = first.name.trim_end_matches(".vmdk").to_string();
-        out.push(VmSelection {
-            name,
-            vmx: None,
-            disks: loose,
-            config_files: Vec::new(),
-            snapshot: None,
-            warnings: Vec::new(),
-        });
-    }
-    Ok(out)
-}
-
 /// `vdar`: parses the command line, runs the command and returns the process exit code.
 pub fn vdar_main() -> ExitCode {
     let cli = Cli::parse();

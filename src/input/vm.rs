@@ -37,6 +37,36 @@ pub struct VmSelection {
     pub warnings: Vec<String>,
 }
 
+/// How a user can name one disk: by its name (the .vmx device, `scsi0:1`, or a loose disk's
+/// file name), by the file name of its top descriptor, or by its number within its VM.
+#[derive(Clone, Copy, Debug)]
+pub struct DiskRef<'a> {
+    /// Number within its VM, from 0 (`#N` in `vdar list`).
+    pub index: usize,
+    /// The disk's name.
+    pub name: &'a str,
+    /// The top descriptor's file name, when known.
+    pub file: Option<&'a str>,
+}
+
+/// Which of `disks` `want` names: those whose name or file name equals it (ignoring ASCII
+/// case, as VMware does for device names), else, when it is a number and names nothing, those
+/// with that number within their VM. Backup's `--disk`/`--exclude-disk` and restore's `--disk`
+/// share this rule.
+pub fn match_disks(want: &str, disks: &[DiskRef<'_>]) -> Vec<bool> {
+    let by_name: Vec<bool> = disks
+        .iter()
+        .map(|d| {
+            d.name.eq_ignore_ascii_case(want)
+                || d.file.is_some_and(|f| f.eq_ignore_ascii_case(want))
+        })
+        .collect();
+    match want.parse::<usize>() {
+        Ok(n) if !by_name.contains(&true) => disks.iter().map(|d| d.index == n).collect(),
+        _ => by_name,
+    }
+}
+
 /// Whether `path` looks like a .vmx (by extension, case-insensitive).
 pub fn is_vmx(path: &Path) -> bool {
     path.extension()
@@ -79,8 +109,8 @@ pub fn select_vm(vmx: &Path, snapshot: Option<&str>) -> Result<VmSelection> {
         None => {
             if let Some(why) = vm_looks_powered_on(vmx) {
                 warnings.push(format!(
-                    "{}: the VM looks powered on ({why}): its top redo logs are still being \
-                     written; use --snapshot to read a frozen state",
+                    "{}: the VM looks powered on ({why}): its newest redo logs may still be \
+                     changing; back up a snapshot (--snapshot) to read a frozen state",
                     vmx.display()
                 ));
             }

@@ -545,8 +545,8 @@ fn windows_absolute_basename(name: &str) -> Option<&str> {
     name.rsplit(['\\', '/']).next().filter(|s| !s.is_empty())
 }
 
-/// Returns why the VM beside `vmx_path` is probably powered on, or `None` if nothing suggests
-/// it.
+/// Returns why the VM beside `vmx_path` is probably powered on (the files that say so), or
+/// `None` if nothing suggests it.
 ///
 /// A running VM keeps writing its newest redo log, so backing up its current state gives a torn
 /// image; back up a snapshot instead. The signs are a swap file (`*.vswp`, created at power-on
@@ -578,11 +578,8 @@ pub fn vm_looks_powered_on(vmx_path: &Path) -> Option<String> {
     if more > 0 {
         list.push_str(&format!(" and {more} more"));
     }
-    Some(format!(
-        "{list} beside {}: the VM is probably powered on, so its newest redo log may still be \
-         changing; back up a snapshot instead",
-        vmx_path.display()
-    ))
+    // Only the evidence: the caller says what it means, once.
+    Some(format!("{list} beside the .vmx"))
 }
 
 /// Parses one line: `Ok(None)` for blank and comment lines, `Ok(Some((key, raw value bytes)))`

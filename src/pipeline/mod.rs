@@ -63,6 +63,8 @@ pub struct VmInput {
 pub struct VmFile {
     /// File name, no directories.
     pub name: String,
+    /// The original path, when `name` is not the file's own name ([`crate::job::names`]).
+    pub source: Option<String>,
     /// Contents.
     pub bytes: Vec<u8>,
 }
@@ -282,6 +284,7 @@ fn build_manifest(vms: &[VmInput], opts: &BackupOptions, created: u64) -> Result
                         name: f.name.clone(),
                         size: f.bytes.len() as u64,
                         blake3: blake3::hash(&f.bytes).to_hex().to_string(),
+                        source: f.source.clone(),
                     })
                     .collect(),
                 disks: vm

@@ -57,6 +57,7 @@ use crate::archive::index::ReadSeek;
 use crate::archive::manifest::Manifest;
 use crate::archive::reader::{decode_ref, StreamReader};
 use crate::error::{Error, Result};
+use crate::input::vm::{match_disks, DiskRef};
 
 use book::Book;
 use replay::replay;
@@ -374,20 +375,32 @@ impl Selection {
                     .map(move |(k, d)| (v, k, d.name.as_str()))
             })
             .collect();
-        let matching = |f: &dyn Fn(usize, &str) -> bool| -> Vec<bool> {
-            all.iter()
-                .map(|&(v, k, name)| vms[v] && f(k, name))
-                .collect()
-        };
         let disks = match opts.disk.as_deref() {
-            None => matching(&|_, _| true),
+            None => all.iter().map(|&(v, _, _)| vms[v]).collect(),
             Some(want) => {
-                let by_name = matching(&|_, name| name == want);
-                // Else by its number within its VM, as `vdar list` shows it.
-                match want.parse::<usize>() {
-                    Ok(n) if !by_name.contains(&true) => matching(&|k, _| k == n),
-                    _ => by_name,
+                // Named as backup's --disk names it (device or top descriptor, else number),
+                // among the disks of the selected VMs.
+                let picked: Vec<(usize, DiskRef<'_>)> = m
+                    .disks()
+                    .zip(&all)
+                    .enumerate()
+                    .filter(|(_, (_, &(v, _, _)))| vms[v])
+                    .map(|(i, ((_, d), &(_, k, _)))| {
+                        let file = d.meta.chain.first().map(|l| l.file.as_str());
+                        let r = DiskRef {
+                            index: k,
+                            name: &d.name,
+                            file,
+                        };
+                        (i, r)
+                    })
+                    .collect();
+                let refs: Vec<DiskRef<'_>> = picked.iter().map(|(_, r)| *r).collect();
+                let mut disks = vec![false; all.len()];
+                for ((id, _), hit) in picked.iter().zip(match_disks(want, &refs)) {
+                    disks[*id] = hit;
                 }
+                disks
             }
         };
         if opts.disk.is_some() && !disks.contains(&true) {

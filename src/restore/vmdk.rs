@@ -335,6 +335,7 @@ mod tests {
             name: name.into(),
             size: 0,
             blake3: String::new(),
+            source: None,
         };
         vm.files = vec![file("VM.raw"), file("vm_scsi0_0_0.raw")];
         assert_eq!(

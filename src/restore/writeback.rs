@@ -41,6 +41,7 @@ use crate::output::queue::{DeviceWrite, WriteQueue};
 use crate::output::DirectFile;
 use crate::san::blockmap::{file_name_of, MappedFile, RunKind};
 use crate::san::opener::BlockMapOpener;
+use crate::san::probes::{GuardedOp, ProbeGuard};
 use crate::san::LvMap;
 
 /// Largest request queued for a zero range (zero ranges can be gigabytes long).
@@ -261,8 +262,9 @@ impl SinkFactory for WriteBack {
         let file = select_target(&opener, opts.target.as_deref(), capacity)?.clone();
         check_fully_allocated(&map_path, &file)?;
         // The target must be where the map says before anything is written; a fresh
-        // eager-zeroed disk's probes hash zeros.
-        let probes = opener.check_probes("before write")?;
+        // eager-zeroed disk's probes hash zeros. The write replaces what they hashed, so the
+        // read-back below, not the probes, proves the result.
+        let probes = ProbeGuard::begin(&opener, GuardedOp::Write)?.checked();
         let vol = file.volume.as_deref().unwrap_or_default();
         let lv = opener.lv_map(vol).ok_or_else(|| Error::BlockMap {
             path: map_path.clone(),

@@ -190,6 +190,61 @@ pub fn attach_probes(path: &Path, lines: Vec<ProbeLine>, files: &mut [MappedFile
     Ok(())
 }
 
+/// What a guarded SAN operation does with the mapped files: the stage names in a
+/// [`crate::error::ProbeMismatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardedOp {
+    /// Reading them (backup, cat): "before copy", "after copy".
+    Copy,
+    /// Writing one back (restore --blockmap): "before write".
+    Write,
+}
+
+/// The probe rule of SAN mode, in one place: the probes must hold before the first byte is
+/// read or written (a wrong map or a moved file stops everything before any output), and again
+/// after the last, before the result is declared complete (the files must not have moved
+/// meanwhile). Start one with [`ProbeGuard::begin`] before the operation, call
+/// [`ProbeGuard::finish`] after it, and give the output its name only once `finish` is `Ok`.
+#[must_use = "the probes must be checked again with finish() once the operation is done"]
+pub struct ProbeGuard<'a> {
+    opener: &'a super::BlockMapOpener,
+    op: GuardedOp,
+    checked: usize,
+}
+
+impl<'a> ProbeGuard<'a> {
+    /// Checks every probe before `op`; the error names the file, range and stage.
+    pub fn begin(opener: &'a super::BlockMapOpener, op: GuardedOp) -> Result<Self> {
+        let stage = match op {
+            GuardedOp::Copy => "before copy",
+            GuardedOp::Write => "before write",
+        };
+        let checked = opener.check_probes(stage)?;
+        Ok(ProbeGuard {
+            opener,
+            op,
+            checked,
+        })
+    }
+
+    /// Probes checked so far (before, and after once finished).
+    pub fn checked(&self) -> usize {
+        self.checked
+    }
+
+    /// Checks every probe again after a copy. Returns the number of probes checked in all.
+    ///
+    /// After a write there is nothing to check again: the probes hashed the target as it was
+    /// (a fresh eager-zeroed disk hashes zeros) and the write replaced those bytes; write-back
+    /// proves its result by reading it back instead.
+    pub fn finish(self) -> Result<usize> {
+        match self.op {
+            GuardedOp::Copy => Ok(self.checked + self.opener.check_probes("after copy")?),
+            GuardedOp::Write => Ok(self.checked),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
