@@ -77,6 +77,15 @@ pub enum Error {
         /// What is wrong.
         what: String,
     },
+    /// A vSphere server refused a request or answered with a fault (wrong password, unknown
+    /// object, failed task), or could not be reached.
+    #[error("vSphere {server}: {what}")]
+    Remote {
+        /// The API endpoint.
+        server: String,
+        /// What was asked and what the server said.
+        what: String,
+    },
     /// Stopped through a [`Cancel`](crate::cancel::Cancel) flag (the value it was set to).
     #[error("interrupted")]
     Interrupted(usize),

@@ -65,5 +65,7 @@ pub mod restore;
 pub mod san;
 pub mod sniff;
 pub mod verify;
+#[cfg(feature = "vsphere")]
+pub mod vsphere;
 
 pub use error::{Error, Result};

@@ -70,6 +70,7 @@ pub(crate) fn corpus() -> (Vec<VmInput>, Expected) {
     };
     let vms = vec![
         VmInput {
+            origin: None,
             name: "vm1".into(),
             files: vec![
                 VmFile {
@@ -97,6 +98,7 @@ pub(crate) fn corpus() -> (Vec<VmInput>, Expected) {
             ],
         },
         VmInput {
+            origin: None,
             name: "vm2".into(),
             files: vec![],
             disks: vec![
@@ -287,6 +289,7 @@ fn zero_ranges_stay_holes() {
     let data = bytes(7, (8 * CS) as usize);
     let d = MemDisk::new("z", data, &[(CS, 6 * CS)]);
     let vms = vec![VmInput {
+        origin: None,
         name: "v".into(),
         files: vec![],
         disks: vec![DiskInput {
@@ -348,6 +351,7 @@ fn archive_bytes_depend_on_contents_not_allocation() {
         .map(|map| {
             let disk = MemDisk::new("x", data.clone(), map);
             let vm = VmInput {
+                origin: None,
                 name: "vm".into(),
                 files: vec![],
                 disks: vec![DiskInput {
@@ -928,6 +932,7 @@ fn r13_archived_partial_names_do_not_collide_with_staging() {
         "vm.vmx",
     ];
     let vm = VmInput {
+        origin: None,
         name: "vm".into(),
         files: names
             .iter()

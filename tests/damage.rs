@@ -656,6 +656,7 @@ fn a_record_image_inside_disk_data_is_not_restored() {
     disk[5000..5000 + plant.len()].copy_from_slice(&plant);
     disk[planted_at as usize..(planted_at + CS) as usize].fill(0);
     let vm = vdar::pipeline::VmInput {
+        origin: None,
         name: "vm".into(),
         files: vec![],
         disks: vec![vdar::pipeline::DiskInput {

@@ -407,6 +407,7 @@ fn claimed_archive(path: &Path, capacity: u64, chunks: &[(u64, u8)]) {
         level: 3,
         block_size: 0,
         vms: vec![VmManifest {
+            origin: None,
             name: "big".into(),
             files: vec![],
             disks: vec![DiskManifest {

@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["output"],
     &["pipeline", "restore"],
     &["job"],
+    &["vsphere"],
     &["list", "verify"],
     &["fixture", "cli", "lib"],
 ];

@@ -22,6 +22,8 @@
 //! - ux: progress, -v/-q, the --json schema, errors about files that are not what was asked
 //! - package: what the .deb ships besides the binaries: completions, man pages, systemd units
 //! - read_path: the default read path leaves the page cache alone; --read-path buffered fills it
+//! - vsphere: the vSphere client against vcsim: login, VM lookup, the backup snapshot always
+//!   removed, stale snapshots refused, the network transport vs qemu-img
 //! - layout: the source layout: no import loops between modules or files, no `#[path]`, the
 //!   fixture binary behind its feature
 
@@ -48,4 +50,5 @@ mod select;
 mod sesparse;
 mod sparse;
 mod ux;
+mod vsphere;
 mod writeback;

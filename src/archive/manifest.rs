@@ -52,6 +52,53 @@ pub struct VmManifest {
     pub files: Vec<FileManifest>,
     /// Disks, in record order.
     pub disks: Vec<DiskManifest>,
+    /// Where the VM came from, when vdar took it from a vSphere server (formats/ARCHIVE.md,
+    /// "Origin"). Absent for VMs read from files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<VmOrigin>,
+}
+
+/// A VM's origin on a vSphere server: which VM, which snapshot, and each disk as the API
+/// described it (the CBT change ids are what an incremental backup starts from).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmOrigin {
+    /// The API endpoint (`https://vc.example/sdk`).
+    pub server: String,
+    /// `about.apiType`: `VirtualCenter` or `HostAgent`.
+    pub server_type: String,
+    /// The VM's name on the server.
+    pub vm: String,
+    /// Its managed object id (`vm-42`).
+    pub moref: String,
+    /// `config.instanceUuid`.
+    pub instance_uuid: String,
+    /// The backup snapshot's name.
+    pub snapshot: String,
+    /// Its `createTime`, as the server wrote it (xsd:dateTime).
+    pub snapshot_time: String,
+    /// Whether the snapshot was quiesced.
+    pub quiesced: bool,
+    /// The snapshot's disks, in device order.
+    pub disks: Vec<DiskOrigin>,
+}
+
+/// One disk as the vSphere API described it in the backup snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskOrigin {
+    /// Device node (`scsi0:1`), the disk's `name` in this VM.
+    pub device: String,
+    /// The device key.
+    pub key: i32,
+    /// The controller's device key.
+    pub controller_key: i32,
+    /// `capacityInBytes`.
+    pub capacity: u64,
+    /// The chain's files as datastore paths, top (the frozen file) first; servers that do not
+    /// report `backing.parent` list the top alone.
+    pub files: Vec<String>,
+    /// The CBT `changeId` of the frozen state, when change tracking is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_id: Option<String>,
 }
 
 /// One small VM file.
@@ -250,6 +297,7 @@ mod tests {
             level: 3,
             block_size: 0,
             vms: vec![VmManifest {
+                origin: None,
                 name: "vm".into(),
                 files: vec![],
                 disks: vec![DiskManifest {

@@ -985,6 +985,7 @@ mod tests {
         data.extend(crate::fixture::pattern(5, 0, 1 << 20)); // a duplicate: a Ref record
         let disk = MemDisk::new("d", data, &[(1 << 20, (1 << 20) + 65536)]);
         let vm = VmInput {
+            origin: None,
             name: "vm".into(),
             files: vec![],
             disks: vec![DiskInput {

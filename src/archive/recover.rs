@@ -214,6 +214,7 @@ fn rebuild(census: &[(u64, RecordHeader)]) -> Manifest {
         .iter()
         .enumerate()
         .map(|(v, fs)| VmManifest {
+            origin: None,
             name: format!("salvaged-vm{v}"),
             files: fs
                 .iter()

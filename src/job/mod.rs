@@ -97,6 +97,7 @@ fn open_vm(sel: &VmSelection, opts: &ChainOptions<'_>, plan: &mut BackupPlan) ->
         name: sel.name.clone(),
         files,
         disks,
+        origin: None,
     })
 }
 

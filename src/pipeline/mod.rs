@@ -56,6 +56,8 @@ pub struct VmInput {
     pub files: Vec<VmFile>,
     /// The VM's disks.
     pub disks: Vec<DiskInput>,
+    /// Where it came from, when a vSphere server supplied it.
+    pub origin: Option<crate::archive::manifest::VmOrigin>,
 }
 
 /// A small VM file (.vmx, .nvram, .vmsd ...).
@@ -301,6 +303,7 @@ fn build_manifest(vms: &[VmInput], opts: &BackupOptions, created: u64) -> Result
                         }
                     })
                     .collect(),
+                origin: vm.origin.clone(),
             })
             .collect(),
     };

@@ -317,6 +317,7 @@ mod tests {
             },
         };
         let vm = VmManifest {
+            origin: None,
             name: "vm".into(),
             files: vec![],
             disks: vec![
@@ -350,6 +351,7 @@ mod tests {
     #[test]
     fn r13_unsafe_base_names_take_the_fallback() {
         let vm = |base: &str| VmManifest {
+            origin: None,
             name: "vm".into(),
             files: vec![],
             disks: vec![DiskManifest {

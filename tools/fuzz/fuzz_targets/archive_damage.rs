@@ -50,6 +50,7 @@ fn original() -> &'static (Vec<(String, String, Vec<u8>)>, Vec<u8>) {
             });
         }
         let vms = vec![VmInput {
+            origin: None,
             name: "vm".into(),
             files: vec![],
             disks: inputs,

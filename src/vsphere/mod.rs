@@ -1,0 +1,193 @@
+//! vSphere: back up a VM by its name, the way VMware Consolidated Backup's vcbMounter and the
+//! Bareos VMware plugin do: log in (vCenter or a standalone ESXi, SOAP API), find the VM, take
+//! a snapshot, read the frozen disk layout from the API, read the chain's files, and always
+//! remove the snapshot.
+//!
+//! Modules, bottom up: [`tls`] (trust: system roots, a pinned thumbprint, or none on request),
+//! [`http`] (connection pool, retry rule), [`soap`] (calls, faults), [`session`] (credentials,
+//! login), [`props`] (property collector, views, tasks), [`vm`] (finding a VM, its snapshots),
+//! [`snapshot`] (the backup snapshot and its guard), [`layout`] (the frozen disks and small
+//! files), [`datastore`] (the `network` transport), and here [`prepare`], which turns a VM name
+//! into a [`crate::input::vm::VmSelection`] for [`crate::job::open`], with an origin record
+//! for the manifest (formats/ARCHIVE.md, "Origin").
+//!
+//! Transports: `network` reads every file over the datastore file access; `san` reads the disk
+//! chain through a block map and the LUNs ([`crate::san`]), and only the small files over
+//! HTTPS. Either way the chain's files are those the API names and their descriptors link.
+
+pub mod datastore;
+pub mod http;
+pub mod layout;
+pub mod props;
+pub mod session;
+pub mod snapshot;
+pub mod soap;
+pub mod tls;
+pub mod vm;
+
+use std::path::PathBuf;
+
+use crate::archive::manifest::VmOrigin;
+use crate::error::Result;
+use crate::input::vm::{VmDisk, VmSelection};
+
+pub use datastore::DatastoreFiles;
+pub use http::RetryPolicy;
+pub use session::{Credentials, Session};
+pub use snapshot::{Quiesce, SnapshotGuard, SnapshotOptions, SnapshotReport};
+pub use tls::{Thumbprint, TlsTrust};
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The server: `https://vcenter.example`, `esx01:443`, or a full `.../sdk` URL.
+    pub url: String,
+    /// Certificate trust.
+    pub trust: TlsTrust,
+    /// Connections for the file access (reads in flight).
+    pub connections: usize,
+    /// Retries on transient failures.
+    pub retry: RetryPolicy,
+}
+
+impl ServerOptions {
+    /// The API endpoint: `https://` added when no scheme is given, `/sdk` when no path is.
+    pub fn sdk_url(&self) -> String {
+        let u = self.url.trim_end_matches('/');
+        let u = if u.contains("://") {
+            u.to_string()
+        } else {
+            format!("https://{u}")
+        };
+        let path_start = u.find("://").map(|i| i + 3).unwrap_or(0);
+        if u[path_start..].contains('/') {
+            u
+        } else {
+            format!("{u}/sdk")
+        }
+    }
+}
+
+/// Connects and logs in.
+pub fn connect(server: &ServerOptions, creds: &Credentials) -> Result<Session> {
+    let soap = soap::Soap::new(
+        &server.sdk_url(),
+        server.trust,
+        server.connections,
+        server.retry,
+    );
+    Session::login(soap, creds)
+}
+
+/// One VM, snapshotted and ready to back up.
+pub struct PreparedVm<'s> {
+    /// What to read, for [`crate::job::open`].
+    pub selection: VmSelection,
+    /// Its files over HTTPS (the `network` transport, and the small files in both).
+    pub files: DatastoreFiles,
+    /// The origin record for the manifest.
+    pub origin: VmOrigin,
+    /// The snapshot; dropping it removes it.
+    pub snapshot: SnapshotGuard<'s>,
+    /// What happened taking it.
+    pub report: SnapshotReport,
+}
+
+/// Finds `want`, takes its snapshot and reads the frozen layout. `now` is the time to name
+/// the snapshot by (RFC 3339, UTC).
+pub fn prepare<'s>(
+    session: &'s Session,
+    server: &ServerOptions,
+    want: &str,
+    opts: &SnapshotOptions,
+    now: &str,
+) -> Result<PreparedVm<'s>> {
+    let props = session.props();
+    let moref = vm::find(&props, want)?;
+    let info = vm::info(&props, &moref)?;
+    let datastores = vm::datastores(&props, &moref)?;
+    let files = DatastoreFiles::new(
+        session.soap.agent().clone(),
+        session.soap.url(),
+        &info.datacenter,
+        &datastores,
+        session.soap.cookie(),
+        server.retry,
+        server.connections,
+    )?;
+    let (snapshot, report) = snapshot::take(session, &info, opts, now)?;
+    let disks = layout::disks(&props, &snapshot.info.moref)?;
+    let small = layout::small_files(&props, &moref, &info.vmx_path)?;
+    let mut selection = VmSelection {
+        name: info.name.clone(),
+        vmx: Some(layout::local_path(&info.vmx_path)?),
+        disks: Vec::new(),
+        config_files: small
+            .iter()
+            .map(|f| layout::local_path(f))
+            .collect::<Result<Vec<PathBuf>>>()?,
+        snapshot: Some(snapshot.info.name.clone()),
+        warnings: Vec::new(),
+    };
+    for d in &disks {
+        selection.disks.push(VmDisk {
+            name: d.device.clone(),
+            top: layout::local_path(&d.files[0])?,
+        });
+    }
+    if let Some(q) = &report.quiesce_failure {
+        selection.warnings.push(format!(
+            "VM {:?}: quiesced snapshot failed ({q}); backed up crash-consistent",
+            info.name
+        ));
+    }
+    let origin = VmOrigin {
+        server: session.soap.url().to_string(),
+        server_type: session.content.api_type.clone(),
+        vm: info.name.clone(),
+        moref: moref.value.clone(),
+        instance_uuid: info.instance_uuid.clone(),
+        snapshot: snapshot.info.name.clone(),
+        snapshot_time: snapshot.info.create_time.clone(),
+        quiesced: snapshot.info.quiesced,
+        disks: disks
+            .iter()
+            .map(|d| crate::archive::manifest::DiskOrigin {
+                device: d.device.clone(),
+                key: d.key,
+                controller_key: d.controller_key,
+                capacity: d.capacity,
+                files: d.files.clone(),
+                change_id: d.change_id.clone(),
+            })
+            .collect(),
+    };
+    Ok(PreparedVm {
+        selection,
+        files,
+        origin,
+        snapshot,
+        report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_become_sdk_urls() {
+        let s = |u: &str| ServerOptions {
+            url: u.into(),
+            trust: TlsTrust::System,
+            connections: 1,
+            retry: RetryPolicy::default(),
+        };
+        assert_eq!(s("vc.example").sdk_url(), "https://vc.example/sdk");
+        assert_eq!(s("https://esx:8443/").sdk_url(), "https://esx:8443/sdk");
+        assert_eq!(
+            s("http://127.0.0.1:9/sdk").sdk_url(),
+            "http://127.0.0.1:9/sdk"
+        );
+    }
+}
