@@ -4,8 +4,8 @@
 //! explicit request only, nothing at all.
 //!
 //! ureq verifies against roots or not at all; a thumbprint needs a verifier of our own, so
-//! [`PinnedTls`] is a connector in ureq's chain (after TCP) that wraps the socket in rustls
-//! with [`PinnedVerifier`]. The pin is checked on every connection, not once up front, so no
+//! `PinnedTls` is a connector in ureq's chain (after TCP) that wraps the socket in rustls
+//! with `PinnedVerifier`. The pin is checked on every connection, not once up front, so no
 //! later connection of the pool can reach another server.
 
 use std::fmt;
