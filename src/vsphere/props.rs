@@ -1,4 +1,4 @@
-//! Reading managed objects' properties through the property collector
+//! The service content (the managers every call starts from) and reading managed objects' properties through the property collector
 //! (`RetrievePropertiesEx`, paged with `ContinueRetrievePropertiesEx`), container views over the
 //! inventory, inventory-path lookup, and waiting for tasks.
 //!
@@ -8,12 +8,60 @@
 
 use std::time::{Duration, Instant};
 
-use super::session::ServiceContent;
 use super::soap::{child, children, el, is, returnvals, text, xsi_type, MoRef, Soap};
 use crate::error::Result;
 
 /// Longest a task is waited for: a quiesced snapshot of a busy VM can take many minutes.
 const MAX_TASK_WAIT: Duration = Duration::from_secs(3 * 3600);
+
+/// What the server's `ServiceInstance` names: the managers vdar calls.
+#[derive(Clone, Debug)]
+pub struct ServiceContent {
+    /// The inventory's root folder.
+    pub root_folder: MoRef,
+    /// The property collector.
+    pub property_collector: MoRef,
+    /// The view manager (container views over the inventory).
+    pub view_manager: MoRef,
+    /// The search index (inventory paths).
+    pub search_index: MoRef,
+    /// The session manager.
+    pub session_manager: MoRef,
+    /// `about.fullName`, for messages and the manifest.
+    pub about: String,
+    /// `about.apiType`: `VirtualCenter` or `HostAgent` (a standalone ESXi).
+    pub api_type: String,
+}
+
+/// Reads the service content (no session needed).
+pub fn service_content(soap: &Soap) -> Result<ServiceContent> {
+    let si = MoRef::new("ServiceInstance", "ServiceInstance");
+    let answer = soap.call("RetrieveServiceContent", &si, "", true)?;
+    let doc = answer.doc()?;
+    let rv = super::soap::returnvals(&doc)
+        .into_iter()
+        .next()
+        .ok_or_else(|| soap.error("RetrieveServiceContent: empty answer"))?;
+    let moref = |name: &str| {
+        super::soap::child(rv, name)
+            .and_then(MoRef::from_node)
+            .ok_or_else(|| soap.error(format!("service content has no {name}")))
+    };
+    let about = super::soap::child(rv, "about");
+    Ok(ServiceContent {
+        root_folder: moref("rootFolder")?,
+        property_collector: moref("propertyCollector")?,
+        view_manager: moref("viewManager")?,
+        search_index: moref("searchIndex")?,
+        session_manager: moref("sessionManager")?,
+        about: about
+            .and_then(|a| super::soap::text(a, "fullName"))
+            .unwrap_or_default(),
+        api_type: about
+            .and_then(|a| super::soap::text(a, "apiType"))
+            .unwrap_or_default(),
+    })
+}
 
 /// Objects to read: some named ones, or everything of their type a container view shows.
 pub enum Objects<'a> {
