@@ -21,6 +21,7 @@ struct Vcsim {
     child: Child,
     url: String,
     datastore: PathBuf,
+    thumbprint: String,
 }
 
 impl Drop for Vcsim {
@@ -41,8 +42,12 @@ fn vcsim_bin() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// Starts vcsim, or says why not (a failure when the run requires it).
+/// Starts vcsim over plain HTTP, or says why not (a failure when the run requires it).
 fn start() -> Option<Vcsim> {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&str]) -> Option<Vcsim> {
     let Some(bin) = vcsim_bin() else {
         assert!(
             std::env::var_os("VDAR_REQUIRE_VCSIM").is_none(),
@@ -53,17 +58,20 @@ fn start() -> Option<Vcsim> {
     };
     let mut child = Command::new(&bin)
         .args(["-listen", "127.0.0.1:0"])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start vcsim");
     let out = BufReader::new(child.stdout.take().unwrap());
-    let (mut url, mut datastore) = (String::new(), PathBuf::new());
+    let (mut url, mut datastore, mut thumbprint) = (String::new(), PathBuf::new(), String::new());
     for line in out.lines() {
         let line = line.expect("vcsim output");
         if let Some(u) = line.strip_prefix("VCSIM_URL=") {
             url = u.to_string();
+        } else if let Some(t) = line.strip_prefix("VCSIM_THUMBPRINT=") {
+            thumbprint = t.to_string();
         } else if let Some(d) = line.strip_prefix("VCSIM_DATASTORE LocalDS_0=") {
             datastore = PathBuf::from(d);
         } else if line == "VCSIM_READY" {
@@ -75,6 +83,7 @@ fn start() -> Option<Vcsim> {
         child,
         url,
         datastore,
+        thumbprint,
     })
 }
 
@@ -219,4 +228,36 @@ fn network_transport_reads_a_chain_as_qemu_img_does() {
         bytes <= allocated + 4096,
         "fetched {bytes} of a {allocated}-byte file"
     );
+}
+
+#[test]
+fn tls_is_verified_against_roots_or_a_pinned_thumbprint() {
+    let Some(sim) = start_with(&["-tls"]) else {
+        return;
+    };
+    assert!(sim.url.starts_with("https://"), "{}", sim.url);
+    let with = |trust| ServerOptions {
+        trust,
+        ..server(&sim)
+    };
+    // A self-signed certificate is not trusted by the system roots.
+    let e = vsphere::connect(&with(TlsTrust::System), &creds("pass"))
+        .err()
+        .expect("a self-signed certificate must be refused")
+        .to_string();
+    assert!(e.contains("RetrieveServiceContent"), "{e}");
+    let pin = vdar::vsphere::Thumbprint::parse(&sim.thumbprint).expect("vcsim prints a thumbprint");
+    vsphere::connect(&with(TlsTrust::Pinned(pin)), &creds("pass"))
+        .expect("the pinned certificate is accepted")
+        .logout();
+    let mut other = pin;
+    other.0[0] ^= 1;
+    let e = vsphere::connect(&with(TlsTrust::Pinned(other)), &creds("pass"))
+        .err()
+        .expect("another thumbprint must be refused")
+        .to_string();
+    assert!(e.contains("is not the pinned"), "{e}");
+    vsphere::connect(&with(TlsTrust::Insecure), &creds("pass"))
+        .expect("no verification, on request")
+        .logout();
 }

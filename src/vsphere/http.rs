@@ -85,6 +85,10 @@ pub fn with_retries<T>(
 pub fn classify(e: ureq::Error) -> Failure {
     let why = e.to_string();
     match e {
+        // rustls reports a refused certificate as InvalidData: no retry makes it acceptable.
+        ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            Failure::Fatal(why)
+        }
         ureq::Error::Io(_)
         | ureq::Error::Timeout(_)
         | ureq::Error::ConnectionFailed
