@@ -35,7 +35,7 @@
 mod book;
 mod guest_os;
 mod ledger;
-mod ova;
+pub(crate) mod ova;
 mod progress;
 mod raw;
 mod replay;

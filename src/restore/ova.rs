@@ -185,8 +185,8 @@ pub(crate) struct OvaDisk {
     pub spool: File,
 }
 
-/// XML-escapes text and attribute values.
-fn x(s: &str) -> String {
+/// XML-escapes text and attribute values (the OVF here, vSphere SOAP requests too).
+pub(crate) fn x(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

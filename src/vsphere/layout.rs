@@ -12,31 +12,14 @@ use std::path::PathBuf;
 
 use super::props::{Objects, Props};
 use super::soap::{child, children, text, xsi_type, MoRef};
+use crate::archive::manifest::DiskOrigin;
 use crate::error::{Error, Result};
-
-/// One virtual disk of the snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ApiDisk {
-    /// Device node, `scsi0:1`, `sata0:0`, `ide1:0`, `nvme0:0`.
-    pub device: String,
-    /// The device key.
-    pub key: i32,
-    /// The controller's device key.
-    pub controller_key: i32,
-    /// `capacityInBytes` (or `capacityInKB` × 1024 from older servers).
-    pub capacity: u64,
-    /// The chain, top (the frozen file) first, as datastore paths.
-    pub files: Vec<String>,
-    /// The CBT change id of the frozen state, when change tracking is on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub change_id: Option<String>,
-}
 
 /// The VM's small files: configuration, NVRAM, snapshot list, extended configuration.
 const SMALL_FILE_TYPES: &[&str] = &["config", "nvram", "snapshotList", "extendedConfig"];
 
 /// Reads the disks of `snapshot` (`VirtualMachineSnapshot`).
-pub fn disks(props: &Props<'_>, snapshot: &MoRef) -> Result<Vec<ApiDisk>> {
+pub fn disks(props: &Props<'_>, snapshot: &MoRef) -> Result<Vec<DiskOrigin>> {
     let mut controllers: HashMap<i32, (String, i32)> = HashMap::new();
     let mut disks = Vec::new();
     let mut bad = None;
@@ -104,7 +87,7 @@ fn int(n: roxmltree::Node<'_, '_>, name: &str) -> i32 {
 }
 
 /// One `VirtualDisk` device; `device` holds the unit number until the bus is known.
-fn disk(dev: roxmltree::Node<'_, '_>) -> std::result::Result<ApiDisk, String> {
+fn disk(dev: roxmltree::Node<'_, '_>) -> std::result::Result<DiskOrigin, String> {
     let key = int(dev, "key");
     let unit = int(dev, "unitNumber");
     let capacity = text(dev, "capacityInBytes")
@@ -130,7 +113,7 @@ fn disk(dev: roxmltree::Node<'_, '_>) -> std::result::Result<ApiDisk, String> {
         files.push(f);
         at = child(b, "parent");
     }
-    Ok(ApiDisk {
+    Ok(DiskOrigin {
         device: unit.to_string(),
         key,
         controller_key: int(dev, "controllerKey"),

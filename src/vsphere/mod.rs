@@ -150,17 +150,7 @@ pub fn prepare<'s>(
         snapshot: snapshot.info.name.clone(),
         snapshot_time: snapshot.info.create_time.clone(),
         quiesced: snapshot.info.quiesced,
-        disks: disks
-            .iter()
-            .map(|d| crate::archive::manifest::DiskOrigin {
-                device: d.device.clone(),
-                key: d.key,
-                controller_key: d.controller_key,
-                capacity: d.capacity,
-                files: d.files.clone(),
-                change_id: d.change_id.clone(),
-            })
-            .collect(),
+        disks,
     };
     Ok(PreparedVm {
         selection,

@@ -1,4 +1,5 @@
-//! The service content (the managers every call starts from) and reading managed objects' properties through the property collector
+//! The service content (the managers every call starts from), and reading managed objects'
+//! properties through the property collector
 //! (`RetrievePropertiesEx`, paged with `ContinueRetrievePropertiesEx`), container views over the
 //! inventory, inventory-path lookup, and waiting for tasks.
 //!

@@ -67,20 +67,9 @@ impl std::fmt::Display for MoRef {
     }
 }
 
-/// Escapes text for an XML element or attribute.
+/// Escapes text for an XML element or attribute: the OVF writer's rule.
 pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::restore::ova::x(s)
 }
 
 /// `<tag>text</tag>`, escaped.
