@@ -135,25 +135,6 @@ impl DatastoreFiles {
             ),
         })
     }
-
-    /// Uploads `body` to `path` (PUT), replacing what is there.
-    pub fn put(&self, path: &Path, body: &[u8]) -> Result<()> {
-        let at = self.locate(path)?;
-        let inner = &self.inner;
-        with_retries(&inner.retry, || {
-            let mut req = inner.agent.put(&at.url);
-            if let Some(c) = &inner.cookie {
-                req = req.header("Cookie", c);
-            }
-            let resp = req.send(body).map_err(classify)?;
-            match resp.status().as_u16() {
-                200..=299 => Ok(()),
-                s @ (502..=504) => Err(Failure::Transient(format!("HTTP {s}"))),
-                s => Err(Failure::Fatal(format!("HTTP {s}"))),
-            }
-        })
-        .map_err(|why| Error::io(path, Some(0), std::io::Error::other(why)))
-    }
 }
 
 fn not_datastore(path: &Path) -> Error {

@@ -2,14 +2,15 @@
 //! line, where `ps` and shell history show them), the service content, and logout.
 //!
 //! Credentials, first found wins:
-//! 1. `VDAR_VSPHERE_USER` and `VDAR_VSPHERE_PASSWORD` in the environment;
-//! 2. a credentials file (`--credentials FILE`, else `$VDAR_VSPHERE_CREDENTIALS`): lines
+//! 1. a file named explicitly (`--credentials FILE`);
+//! 2. `VDAR_VSPHERE_USER` and `VDAR_VSPHERE_PASSWORD` in the environment;
+//! 3. the file `$VDAR_VSPHERE_CREDENTIALS`. A credentials file holds lines
 //!    `user=NAME` and `password=SECRET` (anything after the first `=` is the value; blank lines
 //!    and `#` comments ignored). It must be a regular file readable by its owner alone (mode
 //!    `0600` or `0400`), like `~/.pgpass` and the Bareos plugin's `vmware_plugin_config`.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::props::{service_content, Props, ServiceContent};
 use super::soap::{el, Soap};
@@ -33,21 +34,17 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// Finds the credentials by the rule above; `file` is `--credentials`.
     pub fn find(file: Option<&Path>) -> Result<Credentials> {
-        let user = std::env::var("VDAR_VSPHERE_USER").ok();
-        let password = std::env::var("VDAR_VSPHERE_PASSWORD").ok();
-        if let (Some(user), Some(password)) = (&user, &password) {
-            if file.is_none() {
-                return Ok(Credentials {
-                    user: user.clone(),
-                    password: password.clone(),
-                });
-            }
+        if let Some(p) = file {
+            return Credentials::from_file(p);
         }
-        let path = file
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("VDAR_VSPHERE_CREDENTIALS").map(PathBuf::from));
-        match path {
-            Some(p) => Credentials::from_file(&p),
+        let env = |k| std::env::var(k).ok();
+        if let (Some(user), Some(password)) =
+            (env("VDAR_VSPHERE_USER"), env("VDAR_VSPHERE_PASSWORD"))
+        {
+            return Ok(Credentials { user, password });
+        }
+        match std::env::var_os("VDAR_VSPHERE_CREDENTIALS") {
+            Some(p) => Credentials::from_file(Path::new(&p)),
             None => Err(Error::Usage(
                 "no vSphere credentials: set VDAR_VSPHERE_USER and VDAR_VSPHERE_PASSWORD, or \
                  give --credentials FILE (user=... and password=... lines, mode 0600)"

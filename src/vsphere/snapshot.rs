@@ -127,8 +127,9 @@ pub fn take<'s>(
         removed: false,
     };
     // The server's own record of it: creation time and whether it really is quiesced.
-    let now_info = super::vm::info(&props, &vm.moref)?;
-    if let Some(s) = now_info.snapshots.iter().find(|s| s.moref == moref) {
+    // Only the snapshot tree: a whole `vm::info` would walk up to the datacenter again.
+    let now = super::vm::snapshots(&props, &vm.moref)?;
+    if let Some(s) = now.iter().find(|s| s.moref == moref) {
         guard.info = s.clone();
     }
     Ok((guard, report))

@@ -181,11 +181,7 @@ pub fn info(props: &Props<'_>, vm: &MoRef) -> Result<VmInfo> {
                 "runtime.powerState" => v.power_state = s(),
                 "guest.toolsRunningStatus" => v.tools_running = s() == "guestToolsRunning",
                 "config.changeTrackingEnabled" => v.change_tracking = s() == "true",
-                "snapshot" => {
-                    for root in children(val, "rootSnapshotList") {
-                        flatten_snapshots(root, &mut v.snapshots);
-                    }
-                }
+                "snapshot" => v.snapshots = snapshot_list(val),
                 "parent" => parent = MoRef::from_node(val),
                 _ => {}
             }
@@ -200,6 +196,22 @@ pub fn info(props: &Props<'_>, vm: &MoRef) -> Result<VmInfo> {
 
 fn vm_error(vm: &MoRef, what: &str) -> Error {
     Error::Usage(format!("VM {}: {what}", vm.value))
+}
+
+/// Every snapshot of `val` (a `VirtualMachineSnapshotInfo`), flattened.
+fn snapshot_list(val: roxmltree::Node<'_, '_>) -> Vec<SnapshotInfo> {
+    let mut out = Vec::new();
+    for root in children(val, "rootSnapshotList") {
+        flatten_snapshots(root, &mut out);
+    }
+    out
+}
+
+/// The snapshots of `vm` now (its `snapshot` property alone).
+pub fn snapshots(props: &Props<'_>, vm: &MoRef) -> Result<Vec<SnapshotInfo>> {
+    Ok(props
+        .get(vm, "snapshot", |v| Some(snapshot_list(v)))?
+        .unwrap_or_default())
 }
 
 /// Adds `tree` (a `VirtualMachineSnapshotTree`) and its children to `out`.
