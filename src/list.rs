@@ -60,6 +60,9 @@ pub struct VmListing {
     pub files: Vec<FileManifest>,
     /// Its disks.
     pub disks: Vec<DiskListing>,
+    /// Where a vSphere backup took it from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::archive::manifest::VmOrigin>,
 }
 
 /// One disk in a listing.
@@ -114,6 +117,7 @@ fn skeleton(m: &Manifest) -> ArchiveListing {
                         meta: d.meta.clone(),
                     })
                     .collect(),
+                origin: v.origin.clone(),
             })
             .collect(),
         stored_raw_bytes: 0,

@@ -261,3 +261,167 @@ fn tls_is_verified_against_roots_or_a_pinned_thumbprint() {
         .expect("no verification, on request")
         .logout();
 }
+
+/// The interpreter that has pyvmomi, the second client (tools/vcsim/client.py).
+fn pyvmomi() -> Option<String> {
+    let py = std::env::var("VDAR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import pyVmomi"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("VDAR_REQUIRE_VCSIM").is_none(),
+            "VDAR_REQUIRE_VCSIM is set but {py} has no pyVmomi (tools/run-tests.sh installs it)"
+        );
+        eprintln!("skipped: no pyVmomi for {py}");
+        return None;
+    }
+    Some(py)
+}
+
+/// Runs tools/vcsim/client.py (pyvmomi) against the simulator; returns its stdout.
+fn client(py: &str, sim: &Vcsim, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/vcsim/client.py");
+    let out = Command::new(py)
+        .arg(script)
+        .arg(&sim.url)
+        .args(args)
+        .env("VDAR_VSPHERE_USER", "user")
+        .env("VDAR_VSPHERE_PASSWORD", "pass")
+        .output()
+        .expect("run client.py");
+    assert!(
+        out.status.success(),
+        "client.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The VM as pyvmomi sees it.
+fn show(py: &str, sim: &Vcsim, vm: &str) -> serde_json::Value {
+    serde_json::from_str(&client(py, sim, &["show", vm])).expect("client.py show")
+}
+
+/// A two-layer hosted chain in `[LocalDS_0] DIR/`: a monolithicSparse base of random bytes
+/// and a qemu-img child with data and zero writes over it, and the `-flat` placeholder vcsim
+/// wants beside the top descriptor. Returns the top's local path and its capacity.
+fn upload_chain(sim: &Vcsim, dir: &str, scratch: &Path) -> (PathBuf, u64) {
+    let folder = sim.datastore.join(dir);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(random_vmdk(scratch, 4), folder.join("base.vmdk")).unwrap();
+    let top = folder.join("top.vmdk");
+    crate::util::run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-b",
+            "base.vmdk",
+            "-F",
+            "vmdk",
+        ]
+        .into_iter()
+        .chain([top.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+    );
+    crate::util::qemu_io(&top, &["write -P 0x5a 1M 512k", "write -z 2M 256k"]);
+    std::fs::write(folder.join("top-flat.vmdk"), b"").unwrap();
+    (top, 4 << 20)
+}
+
+/// Points DC0_H0_VM0's disk at a fresh chain and gives it a real .vmx; returns the chain's
+/// top and the expected image (qemu-img's reading of the chain).
+fn vm_with_chain(py: &str, sim: &Vcsim, scratch: &Path) -> (PathBuf, Vec<u8>) {
+    let (top, capacity) = upload_chain(sim, "chainvm", scratch);
+    client(
+        py,
+        sim,
+        &[
+            "attach",
+            "DC0_H0_VM0",
+            "[LocalDS_0] chainvm/top.vmdk",
+            &capacity.to_string(),
+        ],
+    );
+    std::fs::write(
+        sim.datastore.join("DC0_H0_VM0/DC0_H0_VM0.vmx"),
+        "displayName = \"DC0_H0_VM0\"\nscsi0:0.fileName = \"/vmfs/volumes/LocalDS_0/chainvm/top.vmdk\"\n",
+    )
+    .unwrap();
+    let want = scratch.join("want.raw");
+    qemu_raw(&top, &want);
+    (top, std::fs::read(want).unwrap())
+}
+
+/// `vdar ARGS` with the simulator's credentials in the environment.
+fn vdar_as_user(args: &[&str]) -> std::process::Output {
+    Command::new(crate::util::vdar_bin())
+        .args(args)
+        .env("VDAR_VSPHERE_USER", "user")
+        .env("VDAR_VSPHERE_PASSWORD", "pass")
+        .output()
+        .expect("run vdar")
+}
+
+#[test]
+fn backup_by_vm_name_reads_the_chain_and_removes_the_snapshot() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    let (_, want) = vm_with_chain(&py, &sim, dir.path());
+    let archive = dir.path().join("vm.vdar");
+    let out = vdar_as_user(&[
+        "backup",
+        "--vsphere",
+        &sim.url,
+        "--vm",
+        "DC0_H0_VM0",
+        "-o",
+        archive.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snap = report["vsphere"][0]["snapshot"].as_str().unwrap();
+    assert!(snap.starts_with("vdar-backup "), "{report}");
+    // The second client sees no snapshot left.
+    let seen = show(&py, &sim, "DC0_H0_VM0");
+    assert_eq!(seen["snapshots"], serde_json::json!([]), "{seen}");
+
+    let to = dir.path().join("restored");
+    let out = crate::util::ok(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+        "--json",
+    ]);
+    let images = crate::util::restored_images(&out.stdout);
+    let image = &images[&("DC0_H0_VM0".to_string(), "scsi0:0".to_string())];
+    assert!(
+        std::fs::read(image).unwrap() == want,
+        "restored disk differs from qemu-img's reading of the chain"
+    );
+    let vmx = std::fs::read_to_string(to.join("DC0_H0_VM0/DC0_H0_VM0.vmx")).unwrap();
+    assert!(vmx.contains("displayName"), "{vmx}");
+
+    // The manifest records where the VM came from.
+    let list = crate::util::ok(&["list", archive.to_str().unwrap(), "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let origin = &list["vms"][0]["origin"];
+    assert_eq!(origin["vm"], "DC0_H0_VM0", "{list}");
+    assert_eq!(origin["moref"], seen["moref"], "{list}");
+    assert_eq!(origin["snapshot"], snap, "{list}");
+    assert_eq!(
+        origin["disks"][0]["files"][0], "[LocalDS_0] chainvm/top.vmdk",
+        "{list}"
+    );
+}

@@ -35,7 +35,23 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --document-private-items
 # tests/vsphere.rs runs against govmomi's vSphere simulator, built from Debian's Go toolchain
 # and govmomi sources (a few minutes the first time, then cached); required, so CI cannot skip.
 VDAR_VCSIM=$(bash tools/build-vcsim.sh | tail -n 1)
-export VDAR_VCSIM VDAR_REQUIRE_VCSIM=1
+# The second client that checks what vdar did through the API: pyvmomi from PyPI, in a venv
+# when python3 lacks it (Debian's python3-pyvmomi 6.7 cannot speak plain HTTP on Python 3.11).
+VDAR_PYTHON=python3
+if ! python3 -c 'import pyVmomi' 2>/dev/null; then
+  venv="${CARGO_TARGET_DIR:-target}/pyvmomi"
+  if [ ! -x "$venv/bin/python" ]; then
+    if ! python3 -c 'import ensurepip' 2>/dev/null; then
+      SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    fi
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'pyvmomi>=8'
+  fi
+  VDAR_PYTHON="$venv/bin/python"
+fi
+export VDAR_VCSIM VDAR_PYTHON VDAR_REQUIRE_VCSIM=1
 cargo test --locked
 
 # Fuzz targets: built with cargo-fuzz (RUSTC_BOOTSTRAP lets the stable toolchain accept the

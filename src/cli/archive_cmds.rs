@@ -188,6 +188,22 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     ))?;
     for vm in &l.vms {
         super::stdout::line(format_args!("vm {}", vm.name))?;
+        if let Some(o) = &vm.origin {
+            super::stdout::line(format_args!(
+                "  from {} ({}), VM {:?} {}, snapshot {:?} at {}, {}",
+                o.server,
+                o.server_type,
+                o.vm,
+                o.moref,
+                o.snapshot,
+                o.snapshot_time,
+                if o.quiesced {
+                    "quiesced"
+                } else {
+                    "crash-consistent"
+                }
+            ))?;
+        }
         for f in &vm.files {
             // The full BLAKE3 is in --json; a prefix is enough to compare by eye.
             super::stdout::line(format_args!(

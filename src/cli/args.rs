@@ -149,8 +149,13 @@ pub enum ReadPathArg {
 /// `vdar backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// VMs (.vmx) and/or disk descriptors (.vmdk); loose disks form one VM.
-    #[arg(required = true, value_name = "VM.vmx|DISK.vmdk")]
+    /// VMs (.vmx) and/or disk descriptors (.vmdk); loose disks form one VM. With --vsphere,
+    /// name the VMs with --vm instead.
+    #[arg(
+        required_unless_present = "vsphere",
+        conflicts_with = "vsphere",
+        value_name = "VM.vmx|DISK.vmdk"
+    )]
     pub inputs: Vec<PathBuf>,
     /// Output archive, or `-` for stdout (a pipe: tape, object storage).
     #[arg(short, long, value_name = "FILE|-")]
@@ -187,6 +192,76 @@ pub struct BackupArgs {
     /// SAN mode and reader options.
     #[command(flatten)]
     pub san: SanArgs,
+    /// Backup by VM name from vCenter or ESXi.
+    #[command(flatten)]
+    pub vsphere: VsphereBackupArgs,
+}
+
+/// The vSphere server and how to trust it, for backup and restore (README "vSphere").
+#[derive(Debug, Args, Clone)]
+pub struct VsphereServerArgs {
+    /// vCenter or ESXi to talk to (`vc.example`, `https://esx01:443`). Credentials come from
+    /// VDAR_VSPHERE_USER/VDAR_VSPHERE_PASSWORD, --credentials or $VDAR_VSPHERE_CREDENTIALS.
+    #[arg(long, value_name = "URL")]
+    pub vsphere: Option<String>,
+    /// A file of `user=` and `password=` lines, mode 0600.
+    #[arg(long, value_name = "FILE", requires = "vsphere")]
+    pub credentials: Option<PathBuf>,
+    /// Trust the server's certificate by its SHA-256 thumbprint (AA:BB:... as vSphere shows it)
+    /// instead of the system roots.
+    #[arg(
+        long,
+        value_name = "SHA256",
+        requires = "vsphere",
+        conflicts_with = "insecure"
+    )]
+    pub thumbprint: Option<String>,
+    /// Do not verify the server's certificate at all (prints a warning).
+    #[arg(long, requires = "vsphere")]
+    pub insecure: bool,
+    /// HTTPS connections to the datastore file access (reads in flight).
+    #[arg(long, default_value_t = 4, value_name = "N", requires = "vsphere",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: u16,
+}
+
+/// `vdar backup --vsphere`.
+#[derive(Debug, Args, Clone)]
+pub struct VsphereBackupArgs {
+    /// The server.
+    #[command(flatten)]
+    pub server: VsphereServerArgs,
+    /// A VM to back up, by name or inventory path (/DC/vm/folder/NAME); repeatable.
+    #[arg(long = "vm", value_name = "NAME|PATH", requires = "vsphere")]
+    pub vms: Vec<String>,
+    /// Quiesce the guest for the snapshot: when VMware Tools run (auto), always, or never.
+    #[arg(long, value_enum, default_value_t = QuiesceArg::Auto, requires = "vsphere")]
+    pub quiesce: QuiesceArg,
+    /// When a quiesced snapshot fails, take a crash-consistent one (reported) instead of failing.
+    #[arg(long, requires = "vsphere")]
+    pub allow_unquiesced: bool,
+    /// Remove vdar snapshots an earlier run left behind instead of refusing the VM.
+    #[arg(long, requires = "vsphere")]
+    pub remove_stale_snapshots: bool,
+    /// How to read the disks: over the datastore's HTTPS file access, or from the LUNs
+    /// through --blockmap/--lun (small files still come over HTTPS).
+    #[arg(long, value_enum, default_value_t = TransportArg::Network, requires = "vsphere")]
+    pub transport: TransportArg,
+}
+
+/// `--quiesce`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuiesceArg {
+    Auto,
+    Always,
+    Never,
+}
+
+/// `--transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    Network,
+    San,
 }
 
 /// Output format of `restore`.

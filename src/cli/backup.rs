@@ -33,6 +33,9 @@ struct BackupReport<'a> {
     /// Disks left out by --disk/--exclude-disk (absent when none).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     excluded: &'a [job::Excluded],
+    /// What --vsphere did to each VM (absent without it).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    vsphere: &'a [super::vsphere::VmOutcome],
 }
 
 pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
@@ -57,6 +60,8 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     }
     log_engine(&opts.read, args.san.read_path());
     let san = super::san::opener(&args.san)?;
+    let vsphere_wanted = args.vsphere.server.vsphere.is_some();
+    check_transport(args, san.is_some())?;
     let local = LocalOpener::new(args.san.read_path());
     let mut chain_opts = ChainOptions {
         opener: &local,
@@ -69,8 +74,24 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let selection = job::select(&args.inputs, &select_options(args))?;
-    let plan = job::open(selection, &chain_opts)?;
+    // Declared before the snapshots that borrow it, so it outlives them.
+    let session;
+    let mut snapshots = Vec::new();
+    let plan = if vsphere_wanted {
+        let (s, server) = super::vsphere::connect(&args.vsphere.server)?;
+        session = s;
+        snapshots = super::vsphere::prepare(&session, &server, &args.vsphere)?;
+        let chain = san.as_ref().map(|o| o as &dyn crate::input::SourceOpener);
+        crate::vsphere::plan::open(
+            &snapshots,
+            &select_options(args),
+            chain,
+            args.chain.ignore_cid,
+        )?
+    } else {
+        let selection = job::select(&args.inputs, &select_options(args))?;
+        job::open(selection, &chain_opts)?
+    };
     log_plan(&plan);
     let job::BackupPlan {
         vms,
@@ -105,6 +126,8 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| output_error(&name, e.into()))?;
     finish_san()?;
     out.commit().map_err(|e| output_error(&name, e.into()))?;
+    let vsphere =
+        super::vsphere::finish(snapshots).with_context(|| format!("{name} is complete, but"))?;
 
     let json = super::json::to_string(
         "backup",
@@ -114,6 +137,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
             vdar_version: env!("CARGO_PKG_VERSION"),
             summary: &summary,
             excluded: &excluded,
+            vsphere: &vsphere,
         },
     )?;
     if args.json && to_stdout {
@@ -152,6 +176,23 @@ fn run_backup(
     let p = last.into_inner().unwrap_or_else(|e| e.into_inner());
     meter.finish(|secs| backup_detail(&p, secs));
     Ok(summary?)
+}
+
+/// `--transport san` reads through the block map; a block map without it is a mistake.
+fn check_transport(args: &BackupArgs, blockmap: bool) -> anyhow::Result<()> {
+    use super::args::TransportArg;
+    if args.vsphere.server.vsphere.is_none() {
+        return Ok(());
+    }
+    match (args.vsphere.transport, blockmap) {
+        (TransportArg::San, false) => {
+            anyhow::bail!("--transport san reads the LUNs: give --blockmap MAP.json and --lun")
+        }
+        (TransportArg::Network, true) => anyhow::bail!(
+            "--blockmap with --vsphere reads the disks from the LUNs: add --transport san"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// `-v`: which engine reads the disks, and how.

@@ -20,6 +20,7 @@ mod signals;
 mod stdout;
 mod units;
 mod verify_progress;
+mod vsphere;
 mod writeback;
 
 use std::process::ExitCode;

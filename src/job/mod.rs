@@ -21,10 +21,11 @@ use std::path::PathBuf;
 use crate::chain::{Chain, ChainOptions};
 use crate::error::Result;
 use crate::input::vm::VmSelection;
+use crate::input::SourceOpener;
 use crate::pipeline::{DiskInput, VmFile, VmInput};
 
 pub use crate::input::vm::{match_disks, DiskRef};
-pub use select::{select, select_one, Excluded, SelectOptions, Selection};
+pub use select::{select, select_one, select_vms, Excluded, SelectOptions, Selection};
 
 /// Everything opened and ready to stream into an archive.
 pub struct BackupPlan {
@@ -38,9 +39,29 @@ pub struct BackupPlan {
     pub excluded: Vec<Excluded>,
 }
 
+impl BackupPlan {
+    /// Adds another plan's VMs and findings after this one's.
+    pub fn append(&mut self, other: BackupPlan) {
+        self.vms.extend(other.vms);
+        self.capacity += other.capacity;
+        self.warnings.extend(other.warnings);
+        self.excluded.extend(other.excluded);
+    }
+}
+
 /// Opens every selected VM: reads its configuration files (locally) and its chains' text
 /// descriptors (through `opts.opener`, so from the LUNs in SAN mode), and opens every chain.
 pub fn open(selection: Selection, opts: &ChainOptions<'_>) -> Result<BackupPlan> {
+    open_with(selection, opts, None)
+}
+
+/// [`open`], with the configuration files read through `config` (a datastore's file access)
+/// instead of locally.
+pub fn open_with(
+    selection: Selection,
+    opts: &ChainOptions<'_>,
+    config: Option<&dyn SourceOpener>,
+) -> Result<BackupPlan> {
     let mut plan = BackupPlan {
         vms: Vec::new(),
         capacity: 0,
@@ -48,13 +69,18 @@ pub fn open(selection: Selection, opts: &ChainOptions<'_>) -> Result<BackupPlan>
         excluded: selection.excluded,
     };
     for sel in &selection.vms {
-        let vm = open_vm(sel, opts, &mut plan)?;
+        let vm = open_vm(sel, opts, config, &mut plan)?;
         plan.vms.push(vm);
     }
     Ok(plan)
 }
 
-fn open_vm(sel: &VmSelection, opts: &ChainOptions<'_>, plan: &mut BackupPlan) -> Result<VmInput> {
+fn open_vm(
+    sel: &VmSelection,
+    opts: &ChainOptions<'_>,
+    config: Option<&dyn SourceOpener>,
+    plan: &mut BackupPlan,
+) -> Result<VmInput> {
     let mut chains = Vec::new();
     for d in &sel.disks {
         let chain = Chain::open(&d.top, opts)?;
@@ -72,7 +98,7 @@ fn open_vm(sel: &VmSelection, opts: &ChainOptions<'_>, plan: &mut BackupPlan) ->
     let table = names::unique_names(&paths);
     let mut files = Vec::new();
     for p in &sel.config_files {
-        files.push(stored_file(&table, p, None)?);
+        files.push(stored_file(&table, p, config)?);
     }
     let mut disks = Vec::new();
     for (d, chain) in sel.disks.iter().zip(chains) {
@@ -104,7 +130,7 @@ fn open_vm(sel: &VmSelection, opts: &ChainOptions<'_>, plan: &mut BackupPlan) ->
 fn stored_file(
     table: &names::NameTable,
     p: &std::path::Path,
-    opener: Option<&dyn crate::input::SourceOpener>,
+    opener: Option<&dyn SourceOpener>,
 ) -> Result<VmFile> {
     let entry = table.entry(p);
     Ok(VmFile {

@@ -20,6 +20,21 @@ pub struct SelectOptions {
     pub exclude: Vec<String>,
 }
 
+/// Applies the disk filters to VMs found elsewhere (a vSphere inventory): the same rules and
+/// messages as [`select`].
+pub fn select_vms(vms: Vec<VmSelection>, opts: &SelectOptions) -> Result<Selection> {
+    let mut out = Selection {
+        warnings: vms
+            .iter()
+            .flat_map(|v| v.warnings.iter().cloned())
+            .collect(),
+        vms,
+        excluded: Vec::new(),
+    };
+    filter_disks(&mut out, opts)?;
+    Ok(out)
+}
+
 /// A disk left out on request.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Excluded {

@@ -87,6 +87,12 @@ pub fn classify(e: ureq::Error) -> Failure {
     match e {
         // rustls reports a refused certificate as InvalidData: no retry makes it acceptable.
         ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            if why.contains("InvalidContentType") {
+                return Failure::Fatal(format!(
+                    "{why} (the server does not answer TLS on this port: if it serves plain \
+                     HTTP, give an http:// URL)"
+                ));
+            }
             Failure::Fatal(why)
         }
         ureq::Error::Io(_)

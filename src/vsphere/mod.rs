@@ -18,6 +18,7 @@
 pub mod datastore;
 pub mod http;
 pub mod layout;
+pub mod plan;
 pub mod props;
 pub mod session;
 pub mod snapshot;
@@ -25,11 +26,10 @@ pub mod soap;
 pub mod tls;
 pub mod vm;
 
-use std::path::PathBuf;
-
 use crate::archive::manifest::VmOrigin;
 use crate::error::Result;
 use crate::input::vm::{VmDisk, VmSelection};
+use crate::input::SourceOpener;
 
 pub use datastore::DatastoreFiles;
 pub use http::RetryPolicy;
@@ -122,13 +122,23 @@ pub fn prepare<'s>(
         name: info.name.clone(),
         vmx: Some(layout::local_path(&info.vmx_path)?),
         disks: Vec::new(),
-        config_files: small
-            .iter()
-            .map(|f| layout::local_path(f))
-            .collect::<Result<Vec<PathBuf>>>()?,
+        config_files: Vec::new(),
         snapshot: Some(snapshot.info.name.clone()),
         warnings: Vec::new(),
     };
+    for (k, f) in small.iter().enumerate() {
+        let p = layout::local_path(f)?;
+        // The .vmx (first) must be there; a file the layout lists but the datastore lacks
+        // (a log rotated away, a simulator's stale entry) holds nothing to lose.
+        if k == 0 || files.exists(&p) {
+            selection.config_files.push(p);
+        } else {
+            selection.warnings.push(format!(
+                "VM {:?}: {f} is in the VM's file layout but not on the datastore; not archived",
+                info.name
+            ));
+        }
+    }
     for d in &disks {
         selection.disks.push(VmDisk {
             name: d.device.clone(),
