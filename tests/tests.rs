@@ -51,4 +51,5 @@ mod sesparse;
 mod sparse;
 mod ux;
 mod vsphere;
+mod vsphere_faults;
 mod writeback;

@@ -17,10 +17,10 @@ use vdar::vsphere::{self, Credentials, RetryPolicy, ServerOptions, SnapshotOptio
 use crate::util::{qemu_raw, random_vmdk, tempdir};
 
 /// A running simulator; killed on drop (it also exits when its stdin closes).
-struct Vcsim {
+pub(crate) struct Vcsim {
     child: Child,
-    url: String,
-    datastore: PathBuf,
+    pub url: String,
+    pub datastore: PathBuf,
     thumbprint: String,
 }
 
@@ -31,7 +31,7 @@ impl Drop for Vcsim {
     }
 }
 
-fn vcsim_bin() -> Option<PathBuf> {
+pub(crate) fn vcsim_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("VDAR_VCSIM") {
         return Some(PathBuf::from(p));
     }
@@ -43,11 +43,11 @@ fn vcsim_bin() -> Option<PathBuf> {
 }
 
 /// Starts vcsim over plain HTTP, or says why not (a failure when the run requires it).
-fn start() -> Option<Vcsim> {
+pub(crate) fn start() -> Option<Vcsim> {
     start_with(&[])
 }
 
-fn start_with(extra: &[&str]) -> Option<Vcsim> {
+pub(crate) fn start_with(extra: &[&str]) -> Option<Vcsim> {
     let Some(bin) = vcsim_bin() else {
         assert!(
             std::env::var_os("VDAR_REQUIRE_VCSIM").is_none(),
@@ -263,7 +263,7 @@ fn tls_is_verified_against_roots_or_a_pinned_thumbprint() {
 }
 
 /// The interpreter that has pyvmomi, the second client (tools/vcsim/client.py).
-fn pyvmomi() -> Option<String> {
+pub(crate) fn pyvmomi() -> Option<String> {
     let py = std::env::var("VDAR_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&py)
         .args(["-c", "import pyVmomi"])
@@ -281,7 +281,7 @@ fn pyvmomi() -> Option<String> {
 }
 
 /// Runs tools/vcsim/client.py (pyvmomi) against the simulator; returns its stdout.
-fn client(py: &str, sim: &Vcsim, args: &[&str]) -> String {
+pub(crate) fn client(py: &str, sim: &Vcsim, args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/vcsim/client.py");
     let out = Command::new(py)
         .arg(script)
@@ -300,14 +300,14 @@ fn client(py: &str, sim: &Vcsim, args: &[&str]) -> String {
 }
 
 /// The VM as pyvmomi sees it.
-fn show(py: &str, sim: &Vcsim, vm: &str) -> serde_json::Value {
+pub(crate) fn show(py: &str, sim: &Vcsim, vm: &str) -> serde_json::Value {
     serde_json::from_str(&client(py, sim, &["show", vm])).expect("client.py show")
 }
 
 /// A two-layer hosted chain in `[LocalDS_0] DIR/`: a monolithicSparse base of random bytes
 /// and a qemu-img child with data and zero writes over it, and the `-flat` placeholder vcsim
 /// wants beside the top descriptor. Returns the top's local path and its capacity.
-fn upload_chain(sim: &Vcsim, dir: &str, scratch: &Path) -> (PathBuf, u64) {
+pub(crate) fn upload_chain(sim: &Vcsim, dir: &str, scratch: &Path) -> (PathBuf, u64) {
     let folder = sim.datastore.join(dir);
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::copy(random_vmdk(scratch, 4), folder.join("base.vmdk")).unwrap();
@@ -335,7 +335,7 @@ fn upload_chain(sim: &Vcsim, dir: &str, scratch: &Path) -> (PathBuf, u64) {
 
 /// Points DC0_H0_VM0's disk at a fresh chain and gives it a real .vmx; returns the chain's
 /// top and the expected image (qemu-img's reading of the chain).
-fn vm_with_chain(py: &str, sim: &Vcsim, scratch: &Path) -> (PathBuf, Vec<u8>) {
+pub(crate) fn vm_with_chain(py: &str, sim: &Vcsim, scratch: &Path) -> (PathBuf, Vec<u8>) {
     let (top, capacity) = upload_chain(sim, "chainvm", scratch);
     client(
         py,
@@ -358,7 +358,7 @@ fn vm_with_chain(py: &str, sim: &Vcsim, scratch: &Path) -> (PathBuf, Vec<u8>) {
 }
 
 /// `vdar ARGS` with the simulator's credentials in the environment.
-fn vdar_as_user(args: &[&str]) -> std::process::Output {
+pub(crate) fn vdar_as_user(args: &[&str]) -> std::process::Output {
     Command::new(crate::util::vdar_bin())
         .args(args)
         .env("VDAR_VSPHERE_USER", "user")

@@ -57,6 +57,9 @@ pub struct VmOutcome {
     /// Stale vdar snapshots removed first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub removed_stale: Vec<String>,
+    /// Bytes and ranged requests fetched over the datastore file access.
+    pub fetched_bytes: u64,
+    pub fetch_requests: u64,
 }
 
 /// Takes the backup snapshot of every VM the flags name; on an error the snapshots taken so
@@ -104,6 +107,7 @@ pub fn finish(prepared: Vec<PreparedVm<'_>>) -> anyhow::Result<Vec<VmOutcome>> {
     let mut outcomes = Vec::new();
     let mut failed = Vec::new();
     for p in prepared {
+        let (fetched_bytes, fetch_requests) = p.files.fetched();
         outcomes.push(VmOutcome {
             vm: p.origin.vm.clone(),
             moref: p.origin.moref.clone(),
@@ -111,6 +115,8 @@ pub fn finish(prepared: Vec<PreparedVm<'_>>) -> anyhow::Result<Vec<VmOutcome>> {
             quiesced: p.origin.quiesced,
             quiesce_failure: p.report.quiesce_failure.clone(),
             removed_stale: p.report.removed_stale.clone(),
+            fetched_bytes,
+            fetch_requests,
         });
         let started = Instant::now();
         match p.snapshot.remove() {

@@ -233,8 +233,8 @@ impl SnapshotGuard<'_> {
         let what = format!("snapshot {:?} of VM {:?}", self.info.name, self.vm);
         remove(self.session, &self.info.moref, &what).map_err(|e| {
             Error::Usage(format!(
-                "{e}; the snapshot is still there: the next backup reports it (or removes it \
-                 with --remove-stale-snapshots)"
+                "{what} could not be removed ({e}); it is still there: the next backup reports \
+                 it (or removes it with --remove-stale-snapshots)"
             ))
         })
     }

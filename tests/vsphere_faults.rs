@@ -1,0 +1,329 @@
+//! vSphere backups when things go wrong, through a loopback proxy in front of vcsim that
+//! answers the datastore file access with 503s and truncated ranged responses, fails a
+//! quiesced snapshot with a SOAP fault the way ESX does when VMware Tools cannot quiesce, and
+//! goes away (every connection refused) in the middle of a backup.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use crate::util::tempdir;
+use crate::vsphere::{pyvmomi, show, start, vdar_as_user, vm_with_chain, Vcsim};
+
+/// What the proxy does to the requests it forwards.
+#[derive(Default, Debug)]
+struct Faults {
+    /// Answer this many datastore GETs with 503.
+    fail_503: u32,
+    /// Cut this many datastore answers halfway through their body.
+    truncate: u32,
+    /// Fail `CreateSnapshot_Task` with quiescing asked for.
+    fail_quiesced_snapshot: bool,
+    /// Once this many datastore body bytes went through, refuse everything.
+    gone_after: Option<u64>,
+    /// Refusing everything.
+    gone: bool,
+    folder_bytes: u64,
+    served_503: u32,
+    served_truncated: u32,
+    failed_snapshots: u32,
+}
+
+struct Proxy {
+    url: String,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and forwards to `sim`, one request per connection.
+    fn start(sim: &Vcsim) -> Proxy {
+        let upstream = sim
+            .url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/sdk", listener.local_addr().unwrap());
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let f = faults.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (f, up) = (f.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &up, &f);
+                });
+            }
+        });
+        Proxy { url, faults }
+    }
+
+    fn set(&self, change: impl FnOnce(&mut Faults)) {
+        change(&mut self.faults.lock().unwrap());
+    }
+
+    fn get<T>(&self, read: impl FnOnce(&Faults) -> T) -> T {
+        read(&self.faults.lock().unwrap())
+    }
+}
+
+/// Reads one request (head and `Content-Length` body).
+fn read_request(conn: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body)?;
+    Ok((head, body))
+}
+
+fn serve(mut conn: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std::io::Result<()> {
+    if faults.lock().unwrap().gone {
+        return conn.shutdown(Shutdown::Both);
+    }
+    let (head, body) = read_request(&mut conn)?;
+    let folder = head.starts_with("GET /folder");
+    {
+        let mut f = faults.lock().unwrap();
+        if f.gone {
+            return conn.shutdown(Shutdown::Both);
+        }
+        if folder && f.fail_503 > 0 {
+            f.fail_503 -= 1;
+            f.served_503 += 1;
+            return conn.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+        let body_text = String::from_utf8_lossy(&body);
+        if f.fail_quiesced_snapshot
+            && body_text.contains("CreateSnapshot_Task")
+            && body_text.contains("<quiesce>true</quiesce>")
+        {
+            f.failed_snapshots += 1;
+            let fault = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><soapenv:Envelope \
+                xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+                xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body>\
+                <soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>An error \
+                occurred while quiescing the virtual machine.</faultstring><detail>\
+                <ApplicationQuiesceFaultFault xmlns=\"urn:vim25\" \
+                xsi:type=\"ApplicationQuiesceFault\"/></detail></soapenv:Fault>\
+                </soapenv:Body></soapenv:Envelope>";
+            let answer = format!(
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/xml; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{fault}",
+                fault.len()
+            );
+            return conn.write_all(answer.as_bytes());
+        }
+    }
+    // One request per connection: the answer then ends where the upstream closes.
+    let head = head.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+    let mut up = TcpStream::connect(upstream)?;
+    up.write_all(head.as_bytes())?;
+    up.write_all(&body)?;
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer)?;
+    let body_at = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(answer.len(), |i| i + 4);
+    let mut keep = answer.len();
+    if folder {
+        let mut f = faults.lock().unwrap();
+        let body_len = (answer.len() - body_at) as u64;
+        if f.truncate > 0 && body_len > 1 {
+            f.truncate -= 1;
+            f.served_truncated += 1;
+            keep = body_at + (answer.len() - body_at) / 2;
+        }
+        f.folder_bytes += (keep - body_at) as u64;
+        if f.gone_after.is_some_and(|n| f.folder_bytes >= n) {
+            f.gone = true;
+        }
+    }
+    conn.write_all(&answer[..keep])?;
+    conn.shutdown(Shutdown::Both)
+}
+
+fn backup(proxy: &Proxy, archive: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "backup",
+        "--vsphere",
+        &proxy.url,
+        "--vm",
+        "DC0_H0_VM0",
+        "-o",
+        archive.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    vdar_as_user(&args)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn datastore_503s_and_truncated_ranges_are_retried_to_the_same_bytes() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    let (_, want) = vm_with_chain(&py, &sim, dir.path());
+    let proxy = Proxy::start(&sim);
+    proxy.set(|f| {
+        f.fail_503 = 3;
+        f.truncate = 3;
+    });
+    let archive = dir.path().join("a.vdar");
+    let out = backup(&proxy, &archive, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(proxy.get(|f| (f.served_503, f.served_truncated)), (3, 3));
+
+    let to = dir.path().join("r");
+    let out = crate::util::ok(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+        "--json",
+    ]);
+    let images = crate::util::restored_images(&out.stdout);
+    let image = &images[&("DC0_H0_VM0".to_string(), "scsi0:0".to_string())];
+    assert!(std::fs::read(image).unwrap() == want, "bytes differ");
+}
+
+#[test]
+fn a_failed_quiesced_snapshot_fails_the_vm_unless_unquiesced_is_allowed() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    vm_with_chain(&py, &sim, dir.path());
+    let proxy = Proxy::start(&sim);
+    proxy.set(|f| f.fail_quiesced_snapshot = true);
+    let archive = dir.path().join("a.vdar");
+
+    let out = backup(&proxy, &archive, &["--quiesce", "always"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error occurred while quiescing"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!archive.exists());
+    assert_eq!(
+        show(&py, &sim, "DC0_H0_VM0")["snapshots"],
+        serde_json::json!([])
+    );
+
+    let out = backup(
+        &proxy,
+        &archive,
+        &["--quiesce", "always", "--allow-unquiesced"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vm = &report["vsphere"][0];
+    assert_eq!(vm["quiesced"], false, "{report}");
+    assert!(
+        vm["quiesce_failure"]
+            .as_str()
+            .is_some_and(|q| q.contains("quiescing")),
+        "{report}"
+    );
+    assert!(
+        stderr(&out).contains("crash-consistent"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(proxy.get(|f| f.failed_snapshots), 2);
+    assert_eq!(
+        show(&py, &sim, "DC0_H0_VM0")["snapshots"],
+        serde_json::json!([])
+    );
+
+    // An unknown name fails before any snapshot, naming the close ones.
+    let out = vdar_as_user(&[
+        "backup",
+        "--vsphere",
+        &proxy.url,
+        "--vm",
+        "DC0_H0_VM7",
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("DC0_H0_VM0"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_server_gone_mid_backup_leaves_no_archive_and_the_snapshot_named() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    vm_with_chain(&py, &sim, dir.path());
+    let proxy = Proxy::start(&sim);
+    proxy.set(|f| f.gone_after = Some(1 << 20));
+    let archive = dir.path().join("a.vdar");
+    let out = backup(&proxy, &archive, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("vdar-backup ") && err.contains("still there"),
+        "{err}"
+    );
+    let dir_list: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        !dir_list
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("a.vdar")),
+        "an archive or .partial was left: {dir_list:?}"
+    );
+
+    // The server is back: the next run finds the snapshot and names it.
+    proxy.set(|f| {
+        f.gone = false;
+        f.gone_after = None;
+    });
+    let left = show(&py, &sim, "DC0_H0_VM0")["snapshots"].clone();
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
+    let out = backup(&proxy, &archive, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(left[0].as_str().unwrap())
+            && stderr(&out).contains("--remove-stale-snapshots"),
+        "{}",
+        stderr(&out)
+    );
+    let out = backup(&proxy, &archive, &["--remove-stale-snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["vsphere"][0]["removed_stale"][0], left[0],
+        "{report}"
+    );
+    assert_eq!(
+        show(&py, &sim, "DC0_H0_VM0")["snapshots"],
+        serde_json::json!([])
+    );
+}
