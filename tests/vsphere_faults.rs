@@ -19,6 +19,8 @@ struct Faults {
     truncate: u32,
     /// Fail `CreateSnapshot_Task` with quiescing asked for.
     fail_quiesced_snapshot: bool,
+    /// Fail `RegisterVM_Task`.
+    fail_register: bool,
     /// Once this many datastore body bytes went through, refuse everything.
     gone_after: Option<u64>,
     /// Refusing everything.
@@ -92,6 +94,24 @@ fn read_request(conn: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     Ok((head, body))
 }
 
+/// Answers with a SOAP fault of `kind`, as ESX reports a refused call.
+fn soap_fault(conn: &mut TcpStream, kind: &str, message: &str) -> std::io::Result<()> {
+    let fault = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><soapenv:Envelope \
+         xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+         xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body>\
+         <soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>{message}\
+         </faultstring><detail><{kind}Fault xmlns=\"urn:vim25\" xsi:type=\"{kind}\"/>\
+         </detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+    );
+    let answer = format!(
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/xml; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{fault}",
+        fault.len()
+    );
+    conn.write_all(answer.as_bytes())
+}
+
 fn serve(mut conn: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std::io::Result<()> {
     if faults.lock().unwrap().gone {
         return conn.shutdown(Shutdown::Both);
@@ -116,20 +136,18 @@ fn serve(mut conn: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std::io
             && body_text.contains("<quiesce>true</quiesce>")
         {
             f.failed_snapshots += 1;
-            let fault = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><soapenv:Envelope \
-                xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
-                xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body>\
-                <soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>An error \
-                occurred while quiescing the virtual machine.</faultstring><detail>\
-                <ApplicationQuiesceFaultFault xmlns=\"urn:vim25\" \
-                xsi:type=\"ApplicationQuiesceFault\"/></detail></soapenv:Fault>\
-                </soapenv:Body></soapenv:Envelope>";
-            let answer = format!(
-                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/xml; charset=utf-8\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{fault}",
-                fault.len()
+            return soap_fault(
+                &mut conn,
+                "ApplicationQuiesceFault",
+                "An error occurred while quiescing the virtual machine.",
             );
-            return conn.write_all(answer.as_bytes());
+        }
+        if f.fail_register && body_text.contains("<RegisterVM_Task") {
+            return soap_fault(
+                &mut conn,
+                "InvalidState",
+                "The host is in maintenance mode.",
+            );
         }
     }
     // One request per connection: the answer then ends where the upstream closes.
@@ -326,4 +344,33 @@ fn a_server_gone_mid_backup_leaves_no_archive_and_the_snapshot_named() {
         show(&py, &sim, "DC0_H0_VM0")["snapshots"],
         serde_json::json!([])
     );
+}
+
+#[test]
+fn a_failed_registration_removes_what_the_restore_uploaded() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    let archive = dir.path().join("a.vdar");
+    crate::vsphere::backed_up_vm(&py, &sim, dir.path(), &archive);
+    crate::vsphere::vcsim_register_files(&sim, "restored03");
+    let proxy = Proxy::start(&sim);
+    proxy.set(|f| f.fail_register = true);
+    let out = crate::vsphere::restore_onto(&proxy.url, &archive, &["--name", "restored03"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("maintenance mode"),
+        "{}",
+        stderr(&out)
+    );
+    let mut left: Vec<String> = std::fs::read_dir(sim.datastore.join("restored03"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    // Only the simulator's own files, which were there before.
+    assert_eq!(left, ["restored03.nvram", "vmware.log"], "{}", stderr(&out));
+    let registered = crate::vsphere::client(&py, &sim, &["exists", "restored03"]);
+    assert_eq!(registered.trim(), "false");
 }

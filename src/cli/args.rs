@@ -48,7 +48,7 @@ pub enum Command {
     /// Back up VMs (.vmx) or disks (.vmdk) into one archive.
     Backup(BackupArgs),
     /// Restore an archive (file or `-`) into a directory, or (--blockmap) onto SAN LUNs.
-    Restore(RestoreArgs),
+    Restore(Box<RestoreArgs>),
     /// Check every checksum of an archive; exit 1 on damage.
     Verify(VerifyArgs),
     /// List an archive's VMs, disks, files and dedup/compression figures.
@@ -302,7 +302,8 @@ pub struct RestoreArgs {
     /// Target directory (created if missing); nothing is written outside it. `-` writes to
     /// stdout one disk (exactly one selected) as `--format raw` (zeros included) or `stream`,
     /// or one VM as `--format ova`.
-    #[arg(long, value_name = "DIR|-", required_unless_present = "blockmap")]
+    #[arg(long, value_name = "DIR|-", required_unless_present_any = ["blockmap", "vsphere"],
+          conflicts_with = "vsphere")]
     pub to: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Raw)]
@@ -326,6 +327,34 @@ pub struct RestoreArgs {
     /// SAN write-back.
     #[command(flatten)]
     pub writeback: WriteBackArgs,
+    /// Restore onto a datastore and register the VM.
+    #[command(flatten)]
+    pub datastore: DatastoreRestoreArgs,
+}
+
+/// `vdar restore --vsphere URL --datastore DS`: upload one VM in the ESX layout and register
+/// it (README "vSphere").
+#[derive(Debug, Args)]
+pub struct DatastoreRestoreArgs {
+    /// The server.
+    #[command(flatten)]
+    pub server: VsphereServerArgs,
+    /// The datastore to upload the VM to, into a folder named after it.
+    #[arg(long, value_name = "DS", requires = "vsphere")]
+    pub datastore: Option<String>,
+    /// The restored VM's name [default: the archived VM's].
+    #[arg(long, value_name = "NAME", requires = "vsphere")]
+    pub name: Option<String>,
+    /// Inventory path of the VM folder to register in [default: the datacenter's].
+    #[arg(long, value_name = "PATH", requires = "vsphere")]
+    pub folder: Option<String>,
+    /// Inventory path of the resource pool [default: a host's or cluster's with the datastore].
+    #[arg(long, value_name = "PATH", requires = "vsphere")]
+    pub pool: Option<String>,
+    /// Local directory to restore into before the upload [default: $TMPDIR]; it needs room
+    /// for the VM's allocated bytes.
+    #[arg(long, value_name = "DIR", requires = "vsphere")]
+    pub staging: Option<PathBuf>,
 }
 
 /// `vdar restore --blockmap`: SAN write-back of one disk into a pre-created eager-zeroed thick
@@ -627,7 +656,7 @@ pub struct RestoreCli {
 #[derive(Debug, Subcommand)]
 pub enum RestoreCommand {
     /// Restore an archive (file or `-`) into a directory, or (--blockmap) onto SAN LUNs.
-    Restore(RestoreArgs),
+    Restore(Box<RestoreArgs>),
     /// Check every checksum; exit 1 on damage.
     Verify(VerifyArgs),
     /// List VMs, disks, files and figures.

@@ -64,10 +64,12 @@ fn exit_code(program: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
     })
 }
 
-/// `restore`: into files or stdout (`--to`), or SAN write-back (`--blockmap`, no `--to`).
+/// `restore`: into files or stdout (`--to`), onto a datastore (`--vsphere`), or SAN
+/// write-back (`--blockmap`).
 fn restore(args: &args::RestoreArgs) -> anyhow::Result<ExitCode> {
     match &args.to {
         Some(to) => archive_cmds::restore(args, to),
+        None if args.datastore.server.vsphere.is_some() => vsphere::restore(args),
         None => writeback::run(args),
     }
 }

@@ -1,7 +1,12 @@
 //! `--vsphere` on the command line: server and trust from the flags, credentials by the
 //! library's rule, the backup snapshots taken and removed, and what happened reported.
 
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
+
+use crate::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
+use crate::vsphere::restore::{DatastoreTarget, StagedVm};
 
 use crate::vsphere::{
     self, Credentials, PreparedVm, Quiesce, RetryPolicy, ServerOptions, Session, SnapshotOptions,
@@ -9,7 +14,7 @@ use crate::vsphere::{
 };
 use anyhow::Context;
 
-use super::args::{QuiesceArg, VsphereBackupArgs, VsphereServerArgs};
+use super::args::{FormatArg, QuiesceArg, RestoreArgs, VsphereBackupArgs, VsphereServerArgs};
 
 /// Connects and logs in as the flags say.
 pub fn connect(a: &VsphereServerArgs) -> anyhow::Result<(Session, ServerOptions)> {
@@ -132,4 +137,122 @@ pub fn finish(prepared: Vec<PreparedVm<'_>>) -> anyhow::Result<Vec<VmOutcome>> {
         anyhow::bail!("{}", failed.join("; "));
     }
     Ok(outcomes)
+}
+
+/// `restore --vsphere URL --datastore DS`: restore one VM locally in the ESX layout, upload
+/// it and register it. Exit 1 when --salvage uploaded a VM with lost ranges.
+pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let a = &args.datastore;
+    let datastore = a
+        .datastore
+        .clone()
+        .context("--vsphere needs --datastore DS to restore onto")?;
+    if !matches!(args.format, FormatArg::Raw | FormatArg::Vmdk) {
+        anyhow::bail!(
+            "--vsphere restores in the ESX layout (descriptor + flat); --format cannot change it"
+        );
+    }
+    // Log in first: a wrong password should not wait for a restore to finish.
+    let (session, server) = connect(&a.server)?;
+    let cancel = super::signals::on_interrupt()?;
+    let staging = Staging::create(a.staging.as_deref())?;
+    let (hook, meter, last) = super::progress::restore_meter();
+    let opts = RestoreOptions {
+        format: crate::restore::Format::Vmdk,
+        vm: args.vm.clone(),
+        disk: args.disk.clone(),
+        force: false,
+        salvage: args.salvage,
+        progress: Some(hook),
+        cancel: cancel.clone(),
+    };
+    let dest = Dest::Dir(staging.0.clone());
+    let report = match super::archive_input::archive(&args.archive)? {
+        super::archive_input::Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts),
+        super::archive_input::Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts),
+    };
+    super::progress::finish_restore(&meter, &last);
+    let report =
+        report.map_err(|e| super::archive_input::about_archive(e, &args.archive, !args.salvage))?;
+    let vm = staged_vm(&staging.0)?;
+    let target = DatastoreTarget {
+        datastore,
+        name: a.name.clone().unwrap_or_else(|| vm.clone()),
+        folder: a.folder.clone(),
+        pool: a.pool.clone(),
+        force: args.force,
+    };
+    let dir = staging.0.join(&vm);
+    let vmx = vsphere::restore::find_vmx(&dir).with_context(|| {
+        format!(
+            "VM {vm:?} has no .vmx in the archive (a backup of loose disks): restore it with \
+             --to and create the VM around the disks"
+        )
+    })?;
+    let staged = StagedVm { dir, vmx };
+    let restored = vsphere::restore::restore_vm(&session, &server, &target, &staged, &cancel)?;
+    session.logout();
+    if args.json {
+        super::json::print(
+            "restore",
+            &serde_json::json!({ "vsphere": restored, "disks": report.disks, "lost": report.lost }),
+        )?;
+    } else {
+        log::info!(
+            "registered VM {:?} as {} from {} ({} uploaded)",
+            restored.name,
+            restored.moref,
+            restored.vmx,
+            super::units::human(restored.bytes_uploaded)
+        );
+    }
+    Ok(if report.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The one VM directory a restore into `staging` made.
+fn staged_vm(staging: &Path) -> anyhow::Result<String> {
+    let mut vms: Vec<String> = std::fs::read_dir(staging)
+        .with_context(|| format!("{}: cannot list", staging.display()))?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    vms.sort();
+    match vms.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => anyhow::bail!("the archive restored no VM"),
+        many => anyhow::bail!(
+            "the archive holds {} VMs ({}): pick one with --vm",
+            many.len(),
+            many.join(", ")
+        ),
+    }
+}
+
+/// A private directory for the local restore, removed with everything in it on drop.
+struct Staging(PathBuf);
+
+impl Staging {
+    fn create(parent: Option<&Path>) -> anyhow::Result<Staging> {
+        let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let dir = parent.join(format!("vdar-restore-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("{}: cannot create the staging directory", dir.display()))?;
+        Ok(Staging(dir))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            log::warn!(
+                "{}: could not remove the staging directory: {e}",
+                self.0.display()
+            );
+        }
+    }
 }

@@ -20,6 +20,8 @@ pub mod http;
 pub mod layout;
 pub mod plan;
 pub mod props;
+pub mod register;
+pub mod restore;
 pub mod session;
 pub mod snapshot;
 pub mod soap;

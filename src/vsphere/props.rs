@@ -28,6 +28,8 @@ pub struct ServiceContent {
     pub search_index: MoRef,
     /// The session manager.
     pub session_manager: MoRef,
+    /// The file manager (deleting datastore files), when the server has one.
+    pub file_manager: Option<MoRef>,
     /// `about.fullName`, for messages and the manifest.
     pub about: String,
     /// `about.apiType`: `VirtualCenter` or `HostAgent` (a standalone ESXi).
@@ -55,6 +57,7 @@ pub fn service_content(soap: &Soap) -> Result<ServiceContent> {
         view_manager: moref("viewManager")?,
         search_index: moref("searchIndex")?,
         session_manager: moref("sessionManager")?,
+        file_manager: moref("fileManager").ok(),
         about: about
             .and_then(|a| super::soap::text(a, "fullName"))
             .unwrap_or_default(),

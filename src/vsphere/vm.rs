@@ -85,7 +85,7 @@ pub fn find(props: &Props<'_>, want: &str) -> Result<MoRef> {
 }
 
 /// Every VM's name.
-fn all_names(props: &Props<'_>) -> Result<Vec<(MoRef, String)>> {
+pub(crate) fn all_names(props: &Props<'_>) -> Result<Vec<(MoRef, String)>> {
     let view = props.view("VirtualMachine")?;
     let mut out = Vec::new();
     let r = props.retrieve(
@@ -232,17 +232,23 @@ fn flatten_snapshots(tree: roxmltree::Node<'_, '_>, out: &mut Vec<SnapshotInfo>)
 
 /// Walks up from `start` to the datacenter and returns its name (a VM's folders sit in one).
 fn datacenter_of(props: &Props<'_>, start: Option<MoRef>) -> Result<String> {
+    datacenter(props, start).map(|(_, name)| name)
+}
+
+/// Walks up from `start` (a VM, a datastore, a folder) to its datacenter: object and name.
+pub fn datacenter(props: &Props<'_>, start: Option<MoRef>) -> Result<(MoRef, String)> {
     let mut at = start;
     // Inventories are shallow; the bound only stops a server that answers with a loop.
     for _ in 0..64 {
         let Some(obj) = at else { break };
         if obj.kind == "Datacenter" {
-            return Ok(props.get(&obj, "name", string)?.unwrap_or_default());
+            let name = props.get(&obj, "name", string)?.unwrap_or_default();
+            return Ok((obj, name));
         }
         at = props.get(&obj, "parent", MoRef::from_node)?;
     }
     Err(Error::Usage(
-        "the VM is in no datacenter (its folders lead nowhere)".into(),
+        "the object is in no datacenter (its folders lead nowhere)".into(),
     ))
 }
 

@@ -8,6 +8,7 @@ panics on objects that no longer exist.
 
     client.py URL attach VM DATASTORE_PATH CAPACITY_BYTES   first disk -> that file
     client.py URL show VM                                   one JSON line about the VM
+    client.py URL exists VM                                 true or false
 
 User and password come from VDAR_VSPHERE_USER / VDAR_VSPHERE_PASSWORD.
 """
@@ -110,6 +111,8 @@ def main():
             attach(si, args[0], args[1], int(args[2]))
         elif cmd == "show":
             show(si, args[0])
+        elif cmd == "exists":
+            print("true" if any(p["name"] == args[0] for _, p in vms(si, [])) else "false")
         else:
             sys.exit(f"client.py: unknown command {cmd!r}")
     finally:
