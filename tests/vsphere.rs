@@ -533,3 +533,161 @@ fn restore_onto_a_datastore_uploads_and_registers_the_vm() {
         "[LocalDS_0] restored02/restored02.vmx"
     );
 }
+
+/// The bundled ESX sample VM (flat base, COWD delta, SEsparse top) as DC0_H0_VM0: the .vmx
+/// and descriptors on the datastore, the extents too when `extents`. Returns the VM folder
+/// extracted locally.
+fn vm_with_sample(py: &str, sim: &Vcsim, scratch: &Path, extents: bool) -> PathBuf {
+    let vm = crate::sample::extract_sample(scratch);
+    let folder = sim.datastore.join("sample");
+    std::fs::create_dir_all(&folder).unwrap();
+    for e in std::fs::read_dir(&vm).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let extent = name.ends_with("-flat.vmdk")
+            || name.ends_with("-delta.vmdk")
+            || name.ends_with("-sesparse.vmdk");
+        if extents || !extent {
+            std::fs::copy(e.path(), folder.join(&name)).unwrap();
+        }
+    }
+    // vcsim accepts a disk only with a `-flat` beside its descriptor.
+    std::fs::write(folder.join("sample-000002-flat.vmdk"), b"").unwrap();
+    std::fs::copy(
+        vm.join("sample.vmx"),
+        sim.datastore.join("DC0_H0_VM0/DC0_H0_VM0.vmx"),
+    )
+    .unwrap();
+    client(
+        py,
+        sim,
+        &[
+            "attach",
+            "DC0_H0_VM0",
+            "[LocalDS_0] sample/sample-000002.vmdk",
+            &(256u64 << 20).to_string(),
+        ],
+    );
+    vm
+}
+
+/// Backs DC0_H0_VM0 up with `extra` flags, restores it raw and returns the image and the
+/// backup's `vsphere` report entry.
+fn backup_and_restore(sim: &Vcsim, dir: &Path, extra: &[&str]) -> (Vec<u8>, serde_json::Value) {
+    let archive = dir.join("vm.vdar");
+    let mut args = vec![
+        "backup",
+        "--vsphere",
+        &sim.url,
+        "--vm",
+        "DC0_H0_VM0",
+        "-o",
+        archive.to_str().unwrap(),
+        "--json",
+        "--force",
+    ];
+    args.extend_from_slice(extra);
+    let out = vdar_as_user(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let to = dir.join("restored");
+    let _ = std::fs::remove_dir_all(&to);
+    let out = crate::util::ok(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+        "--json",
+    ]);
+    let images = crate::util::restored_images(&out.stdout);
+    let image = &images[&("DC0_H0_VM0".to_string(), "scsi0:0".to_string())];
+    (std::fs::read(image).unwrap(), report["vsphere"][0].clone())
+}
+
+/// The local reading of the sample's top disk (`vdar cat`, itself checked against qemu-img
+/// in tests/sample.rs and tests/sesparse.rs).
+fn sample_image(vm: &Path, dir: &Path) -> Vec<u8> {
+    let want = dir.join("want.raw");
+    crate::util::ok(&[
+        "cat",
+        vm.join("sample-000002.vmdk").to_str().unwrap(),
+        "-o",
+        want.to_str().unwrap(),
+    ]);
+    std::fs::read(want).unwrap()
+}
+
+#[test]
+fn an_esx_chain_reads_the_same_over_the_network() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    let vm = vm_with_sample(&py, &sim, dir.path(), true);
+    let want = sample_image(&vm, dir.path());
+    let (image, report) = backup_and_restore(&sim, dir.path(), &[]);
+    assert!(
+        image == want,
+        "network transport differs from the local reading"
+    );
+    assert!(report["fetch_requests"].as_u64().unwrap() > 0, "{report}");
+}
+
+#[test]
+fn the_san_transport_reads_the_chain_the_api_names_from_the_luns() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    // Only descriptors and small files on the datastore: the extents exist on the LUNs alone.
+    let vm = vm_with_sample(&py, &sim, dir.path(), false);
+    let rig = dir.path().join("rig");
+    crate::util::run(
+        crate::util::fixture_bin().to_str().unwrap(),
+        &["lun-rig", vm.to_str().unwrap(), rig.to_str().unwrap()],
+    );
+    let want = sample_image(&vm, dir.path());
+    let map = rig.join("blockmap.json");
+    let luns = format!("{}/lun*.img", rig.display());
+    let (image, report) = backup_and_restore(
+        &sim,
+        dir.path(),
+        &[
+            "--transport",
+            "san",
+            "--blockmap",
+            map.to_str().unwrap(),
+            "--lun",
+            &luns,
+        ],
+    );
+    assert!(
+        image == want,
+        "SAN transport differs from the local reading"
+    );
+    // Over HTTPS only the small files: the .vmx, .nvram and the like.
+    let fetched = report["fetched_bytes"].as_u64().unwrap();
+    assert!(
+        fetched < 64 << 10,
+        "fetched {fetched} bytes over HTTP: {report}"
+    );
+
+    let out = vdar_as_user(&[
+        "backup",
+        "--vsphere",
+        &sim.url,
+        "--vm",
+        "DC0_H0_VM0",
+        "-o",
+        "-",
+        "--transport",
+        "san",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--blockmap"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
