@@ -53,6 +53,7 @@ pub mod chain;
 pub mod chunk;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod clock;
 pub mod error;
 #[cfg(any(test, feature = "fixture"))]
 pub mod fixture;

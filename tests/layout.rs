@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// never reaches up to the output side (`output`, `restore`, `pipeline`), the readers (`list`,
 /// `verify`) sit on `restore`, and the front ends on everything. A new module gets a row here.
 const LAYERS: &[&[&str]] = &[
-    &["error", "cancel", "sniff"],
+    &["error", "cancel", "clock", "sniff"],
     &["input"],
     &["blockio", "chain"],
     &["san", "chunk"],

@@ -374,22 +374,7 @@ fn backup_by_vm_name_reads_the_chain_and_removes_the_snapshot() {
     let dir = tempdir();
     let (_, want) = vm_with_chain(&py, &sim, dir.path());
     let archive = dir.path().join("vm.vdar");
-    let out = vdar_as_user(&[
-        "backup",
-        "--vsphere",
-        &sim.url,
-        "--vm",
-        "DC0_H0_VM0",
-        "-o",
-        archive.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = succeeded(backup_vm0(&sim.url, &archive, &[]));
     let snap = report["vsphere"][0]["snapshot"].as_str().unwrap();
     assert!(snap.starts_with("vdar-backup "), "{report}");
     // The second client sees no snapshot left.
@@ -397,17 +382,8 @@ fn backup_by_vm_name_reads_the_chain_and_removes_the_snapshot() {
     assert_eq!(seen["snapshots"], serde_json::json!([]), "{seen}");
 
     let to = dir.path().join("restored");
-    let out = crate::util::ok(&[
-        "restore",
-        archive.to_str().unwrap(),
-        "--to",
-        to.to_str().unwrap(),
-        "--json",
-    ]);
-    let images = crate::util::restored_images(&out.stdout);
-    let image = &images[&("DC0_H0_VM0".to_string(), "scsi0:0".to_string())];
     assert!(
-        std::fs::read(image).unwrap() == want,
+        restored_disk(&archive, &to) == want,
         "restored disk differs from qemu-img's reading of the chain"
     );
     let vmx = std::fs::read_to_string(to.join("DC0_H0_VM0/DC0_H0_VM0.vmx")).unwrap();
@@ -429,21 +405,34 @@ fn backup_by_vm_name_reads_the_chain_and_removes_the_snapshot() {
 /// Backs DC0_H0_VM0 (on a fresh chain) up into `archive`; returns the expected image.
 pub(crate) fn backed_up_vm(py: &str, sim: &Vcsim, scratch: &Path, archive: &Path) -> Vec<u8> {
     let (_, want) = vm_with_chain(py, sim, scratch);
-    let out = vdar_as_user(&[
+    succeeded(backup_vm0(&sim.url, archive, &[]));
+    want
+}
+
+/// `vdar backup --vsphere URL --vm DC0_H0_VM0 -o ARCHIVE --json EXTRA...`.
+pub(crate) fn backup_vm0(url: &str, archive: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
         "backup",
         "--vsphere",
-        &sim.url,
+        url,
         "--vm",
         "DC0_H0_VM0",
         "-o",
         archive.to_str().unwrap(),
-    ]);
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    vdar_as_user(&args)
+}
+
+/// The `--json` report of a command that must have succeeded.
+pub(crate) fn succeeded(out: std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    want
+    serde_json::from_slice(&out.stdout).expect("a --json report")
 }
 
 /// vcsim's RegisterVM opens `NAME.nvram` and `vmware.log` beside the .vmx and fails with
@@ -574,27 +563,15 @@ fn vm_with_sample(py: &str, sim: &Vcsim, scratch: &Path, extents: bool) -> PathB
 /// backup's `vsphere` report entry.
 fn backup_and_restore(sim: &Vcsim, dir: &Path, extra: &[&str]) -> (Vec<u8>, serde_json::Value) {
     let archive = dir.join("vm.vdar");
-    let mut args = vec![
-        "backup",
-        "--vsphere",
-        &sim.url,
-        "--vm",
-        "DC0_H0_VM0",
-        "-o",
-        archive.to_str().unwrap(),
-        "--json",
-        "--force",
-    ];
-    args.extend_from_slice(extra);
-    let out = vdar_as_user(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let extra = [extra, &["--force"]].concat();
+    let report = succeeded(backup_vm0(&sim.url, &archive, &extra));
     let to = dir.join("restored");
     let _ = std::fs::remove_dir_all(&to);
+    (restored_disk(&archive, &to), report["vsphere"][0].clone())
+}
+
+/// `vdar restore ARCHIVE --to TO` (raw): the image of DC0_H0_VM0's disk scsi0:0.
+pub(crate) fn restored_disk(archive: &Path, to: &Path) -> Vec<u8> {
     let out = crate::util::ok(&[
         "restore",
         archive.to_str().unwrap(),
@@ -604,7 +581,7 @@ fn backup_and_restore(sim: &Vcsim, dir: &Path, extra: &[&str]) -> (Vec<u8>, serd
     ]);
     let images = crate::util::restored_images(&out.stdout);
     let image = &images[&("DC0_H0_VM0".to_string(), "scsi0:0".to_string())];
-    (std::fs::read(image).unwrap(), report["vsphere"][0].clone())
+    std::fs::read(image).unwrap()
 }
 
 /// The local reading of the sample's top disk (`vdar cat`, itself checked against qemu-img

@@ -180,18 +180,7 @@ fn serve(mut conn: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std::io
 }
 
 fn backup(proxy: &Proxy, archive: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "backup",
-        "--vsphere",
-        &proxy.url,
-        "--vm",
-        "DC0_H0_VM0",
-        "-o",
-        archive.to_str().unwrap(),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    vdar_as_user(&args)
+    crate::vsphere::backup_vm0(&proxy.url, archive, extra)
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -214,17 +203,8 @@ fn datastore_503s_and_truncated_ranges_are_retried_to_the_same_bytes() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(proxy.get(|f| (f.served_503, f.served_truncated)), (3, 3));
 
-    let to = dir.path().join("r");
-    let out = crate::util::ok(&[
-        "restore",
-        archive.to_str().unwrap(),
-        "--to",
-        to.to_str().unwrap(),
-        "--json",
-    ]);
-    let images = crate::util::restored_images(&out.stdout);
-    let image = &images[&("DC0_H0_VM0".to_string(), "scsi0:0".to_string())];
-    assert!(std::fs::read(image).unwrap() == want, "bytes differ");
+    let restored = crate::vsphere::restored_disk(&archive, &dir.path().join("r"));
+    assert!(restored == want, "bytes differ");
 }
 
 #[test]

@@ -86,7 +86,7 @@ pub fn prepare<'s>(
         allow_unquiesced: a.allow_unquiesced,
         remove_stale: a.remove_stale_snapshots,
     };
-    let now = vsphere::snapshot::utc_time(SystemTime::now());
+    let now = crate::clock::rfc3339(SystemTime::now());
     let mut out = Vec::new();
     for want in &a.vms {
         let started = Instant::now();

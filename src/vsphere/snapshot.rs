@@ -66,37 +66,6 @@ pub struct SnapshotReport {
     pub quiesce_failure: Option<String>,
 }
 
-/// `t` as `YYYY-MM-DDTHH:MM:SSZ`, the time a snapshot is named by.
-pub fn utc_time(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_date(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Year, month, day of a day count since 1970-01-01 (the proleptic Gregorian calendar, by
-/// 400-year eras of 146 097 days).
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
 /// vdar's own snapshots among `snaps`.
 pub fn stale(snaps: &[SnapshotInfo]) -> Vec<&SnapshotInfo> {
     snaps
@@ -254,15 +223,6 @@ impl Drop for SnapshotGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn snapshot_times_are_utc_calendar_times() {
-        let at = |s| utc_time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        // 2000-02-29 (a leap day of a century year) and 2026-12-06 02:37:07.
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_796_524_627), "2026-12-06T02:37:07Z");
-    }
 
     #[test]
     fn only_vdar_snapshots_are_stale() {
