@@ -25,6 +25,9 @@ struct Faults {
     gone_after: Option<u64>,
     /// Refusing everything.
     gone: bool,
+    /// Hold each datastore answer this long.
+    delay_ms: u64,
+    folder_requests: u32,
     folder_bytes: u64,
     served_503: u32,
     served_truncated: u32,
@@ -118,6 +121,16 @@ fn serve(mut conn: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std::io
     }
     let (head, body) = read_request(&mut conn)?;
     let folder = head.starts_with("GET /folder");
+    let delay = {
+        let mut f = faults.lock().unwrap();
+        f.folder_requests += u32::from(folder);
+        if folder {
+            f.delay_ms
+        } else {
+            0
+        }
+    };
+    std::thread::sleep(std::time::Duration::from_millis(delay));
     {
         let mut f = faults.lock().unwrap();
         if f.gone {
@@ -353,4 +366,47 @@ fn a_failed_registration_removes_what_the_restore_uploaded() {
     assert_eq!(left, ["restored03.nvram", "vmware.log"], "{}", stderr(&out));
     let registered = crate::vsphere::client(&py, &sim, &["exists", "restored03"]);
     assert_eq!(registered.trim(), "false");
+}
+
+#[test]
+fn sigint_mid_backup_removes_the_snapshot_and_leaves_no_archive() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    vm_with_chain(&py, &sim, dir.path());
+    let proxy = Proxy::start(&sim);
+    // Slow datastore answers keep the backup reading long enough to be interrupted.
+    proxy.set(|f| f.delay_ms = 300);
+    let archive = dir.path().join("a.vdar");
+    let child = std::process::Command::new(crate::util::vdar_bin())
+        .args([
+            "backup",
+            "--vsphere",
+            &proxy.url,
+            "--vm",
+            "DC0_H0_VM0",
+            "-o",
+        ])
+        .arg(&archive)
+        .env("VDAR_VSPHERE_USER", "user")
+        .env("VDAR_VSPHERE_PASSWORD", "pass")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while proxy.get(|f| f.folder_requests) < 3 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the backup never read the disk"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    crate::util::run("kill", &["-INT", &child.id().to_string()]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(!archive.exists());
+    assert_eq!(
+        show(&py, &sim, "DC0_H0_VM0")["snapshots"],
+        serde_json::json!([])
+    );
 }

@@ -16,6 +16,8 @@ pub mod descriptor;
 pub mod flat;
 pub mod layer;
 pub mod read;
+#[cfg(test)]
+mod redo_test_util;
 mod run_acc;
 pub mod sesparse;
 pub mod source;

@@ -696,20 +696,10 @@ mod tests {
     use crate::fixture::sesparse::{sesparse_image, SeSparseOptions};
     use crate::fixture::walk::map_end_to_end;
     use crate::fixture::{Content, Region};
-    use crate::input::read::read_source;
-    use crate::input::MemSource;
-
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    enum Want {
-        Unalloc,
-        Zero,
-        Data(Vec<u8>),
-    }
+    use crate::input::redo_test_util::{corrupt_at, walk, want};
 
     fn table(bytes: Vec<u8>) -> (FileTable, FileId) {
-        let mut files = FileTable::default();
-        let id = files.add(Arc::new(MemSource::new("t-sesparse.vmdk", bytes)));
-        (files, id)
+        crate::input::redo_test_util::table("t-sesparse.vmdk", bytes)
     }
 
     fn image(cap: u64, regions: &[Region], opts: &SeSparseOptions) -> Vec<u8> {
@@ -719,9 +709,7 @@ mod tests {
     }
 
     fn pattern(lba: u64, sectors: u64) -> Vec<u8> {
-        (0..sectors * SECTOR)
-            .map(|i| ((lba * SECTOR + i) as u8) ^ (((lba * SECTOR + i) >> 9) as u8) ^ 0xa5)
-            .collect()
+        crate::input::redo_test_util::pattern(lba, sectors, 0xa5)
     }
 
     fn region(lba: u64, sectors: u64, content: Option<Content>) -> Region {
@@ -729,54 +717,6 @@ mod tests {
             offset: lba * SECTOR,
             len: sectors * SECTOR,
             content: content.unwrap_or_else(|| Content::Data(pattern(lba, sectors))),
-        }
-    }
-
-    fn want(cap: u64, regions: &[Region]) -> Vec<Want> {
-        let mut w = vec![Want::Unalloc; cap as usize];
-        for r in regions {
-            let first = r.offset / SECTOR;
-            for s in 0..r.byte_len() / SECTOR {
-                w[(first + s) as usize] = match &r.content {
-                    Content::Data(d) => {
-                        Want::Data(d[(s * SECTOR) as usize..((s + 1) * SECTOR) as usize].to_vec())
-                    }
-                    _ => Want::Zero,
-                };
-            }
-        }
-        w
-    }
-
-    fn walk(files: &FileTable, ext: &mut SeSparseExtent, want: &[Want], max: u64) -> Vec<Run> {
-        let cap = ext.sectors();
-        let mut runs = Vec::new();
-        let mut lba = 0;
-        while lba < cap {
-            let run = ext.map(lba, max.min(cap - lba)).expect("map");
-            assert!(run.sectors >= 1 && run.sectors <= max.min(cap - lba));
-            let mut buf = vec![0u8; (run.sectors * SECTOR) as usize];
-            read_source(files, &run.source, &mut buf).expect("read");
-            for s in 0..run.sectors {
-                let got = match run.source {
-                    Source::Unallocated => Want::Unalloc,
-                    Source::Zero => Want::Zero,
-                    _ => {
-                        Want::Data(buf[(s * SECTOR) as usize..((s + 1) * SECTOR) as usize].to_vec())
-                    }
-                };
-                assert_eq!(got, want[(lba + s) as usize], "sector {}", lba + s);
-            }
-            runs.push(run);
-            lba += run.sectors;
-        }
-        runs
-    }
-
-    fn corrupt_at(e: Error) -> u64 {
-        match e {
-            Error::Corrupt { offset, .. } => offset,
-            other => panic!("expected Corrupt, got {other:?}"),
         }
     }
 
