@@ -2,8 +2,8 @@
 //! disks under 2 TB. The normative byte layout is formats/COWD.md.
 //!
 //! Pipeline position: an [`ExtentMap`] of the input stage. It maps extent-relative sectors to
-//! [`Source::Data`] (bytes in the delta file), [`Source::Zero`] (grain table entry 1, which hides
-//! the parent) or [`Source::Unallocated`] (the parent decides). It never reads grain data.
+//! [`Source::Data`](super::Source::Data) (bytes in the delta file), [`Source::Zero`](super::Source::Zero) (grain table entry 1, which hides
+//! the parent) or [`Source::Unallocated`](super::Source::Unallocated) (the parent decides). It never reads grain data.
 //!
 //! Invariants established by [`open`]:
 //! - the header is version 1, the grain size is a power of two in `1..=MAX_GRAIN_SECTORS`, the
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use super::claims::{meta_overlap_error, round_up, Meta, MetaRange, MetaRanges, UnitBitmap};
 use super::run_acc::{Acc, Kind};
 use super::source::le_u32;
-use super::{ByteSource, ExtentMap, FileId, FileTable, Run, Source, SECTOR};
+use super::{ByteSource, ExtentMap, FileId, FileTable, Run, SECTOR};
 use crate::error::{Error, Result};
 
 /// "COWD" as it appears in the first four bytes of the file.
@@ -570,19 +570,9 @@ impl ExtentMap for CowdExtent {
                 pos += n;
             }
         }
-        let a = acc.expect("invariant: lba < end, so the first entry set the run");
-        let source = match a.kind {
-            Kind::Unallocated => Source::Unallocated,
-            Kind::Zero => Source::Zero,
-            Kind::Data(offset) => Source::Data {
-                file: self.file,
-                offset,
-            },
-        };
-        Ok(Run {
-            sectors: a.sectors,
-            source,
-        })
+        Ok(acc
+            .expect("invariant: lba < end, so the first entry set the run")
+            .into_run(self.file))
     }
 
     fn grain_sectors(&self) -> u64 {
@@ -605,6 +595,7 @@ mod tests {
     use crate::fixture::walk::map_end_to_end;
     use crate::fixture::{Content, Region};
     use crate::input::redo_test_util::{corrupt_at, walk, want};
+    use crate::input::Source;
 
     fn table(bytes: Vec<u8>) -> (FileTable, FileId) {
         crate::input::redo_test_util::table("t-delta.vmdk", bytes)

@@ -2,7 +2,7 @@
 //! (COWD, SEsparse) share. Adjacent grains merge when both are unallocated, both zero, or both
 //! data whose bytes follow each other in the file.
 
-use super::SECTOR;
+use super::{FileId, Run, Source, SECTOR};
 
 /// What one grain table entry says about its grain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +39,19 @@ impl Acc {
                 }
                 fits
             }
+        }
+    }
+
+    /// The finished run, its data in `file`.
+    pub(crate) fn into_run(self, file: FileId) -> Run {
+        let source = match self.kind {
+            Kind::Unallocated => Source::Unallocated,
+            Kind::Zero => Source::Zero,
+            Kind::Data(offset) => Source::Data { file, offset },
+        };
+        Run {
+            sectors: self.sectors,
+            source,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! for disks of 2 TB and more). The normative byte layout is formats/SESPARSE.md.
 //!
 //! Pipeline position: an [`ExtentMap`] of the input stage, mapping extent-relative sectors to
-//! [`Source::Data`], [`Source::Zero`] (zero and unmapped grains, which hide the parent) or
-//! [`Source::Unallocated`]. It never reads grain data.
+//! [`Source::Data`](super::Source::Data), [`Source::Zero`](super::Source::Zero) (zero and unmapped grains, which hide the parent) or
+//! [`Source::Unallocated`](super::Source::Unallocated). It never reads grain data.
 //!
 //! VMware has published no specification. Everything here follows the black-box description in
 //! the qemu commit that added read support and was checked against qemu-img, the only other
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use super::claims::UnitBitmap;
 use super::run_acc::{Acc, Kind};
 use super::source::le_u64;
-use super::{ByteSource, ExtentMap, FileId, FileTable, Run, Source, SECTOR};
+use super::{ByteSource, ExtentMap, FileId, FileTable, Run, SECTOR};
 use crate::error::{Error, Result};
 
 /// constMagic.
@@ -666,19 +666,9 @@ impl ExtentMap for SeSparseExtent {
                 pos += n;
             }
         }
-        let a = acc.expect("invariant: lba < end, so the first entry set the run");
-        let source = match a.kind {
-            Kind::Unallocated => Source::Unallocated,
-            Kind::Zero => Source::Zero,
-            Kind::Data(offset) => Source::Data {
-                file: self.file,
-                offset,
-            },
-        };
-        Ok(Run {
-            sectors: a.sectors,
-            source,
-        })
+        Ok(acc
+            .expect("invariant: lba < end, so the first entry set the run")
+            .into_run(self.file))
     }
 
     fn grain_sectors(&self) -> u64 {
@@ -697,6 +687,7 @@ mod tests {
     use crate::fixture::walk::map_end_to_end;
     use crate::fixture::{Content, Region};
     use crate::input::redo_test_util::{corrupt_at, walk, want};
+    use crate::input::Source;
 
     fn table(bytes: Vec<u8>) -> (FileTable, FileId) {
         crate::input::redo_test_util::table("t-sesparse.vmdk", bytes)
