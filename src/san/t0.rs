@@ -535,6 +535,7 @@ pub fn render_t0(f: &MappedFile, lvid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixture::t0::assert_renders_back;
 
     const LVID: &str = "49edf842-dcb35d37-b383-0021280083cf/49edf844-da2dde19-747b-0021280083cf/1";
 
@@ -595,27 +596,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("do not tile"), "{e}");
-    }
-
-    /// What the `t0` fuzz target asserts: every imported file with a VMFS run renders to `-t0`
-    /// text that imports to the same runs. (Files without one borrow a volume at import and
-    /// cannot be re-imported alone.)
-    fn assert_renders_back(map: &BlockMap) {
-        let has_vmfs = |f: &&MappedFile| f.runs.iter().any(|r| r.kind != RunKind::Hole);
-        for f in map
-            .files
-            .iter()
-            .filter(|f| f.text.is_none())
-            .filter(has_vmfs)
-        {
-            let vol = map
-                .volumes
-                .iter()
-                .find(|v| Some(&v.id) == f.volume.as_ref());
-            let text = render_t0(f, vol.and_then(|v| v.lvid_raw.as_deref()).unwrap());
-            let again = t0(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(again.files[0].runs, f.runs, "{text}");
-        }
     }
 
     /// The `t0` fuzz seeds stay meaningful: each imports, with its probes attached.

@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use vdar::san::blockmap::{BlockMap, MappedFile, RunKind};
+use vdar::fixture::t0::assert_renders_back;
 use vdar::san::probes::parse_probes;
-use vdar::san::t0::{import, render_t0, ImportInputs};
+use vdar::san::t0::{import, ImportInputs};
 use vdar::san::VmfsUuid;
 
 /// `49edf842-dcb35d37-b383-0021280083cf` in its on-disk byte order.
@@ -33,35 +33,6 @@ fn inputs(data: &[u8]) -> ImportInputs {
         extents: extents.map(|e| (PathBuf::from("fuzz-extents.txt"), e)),
         lun_lv_uuids: vec![VmfsUuid(LUN_LV_UUID)],
         probes: probes.map(|p| (PathBuf::from("fuzz-probes.txt"), p)),
-    }
-}
-
-/// Every imported file with a VMFS run renders to `-t0` text that imports to the same runs.
-/// (Files without one borrow a volume at import; alone they cannot be re-imported.)
-fn assert_renders_back(map: &BlockMap) {
-    let has_vmfs = |f: &&MappedFile| f.runs.iter().any(|r| r.kind != RunKind::Hole);
-    for f in map
-        .files
-        .iter()
-        .filter(|f| f.text.is_none())
-        .filter(has_vmfs)
-    {
-        let lvid = map
-            .volumes
-            .iter()
-            .find(|v| Some(&v.id) == f.volume.as_ref())
-            .and_then(|v| v.lvid_raw.clone())
-            .expect("imported files name an imported volume");
-        let text = render_t0(f, &lvid);
-        let again = import(&ImportInputs {
-            t0: vec![(PathBuf::from("fuzz-render.t0"), text.clone())],
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("rendered -t0 text does not import: {e}\n{text}"));
-        assert_eq!(
-            again.files[0].runs, f.runs,
-            "render/import round trip\n{text}"
-        );
     }
 }
 
