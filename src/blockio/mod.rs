@@ -20,6 +20,7 @@
 //! Invariant for soundness: a buffer handed to an engine is owned by the engine until its
 //! completion is returned; engines drain every outstanding read or write before they drop.
 
+mod copier;
 pub mod pread;
 pub mod uring;
 
@@ -30,6 +31,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::input::{ByteSource, Piece};
+use copier::{Copier, CopyTask};
 
 /// Alignment of buffers, and of offsets and lengths for `O_DIRECT` reads.
 pub const DIRECT_ALIGN: usize = 4096;
@@ -255,6 +257,8 @@ struct Retry {
 enum SlotState {
     Ready(Option<AlignedBuf>),
     InFlight(Vec<Retry>),
+    /// With the [`Copier`].
+    Copying,
     Failed(Error),
 }
 
@@ -273,6 +277,8 @@ pub struct ReadAhead<T, I: Iterator<Item = Result<Job<T>>>> {
     // Declared first so it drops first: the engine drains its in-flight reads while the
     // sources (and so the file descriptors) held by `slots` are still alive.
     engine: Box<dyn Engine>,
+    /// Started on the first request from a source with [`ByteSource::concurrent_reads`] > 1.
+    copier: Option<Copier>,
     slots: VecDeque<Slot<T>>,
     jobs: I,
     exhausted: bool,
@@ -290,6 +296,7 @@ impl<T, I: Iterator<Item = Result<Job<T>>>> ReadAhead<T, I> {
         let (engine, notice) = engine(opts)?;
         Ok(ReadAhead {
             engine,
+            copier: None,
             slots: VecDeque::new(),
             jobs,
             exhausted: false,
@@ -383,15 +390,18 @@ impl<T, I: Iterator<Item = Result<Job<T>>>> ReadAhead<T, I> {
         buf.set_len(req.len);
         let mut reads = Vec::new();
         let mut retries = Vec::new();
+        let mut copies = Vec::new();
         let mut at = 0usize;
         for p in pieces {
             let n = p.len() as usize;
             let logical = req.offset + at as u64;
             match p {
                 Piece::Zero { .. } => buf.spare()[at..at + n].fill(0),
-                Piece::Copy { .. } => req
-                    .source
-                    .read_exact_at(&mut buf.spare()[at..at + n], logical)?,
+                Piece::Copy { .. } => copies.push(copier::Copy {
+                    offset: logical,
+                    at,
+                    len: n,
+                }),
                 Piece::Read {
                     file,
                     direct,
@@ -430,6 +440,22 @@ impl<T, I: Iterator<Item = Result<Job<T>>>> ReadAhead<T, I> {
                 format!("located {at} bytes of a {}-byte read", req.len),
             ));
         }
+        let ways = req.source.concurrent_reads().min(self.queue_depth);
+        if reads.is_empty() && !copies.is_empty() && ways > 1 {
+            let copier = self.copier.get_or_insert_with(|| Copier::new(ways));
+            copier.start(CopyTask {
+                id,
+                buf,
+                source: req.source.clone(),
+                copies,
+            })?;
+            self.in_flight += 1;
+            return Ok(SlotState::Copying);
+        }
+        for c in copies {
+            req.source
+                .read_exact_at(&mut buf.spare()[c.at..c.at + c.len], c.offset)?;
+        }
         if reads.is_empty() {
             return Ok(SlotState::Ready(Some(buf)));
         }
@@ -438,6 +464,27 @@ impl<T, I: Iterator<Item = Result<Job<T>>>> ReadAhead<T, I> {
             .map_err(|e| Error::io(req.source.path(), Some(req.offset), e))?;
         self.in_flight += 1;
         Ok(SlotState::InFlight(retries))
+    }
+
+    /// Reaps one finished copy task into its slot.
+    fn reap_copy(&mut self) -> Result<()> {
+        let c = self
+            .copier
+            .as_ref()
+            .expect("invariant: copying slots have a copier")
+            .wait()
+            .ok_or_else(|| Error::io("reader threads", None, io::Error::other("gone")))?;
+        self.in_flight -= 1;
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| s.id == c.id)
+            .expect("invariant: copies belong to live slots");
+        slot.state = match c.result {
+            Ok(()) => SlotState::Ready(Some(c.buf)),
+            Err(e) => SlotState::Failed(e),
+        };
+        Ok(())
     }
 
     /// Reaps one completion into its slot, retrying failed sub-reads through the source.
@@ -512,6 +559,11 @@ impl<T, I: Iterator<Item = Result<Job<T>>>> Iterator for ReadAhead<T, I> {
             match &mut front.state {
                 SlotState::InFlight(_) => {
                     if let Err(e) = self.reap() {
+                        return Some(Err(e));
+                    }
+                }
+                SlotState::Copying => {
+                    if let Err(e) = self.reap_copy() {
                         return Some(Err(e));
                     }
                 }
@@ -637,6 +689,95 @@ mod tests {
             let want = if direct_ok { 3 << 20 } else { 0 };
             assert_eq!(direct, want, "{backend:?}");
         }
+    }
+
+    /// A [`MemSource`] that waits like a network round trip, counts how many reads overlap,
+    /// and fails reads at `bad`.
+    #[derive(Debug)]
+    struct SlowSource {
+        mem: MemSource,
+        bad: Option<u64>,
+        now: std::sync::atomic::AtomicUsize,
+        peak: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ByteSource for SlowSource {
+        fn path(&self) -> &std::path::Path {
+            self.mem.path()
+        }
+        fn len(&self) -> u64 {
+            self.mem.len()
+        }
+        fn concurrent_reads(&self) -> usize {
+            4
+        }
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let n = self.now.fetch_add(1, SeqCst) + 1;
+            self.peak.fetch_max(n, SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            self.now.fetch_sub(1, SeqCst);
+            if self.bad == Some(offset) {
+                return Err(Error::io(
+                    self.path(),
+                    Some(offset),
+                    io::Error::other("lost"),
+                ));
+            }
+            self.mem.read_exact_at(buf, offset)
+        }
+    }
+
+    fn slow(data: &[u8], bad: Option<u64>) -> Arc<SlowSource> {
+        Arc::new(SlowSource {
+            mem: MemSource::new("slow", data.to_vec()),
+            bad,
+            now: Default::default(),
+            peak: Default::default(),
+        })
+    }
+
+    #[test]
+    fn round_trip_sources_are_read_concurrently_in_order() {
+        let data = pattern(40 * 65536 + 77);
+        let src = slow(&data, None);
+        assert_eq!(read_all(Backend::Pread, 8, src.clone(), 65536), data);
+        let peak = src.peak.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((2..=4).contains(&peak), "peak {peak}");
+        // Queue depth 1 keeps the reads serial, with the same bytes.
+        let serial = slow(&data, None);
+        assert_eq!(read_all(Backend::Pread, 1, serial.clone(), 65536), data);
+        assert_eq!(serial.peak.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_failed_concurrent_read_surfaces_in_order() {
+        let data = pattern(20 * 4096);
+        let src: Arc<dyn ByteSource> = slow(&data, Some(9 * 4096));
+        let jobs = (0..20u64).map(|i| {
+            Ok(Job {
+                tag: i,
+                read: Some(ReadRequest {
+                    source: src.clone(),
+                    offset: i * 4096,
+                    len: 4096,
+                }),
+            })
+        });
+        let opts = ReadOptions {
+            queue_depth: 8,
+            backend: Backend::Pread,
+        };
+        let mut ra = ReadAhead::new(jobs, &opts).unwrap();
+        for i in 0..9u64 {
+            let d = ra.next().unwrap().unwrap();
+            assert_eq!(d.tag, i);
+            assert_eq!(&d.data.unwrap()[..], &data[i as usize * 4096..][..4096]);
+        }
+        let e = ra.next().unwrap().unwrap_err().to_string();
+        assert!(e.contains("byte 0x9000") && e.contains("lost"), "{e}");
+        // Dropping the reader mid-stream joins its threads without waiting on queued reads.
+        drop(ra);
     }
 
     #[test]

@@ -220,7 +220,7 @@ pub struct VsphereServerArgs {
     #[arg(long, requires = "vsphere")]
     pub insecure: bool,
     /// HTTPS connections to the datastore file access (reads in flight).
-    #[arg(long, default_value_t = 4, value_name = "N", requires = "vsphere",
+    #[arg(long, default_value_t = 8, value_name = "N", requires = "vsphere",
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: u16,
 }

@@ -48,6 +48,12 @@ pub trait ByteSource: Send + Sync + std::fmt::Debug {
     fn next_data(&self, offset: u64) -> Result<Option<(u64, u64)>> {
         Ok((offset < self.len()).then(|| (offset, self.len())))
     }
+    /// How many [`ByteSource::read_exact_at`] calls are worth running at once. Local sources
+    /// say 1 (their device reads go to the I/O engine instead); a network source, where each
+    /// call waits a round trip, says how many connections it keeps.
+    fn concurrent_reads(&self) -> usize {
+        1
+    }
     /// The open file behind this source, for readers (io_uring) that want the descriptor.
     fn as_file(&self) -> Option<&File> {
         None

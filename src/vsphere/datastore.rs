@@ -349,6 +349,10 @@ impl ByteSource for RemoteFile {
         self.len
     }
 
+    fn concurrent_reads(&self) -> usize {
+        self.files.inner.connections
+    }
+
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         crate::input::source::check_range(&self.path, offset, buf.len() as u64, self.len)?;
         let ways = self
