@@ -235,14 +235,14 @@ impl Chain {
 /// not exist on a backup proxy holding a copy of the VM folder.
 fn resolve_parent(child: &Path, hint: &str, opener: &dyn SourceOpener) -> Result<PathBuf> {
     let direct = crate::input::descriptor::resolve_relative(child, hint);
-    if opener.exists(&direct) {
+    if opener.exists(&direct)? {
         return Ok(direct);
     }
     let base = Path::new(hint)
         .file_name()
         .map(|b| child.parent().unwrap_or_else(|| Path::new(".")).join(b));
     match base {
-        Some(b) if b != direct && opener.exists(&b) => Ok(b),
+        Some(b) if b != direct && opener.exists(&b)? => Ok(b),
         _ => Err(Error::Chain {
             path: child.to_path_buf(),
             what: format!(

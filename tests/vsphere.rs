@@ -200,8 +200,29 @@ fn network_transport_reads_a_chain_as_qemu_img_does() {
     )
     .unwrap();
     let top = Path::new("/vmfs/volumes/LocalDS_0/net/disk.vmdk");
-    assert!(files.exists(top));
-    assert!(!files.exists(Path::new("/vmfs/volumes/LocalDS_0/net/none.vmdk")));
+    assert!(files.exists(top).unwrap());
+    assert!(!files
+        .exists(Path::new("/vmfs/volumes/LocalDS_0/net/none.vmdk"))
+        .unwrap());
+    // A server that does not answer is an error, never an absent file.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/sdk", closed.local_addr().unwrap());
+    drop(closed);
+    let dead = vsphere::DatastoreFiles::new(
+        session.soap.agent().clone(),
+        &dead_url,
+        "DC0",
+        &[],
+        None,
+        RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        },
+        1,
+    )
+    .unwrap();
+    let e = dead.exists(top).unwrap_err().to_string();
+    assert!(e.contains("net/disk.vmdk"), "{e}");
     let chain = vdar::chain::Chain::open(
         top,
         &vdar::chain::ChainOptions {

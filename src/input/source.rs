@@ -214,8 +214,9 @@ impl ByteSource for LocalFile {
 pub trait SourceOpener: Send + Sync {
     /// Opens `path`.
     fn open(&self, path: &Path) -> Result<Arc<dyn ByteSource>>;
-    /// Whether `path` exists (used for parent resolution fallbacks).
-    fn exists(&self, path: &Path) -> bool;
+    /// Whether `path` exists (used for parent resolution fallbacks); an error when that cannot
+    /// be known.
+    fn exists(&self, path: &Path) -> Result<bool>;
 }
 
 /// How the layer files (or, in SAN mode, the LUNs) are read.
@@ -266,8 +267,12 @@ impl SourceOpener for LocalOpener {
             LocalFile::open(path)?
         }))
     }
-    fn exists(&self, path: &Path) -> bool {
-        path.is_file()
+    fn exists(&self, path: &Path) -> Result<bool> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(path, None, e)),
+        }
     }
 }
 

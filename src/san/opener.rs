@@ -211,8 +211,8 @@ impl SourceOpener for BlockMapOpener {
         Ok(self.source_for(self.find(path)?))
     }
 
-    fn exists(&self, path: &Path) -> bool {
-        self.find(path).is_ok()
+    fn exists(&self, path: &Path) -> Result<bool> {
+        Ok(self.find(path).is_ok())
     }
 }
 

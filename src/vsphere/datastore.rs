@@ -175,7 +175,16 @@ fn encode(s: &str, keep_slash: bool) -> String {
 impl SourceOpener for DatastoreFiles {
     fn open(&self, path: &Path) -> Result<Arc<dyn ByteSource>> {
         let at = self.locate(path)?;
-        let len = self.size(path, &at)?;
+        let len = self.size(path, &at)?.ok_or_else(|| {
+            Error::io(
+                path,
+                None,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file on the datastore (HTTP 404)",
+                ),
+            )
+        })?;
         Ok(Arc::new(RemoteFile {
             path: path.to_path_buf(),
             url: at.url,
@@ -184,10 +193,14 @@ impl SourceOpener for DatastoreFiles {
         }))
     }
 
-    fn exists(&self, path: &Path) -> bool {
-        self.locate(path)
-            .and_then(|at| self.size(path, &at))
-            .is_ok()
+    fn exists(&self, path: &Path) -> Result<bool> {
+        // A path outside every datastore cannot be there; a server that does not answer is an
+        // error, not an absence (it would drop files from the archive, or let a restore
+        // overwrite without --force).
+        match self.locate(path) {
+            Ok(at) => Ok(self.size(path, &at)?.is_some()),
+            Err(_) => Ok(false),
+        }
     }
 }
 
@@ -228,8 +241,9 @@ impl DatastoreFiles {
     }
 
     /// The file's size, from a one-byte ranged GET (`Content-Range: bytes 0-0/SIZE`; an empty
-    /// file answers 416 with `bytes */0`). HEAD would do, but not every server answers it.
-    fn size(&self, path: &Path, at: &Located) -> Result<u64> {
+    /// file answers 416 with `bytes */0`), or `None` for a 404. HEAD would do, but not every
+    /// server answers it.
+    fn size(&self, path: &Path, at: &Located) -> Result<Option<u64>> {
         let inner = &self.inner;
         with_retries(&inner.retry, || {
             let mut resp = self.get(&at.url, "bytes=0-0")?;
@@ -243,10 +257,8 @@ impl DatastoreFiles {
             // Drain the byte so the connection goes back to the pool.
             let _ = resp.body_mut().read_to_vec();
             match (status, total) {
-                (206 | 416, Some(t)) => Ok(t),
-                (404, _) => Err(Failure::Fatal(
-                    "no such file on the datastore (HTTP 404)".into(),
-                )),
+                (206 | 416, Some(t)) => Ok(Some(t)),
+                (404, _) => Ok(None),
                 (s @ (502..=504), _) => Err(Failure::Transient(format!("HTTP {s}"))),
                 (s, _) => Err(Failure::Fatal(format!(
                     "HTTP {s} without a usable Content-Range to a ranged GET"

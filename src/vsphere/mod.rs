@@ -132,7 +132,7 @@ pub fn prepare<'s>(
         let p = layout::local_path(f)?;
         // The .vmx (first) must be there; a file the layout lists but the datastore lacks
         // (a log rotated away, a simulator's stale entry) holds nothing to lose.
-        if k == 0 || files.exists(&p) {
+        if k == 0 || files.exists(&p)? {
             selection.config_files.push(p);
         } else {
             selection.warnings.push(format!(

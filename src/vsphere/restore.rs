@@ -129,11 +129,12 @@ pub fn restore_vm(
             at.datastore, target.name
         ))
     };
-    let existing: Vec<&str> = plan
-        .iter()
-        .filter(|(_, name)| files.exists(&remote(name)))
-        .map(|(_, name)| name.as_str())
-        .collect();
+    let mut existing = Vec::new();
+    for (_, name) in &plan {
+        if files.exists(&remote(name))? {
+            existing.push(name.as_str());
+        }
+    }
     if !existing.is_empty() && !target.force {
         return Err(Error::Usage(format!(
             "[{}] {}/ already holds {}: give --force to replace them",
