@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::blockio::{Job, ReadAhead, ReadOptions, ReadRequest};
 use crate::chain::{read_run, DiskRun, VirtualDisk};
 use crate::error::Result;
-use crate::input::{FileTable, Source};
+use crate::input::{FileId, FileTable, Source};
 
 use super::{Chunk, ChunkBytes, ChunkData, ChunkPlan, ChunkPool, Chunker};
 
@@ -36,6 +36,9 @@ enum Tag {
     },
     /// Read bytes for packed bytes `[at, at + len)` (the parts end to end, zero runs left out).
     Data { at: usize },
+    /// One read serving several parts: each `(from, at, len)` copies read bytes
+    /// `[from, from + len)` to packed bytes `[at, at + len)`; the rest of the read is unwanted.
+    Gather { pieces: Vec<(usize, usize, usize)> },
     /// A compressed grain piece, inflated on arrival into packed bytes from `at`.
     Deflate { part: DiskRun, at: usize },
     /// The chunk is complete.
@@ -119,6 +122,14 @@ impl<'a> ChunkReader<'a> {
                     bytes.packed[at..at + buf.len()].copy_from_slice(&buf);
                     self.ahead.recycle(buf);
                 }
+                Tag::Gather { pieces } => {
+                    let buf = done.data.expect("invariant: gather jobs carry a read");
+                    let (_, bytes) = cur.as_mut().expect("invariant: parts follow a start");
+                    for (from, at, len) in pieces {
+                        bytes.packed[at..at + len].copy_from_slice(&buf[from..from + len]);
+                    }
+                    self.ahead.recycle(buf);
+                }
                 Tag::Deflate { part, at } => {
                     let (_, bytes) = cur.as_mut().expect("invariant: parts follow a start");
                     read_run(
@@ -159,22 +170,26 @@ fn plan_jobs(plan: &ChunkPlan, files: &FileTable, queue: &mut VecDeque<Job<Tag>>
         return;
     }
     let mut at = 0;
+    let mut gathered: Vec<Piece> = Vec::new();
     for part in &plan.parts {
         match part.source {
+            Source::Data { file, offset } if part.len <= READ_BYTES => {
+                if files.get(file).gather_gap() > 0 {
+                    gathered.push(Piece {
+                        file,
+                        offset,
+                        len: part.len,
+                        at,
+                    });
+                } else {
+                    push_read(queue, files, file, offset, part.len, at);
+                }
+            }
             Source::Data { file, offset } => {
                 let mut done = 0;
                 while done < part.len {
                     let n = (part.len - done).min(READ_BYTES);
-                    queue.push_back(Job {
-                        tag: Tag::Data {
-                            at: at + done as usize,
-                        },
-                        read: Some(ReadRequest {
-                            source: files.get(file).clone(),
-                            offset: offset + done,
-                            len: n as usize,
-                        }),
-                    });
+                    push_read(queue, files, file, offset + done, n, at + done as usize);
                     done += n;
                 }
             }
@@ -185,10 +200,83 @@ fn plan_jobs(plan: &ChunkPlan, files: &FileTable, queue: &mut VecDeque<Job<Tag>>
         }
         at += part.len as usize;
     }
+    push_gathered(queue, files, gathered);
     queue.push_back(Job {
         tag: Tag::End,
         read: None,
     });
+}
+
+/// A data part waiting to be joined with its neighbours in the same file.
+struct Piece {
+    file: FileId,
+    offset: u64,
+    len: u64,
+    at: usize,
+}
+
+fn push_read(
+    queue: &mut VecDeque<Job<Tag>>,
+    files: &FileTable,
+    file: FileId,
+    offset: u64,
+    len: u64,
+    at: usize,
+) {
+    queue.push_back(Job {
+        tag: Tag::Data { at },
+        read: Some(ReadRequest {
+            source: files.get(file).clone(),
+            offset,
+            len: len as usize,
+        }),
+    });
+}
+
+/// Reads `pieces` (each at most [`READ_BYTES`]) with as few requests as their sources'
+/// [`ByteSource::gather_gap`](crate::input::ByteSource::gather_gap) allows: per file, in file
+/// order, a piece starting at most that gap after the previous one's end joins its read while
+/// the read stays within [`READ_BYTES`]. Overlapping pieces (two grains sharing file bytes)
+/// never join.
+fn push_gathered(queue: &mut VecDeque<Job<Tag>>, files: &FileTable, mut pieces: Vec<Piece>) {
+    pieces.sort_by_key(|p| (p.file, p.offset));
+    let mut i = 0;
+    while i < pieces.len() {
+        let first = &pieces[i];
+        let gap = files.get(first.file).gather_gap();
+        let mut end = first.offset + first.len;
+        let mut j = i + 1;
+        while let Some(p) = pieces.get(j) {
+            let joins = p.file == first.file
+                && p.offset >= end
+                && p.offset - end <= gap
+                && p.offset + p.len - first.offset <= READ_BYTES;
+            if !joins {
+                break;
+            }
+            end = p.offset + p.len;
+            j += 1;
+        }
+        let group = &pieces[i..j];
+        let tag = match group {
+            [one] => Tag::Data { at: one.at },
+            _ => Tag::Gather {
+                pieces: group
+                    .iter()
+                    .map(|p| ((p.offset - first.offset) as usize, p.at, p.len as usize))
+                    .collect(),
+            },
+        };
+        queue.push_back(Job {
+            tag,
+            read: Some(ReadRequest {
+                source: files.get(first.file).clone(),
+                offset: first.offset,
+                len: (end - first.offset) as usize,
+            }),
+        });
+        i = j;
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +284,7 @@ mod tests {
     use super::*;
     use crate::blockio::Backend;
     use crate::fixture::memdisk::MemDisk;
+    use crate::input::MemSource;
 
     fn chunks(mut next: impl FnMut() -> Result<Option<Chunk>>) -> Vec<(u64, u64, Option<Vec<u8>>)> {
         let mut out = Vec::new();
@@ -246,6 +335,77 @@ mod tests {
             want[o as usize..(o + l) as usize].fill(0);
         }
         assert_eq!(flat, want);
+    }
+
+    #[test]
+    fn gathered_reads_equal_serial_chunks() {
+        let cs = 256 << 10;
+        let len = 6 * cs;
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 5000) as u8).collect();
+        // Small holes between data parts: joined into one read when the gap allows.
+        let zeros = [
+            (4096, 512),
+            (8192, 4096),
+            (cs as u64 - 1024, 2048),
+            (3 * cs as u64, 40960),
+        ];
+        let serial = {
+            let mut d = MemDisk::new("d", data.clone(), &zeros);
+            let mut c = Chunker::new(&mut d, 0, cs as u64);
+            chunks(|| c.next_chunk())
+        };
+        for gap in [512, 4096, 32 << 10, 1 << 20] {
+            let mut d = MemDisk::with_gap("d", data.clone(), &zeros, gap);
+            let opts = ReadOptions {
+                queue_depth: 4,
+                backend: Backend::Auto,
+            };
+            let pool = Arc::new(ChunkPool::new(0));
+            let mut r = ChunkReader::new(&mut d, 0, cs as u64, &opts, pool).unwrap();
+            assert_eq!(chunks(|| r.next_chunk()), serial, "gap {gap}");
+        }
+    }
+
+    #[test]
+    fn pieces_join_within_the_gap_in_file_order_and_never_overlap() {
+        let mut files = FileTable::default();
+        let near = files.add(Arc::new(
+            MemSource::new("near", vec![0; 4 << 20]).gathering(4096),
+        ));
+        let piece = |offset: u64, len: u64, at: usize| Piece {
+            file: near,
+            offset,
+            len,
+            at,
+        };
+        let mut queue = VecDeque::new();
+        // Out of file order (a redo log's grains), a 4 KiB gap, a 4 KiB + 1 gap, an overlap,
+        // and a piece that would take the read past READ_BYTES.
+        let pieces = vec![
+            piece(8192, 4096, 0),
+            piece(0, 4096, 4096),
+            piece(16385, 100, 8192),
+            piece(16400, 10, 8292),
+            piece(20000, READ_BYTES - 3000, 8302),
+        ];
+        push_gathered(&mut queue, &files, pieces);
+        let got: Vec<(u64, usize, String)> = queue
+            .into_iter()
+            .map(|j| {
+                let r = j.read.unwrap();
+                (r.offset, r.len, format!("{:?}", j.tag))
+            })
+            .collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!((got[0].0, got[0].1), (0, 12288));
+        assert!(
+            got[0].2.contains("(0, 4096, 4096), (8192, 0, 4096)"),
+            "{got:?}"
+        );
+        assert_eq!((got[1].0, got[1].1), (16385, 100));
+        // 16400 overlaps the piece before; joining 20000 would read READ_BYTES + 600 bytes.
+        assert_eq!((got[2].0, got[2].1), (16400, 10));
+        assert_eq!((got[3].0, got[3].1), (20000, READ_BYTES as usize - 3000));
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub trait ByteSource: Send + Sync + std::fmt::Debug {
     fn concurrent_reads(&self) -> usize {
         1
     }
+    /// Bytes of unwanted data worth reading through to join two nearby reads into one: 0 where a
+    /// read costs little (local files, LUNs), more where every read is a round trip.
+    fn gather_gap(&self) -> u64 {
+        0
+    }
     /// The open file behind this source, for readers (io_uring) that want the descriptor.
     fn as_file(&self) -> Option<&File> {
         None
@@ -322,6 +327,7 @@ pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
 pub struct MemSource {
     path: PathBuf,
     bytes: Vec<u8>,
+    gather_gap: u64,
 }
 
 impl MemSource {
@@ -330,7 +336,15 @@ impl MemSource {
         MemSource {
             path: PathBuf::from(name),
             bytes,
+            gather_gap: 0,
         }
+    }
+
+    /// The same source, saying reads `gap` bytes apart are worth joining (as a network
+    /// source does).
+    pub fn gathering(mut self, gap: u64) -> Self {
+        self.gather_gap = gap;
+        self
     }
 }
 
@@ -341,6 +355,10 @@ impl ByteSource for MemSource {
 
     fn len(&self) -> u64 {
         self.bytes.len() as u64
+    }
+
+    fn gather_gap(&self) -> u64 {
+        self.gather_gap
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
