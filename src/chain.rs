@@ -202,6 +202,14 @@ impl Chain {
         self.layers[0].capacity * SECTOR
     }
 
+    /// Reads the base's flat extents only inside `areas`, the disk's areas in use as its server
+    /// reports them; returns whether the base had any (a sparse base keeps its grain tables).
+    pub fn mask_base(&mut self, areas: &std::sync::Arc<crate::input::in_use::DiskAreas>) -> bool {
+        self.layers
+            .last_mut()
+            .is_some_and(|base| base.mask_flat_extents(areas) > 0)
+    }
+
     /// The collapsed disk: per sector, the topmost layer that has it.
     pub fn collapse(self) -> CollapsedDisk {
         CollapsedDisk {

@@ -633,6 +633,79 @@ fn an_esx_chain_reads_the_same_over_the_network() {
     assert!(report["fetch_requests"].as_u64().unwrap() > 0, "{report}");
 }
 
+/// The sample VM with a thin base (its flat file sparse on the datastore, as on VMFS) and
+/// change tracking on: the image the local reading gives, and the layer files' allocated bytes.
+pub(crate) fn thin_sample_with_cbt(py: &str, sim: &Vcsim, scratch: &Path) -> (Vec<u8>, u64) {
+    let vm = vm_with_sample(py, sim, scratch, true);
+    let folder = sim.datastore.join("sample");
+    let flat = folder.join("sample-flat.vmdk");
+    std::fs::remove_file(&flat).unwrap();
+    crate::util::run(
+        "cp",
+        &[
+            "--sparse=always",
+            vm.join("sample-flat.vmdk").to_str().unwrap(),
+            flat.to_str().unwrap(),
+        ],
+    );
+    client(py, sim, &["cbt", "DC0_H0_VM0", "on"]);
+    let allocated = [
+        "sample-flat.vmdk",
+        "sample-000001-delta.vmdk",
+        "sample-000002-sesparse.vmdk",
+    ]
+    .iter()
+    .map(|f| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(folder.join(f)).unwrap().blocks() * 512
+    })
+    .sum();
+    (sample_image(&vm, scratch), allocated)
+}
+
+#[test]
+fn change_tracking_skips_a_thin_base_and_reads_the_same() {
+    // Three areas an answer: the client must follow the pages.
+    let Some(sim) = start_with(&["-cbt-page", "3"]) else {
+        return;
+    };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    let (want, allocated) = thin_sample_with_cbt(&py, &sim, dir.path());
+    let (image, report) = backup_and_restore(&sim, dir.path(), &[]);
+    assert!(
+        image == want,
+        "CBT-masked reading differs from the local one"
+    );
+    let in_use = report["in_use_bytes"][0]
+        .as_u64()
+        .expect("areas in use reported");
+    assert!(
+        in_use > 0 && in_use < allocated,
+        "{report} (allocated {allocated})"
+    );
+    // What the datastore gave is what the layers hold, not the 256 MiB flat file.
+    let fetched = report["fetched_bytes"].as_u64().unwrap();
+    assert!(
+        fetched <= allocated + allocated / 20 + (1 << 20),
+        "fetched {fetched} of {allocated} allocated: {report}"
+    );
+
+    // With change tracking off the base is fetched whole, and reads the same.
+    client(&py, &sim, &["cbt", "DC0_H0_VM0", "off"]);
+    let (image, report) = backup_and_restore(&sim, dir.path(), &[]);
+    assert!(image == want);
+    assert_eq!(
+        report["in_use_bytes"][0],
+        serde_json::Value::Null,
+        "{report}"
+    );
+    assert!(
+        report["fetched_bytes"].as_u64().unwrap() >= 256 << 20,
+        "{report}"
+    );
+}
+
 #[test]
 fn the_san_transport_reads_the_chain_the_api_names_from_the_luns() {
     let Some(sim) = start() else { return };

@@ -21,6 +21,9 @@ struct Faults {
     fail_quiesced_snapshot: bool,
     /// Fail `RegisterVM_Task`.
     fail_register: bool,
+    /// Answer `QueryChangedDiskAreas`: with a fault (`Some(true)`, as ESX does after a CBT
+    /// reset) or with a page that starts elsewhere than asked (`Some(false)`).
+    cbt_answer_bad: Option<bool>,
     /// Once this many datastore body bytes went through, refuse everything.
     gone_after: Option<u64>,
     /// Refusing everything.
@@ -154,6 +157,29 @@ fn serve(mut conn: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std::io
                 "ApplicationQuiesceFault",
                 "An error occurred while quiescing the virtual machine.",
             );
+        }
+        if let Some(fault) = f
+            .cbt_answer_bad
+            .filter(|_| body_text.contains("<QueryChangedDiskAreas"))
+        {
+            if fault {
+                return soap_fault(
+                    &mut conn,
+                    "FileFault",
+                    "Error caused by file /vmfs/volumes/ds/vm/vm-ctk.vmdk",
+                );
+            }
+            let page = "<?xml version=\"1.0\"?><soapenv:Envelope \
+                xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body>\
+                <QueryChangedDiskAreasResponse xmlns=\"urn:vim25\"><returnval>\
+                <startOffset>4096</startOffset><length>512</length></returnval>\
+                </QueryChangedDiskAreasResponse></soapenv:Body></soapenv:Envelope>";
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{page}",
+                page.len()
+            );
+            return conn.write_all(answer.as_bytes());
         }
         if f.fail_register && body_text.contains("<RegisterVM_Task") {
             return soap_fault(
@@ -414,4 +440,37 @@ fn sigint_mid_backup_removes_the_snapshot_and_leaves_no_archive() {
         show(&py, &sim, "DC0_H0_VM0")["snapshots"],
         serde_json::json!([])
     );
+}
+
+#[test]
+fn a_refused_or_bad_areas_answer_reads_the_base_whole_with_a_warning() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    let (want, _) = crate::vsphere::thin_sample_with_cbt(&py, &sim, dir.path());
+    let proxy = Proxy::start(&sim);
+    for fault in [true, false] {
+        proxy.set(|f| f.cbt_answer_bad = Some(fault));
+        let archive = dir.path().join("a.vdar");
+        let out = backup(&proxy, &archive, &["--force"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        let why = if fault {
+            "FileFault"
+        } else {
+            "asked from byte 0"
+        };
+        assert!(
+            err.contains("no areas in use") && err.contains(why) && err.contains("read whole"),
+            "{err}"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            report["vsphere"][0]["in_use_bytes"][0],
+            serde_json::Value::Null
+        );
+        let to = dir.path().join("restored");
+        let _ = std::fs::remove_dir_all(&to);
+        assert!(crate::vsphere::restored_disk(&archive, &to) == want);
+    }
 }

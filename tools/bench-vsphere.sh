@@ -4,10 +4,15 @@
 #   - `vdar backup --vsphere --vm` over the network transport (ranged GETs on /folder);
 #   - the orchestration alone (login, snapshot, layout, remove) on a VM with a 1 MiB disk.
 # The chain is tools/bench-chain.sh's ESX chain (flat base, COWD, SEsparse) at $SIZE (8G; at least 4G),
-# linked into the simulated datastore. Both backups start with the layer files evicted from
-# the page cache. Reports median wall times of $RUNS, throughput in virtual bytes per second,
-# and the bytes fetched over HTTP against the layer files' sizes (what the file access can
-# offer: a flat extent has no holes over HTTP) and their allocated bytes.
+# linked into the simulated datastore; its thin flat base is a sparse file. The network backup
+# runs with change tracking on (vdar asks QueryChangedDiskAreas "*" and reads the base only
+# where it is in use; tools/vcsim/cbt.go answers it) and off (the base fetched whole, holes
+# included). vcsim computes its answer with qemu-img once per chain state and caches it, as
+# ESX answers from its change tracking file: one untimed backup warms that cache. Every timed
+# backup starts with the layer files evicted from the page cache. Reports median wall times
+# of $RUNS, throughput in virtual bytes per second, the CPU seconds vcsim spent serving one
+# backup (it shares this machine's cores with vdar), and the bytes fetched over HTTP against
+# the layer files' sizes and their allocated bytes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -24,6 +29,7 @@ LAYERS=(base-flat.vmdk mid-delta.vmdk top-sesparse.vmdk)
 log=$(mktemp)
 # The simulator exits when its stdin closes: hold a pipe open for the script's lifetime.
 exec 3> >("$SIM" -listen 127.0.0.1:0 >"$log" 2>/dev/null)
+sim_pid=$!
 for _ in $(seq 100); do grep -q VCSIM_READY "$log" && break; sleep 0.1; done
 URL=$(sed -n 's/^VCSIM_URL=//p' "$log")
 DS=$(sed -n 's/^VCSIM_DATASTORE LocalDS_0=//p' "$log")
@@ -35,6 +41,7 @@ qemu-img create -q -f vmdk "$DS/tiny/tiny.vmdk" 1M
 "$PY" tools/vcsim/client.py "$URL" attach DC0_H0_VM0 "[LocalDS_0] bench/top.vmdk" \
   "$(numfmt --from=iec "$SIZE")"
 "$PY" tools/vcsim/client.py "$URL" attach DC0_H0_VM1 "[LocalDS_0] tiny/tiny.vmdk" 1048576
+cbt() { "$PY" tools/vcsim/client.py "$URL" cbt DC0_H0_VM0 "$1"; }
 
 evict() {
   python3 - "${LAYERS[@]/#/$DIR/}" <<'PY'
@@ -64,12 +71,23 @@ timed() {
 
 out=$DIR/bench.vdar
 virtual=$(numfmt --from=iec "$SIZE")
+net=("$V" backup --vsphere "$URL" --vm DC0_H0_VM0 -o "$out" --force)
+# CPU seconds (user + system) the simulator has used so far.
+sim_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$sim_pid/stat"; }
 local_s=$(timed evict "$V" backup "$DIR/top.vmdk" -o "$out" --force)
-net_s=$(timed evict "$V" backup --vsphere "$URL" --vm DC0_H0_VM0 -o "$out" --force)
+cbt on
+"${net[@]}" >/dev/null 2>&1
+c0=$(sim_cpu)
+cbt_s=$(timed evict "${net[@]}")
+cbt_cpu=$(echo "($(sim_cpu) - $c0) / $RUNS" | bc -l)
+cbt_fetched=$("${net[@]}" --json | python3 -c 'import json,sys; v=json.load(sys.stdin)["vsphere"][0]; print(v["fetched_bytes"], v["fetch_requests"], v["in_use_bytes"][0])' 2>/dev/null)
+cbt off
+c0=$(sim_cpu)
+net_s=$(timed evict "${net[@]}")
+net_cpu=$(echo "($(sim_cpu) - $c0) / $RUNS" | bc -l)
+fetched=$("${net[@]}" --json | python3 -c 'import json,sys; v=json.load(sys.stdin)["vsphere"][0]; print(v["fetched_bytes"], v["fetch_requests"])')
 orch_s=$(timed none "$V" backup --vsphere "$URL" --vm DC0_H0_VM1 -o "$out" --force)
 tiny_local_s=$(timed none "$V" backup "$DS/tiny/tiny.vmdk" -o "$out" --force)
-fetched=$("$V" backup --vsphere "$URL" --vm DC0_H0_VM0 -o "$out" --force --json |
-  python3 -c 'import json,sys; v=json.load(sys.stdin)["vsphere"][0]; print(v["fetched_bytes"], v["fetch_requests"])')
 apparent=$(cd "$DIR" && du -cbL "${LAYERS[@]}" | tail -1 | cut -f1)
 allocated=$(cd "$DIR" && du -cL --block-size=1 "${LAYERS[@]}" | tail -1 | cut -f1)
 rm -f "$out"
@@ -78,10 +96,18 @@ rate() { awk -v b="$virtual" -v s="$1" 'BEGIN {printf "%.0f MiB/s", b / s / 1048
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -r); $(date -u +%F)"
 echo "chain: $SIZE virtual; layer files $apparent bytes, $allocated allocated"
 printf '%-44s %8ss  %s\n' "vdar backup, files read locally (cold)" "$local_s" "$(rate "$local_s")"
-printf '%-44s %8ss  %s  (%.2fx local)\n' "vdar backup --vsphere, network (cold)" "$net_s" "$(rate "$net_s")" \
-  "$(echo "$local_s / $net_s" | bc -l)"
+versus() { printf '%-44s %8ss  %s  (%.2fx local; vcsim used %.1f s CPU)\n' "$1" "$2" "$(rate "$2")" \
+  "$(echo "$local_s / $2" | bc -l)" "$3"; }
+versus "vdar backup --vsphere, network, CBT (cold)" "$cbt_s" "$cbt_cpu"
+versus "vdar backup --vsphere, network, no CBT" "$net_s" "$net_cpu"
 printf '%-44s %8ss  (local backup of it: %ss)\n' "vdar backup --vsphere of a 1 MiB VM" "$orch_s" "$tiny_local_s"
-read -r bytes reqs <<<"$fetched"
-awk -v f="$bytes" -v r="$reqs" -v a="$apparent" -v l="$allocated" 'BEGIN {
-  printf "fetched over HTTP: %.0f bytes in %d requests = %.3fx the layer files, %.3fx their allocated bytes\n",
-    f, r, f / a, f / l }'
+report() {
+  read -r bytes reqs in_use <<<"$2"
+  awk -v w="$1" -v f="$bytes" -v r="$reqs" -v a="$apparent" -v l="$allocated" -v u="${in_use:-}" 'BEGIN {
+    printf "fetched over HTTP, %s: %.0f bytes in %d requests = %.3fx the layer files, %.3fx their allocated bytes",
+      w, f, r, f / a, f / l
+    if (u != "") printf " (server reported %.0f bytes in use)", u
+    printf "\n" }'
+}
+report "CBT" "$cbt_fetched"
+report "no CBT" "$fetched"

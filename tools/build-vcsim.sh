@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Builds govmomi's vSphere simulator (tools/vcsim/main.go) into
+# Builds govmomi's vSphere simulator (tools/vcsim/*.go) into
 # ${CARGO_TARGET_DIR:-target}/vcsim/vcsim from Debian packages only: Go in GOPATH mode against
 # /usr/share/gocode (golang-github-vmware-govmomi-dev), no module downloads.
-# Installs the two packages when missing. Skips the build when the binary is newer than main.go.
+# Installs the two packages when missing. Skips the build when the binary is newer than the Go files.
 # Prints the binary's path on stdout as its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-src=tools/vcsim/main.go
+src=tools/vcsim
 out_dir="${CARGO_TARGET_DIR:-target}/vcsim"
 bin="$out_dir/vcsim"
 gopath=/usr/share/gocode
 
-if [ -x "$bin" ] && [ "$bin" -nt "$src" ] && [ "$bin" -nt "$0" ]; then
+fresh=1
+for f in "$src"/*.go "$0"; do [ "$bin" -nt "$f" ] || fresh=0; done
+if [ -x "$bin" ] && [ "$fresh" = 1 ]; then
   echo "$bin"
   exit 0
 fi

@@ -65,6 +65,9 @@ pub struct VmOutcome {
     /// Bytes and ranged requests fetched over the datastore file access.
     pub fetched_bytes: u64,
     pub fetch_requests: u64,
+    /// Per disk, the bytes in use as the server reported them (`null`: not reported, and a
+    /// flat base was read whole).
+    pub in_use_bytes: Vec<Option<u64>>,
 }
 
 /// Takes the backup snapshot of every VM the flags name; on an error the snapshots taken so
@@ -122,6 +125,7 @@ pub fn finish(prepared: Vec<PreparedVm<'_>>) -> anyhow::Result<Vec<VmOutcome>> {
             removed_stale: p.report.removed_stale.clone(),
             fetched_bytes,
             fetch_requests,
+            in_use_bytes: p.in_use_bytes.clone(),
         });
         let started = Instant::now();
         match p.snapshot.remove() {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::descriptor::{resolve_relative, Access, Descriptor, ExtentType, MAX_DESCRIPTOR_BYTES};
 use super::flat::{FlatExtent, ZeroExtent};
+use super::in_use::{DiskAreas, InUseExtent};
 use super::sparse::SparseExtent;
 use super::{ExtentMap, FileTable, Run, SourceOpener};
 use crate::error::{Error, Result};
@@ -225,6 +226,18 @@ impl Layer {
             extents,
             cursor: 0,
         })
+    }
+
+    /// Reads this layer's flat extents only inside `areas` (disk areas in use); returns how
+    /// many extents that masked. Only a base has flat extents.
+    pub fn mask_flat_extents(&mut self, areas: &std::sync::Arc<DiskAreas>) -> usize {
+        let mut masked = 0;
+        for e in self.extents.iter_mut().filter(|e| e.map.kind() == "flat") {
+            let inner = std::mem::replace(&mut e.map, Box::new(ZeroExtent { sectors: 0 }));
+            e.map = Box::new(InUseExtent::new(inner, areas.clone(), e.start));
+            masked += 1;
+        }
+        masked
     }
 
     /// Maps layer sector `lba` (`< capacity`) for at most `max` sectors; never crosses an extent.

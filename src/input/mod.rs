@@ -14,6 +14,7 @@ pub(crate) mod claims;
 pub mod cowd;
 pub mod descriptor;
 pub mod flat;
+pub mod in_use;
 pub mod layer;
 pub mod read;
 #[cfg(test)]

@@ -18,6 +18,9 @@ pub struct VmDisk {
     pub name: String,
     /// The top descriptor of the chain to read.
     pub top: PathBuf,
+    /// The disk's areas in use, when its server reported them: the base's flat extents are
+    /// then read only there ([`crate::input::in_use`]).
+    pub in_use: Option<std::sync::Arc<super::in_use::DiskAreas>>,
 }
 
 /// What to read for one VM.
@@ -118,6 +121,7 @@ pub fn select_vm(vmx: &Path, snapshot: Option<&str>) -> Result<VmSelection> {
                 disks.push(VmDisk {
                     name: d.device,
                     top,
+                    in_use: None,
                 });
             }
         }
@@ -140,6 +144,7 @@ pub fn select_vm(vmx: &Path, snapshot: Option<&str>) -> Result<VmSelection> {
                     Some((_, file_name)) => disks.push(VmDisk {
                         name: d.device,
                         top: resolve_disk_path(vmx, file_name),
+                        in_use: None,
                     }),
                     None => warnings.push(format!(
                         "{}: disk {} is not part of snapshot {:?}; skipped",

@@ -83,7 +83,10 @@ fn open_vm(
 ) -> Result<VmInput> {
     let mut chains = Vec::new();
     for d in &sel.disks {
-        let chain = Chain::open(&d.top, opts)?;
+        let mut chain = Chain::open(&d.top, opts)?;
+        if let Some(areas) = &d.in_use {
+            chain.mask_base(areas);
+        }
         plan.warnings.extend(chain.warnings.iter().cloned());
         chains.push(chain);
     }

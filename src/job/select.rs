@@ -96,6 +96,7 @@ fn loose_vm(tops: &[PathBuf]) -> VmSelection {
             disks.push(VmDisk {
                 name,
                 top: top.clone(),
+                in_use: None,
             });
         }
     }

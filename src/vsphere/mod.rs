@@ -15,6 +15,7 @@
 //! chain through a block map and the LUNs ([`crate::san`]), and only the small files over
 //! HTTPS. Either way the chain's files are those the API names and their descriptors link.
 
+pub mod cbt;
 pub mod datastore;
 pub mod http;
 pub mod layout;
@@ -30,6 +31,7 @@ pub mod vm;
 
 use crate::archive::manifest::VmOrigin;
 use crate::error::Result;
+use crate::input::in_use::DiskAreas;
 use crate::input::vm::{VmDisk, VmSelection};
 use crate::input::SourceOpener;
 
@@ -93,6 +95,9 @@ pub struct PreparedVm<'s> {
     pub snapshot: SnapshotGuard<'s>,
     /// What happened taking it.
     pub report: SnapshotReport,
+    /// Per disk, the bytes the server reported in use (`None`: change tracking off, or the
+    /// query failed, and a flat base is read whole).
+    pub in_use_bytes: Vec<Option<u64>>,
 }
 
 /// Finds `want`, takes its snapshot and reads the frozen layout. `now` is the time to name
@@ -141,10 +146,25 @@ pub fn prepare<'s>(
             ));
         }
     }
+    let mut in_use_bytes = Vec::new();
     for d in &disks {
+        let in_use = info
+            .change_tracking
+            .then(|| cbt::in_use(&session.soap, &moref, &snapshot.info.moref, d))
+            .and_then(|r| {
+                r.map_err(|e| {
+                    selection.warnings.push(format!(
+                        "VM {:?} disk {}: no areas in use ({e}); a flat base is read whole",
+                        info.name, d.device
+                    ))
+                })
+                .ok()
+            });
+        in_use_bytes.push(in_use.as_ref().map(DiskAreas::bytes));
         selection.disks.push(VmDisk {
             name: d.device.clone(),
             top: layout::local_path(&d.files[0])?,
+            in_use: in_use.map(std::sync::Arc::new),
         });
     }
     if let Some(q) = &report.quiesce_failure {
@@ -170,6 +190,7 @@ pub fn prepare<'s>(
         origin,
         snapshot,
         report,
+        in_use_bytes,
     })
 }
 

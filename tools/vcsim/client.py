@@ -85,6 +85,11 @@ def attach(si, name, path, capacity):
     wait(si, vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[change])))
 
 
+def change_tracking(si, name, on):
+    vm, _ = find(si, name, ["name"])
+    wait(si, vm.ReconfigVM_Task(vim.vm.ConfigSpec(changeTrackingEnabled=on)))
+
+
 def show(si, name):
     vm, props = find(si, name, ["config.hardware.device", "snapshot", "config.files.vmPathName"])
     snaps = []
@@ -109,6 +114,8 @@ def main():
     try:
         if cmd == "attach":
             attach(si, args[0], args[1], int(args[2]))
+        elif cmd == "cbt":
+            change_tracking(si, args[0], args[1] == "on")
         elif cmd == "show":
             show(si, args[0])
         elif cmd == "exists":

@@ -102,6 +102,7 @@ func main() {
 	password := flag.String("password", "pass", "the only password Login accepts")
 	trace := flag.Bool("trace", false, "write every SOAP request and response to stderr")
 	stdinWatch := flag.Bool("stdin-watch", true, "exit when stdin reaches EOF")
+	cbtPage := flag.Int("cbt-page", 1000, "most areas in one QueryChangedDiskAreas answer (see cbt.go)")
 	flag.Parse()
 
 	log.SetPrefix("vcsim: ")
@@ -148,6 +149,11 @@ func main() {
 	}
 
 	s := m.Service.NewServer()
+	// Set before the URL is printed, so before any client can connect.
+	if *cbtPage < 1 {
+		log.Fatalf("-cbt-page must be at least 1")
+	}
+	s.Config.Handler = withChangedAreas(s.Config.Handler, s.URL.Path, *cbtPage)
 
 	cleanup := func() {
 		s.Close()
