@@ -592,6 +592,7 @@ impl<T, I: Iterator<Item = Result<Job<T>>>> Iterator for ReadAhead<T, I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::slow_source::SlowSource;
     use crate::input::{LocalFile, MemSource};
 
     fn pattern(n: usize) -> Vec<u8> {
@@ -691,50 +692,8 @@ mod tests {
         }
     }
 
-    /// A [`MemSource`] that waits like a network round trip, counts how many reads overlap,
-    /// and fails reads at `bad`.
-    #[derive(Debug)]
-    struct SlowSource {
-        mem: MemSource,
-        bad: Option<u64>,
-        now: std::sync::atomic::AtomicUsize,
-        peak: std::sync::atomic::AtomicUsize,
-    }
-
-    impl ByteSource for SlowSource {
-        fn path(&self) -> &std::path::Path {
-            self.mem.path()
-        }
-        fn len(&self) -> u64 {
-            self.mem.len()
-        }
-        fn concurrent_reads(&self) -> usize {
-            4
-        }
-        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-            use std::sync::atomic::Ordering::SeqCst;
-            let n = self.now.fetch_add(1, SeqCst) + 1;
-            self.peak.fetch_max(n, SeqCst);
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            self.now.fetch_sub(1, SeqCst);
-            if self.bad == Some(offset) {
-                return Err(Error::io(
-                    self.path(),
-                    Some(offset),
-                    io::Error::other("lost"),
-                ));
-            }
-            self.mem.read_exact_at(buf, offset)
-        }
-    }
-
     fn slow(data: &[u8], bad: Option<u64>) -> Arc<SlowSource> {
-        Arc::new(SlowSource {
-            mem: MemSource::new("slow", data.to_vec()),
-            bad,
-            now: Default::default(),
-            peak: Default::default(),
-        })
+        Arc::new(SlowSource::new(data, bad))
     }
 
     #[test]
@@ -742,12 +701,12 @@ mod tests {
         let data = pattern(40 * 65536 + 77);
         let src = slow(&data, None);
         assert_eq!(read_all(Backend::Pread, 8, src.clone(), 65536), data);
-        let peak = src.peak.load(std::sync::atomic::Ordering::SeqCst);
+        let peak = src.peak();
         assert!((2..=4).contains(&peak), "peak {peak}");
         // Queue depth 1 keeps the reads serial, with the same bytes.
         let serial = slow(&data, None);
         assert_eq!(read_all(Backend::Pread, 1, serial.clone(), 65536), data);
-        assert_eq!(serial.peak.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(serial.peak(), 1);
     }
 
     #[test]

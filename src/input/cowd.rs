@@ -28,6 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::claims::{meta_overlap_error, round_up, Meta, MetaRange, MetaRanges, UnitBitmap};
+use super::grain_tables::{TableCache, TableWindow};
 use super::run_acc::{Acc, Kind};
 use super::source::le_u32;
 use super::{ByteSource, ExtentMap, FileId, FileTable, Run, SECTOR};
@@ -57,10 +58,6 @@ pub const MAX_GRAIN_SECTORS: u32 = 2048;
 /// Grain table entry meaning "this grain reads as zeros; do not consult the parent". ESX's own
 /// readers treat it so; qemu and libvmdk read header sector 1 instead (formats/COWD.md).
 const GTE_ZERO: u32 = 1;
-
-/// Decoded grain tables kept in memory. The chain collapse walks forward, so a handful suffices;
-/// qemu keeps 16 for random access, which we do not need.
-const GT_CACHE_SLOTS: usize = 4;
 
 /// The fields of the 2048-byte COWD header that vdar uses. Names follow the ESX `COWDisk_Header`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,18 +100,6 @@ impl CowdHeader {
     }
 }
 
-/// One cached grain table.
-struct GtSlot {
-    /// Grain directory index of the table held, `u64::MAX` while the slot is empty.
-    gd_index: u64,
-    /// Byte offset of the table in the file (for error messages).
-    offset: u64,
-    /// The decoded entries; always `GT_ENTRIES` long.
-    entries: Vec<u32>,
-    /// Tick of the last use, for least-recently-used eviction.
-    used: u64,
-}
-
 /// An open COWD extent.
 pub struct CowdExtent {
     src: Arc<dyn ByteSource>,
@@ -127,10 +112,9 @@ pub struct CowdExtent {
     /// Byte range `[start, end)` of the grain directory, which no table or grain may overlap.
     gd_range: (u64, u64),
     file_len: u64,
-    cache: Vec<GtSlot>,
-    tick: u64,
-    /// Scratch buffer for reading one table, reused to avoid per-table allocation.
-    raw: Vec<u8>,
+    cache: TableCache<u32>,
+    /// The tables last read, reused to avoid per-table allocation.
+    window: TableWindow,
     warnings: Vec<String>,
 }
 
@@ -168,13 +152,11 @@ pub fn open(files: &FileTable, file: FileId) -> Result<CowdExtent> {
         gd,
         gd_range,
         file_len,
-        cache: Vec::with_capacity(GT_CACHE_SLOTS),
-        tick: 0,
-        raw: Vec::new(),
+        cache: TableCache::new(),
+        window: TableWindow::new(GT_BYTES),
         warnings,
     };
     ext.check_grain_tables()?;
-    ext.raw = vec![0u8; GT_BYTES as usize];
     ext.check_storage()?;
     Ok(ext)
 }
@@ -361,7 +343,7 @@ impl CowdExtent {
         let meta =
             MetaRanges::new(ranges).map_err(|(a, b)| meta_overlap_error(self.src.path(), a, b))?;
         let mut sectors = UnitBitmap::new(self.src.path(), self.file_len.div_ceil(SECTOR), SECTOR)?;
-        let mut raw = std::mem::take(&mut self.raw);
+        let mut raw = std::mem::take(&mut self.window);
         let mut conflict = None;
         let walked = self.walk_grains(&mut raw, |c| {
             if let Some(m) = meta.find(c.start, c.end) {
@@ -407,16 +389,16 @@ impl CowdExtent {
                 ))
             }
         });
-        self.raw = raw;
+        self.window = raw;
         result
     }
 
     /// Calls `f` for every allocated grain (GTE >= 2) inside the capacity whose storage passes
-    /// [`Self::check_area`], in directory order, until `f` returns false. Reads each grain table
-    /// into `raw`; allocates nothing.
+    /// [`Self::check_area`], in directory order, until `f` returns false. Reads the grain tables
+    /// through `window`.
     fn walk_grains(
         &self,
-        raw: &mut [u8],
+        window: &mut TableWindow,
         mut f: impl FnMut(GrainAt) -> Result<bool>,
     ) -> Result<()> {
         let g = u64::from(self.header.grain_size);
@@ -426,7 +408,7 @@ impl CowdExtent {
                 continue;
             }
             let gt_at = u64::from(gde) * SECTOR;
-            self.src.read_exact_at(raw, gt_at)?;
+            let raw = table(self.src.as_ref(), &self.gd, gd_index, window)?;
             let first = gd_index as u64 * GT_ENTRIES;
             for (idx, c) in raw.chunks_exact(4).enumerate() {
                 let grain = first + idx as u64;
@@ -459,38 +441,14 @@ impl CowdExtent {
     /// Returns the cache slot holding grain table `gd_index`, reading it if needed. The GD entry
     /// was validated at open and is non-zero.
     fn gt_slot(&mut self, gd_index: u64) -> Result<usize> {
-        self.tick += 1;
-        if let Some(i) = self.cache.iter().position(|s| s.gd_index == gd_index) {
-            self.cache[i].used = self.tick;
-            return Ok(i);
-        }
-        let offset = u64::from(self.gd[gd_index as usize]) * SECTOR;
-        self.src.read_exact_at(&mut self.raw, offset)?;
-        let i = if self.cache.len() < GT_CACHE_SLOTS {
-            self.cache.push(GtSlot {
-                gd_index: u64::MAX,
-                offset: 0,
-                entries: vec![0; GT_ENTRIES as usize],
-                used: 0,
-            });
-            self.cache.len() - 1
-        } else {
-            let (i, _) = self
-                .cache
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, s)| s.used)
-                .expect("invariant: the cache is full, so not empty");
-            i
-        };
-        let slot = &mut self.cache[i];
-        for (e, c) in slot.entries.iter_mut().zip(self.raw.chunks_exact(4)) {
-            *e = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
-        slot.gd_index = gd_index;
-        slot.offset = offset;
-        slot.used = self.tick;
-        Ok(i)
+        let (src, gd, window) = (self.src.as_ref(), &self.gd, &mut self.window);
+        self.cache.slot(gd_index, GT_ENTRIES as usize, |entries| {
+            let raw = table(src, gd, gd_index as usize, window)?;
+            for (e, c) in entries.iter_mut().zip(raw.chunks_exact(4)) {
+                *e = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            Ok(u64::from(gd[gd_index as usize]) * SECTOR)
+        })
     }
 
     /// Interprets one grain table entry. `grain` is the grain's index in the extent, `in_grain`
@@ -586,6 +544,18 @@ impl ExtentMap for CowdExtent {
     fn warnings(&self) -> Vec<String> {
         self.warnings.clone()
     }
+}
+
+/// The bytes of grain table `gd_index` of directory `gd` (its entry non-zero), through
+/// `window`.
+fn table<'w>(
+    src: &dyn ByteSource,
+    gd: &[u32],
+    gd_index: usize,
+    window: &'w mut TableWindow,
+) -> Result<&'w [u8]> {
+    let at = |i: usize| (gd[i] != 0).then(|| u64::from(gd[i]) * SECTOR);
+    window.table(src, gd_index, gd.len(), at)
 }
 
 #[cfg(test)]
@@ -735,6 +705,30 @@ mod tests {
         // Shorter than the header.
         let (files, id) = table(good[..100].to_vec());
         assert_eq!(corrupt_at(open(&files, id).unwrap_err()), 0);
+    }
+
+    #[test]
+    fn a_round_trip_source_reads_grain_tables_concurrently() {
+        use crate::input::slow_source::SlowSource;
+        // Twelve tables, one grain each, scattered among the grains as ESX appends them.
+        let cap = 12 * 4096;
+        let regions: Vec<Region> = (0..12).map(|t| data(t * 4096 + 7, 1)).collect();
+        let bytes = image(cap, 1, &regions);
+        let mut files = FileTable::default();
+        let slow = Arc::new(SlowSource::new(&bytes, None));
+        let id = files.add(slow.clone());
+        let mut ext = open(&files, id).unwrap();
+        assert!(slow.peak() > 1, "table reads ran one at a time");
+        walk(&files, &mut ext, &want(cap, &regions), u64::MAX);
+
+        // A table that cannot be read fails the open at its offset.
+        let fifth = u64::from(le_u32(&bytes, 2048 + 5 * 4)) * SECTOR;
+        let mut files = FileTable::default();
+        let id = files.add(Arc::new(SlowSource::new(&bytes, Some(fifth))));
+        match open(&files, id).unwrap_err() {
+            Error::Io { offset, .. } => assert_eq!(offset, Some(fifth)),
+            e => panic!("{e}"),
+        }
     }
 
     #[test]

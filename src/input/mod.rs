@@ -14,6 +14,7 @@ pub(crate) mod claims;
 pub mod cowd;
 pub mod descriptor;
 pub mod flat;
+mod grain_tables;
 pub mod in_use;
 pub mod layer;
 pub mod read;
@@ -21,6 +22,8 @@ pub mod read;
 mod redo_test_util;
 mod run_acc;
 pub mod sesparse;
+#[cfg(test)]
+pub(crate) mod slow_source;
 pub mod source;
 pub mod sparse;
 pub mod vm;

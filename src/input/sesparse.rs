@@ -25,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::claims::UnitBitmap;
+use super::grain_tables::{TableCache, TableWindow};
 use super::run_acc::{Acc, Kind};
 use super::source::le_u64;
 use super::{ByteSource, ExtentMap, FileId, FileTable, Run, SECTOR};
@@ -50,8 +51,6 @@ pub const MAX_CAPACITY_SECTORS: u64 = 1 << 37;
 
 /// Required top 32 bits of an allocated GD entry (type nibble 1, rest zero).
 const GDE_ALLOCATED: u64 = 0x1000_0000;
-/// Decoded grain tables kept in memory; the collapse walks forward.
-const GT_CACHE_SLOTS: usize = 4;
 const GT_BYTES: u64 = GT_SECTORS * SECTOR;
 
 /// The constant header at sector 0 (26 u64 fields + zero padding). Names follow qemu's
@@ -142,16 +141,6 @@ impl SeSparseVolatileHeader {
     }
 }
 
-struct GtSlot {
-    /// GD index of the table held.
-    gd_index: u64,
-    /// Byte offset of the table (for error messages).
-    offset: u64,
-    /// `GT_ENTRIES` decoded entries.
-    entries: Vec<u64>,
-    used: u64,
-}
-
 /// An open SEsparse extent.
 pub struct SeSparseExtent {
     src: Arc<dyn ByteSource>,
@@ -163,9 +152,9 @@ pub struct SeSparseExtent {
     file_len: u64,
     /// Grains in the grains area: `ceil(grainsSize / grainSize)`.
     grain_slots: u64,
-    cache: Vec<GtSlot>,
-    tick: u64,
-    raw: Vec<u8>,
+    cache: TableCache<u64>,
+    /// The tables last read, reused to avoid per-table allocation.
+    window: TableWindow,
 }
 
 impl std::fmt::Debug for SeSparseExtent {
@@ -212,9 +201,8 @@ pub fn open(files: &FileTable, file: FileId) -> Result<SeSparseExtent> {
         volatile,
         gd,
         file_len,
-        cache: Vec::with_capacity(GT_CACHE_SLOTS),
-        tick: 0,
-        raw: vec![0u8; GT_BYTES as usize],
+        cache: TableCache::new(),
+        window: TableWindow::new(GT_BYTES),
     };
     ext.check_grain_indices()?;
     Ok(ext)
@@ -460,7 +448,7 @@ impl SeSparseExtent {
             self.grain_slots.min(in_file),
             GRAIN_SECTORS * SECTOR,
         )?;
-        let mut raw = std::mem::take(&mut self.raw);
+        let mut raw = std::mem::take(&mut self.window);
         let mut conflict = None;
         let mut walked = self.walk_grains(&mut raw, |grain, entry_at, index| {
             if taken.claim(index, index + 1).is_some() {
@@ -491,16 +479,16 @@ impl SeSparseExtent {
                 ));
             }
         }
-        self.raw = raw;
+        self.window = raw;
         walked
     }
 
     /// Calls `f(grain, entry_at, index)` for every allocated (type 3) grain table entry inside
     /// the capacity whose grain `classify` would accept, in directory order, until `f` returns
-    /// false. Reads each table into `raw`; allocates nothing.
+    /// false. Reads the tables through `window`.
     fn walk_grains(
         &self,
-        raw: &mut [u8],
+        window: &mut TableWindow,
         mut f: impl FnMut(u64, u64, u64) -> Result<bool>,
     ) -> Result<()> {
         let cap = self.header.capacity;
@@ -508,8 +496,8 @@ impl SeSparseExtent {
             if gde == 0 {
                 continue;
             }
-            let gt_at = (self.header.grain_tables.0 + (gde & 0xFFFF_FFFF) * GT_SECTORS) * SECTOR;
-            self.src.read_exact_at(raw, gt_at)?;
+            let gt_at = table_at(&self.header, gde);
+            let raw = table(self.src.as_ref(), &self.header, &self.gd, gd_index, window)?;
             let first = gd_index as u64 * GT_ENTRIES;
             for (idx, c) in raw.chunks_exact(8).enumerate() {
                 let grain = first + idx as u64;
@@ -534,38 +522,15 @@ impl SeSparseExtent {
 
     /// The cache slot holding the grain table of GD entry `gd_index` (non-zero, validated).
     fn gt_slot(&mut self, gd_index: u64) -> Result<usize> {
-        self.tick += 1;
-        if let Some(i) = self.cache.iter().position(|s| s.gd_index == gd_index) {
-            self.cache[i].used = self.tick;
-            return Ok(i);
-        }
-        let slot = self.gd[gd_index as usize] & 0xFFFF_FFFF;
-        let offset = (self.header.grain_tables.0 + slot * GT_SECTORS) * SECTOR;
-        self.src.read_exact_at(&mut self.raw, offset)?;
-        let i = if self.cache.len() < GT_CACHE_SLOTS {
-            self.cache.push(GtSlot {
-                gd_index: u64::MAX,
-                offset: 0,
-                entries: vec![0; GT_ENTRIES as usize],
-                used: 0,
-            });
-            self.cache.len() - 1
-        } else {
-            self.cache
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, s)| s.used)
-                .map(|(i, _)| i)
-                .expect("invariant: the cache is full, so not empty")
-        };
-        let s = &mut self.cache[i];
-        for (e, c) in s.entries.iter_mut().zip(self.raw.chunks_exact(8)) {
-            *e = le_u64(c, 0);
-        }
-        s.gd_index = gd_index;
-        s.offset = offset;
-        s.used = self.tick;
-        Ok(i)
+        let (src, header, gd) = (self.src.as_ref(), &self.header, &self.gd);
+        let window = &mut self.window;
+        self.cache.slot(gd_index, GT_ENTRIES as usize, |entries| {
+            let raw = table(src, header, gd, gd_index as usize, window)?;
+            for (e, c) in entries.iter_mut().zip(raw.chunks_exact(8)) {
+                *e = le_u64(c, 0);
+            }
+            Ok(table_at(header, gd[gd_index as usize]))
+        })
     }
 
     /// Interprets one grain table entry for `grain` (extent grain index), mapping from sector
@@ -678,6 +643,23 @@ impl ExtentMap for SeSparseExtent {
     fn kind(&self) -> &'static str {
         "seSparse"
     }
+}
+
+/// Byte offset of the grain table an allocated GD entry `gde` names.
+fn table_at(h: &SeSparseConstHeader, gde: u64) -> u64 {
+    (h.grain_tables.0 + (gde & 0xFFFF_FFFF) * GT_SECTORS) * SECTOR
+}
+
+/// The bytes of the grain table of GD entry `gd_index` (allocated, validated), through `window`.
+fn table<'w>(
+    src: &dyn ByteSource,
+    h: &SeSparseConstHeader,
+    gd: &[u64],
+    gd_index: usize,
+    window: &'w mut TableWindow,
+) -> Result<&'w [u8]> {
+    let at = |i: usize| (gd[i] != 0).then(|| table_at(h, gd[i]));
+    window.table(src, gd_index, gd.len(), at)
 }
 
 #[cfg(test)]

@@ -311,6 +311,35 @@ impl FileTable {
     }
 }
 
+/// Reads each `(offset, buf)` of `reads` from `src`, [`ByteSource::concurrent_reads`] at a
+/// time: a network source then waits about one round trip for the lot instead of one per read.
+/// The error is that of the first failed read in order.
+pub(crate) fn read_each(src: &dyn ByteSource, reads: &mut [(u64, &mut [u8])]) -> Result<()> {
+    let serial = |group: &mut [(u64, &mut [u8])]| {
+        group
+            .iter_mut()
+            .try_for_each(|(at, buf)| src.read_exact_at(buf, *at))
+    };
+    let ways = src.concurrent_reads().min(reads.len());
+    if ways <= 1 {
+        return serial(reads);
+    }
+    let first = reads[0].0;
+    let per = reads.len().div_ceil(ways);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = reads
+            .chunks_mut(per)
+            .map(|group| s.spawn(move || serial(group)))
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                let why = std::io::Error::other("reader thread panicked");
+                Err(Error::io(src.path(), Some(first), why))
+            })
+        })
+    })
+}
+
 /// Reads a little-endian integer from a byte slice at `at`. Callers pass slices they sized
 /// themselves, so an out-of-range index is a programming error.
 pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
