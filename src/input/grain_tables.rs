@@ -52,7 +52,8 @@ impl TableWindow {
         let k = match self.held.iter().position(|&i| i == index) {
             Some(k) => k,
             None => {
-                let batch = if src.concurrent_reads() > 1 { BATCH } else { 1 };
+                let round_trips = src.concurrent_reads() > 1 || src.gather_gap() > 0;
+                let batch = if round_trips { BATCH } else { 1 };
                 self.held.clear();
                 let offsets: Vec<u64> = (index..count)
                     .filter_map(|i| at(i).map(|o| (i, o)))
@@ -62,12 +63,7 @@ impl TableWindow {
                         o
                     })
                     .collect();
-                self.bytes.resize(offsets.len() * n, 0);
-                let mut reads: Vec<_> = offsets
-                    .into_iter()
-                    .zip(self.bytes.chunks_exact_mut(n))
-                    .collect();
-                if let Err(e) = read_each(src, &mut reads) {
+                if let Err(e) = self.fill(src, &offsets) {
                     self.held.clear();
                     return Err(e);
                 }
@@ -76,6 +72,69 @@ impl TableWindow {
         };
         Ok(&self.bytes[k * n..(k + 1) * n])
     }
+
+    /// Reads the tables at `offsets` into `bytes`, in order, through the reads [`spans`] plans.
+    fn fill(&mut self, src: &dyn ByteSource, offsets: &[u64]) -> Result<()> {
+        let n = self.table_bytes;
+        // Read through at most two tables' worth of grain data to join two tables: every byte
+        // of it is fetched again when the backup reads that grain, and the bytes a backup
+        // fetches should stay close to what the files allocate.
+        let gap = src.gather_gap().min(2 * n as u64);
+        let spans = spans(offsets, n as u64, gap);
+        let mut bufs: Vec<Vec<u8>> = spans
+            .iter()
+            .map(|s| vec![0u8; (s.end - s.start) as usize])
+            .collect();
+        let mut reads: Vec<(u64, &mut [u8])> = spans
+            .iter()
+            .map(|s| s.start)
+            .zip(bufs.iter_mut().map(Vec::as_mut_slice))
+            .collect();
+        read_each(src, &mut reads)?;
+        self.bytes.resize(offsets.len() * n, 0);
+        for (span, buf) in spans.iter().zip(&bufs) {
+            for &k in &span.tables {
+                let from = (offsets[k] - span.start) as usize;
+                self.bytes[k * n..(k + 1) * n].copy_from_slice(&buf[from..from + n]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One read of [`TableWindow::fill`]: bytes `[start, end)` of the file, holding the tables whose
+/// positions in the batch are `tables`.
+#[derive(Debug, PartialEq, Eq)]
+struct Span {
+    start: u64,
+    end: u64,
+    tables: Vec<usize>,
+}
+
+/// The reads that fetch tables of `table_bytes` at `offsets`: in file order, joining a table to
+/// the read before it when no more than `gap` bytes lie between them (SEsparse keeps its tables
+/// side by side in one area, so a batch becomes one read). A span is at most
+/// `offsets.len() * (table_bytes + gap)` long.
+fn spans(offsets: &[u64], table_bytes: u64, gap: u64) -> Vec<Span> {
+    let mut order: Vec<usize> = (0..offsets.len()).collect();
+    order.sort_by_key(|&k| offsets[k]);
+    let mut spans: Vec<Span> = Vec::new();
+    for k in order {
+        let start = offsets[k];
+        let end = start + table_bytes;
+        match spans.last_mut() {
+            Some(s) if start <= s.end.saturating_add(gap) => {
+                s.end = s.end.max(end);
+                s.tables.push(k);
+            }
+            _ => spans.push(Span {
+                start,
+                end,
+                tables: vec![k],
+            }),
+        }
+    }
+    spans
 }
 
 /// One decoded grain table.
@@ -176,6 +235,34 @@ mod tests {
         // A table before the window is a miss that starts a new one.
         assert_eq!(w.table(&slow, 0, 16, at).unwrap(), &[0u8; 100][..]);
         assert_eq!(w.held[0], 0);
+    }
+
+    #[test]
+    fn tables_close_together_are_joined_into_one_read() {
+        let span = |start, end, tables: &[usize]| Span {
+            start,
+            end,
+            tables: tables.to_vec(),
+        };
+        // Out of file order, one gap of 900 bytes and one of 1900.
+        let offsets = [2000, 0, 4000, 1000];
+        assert_eq!(
+            spans(&offsets, 100, 900),
+            vec![span(0, 2100, &[1, 3, 0]), span(4000, 4100, &[2])]
+        );
+        assert_eq!(
+            spans(&offsets, 100, 1900),
+            vec![span(0, 4100, &[1, 3, 0, 2])]
+        );
+        assert_eq!(spans(&offsets, 100, 0).len(), 4);
+        // Overlapping tables (a damaged directory) share one read without growing it.
+        assert_eq!(spans(&[0, 50], 100, 0), vec![span(0, 150, &[0, 1])]);
+
+        let mem = MemSource::new("mem", file()).gathering(1 << 20);
+        let mut w = TableWindow::new(100);
+        assert_eq!(w.table(&mem, 2, 16, at).unwrap(), &[2u8; 100][..]);
+        assert_eq!(w.held, vec![2, 4, 6, 8, 10, 12, 14]);
+        assert_eq!(w.table(&mem, 8, 16, at).unwrap(), &[8u8; 100][..]);
     }
 
     #[test]
