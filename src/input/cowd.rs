@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use super::claims::{meta_overlap_error, round_up, Meta, MetaRange, MetaRanges, UnitBitmap};
 use super::grain_tables::{TableCache, TableWindow};
-use super::run_acc::{Acc, Kind};
+use super::run_acc::{map_grains, GrainTables, Kind};
 use super::source::le_u32;
 use super::{ByteSource, ExtentMap, FileId, FileTable, Run, SECTOR};
 use crate::error::{Error, Result};
@@ -438,19 +438,6 @@ impl CowdExtent {
         Ok(())
     }
 
-    /// Returns the cache slot holding grain table `gd_index`, reading it if needed. The GD entry
-    /// was validated at open and is non-zero.
-    fn gt_slot(&mut self, gd_index: u64) -> Result<usize> {
-        let (src, gd, window) = (self.src.as_ref(), &self.gd, &mut self.window);
-        self.cache.slot(gd_index, GT_ENTRIES as usize, |entries| {
-            let raw = table(src, gd, gd_index as usize, window)?;
-            for (e, c) in entries.iter_mut().zip(raw.chunks_exact(4)) {
-                *e = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-            Ok(u64::from(gd[gd_index as usize]) * SECTOR)
-        })
-    }
-
     /// Interprets one grain table entry. `grain` is the grain's index in the extent, `in_grain`
     /// the sector within it where mapping starts, and `entry_at` the entry's own byte offset.
     fn classify(&self, gte: u32, grain: u64, in_grain: u64, entry_at: u64) -> Result<Kind> {
@@ -476,6 +463,37 @@ impl CowdExtent {
     }
 }
 
+impl GrainTables for CowdExtent {
+    fn table_span(&self) -> u64 {
+        self.gt_span
+    }
+
+    fn grain_size(&self) -> u64 {
+        u64::from(self.header.grain_size)
+    }
+
+    fn has_table(&self, gd_index: u64) -> bool {
+        self.gd[gd_index as usize] != 0
+    }
+
+    /// The GD entry was validated at open.
+    fn table_slot(&mut self, gd_index: u64) -> Result<usize> {
+        let (src, gd, window) = (self.src.as_ref(), &self.gd, &mut self.window);
+        self.cache.slot(gd_index, GT_ENTRIES as usize, |entries| {
+            let raw = table(src, gd, gd_index as usize, window)?;
+            for (e, c) in entries.iter_mut().zip(raw.chunks_exact(4)) {
+                *e = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            Ok(u64::from(gd[gd_index as usize]) * SECTOR)
+        })
+    }
+
+    fn entry_kind(&self, slot: usize, idx: u64, grain: u64, in_grain: u64) -> Result<Kind> {
+        let t = &self.cache[slot];
+        self.classify(t.entries[idx as usize], grain, in_grain, t.offset + idx * 4)
+    }
+}
+
 impl ExtentMap for CowdExtent {
     fn sectors(&self) -> u64 {
         self.capacity_sectors()
@@ -490,47 +508,7 @@ impl ExtentMap for CowdExtent {
             )));
         }
         let end = lba + max.min(cap - lba);
-        let g = u64::from(self.header.grain_size);
-        let mut acc: Option<Acc> = None;
-        let mut pos = lba;
-        // Errors met after the first entry end the run instead of failing the call, so that the
-        // error is reported by the call that starts at the bad entry, with its own lba.
-        'tables: while pos < end {
-            let gd_index = pos / self.gt_span;
-            let gt_end = end.min((gd_index + 1) * self.gt_span);
-            if self.gd[gd_index as usize] == 0 {
-                if !Acc::extend(&mut acc, Kind::Unallocated, gt_end - pos) {
-                    break;
-                }
-                pos = gt_end;
-                continue;
-            }
-            let slot = match self.gt_slot(gd_index) {
-                Ok(s) => s,
-                Err(e) if acc.is_none() => return Err(e),
-                Err(_) => break,
-            };
-            let gt_offset = self.cache[slot].offset;
-            while pos < gt_end {
-                let grain = pos / g;
-                let idx = grain % GT_ENTRIES;
-                let in_grain = pos % g;
-                let n = gt_end.min((grain + 1) * g) - pos;
-                let gte = self.cache[slot].entries[idx as usize];
-                let kind = match self.classify(gte, grain, in_grain, gt_offset + idx * 4) {
-                    Ok(k) => k,
-                    Err(e) if acc.is_none() => return Err(e),
-                    Err(_) => break 'tables,
-                };
-                if !Acc::extend(&mut acc, kind, n) {
-                    break 'tables;
-                }
-                pos += n;
-            }
-        }
-        Ok(acc
-            .expect("invariant: lba < end, so the first entry set the run")
-            .into_run(self.file))
+        Ok(map_grains(self, lba, end)?.into_run(self.file))
     }
 
     fn grain_sectors(&self) -> u64 {

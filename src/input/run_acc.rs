@@ -3,6 +3,7 @@
 //! data whose bytes follow each other in the file.
 
 use super::{FileId, Run, Source, SECTOR};
+use crate::error::Result;
 
 /// What one grain table entry says about its grain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,4 +55,59 @@ impl Acc {
             source,
         }
     }
+}
+
+/// What [`map_grains`] needs from a redo log: its directory, its cached tables and how it reads
+/// one entry.
+pub(crate) trait GrainTables {
+    /// Sectors of the extent one grain table covers.
+    fn table_span(&self) -> u64;
+    /// Sectors per grain.
+    fn grain_size(&self) -> u64;
+    /// Whether directory entry `gd_index` names a table (zero means none: all unallocated).
+    fn has_table(&self, gd_index: u64) -> bool;
+    /// The cache slot holding table `gd_index`, reading it if needed.
+    fn table_slot(&mut self, gd_index: u64) -> Result<usize>;
+    /// What entry `idx` of the table in `slot` says about `grain`, mapped from sector
+    /// `in_grain` of it.
+    fn entry_kind(&self, slot: usize, idx: u64, grain: u64, in_grain: u64) -> Result<Kind>;
+}
+
+/// The longest run from `lba` (inside the extent) up to `end` that the grain tables allow.
+/// Errors met after the first entry end the run instead of failing the call, so that the error
+/// is reported by the call that starts at the bad entry, with its own lba.
+pub(crate) fn map_grains(t: &mut impl GrainTables, lba: u64, end: u64) -> Result<Acc> {
+    let (span, g) = (t.table_span(), t.grain_size());
+    let mut acc: Option<Acc> = None;
+    let mut pos = lba;
+    'tables: while pos < end {
+        let gd_index = pos / span;
+        let gt_end = end.min((gd_index + 1) * span);
+        if !t.has_table(gd_index) {
+            if !Acc::extend(&mut acc, Kind::Unallocated, gt_end - pos) {
+                break;
+            }
+            pos = gt_end;
+            continue;
+        }
+        let slot = match t.table_slot(gd_index) {
+            Ok(s) => s,
+            Err(e) if acc.is_none() => return Err(e),
+            Err(_) => break,
+        };
+        while pos < gt_end {
+            let grain = pos / g;
+            let n = gt_end.min((grain + 1) * g) - pos;
+            let kind = match t.entry_kind(slot, grain % (span / g), grain, pos % g) {
+                Ok(k) => k,
+                Err(e) if acc.is_none() => return Err(e),
+                Err(_) => break 'tables,
+            };
+            if !Acc::extend(&mut acc, kind, n) {
+                break 'tables;
+            }
+            pos += n;
+        }
+    }
+    Ok(acc.expect("invariant: lba < end, so the first entry set the run"))
 }

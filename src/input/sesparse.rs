@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use super::claims::UnitBitmap;
 use super::grain_tables::{TableCache, TableWindow};
-use super::run_acc::{Acc, Kind};
+use super::run_acc::{map_grains, GrainTables, Kind};
 use super::source::le_u64;
 use super::{ByteSource, ExtentMap, FileId, FileTable, Run, SECTOR};
 use crate::error::{Error, Result};
@@ -520,19 +520,6 @@ impl SeSparseExtent {
         Ok(())
     }
 
-    /// The cache slot holding the grain table of GD entry `gd_index` (non-zero, validated).
-    fn gt_slot(&mut self, gd_index: u64) -> Result<usize> {
-        let (src, header, gd) = (self.src.as_ref(), &self.header, &self.gd);
-        let window = &mut self.window;
-        self.cache.slot(gd_index, GT_ENTRIES as usize, |entries| {
-            let raw = table(src, header, gd, gd_index as usize, window)?;
-            for (e, c) in entries.iter_mut().zip(raw.chunks_exact(8)) {
-                *e = le_u64(c, 0);
-            }
-            Ok(table_at(header, gd[gd_index as usize]))
-        })
-    }
-
     /// Interprets one grain table entry for `grain` (extent grain index), mapping from sector
     /// `in_grain` of it; `entry_at` is the entry's own byte offset.
     fn classify(&self, gte: u64, grain: u64, in_grain: u64, entry_at: u64) -> Result<Kind> {
@@ -580,6 +567,38 @@ impl SeSparseExtent {
     }
 }
 
+impl GrainTables for SeSparseExtent {
+    fn table_span(&self) -> u64 {
+        GT_SPAN_SECTORS
+    }
+
+    fn grain_size(&self) -> u64 {
+        GRAIN_SECTORS
+    }
+
+    fn has_table(&self, gd_index: u64) -> bool {
+        self.gd[gd_index as usize] != 0
+    }
+
+    /// The GD entry was validated at open.
+    fn table_slot(&mut self, gd_index: u64) -> Result<usize> {
+        let (src, header, gd) = (self.src.as_ref(), &self.header, &self.gd);
+        let window = &mut self.window;
+        self.cache.slot(gd_index, GT_ENTRIES as usize, |entries| {
+            let raw = table(src, header, gd, gd_index as usize, window)?;
+            for (e, c) in entries.iter_mut().zip(raw.chunks_exact(8)) {
+                *e = le_u64(c, 0);
+            }
+            Ok(table_at(header, gd[gd_index as usize]))
+        })
+    }
+
+    fn entry_kind(&self, slot: usize, idx: u64, grain: u64, in_grain: u64) -> Result<Kind> {
+        let t = &self.cache[slot];
+        self.classify(t.entries[idx as usize], grain, in_grain, t.offset + idx * 8)
+    }
+}
+
 impl ExtentMap for SeSparseExtent {
     fn sectors(&self) -> u64 {
         self.header.capacity
@@ -594,46 +613,7 @@ impl ExtentMap for SeSparseExtent {
             )));
         }
         let end = lba + max.min(cap - lba);
-        let mut acc: Option<Acc> = None;
-        let mut pos = lba;
-        // As in the COWD reader: an error after the first entry ends the run, so the next call
-        // reports it at the bad entry's own lba.
-        'tables: while pos < end {
-            let gd_index = pos / GT_SPAN_SECTORS;
-            let gt_end = end.min((gd_index + 1) * GT_SPAN_SECTORS);
-            if self.gd[gd_index as usize] == 0 {
-                if !Acc::extend(&mut acc, Kind::Unallocated, gt_end - pos) {
-                    break;
-                }
-                pos = gt_end;
-                continue;
-            }
-            let slot = match self.gt_slot(gd_index) {
-                Ok(s) => s,
-                Err(e) if acc.is_none() => return Err(e),
-                Err(_) => break,
-            };
-            let gt_offset = self.cache[slot].offset;
-            while pos < gt_end {
-                let grain = pos / GRAIN_SECTORS;
-                let idx = grain % GT_ENTRIES;
-                let n = gt_end.min((grain + 1) * GRAIN_SECTORS) - pos;
-                let gte = self.cache[slot].entries[idx as usize];
-                let kind = match self.classify(gte, grain, pos % GRAIN_SECTORS, gt_offset + idx * 8)
-                {
-                    Ok(k) => k,
-                    Err(e) if acc.is_none() => return Err(e),
-                    Err(_) => break 'tables,
-                };
-                if !Acc::extend(&mut acc, kind, n) {
-                    break 'tables;
-                }
-                pos += n;
-            }
-        }
-        Ok(acc
-            .expect("invariant: lba < end, so the first entry set the run")
-            .into_run(self.file))
+        Ok(map_grains(self, lba, end)?.into_run(self.file))
     }
 
     fn grain_sectors(&self) -> u64 {
