@@ -22,6 +22,9 @@ pub(crate) struct Vcsim {
     pub url: String,
     pub datastore: PathBuf,
     thumbprint: String,
+    // vcsim makes its datastore directories under TMPDIR and a killed vcsim cannot remove
+    // them: give it a directory of its own that goes with the test.
+    _tmp: tempfile::TempDir,
 }
 
 impl Drop for Vcsim {
@@ -56,7 +59,9 @@ pub(crate) fn start_with(extra: &[&str]) -> Option<Vcsim> {
         eprintln!("skipped: no vcsim (run tools/build-vcsim.sh)");
         return None;
     };
+    let tmp = tempdir();
     let mut child = Command::new(&bin)
+        .env("TMPDIR", tmp.path())
         .args(["-listen", "127.0.0.1:0"])
         .args(extra)
         .stdin(Stdio::piped())
@@ -84,6 +89,7 @@ pub(crate) fn start_with(extra: &[&str]) -> Option<Vcsim> {
         url,
         datastore,
         thumbprint,
+        _tmp: tmp,
     })
 }
 

@@ -27,8 +27,11 @@ export VDAR_VSPHERE_USER=user VDAR_VSPHERE_PASSWORD=pass
 LAYERS=(base-flat.vmdk mid-delta.vmdk top-sesparse.vmdk)
 
 log=$(mktemp)
+# vcsim makes its datastore directories under TMPDIR and cannot remove them once killed.
+simtmp=$(mktemp -d)
+trap 'rm -rf "$simtmp" "$log"' EXIT
 # The simulator exits when its stdin closes: hold a pipe open for the script's lifetime.
-exec 3> >("$SIM" -listen 127.0.0.1:0 >"$log" 2>/dev/null)
+exec 3> >(TMPDIR=$simtmp "$SIM" -listen 127.0.0.1:0 >"$log" 2>/dev/null)
 sim_pid=$!
 for _ in $(seq 100); do grep -q VCSIM_READY "$log" && break; sleep 0.1; done
 URL=$(sed -n 's/^VCSIM_URL=//p' "$log")
