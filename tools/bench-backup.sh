@@ -65,7 +65,7 @@ PY
   qemu-img convert -O raw top.vmdk flat.raw
 fi
 $V inspect top.vmdk
-DATA=$($V inspect --json top.vmdk | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["data_bytes"])')
+DATA=$($V inspect --json top.vmdk | python3 -c 'import json,sys; print(json.load(sys.stdin)["disks"][0]["data_bytes"])')
 
 # Compression floor: the chain's allocated bytes compressed by zstd -3 on all cores, timed in
 # the same hyperfine run as vdar and its peers (this shared machine's speed drifts by tens of

@@ -65,7 +65,7 @@ while kill -0 $pid 2>/dev/null; do
   sleep 0.05
 done
 wait $pid
-data=$($V inspect --json top.vmdk | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["data_bytes"])')
+data=$($V inspect --json top.vmdk | python3 -c 'import json,sys; print(json.load(sys.stdin)["disks"][0]["data_bytes"])')
 echo "vdar read ${rchar} bytes (last sample); collapsed data runs total ${data} bytes"
 python3 - <<'PY'
 import json
