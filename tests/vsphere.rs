@@ -550,6 +550,101 @@ fn restore_onto_a_datastore_uploads_and_registers_the_vm() {
     );
 }
 
+#[test]
+fn restore_registers_in_the_folder_and_pool_given() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    let archive = dir.path().join("vm.vdar");
+    backed_up_vm(&py, &sim, dir.path(), &archive);
+    let folder = client(&py, &sim, &["folder", "restored-vms"]);
+    let pool = client(&py, &sim, &["pool", "DC0_C0", "restores"]);
+
+    vcsim_register_files(&sim, "placed01");
+    let placed = [
+        "--name",
+        "placed01",
+        "--folder",
+        "/DC0/vm/restored-vms",
+        "--pool",
+        "/DC0/host/DC0_C0/Resources/restores",
+        "--json",
+    ];
+    let report = succeeded(restore_onto(&sim.url, &archive, &placed));
+    let seen = show(&py, &sim, "placed01");
+    assert_eq!(seen["moref"], report["vsphere"]["moref"], "{seen}");
+    assert_eq!(seen["folder"], folder.trim(), "{seen}");
+    assert_eq!(seen["pool"], pool.trim(), "{seen}");
+
+    // Paths that name nothing, or the wrong kind of thing, stop the restore before any upload.
+    for (flag, path, says) in [
+        (
+            "--folder",
+            "/DC0/vm/nowhere",
+            "nothing at that inventory path",
+        ),
+        (
+            "--pool",
+            "/DC0/vm/restored-vms",
+            "is a Folder, not a ResourcePool",
+        ),
+    ] {
+        let out = restore_onto(&sim.url, &archive, &["--name", "placed02", flag, path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(
+            !sim.datastore.join("placed02").exists(),
+            "uploaded before refusing"
+        );
+    }
+}
+
+#[test]
+fn the_cli_pins_a_thumbprint_or_skips_verification_with_a_warning() {
+    let Some(sim) = start_with(&["-tls"]) else {
+        return;
+    };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    let (_, want) = vm_with_chain(&py, &sim, dir.path());
+    let archive = dir.path().join("vm.vdar");
+
+    let out = backup_vm0(&sim.url, &archive, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a self-signed certificate was trusted"
+    );
+    assert!(err.contains("--thumbprint"), "no way out named: {err}");
+    assert!(!archive.exists());
+
+    let mut wrong: Vec<char> = sim.thumbprint.chars().collect();
+    wrong[0] = if wrong[0] == 'A' { 'B' } else { 'A' };
+    let wrong: String = wrong.into_iter().collect();
+    let out = backup_vm0(&sim.url, &archive, &["--thumbprint", &wrong]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "another thumbprint was trusted");
+    assert!(err.contains("is not the pinned"), "{err}");
+
+    succeeded(backup_vm0(
+        &sim.url,
+        &archive,
+        &["--thumbprint", &sim.thumbprint, "--force"],
+    ));
+    assert!(restored_disk(&archive, &dir.path().join("pinned")) == want);
+
+    let out = backup_vm0(&sim.url, &archive, &["--insecure", "--force"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: --insecure"), "{err}");
+    assert!(restored_disk(&archive, &dir.path().join("insecure")) == want);
+    assert_eq!(
+        show(&py, &sim, "DC0_H0_VM0")["snapshots"],
+        serde_json::json!([])
+    );
+}
+
 /// The bundled ESX sample VM (flat base, COWD delta, SEsparse top) as DC0_H0_VM0: the .vmx
 /// and descriptors on the datastore, the extents too when `extents`. Returns the VM folder
 /// extracted locally.

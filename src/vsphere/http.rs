@@ -93,6 +93,12 @@ pub fn classify(e: ureq::Error) -> Failure {
                      HTTP, give an http:// URL)"
                 ));
             }
+            if why.contains("invalid peer certificate") && !why.contains("pinned") {
+                return Failure::Fatal(format!(
+                    "{why} (the system roots do not trust this certificate: pin it with \
+                     --thumbprint SHA256 as vSphere shows it, or skip the check with --insecure)"
+                ));
+            }
             Failure::Fatal(why)
         }
         ureq::Error::Io(_)

@@ -9,6 +9,10 @@ panics on objects that no longer exist.
     client.py URL attach VM DATASTORE_PATH CAPACITY_BYTES   first disk -> that file
     client.py URL show VM                                   one JSON line about the VM
     client.py URL exists VM                                 true or false
+    client.py URL folder NAME                               new VM folder in the first
+                                                            datacenter; prints its moref
+    client.py URL pool CLUSTER NAME                         new resource pool under the
+                                                            cluster's root; prints its moref
 
 User and password come from VDAR_VSPHERE_USER / VDAR_VSPHERE_PASSWORD.
 """
@@ -91,7 +95,8 @@ def change_tracking(si, name, on):
 
 
 def show(si, name):
-    vm, props = find(si, name, ["config.hardware.device", "snapshot", "config.files.vmPathName"])
+    vm, props = find(si, name, ["config.hardware.device", "snapshot", "config.files.vmPathName",
+                                "parent", "resourcePool"])
     snaps = []
     todo = list(props["snapshot"].rootSnapshotList) if props.get("snapshot") else []
     while todo:
@@ -101,11 +106,31 @@ def show(si, name):
     print(json.dumps({
         "moref": vm._moId,
         "vmx": props.get("config.files.vmPathName"),
+        "folder": props["parent"]._moId if props.get("parent") else None,
+        "pool": props["resourcePool"]._moId if props.get("resourcePool") else None,
         "snapshots": snaps,
         "disks": [{"file": d.backing.fileName, "capacity": d.capacityInBytes,
                    "controller_key": d.controllerKey, "unit": d.unitNumber}
                   for d in disks(props["config.hardware.device"])],
     }))
+
+
+def datacenter(si):
+    return next(e for e in si.RetrieveContent().rootFolder.childEntity
+                if isinstance(e, vim.Datacenter))
+
+
+def make_folder(si, name):
+    print(datacenter(si).vmFolder.CreateFolder(name)._moId)
+
+
+def make_pool(si, cluster, name):
+    parent = next(c for c in datacenter(si).hostFolder.childEntity if c.name == cluster)
+    alloc = lambda: vim.ResourceAllocationInfo(  # noqa: E731
+        reservation=0, expandableReservation=True, limit=-1,
+        shares=vim.SharesInfo(level="normal", shares=0))
+    spec = vim.ResourceConfigSpec(cpuAllocation=alloc(), memoryAllocation=alloc())
+    print(parent.resourcePool.CreateResourcePool(name, spec)._moId)
 
 
 def main():
@@ -118,6 +143,10 @@ def main():
             change_tracking(si, args[0], args[1] == "on")
         elif cmd == "show":
             show(si, args[0])
+        elif cmd == "folder":
+            make_folder(si, args[0])
+        elif cmd == "pool":
+            make_pool(si, args[0], args[1])
         elif cmd == "exists":
             print("true" if any(p["name"] == args[0] for _, p in vms(si, [])) else "false")
         else:
