@@ -105,8 +105,6 @@ pub struct CowdExtent {
     src: Arc<dyn ByteSource>,
     file: FileId,
     header: CowdHeader,
-    /// Sectors covered by one grain table: 4096 × grainSize.
-    gt_span: u64,
     /// The grain directory, validated.
     gd: Vec<u32>,
     /// Byte range `[start, end)` of the grain directory, which no table or grain may overlap.
@@ -133,7 +131,6 @@ pub fn open(files: &FileTable, file: FileId) -> Result<CowdExtent> {
     let path = src.path().to_path_buf();
     let file_len = src.len();
     let header = read_header(&*src, &path, file_len)?;
-    let gt_span = GT_ENTRIES * u64::from(header.grain_size);
     let (gd, gd_range) = read_grain_directory(&*src, &path, &header, file_len)?;
     let mut warnings = Vec::new();
     if header.unclean_shutdown != 0 {
@@ -148,7 +145,6 @@ pub fn open(files: &FileTable, file: FileId) -> Result<CowdExtent> {
         src,
         file,
         header,
-        gt_span,
         gd,
         gd_range,
         file_len,
@@ -464,8 +460,8 @@ impl CowdExtent {
 }
 
 impl GrainTables for CowdExtent {
-    fn table_span(&self) -> u64 {
-        self.gt_span
+    fn table_entries(&self) -> u64 {
+        GT_ENTRIES
     }
 
     fn grain_size(&self) -> u64 {

@@ -25,6 +25,8 @@ pub(crate) struct TableWindow {
     table_bytes: usize,
     held: Vec<usize>,
     bytes: Vec<u8>,
+    /// What the joined reads of the last batch fetched, kept to be reused by the next.
+    fetched: Vec<u8>,
 }
 
 impl TableWindow {
@@ -34,6 +36,7 @@ impl TableWindow {
             table_bytes: table_bytes as usize,
             held: Vec::new(),
             bytes: Vec::new(),
+            fetched: Vec::new(),
         }
     }
 
@@ -81,22 +84,24 @@ impl TableWindow {
         // fetches should stay close to what the files allocate.
         let gap = src.gather_gap().min(2 * n as u64);
         let spans = spans(offsets, n as u64, gap);
-        let mut bufs: Vec<Vec<u8>> = spans
-            .iter()
-            .map(|s| vec![0u8; (s.end - s.start) as usize])
-            .collect();
-        let mut reads: Vec<(u64, &mut [u8])> = spans
-            .iter()
-            .map(|s| s.start)
-            .zip(bufs.iter_mut().map(Vec::as_mut_slice))
-            .collect();
+        let total: u64 = spans.iter().map(|s| s.end - s.start).sum();
+        self.fetched.resize(total as usize, 0);
+        let mut reads: Vec<(u64, &mut [u8])> = Vec::with_capacity(spans.len());
+        let mut rest = self.fetched.as_mut_slice();
+        for s in &spans {
+            let (buf, tail) = rest.split_at_mut((s.end - s.start) as usize);
+            reads.push((s.start, buf));
+            rest = tail;
+        }
         read_each(src, &mut reads)?;
         self.bytes.resize(offsets.len() * n, 0);
-        for (span, buf) in spans.iter().zip(&bufs) {
+        let mut base = 0usize;
+        for span in &spans {
             for &k in &span.tables {
-                let from = (offsets[k] - span.start) as usize;
-                self.bytes[k * n..(k + 1) * n].copy_from_slice(&buf[from..from + n]);
+                let from = base + (offsets[k] - span.start) as usize;
+                self.bytes[k * n..(k + 1) * n].copy_from_slice(&self.fetched[from..from + n]);
             }
+            base += (span.end - span.start) as usize;
         }
         Ok(())
     }

@@ -60,8 +60,8 @@ impl Acc {
 /// What [`map_grains`] needs from a redo log: its directory, its cached tables and how it reads
 /// one entry.
 pub(crate) trait GrainTables {
-    /// Sectors of the extent one grain table covers.
-    fn table_span(&self) -> u64;
+    /// Entries in one grain table.
+    fn table_entries(&self) -> u64;
     /// Sectors per grain.
     fn grain_size(&self) -> u64;
     /// Whether directory entry `gd_index` names a table (zero means none: all unallocated).
@@ -77,7 +77,8 @@ pub(crate) trait GrainTables {
 /// Errors met after the first entry end the run instead of failing the call, so that the error
 /// is reported by the call that starts at the bad entry, with its own lba.
 pub(crate) fn map_grains(t: &mut impl GrainTables, lba: u64, end: u64) -> Result<Acc> {
-    let (span, g) = (t.table_span(), t.grain_size());
+    let (per_table, g) = (t.table_entries(), t.grain_size());
+    let span = per_table * g;
     let mut acc: Option<Acc> = None;
     let mut pos = lba;
     'tables: while pos < end {
@@ -98,7 +99,8 @@ pub(crate) fn map_grains(t: &mut impl GrainTables, lba: u64, end: u64) -> Result
         while pos < gt_end {
             let grain = pos / g;
             let n = gt_end.min((grain + 1) * g) - pos;
-            let kind = match t.entry_kind(slot, grain % (span / g), grain, pos % g) {
+            let idx = grain - gd_index * per_table;
+            let kind = match t.entry_kind(slot, idx, grain, pos - grain * g) {
                 Ok(k) => k,
                 Err(e) if acc.is_none() => return Err(e),
                 Err(_) => break 'tables,

@@ -568,8 +568,8 @@ impl SeSparseExtent {
 }
 
 impl GrainTables for SeSparseExtent {
-    fn table_span(&self) -> u64 {
-        GT_SPAN_SECTORS
+    fn table_entries(&self) -> u64 {
+        GT_ENTRIES
     }
 
     fn grain_size(&self) -> u64 {
