@@ -58,6 +58,14 @@ pub trait VirtualDisk: Send {
     fn next_run(&mut self) -> Result<Option<DiskRun>>;
     /// The files that [`DiskRun::source`] refers to.
     fn files(&self) -> &FileTable;
+    /// The byte ranges, sorted and merged, that the top `layers` layers of the disk's chain
+    /// hold anything for (data, or explicit zeros that hide what is below): what changed
+    /// since the layer under them was frozen. `None` when the disk is not a chain of layers
+    /// or has no more than `layers` of them.
+    fn top_layer_areas(&mut self, layers: usize) -> Result<Option<Vec<(u64, u64)>>> {
+        let _ = layers;
+        Ok(None)
+    }
 }
 
 /// Reads `buf.len()` bytes of `run`, starting `skip` bytes into it.
@@ -327,6 +335,32 @@ fn merge(a: &mut DiskRun, b: &DiskRun) -> bool {
 impl VirtualDisk for CollapsedDisk {
     fn capacity(&self) -> u64 {
         self.capacity * SECTOR
+    }
+
+    fn top_layer_areas(&mut self, layers: usize) -> Result<Option<Vec<(u64, u64)>>> {
+        if layers == 0 || layers >= self.chain.layers.len() {
+            return Ok(None);
+        }
+        let mut areas: Vec<(u64, u64)> = Vec::new();
+        for layer in &mut self.chain.layers[..layers] {
+            let mut pos = 0;
+            while pos < layer.capacity {
+                let run = layer.map(pos, layer.capacity - pos)?;
+                if run.source != Source::Unallocated {
+                    areas.push((pos * SECTOR, (pos + run.sectors) * SECTOR));
+                }
+                pos += run.sectors;
+            }
+        }
+        areas.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(areas.len());
+        for (s, e) in areas {
+            match merged.last_mut() {
+                Some(last) if last.1 >= s => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        Ok(Some(merged))
     }
 
     fn next_run(&mut self) -> Result<Option<DiskRun>> {

@@ -47,6 +47,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod base;
 pub mod blockio;
 pub mod cancel;
 pub mod chain;

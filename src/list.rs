@@ -49,6 +49,11 @@ pub struct ArchiveListing {
     pub dedup_ratio: f64,
     /// Stored plaintext / stored payload.
     pub compression_ratio: f64,
+    /// The base this archive is an incremental of (absent for a full archive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<crate::archive::manifest::BaseLink>,
+    /// Plaintext bytes the archive takes from its base (BaseRef records).
+    pub base_bytes: u64,
 }
 
 /// One VM in a listing.
@@ -82,6 +87,10 @@ pub struct DiskListing {
     pub stored_raw_bytes: u64,
     /// Plaintext bytes of its reference records.
     pub dedup_bytes: u64,
+    /// Chunks taken from the base (BaseRef records).
+    pub base_refs: u64,
+    /// Their plaintext bytes.
+    pub base_bytes: u64,
     /// Descriptor, ddb, chain.
     pub meta: DiskMeta,
 }
@@ -114,6 +123,8 @@ fn skeleton(m: &Manifest) -> ArchiveListing {
                         stored_bytes: 0,
                         stored_raw_bytes: 0,
                         dedup_bytes: 0,
+                        base_refs: 0,
+                        base_bytes: 0,
                         meta: d.meta.clone(),
                     })
                     .collect(),
@@ -125,6 +136,8 @@ fn skeleton(m: &Manifest) -> ArchiveListing {
         dedup_bytes: 0,
         dedup_ratio: 1.0,
         compression_ratio: 1.0,
+        base: m.base.clone(),
+        base_bytes: 0,
     }
 }
 
@@ -153,6 +166,11 @@ fn tally(
             dl.refs += 1;
             dl.dedup_bytes += raw;
             l.dedup_bytes += raw;
+        }
+        RecordKind::BaseRef => {
+            dl.base_refs += 1;
+            dl.base_bytes += raw;
+            l.base_bytes += raw;
         }
         _ => {}
     }

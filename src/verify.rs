@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::archive::index::ReadSeek;
 use crate::error::{Error, Result};
-use crate::restore::{Damage, LostRange};
+use crate::restore::{Bases, Damage, LostRange};
 
 /// The result of a verify.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -33,14 +33,25 @@ pub struct VerifyReport {
 /// verify run by a scheduler must say "damaged", not "could not run". `Err` is left for what
 /// says nothing about the archive's bytes (I/O errors, a newer format version).
 pub fn verify(input: &mut dyn Read) -> Result<VerifyReport> {
-    report(crate::restore::verify_stream(input))
+    verify_with(input, None)
+}
+
+/// [`verify`] of an incremental: every BaseRef is read from `bases` and checked, so damage in
+/// a base shows here, with the base named. An incremental without its bases is an error.
+pub fn verify_with(input: &mut dyn Read, bases: Option<Bases>) -> Result<VerifyReport> {
+    report(crate::restore::verify_stream(input, bases))
 }
 
 /// [`verify`] for a file: when its front (file header or manifest) is damaged, the records are
 /// still checked, placed by the manifest's copy after the index (or one rebuilt from the record
 /// headers), so the report names what is lost.
 pub fn verify_file(input: &mut dyn ReadSeek) -> Result<VerifyReport> {
-    report(crate::restore::verify_seekable(input))
+    verify_file_with(input, None)
+}
+
+/// [`verify_file`] with the bases of an incremental (see [`verify_with`]).
+pub fn verify_file_with(input: &mut dyn ReadSeek, bases: Option<Bases>) -> Result<VerifyReport> {
+    report(crate::restore::verify_seekable(input, bases))
 }
 
 fn report(r: Result<crate::restore::RestoreReport>) -> Result<VerifyReport> {

@@ -67,6 +67,7 @@ pub(crate) fn corpus() -> (Vec<VmInput>, Expected) {
         create_type: "monolithicSparse".into(),
         ddb: vec![("ddb.adapterType".into(), "lsilogic".into())],
         chain: vec![],
+        change_id: None,
     };
     let vms = vec![
         VmInput {
@@ -362,6 +363,7 @@ fn archive_bytes_depend_on_contents_not_allocation() {
                         create_type: "vmfs".into(),
                         ddb: vec![],
                         chain: vec![],
+                        change_id: None,
                     },
                     disk: Box::new(disk),
                 }],
@@ -950,6 +952,7 @@ fn r13_archived_partial_names_do_not_collide_with_staging() {
                 create_type: "vmfs".into(),
                 ddb: vec![],
                 chain: vec![],
+                change_id: None,
             },
             disk: Box::new(MemDisk::new("x", disk.clone(), &[])),
         }],

@@ -406,6 +406,7 @@ fn claimed_archive(path: &Path, capacity: u64, chunks: &[(u64, u8)]) {
         codec: "zstd".into(),
         level: 3,
         block_size: 0,
+        base: None,
         vms: vec![VmManifest {
             origin: None,
             name: "big".into(),

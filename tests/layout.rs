@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["blockio", "chain"],
     &["san", "chunk"],
     &["archive"],
+    &["base"],
     &["output"],
     &["pipeline", "restore"],
     &["job"],

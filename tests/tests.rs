@@ -24,6 +24,8 @@
 //! - read_path: the default read path leaves the page cache alone; --read-path buffered fills it
 //! - vsphere: the vSphere client against vcsim: login, VM lookup, the backup snapshot always
 //!   removed, stale snapshots refused, the network transport vs qemu-img
+//! - incremental: backups on a base by each change source (redo logs, CBT, none), restore with
+//!   the bases or from a pipe, consolidate, verify of a chain, catalogs; golden vectors
 //! - layout: the source layout: no import loops between modules or files, no `#[path]`, the
 //!   fixture binary behind its feature
 
@@ -36,6 +38,7 @@ mod cowd;
 mod damage;
 mod esx;
 mod full_disk;
+mod incremental;
 mod interrupt;
 mod layout;
 mod oracle_libvmdk;

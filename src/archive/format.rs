@@ -77,8 +77,13 @@ pub const MANIFEST_FRONT: u64 = 0;
 /// See [`MANIFEST_FRONT`].
 pub const MANIFEST_COPY: u64 = 1;
 
+/// Incompatible feature bit: the archive is an incremental. BaseRef records name chunks of
+/// its base's restored image, and the manifest names the base ([`RecordKind::BaseRef`]).
+pub const INCOMPAT_BASE_REFS: u32 = 4;
+
 /// Incompatible feature bits known to this build. A reader refuses unknown bits.
-pub const KNOWN_INCOMPAT_FEATURES: u32 = INCOMPAT_SPARSE_CHUNKS | INCOMPAT_MANIFEST_COPY;
+pub const KNOWN_INCOMPAT_FEATURES: u32 =
+    INCOMPAT_SPARSE_CHUNKS | INCOMPAT_MANIFEST_COPY | INCOMPAT_BASE_REFS;
 
 /// First 8 bytes of blake3(`data`), the truncated checksum used in headers and the footer.
 pub fn csum8(data: &[u8]) -> [u8; 8] {
@@ -105,8 +110,11 @@ pub enum RecordKind {
     Ref,
     /// End of a disk: every chunk of the disk precedes it.
     DiskEnd,
-    /// The index of File, Chunk and Ref records, just before the footer.
+    /// The index of File, Chunk, Ref and BaseRef records, just before the footer.
     Index,
+    /// A chunk equal to one of the base archive's restored image; the payload names its disk
+    /// and offset there. Only in incrementals ([`INCOMPAT_BASE_REFS`]).
+    BaseRef,
 }
 
 impl RecordKind {
@@ -119,7 +127,21 @@ impl RecordKind {
             RecordKind::Ref => 4,
             RecordKind::DiskEnd => 5,
             RecordKind::Index => 6,
+            RecordKind::BaseRef => 7,
         }
+    }
+
+    /// Whether the record stands for one chunk place of a disk (Chunk, Ref, BaseRef).
+    pub fn is_data(self) -> bool {
+        matches!(
+            self,
+            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef
+        )
+    }
+
+    /// Whether the payload names another chunk instead of holding bytes (Ref, BaseRef).
+    pub fn is_reference(self) -> bool {
+        matches!(self, RecordKind::Ref | RecordKind::BaseRef)
     }
 
     /// Decodes an on-disk code; `None` for codes this version does not know.
@@ -131,6 +153,7 @@ impl RecordKind {
             4 => RecordKind::Ref,
             5 => RecordKind::DiskEnd,
             6 => RecordKind::Index,
+            7 => RecordKind::BaseRef,
             _ => return None,
         })
     }
@@ -315,7 +338,7 @@ impl RecordHeader {
     fn check_lengths(&self, at: u64) -> Result<()> {
         let bad = |what: String| Err(Error::archive(at, what));
         match self.codec {
-            Codec::None if self.stored_len != self.raw_len && self.kind != RecordKind::Ref => {
+            Codec::None if self.stored_len != self.raw_len && !self.kind.is_reference() => {
                 return bad(format!(
                     "uncompressed record stores {} bytes for {} plaintext bytes",
                     self.stored_len, self.raw_len
@@ -335,7 +358,7 @@ impl RecordHeader {
         let max = match self.kind {
             RecordKind::Manifest => MAX_MANIFEST_BYTES,
             RecordKind::File => MAX_FILE_BYTES,
-            RecordKind::Chunk | RecordKind::Ref => MAX_CHUNK_BYTES,
+            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef => MAX_CHUNK_BYTES,
             RecordKind::DiskEnd => DISK_END_PAYLOAD_BYTES,
             RecordKind::Index => MAX_INDEX_ENTRIES * INDEX_ENTRY_BYTES as u64,
         };
@@ -346,7 +369,7 @@ impl RecordHeader {
             ));
         }
         match self.kind {
-            RecordKind::Ref
+            RecordKind::Ref | RecordKind::BaseRef
                 if self.stored_len != REF_PAYLOAD_BYTES || self.codec != Codec::None =>
             {
                 bad(format!("reference record of {} bytes", self.stored_len))
@@ -354,7 +377,7 @@ impl RecordHeader {
             RecordKind::DiskEnd if self.raw_len != DISK_END_PAYLOAD_BYTES => {
                 bad(format!("disk-end record of {} bytes", self.raw_len))
             }
-            RecordKind::Chunk | RecordKind::Ref if self.raw_len == 0 => {
+            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef if self.raw_len == 0 => {
                 bad("empty chunk record".into())
             }
             RecordKind::Index if self.raw_len % INDEX_ENTRY_BYTES as u64 != 0 => bad(format!(
@@ -371,7 +394,7 @@ impl RecordHeader {
     }
 }
 
-/// One 32-byte index entry: where a File, Chunk or Ref record lives.
+/// One 32-byte index entry: where a File, Chunk, Ref or BaseRef record lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IndexEntry {
     /// `record_offset`: stream offset of the record header.
@@ -408,7 +431,7 @@ impl IndexEntry {
     /// messages: the index is checksummed as a whole, so entries have no own checksum).
     pub fn decode(b: &[u8; INDEX_ENTRY_BYTES], at: u64) -> Result<Self> {
         let kind = RecordKind::from_code(b[20])
-            .filter(|k| matches!(k, RecordKind::File | RecordKind::Chunk | RecordKind::Ref))
+            .filter(|k| *k == RecordKind::File || k.is_data())
             .ok_or_else(|| Error::archive(at, format!("index entry of kind {}", b[20])))?;
         let codec = Codec::from_code(b[21])
             .ok_or_else(|| Error::archive(at, format!("index entry codec {}", b[21])))?;

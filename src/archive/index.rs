@@ -154,9 +154,11 @@ impl<'a> SeekableArchive<'a> {
                 let cap = d.meta.capacity;
                 let mut count = 0u64;
                 let mut next_place = 0u64;
-                while let Some(e) = self.index.get(walk.next).filter(|e| {
-                    matches!(e.kind, RecordKind::Chunk | RecordKind::Ref) && e.disk == d.id
-                }) {
+                while let Some(e) = self
+                    .index
+                    .get(walk.next)
+                    .filter(|e| e.kind.is_data() && e.disk == d.id)
+                {
                     let fits = e.offset >= next_place
                         && e.offset % m.chunk_size == 0
                         && e.offset < cap
@@ -287,29 +289,74 @@ impl<'a> SeekableArchive<'a> {
 
     /// Reads the header and raw payload of the record `e` names, checked against the entry.
     fn read_raw(&mut self, e: &IndexEntry) -> Result<RecordRead> {
-        let mut hb = [0u8; RECORD_HEADER_BYTES];
-        read_at(self.input, e.record_offset, &mut hb)?;
-        let h = match RecordHeader::decode(&hb, e.record_offset) {
-            Ok(h) => h,
-            Err(err) => return Ok(Err(err.to_string())),
-        };
-        if h.kind != e.kind
-            || h.disk != e.disk
-            || h.offset != e.offset
-            || h.stored_len != u64::from(e.stored_len)
-            || h.raw_len != u64::from(e.raw_len)
-        {
-            return Ok(Err("record does not match its index entry".into()));
-        }
-        let mut payload = vec![0u8; h.stored_len as usize];
-        read_at(
-            self.input,
-            e.record_offset + RECORD_HEADER_BYTES as u64,
-            &mut payload,
-        )?;
-        Ok(Ok((h, payload)))
+        read_raw_at(self.input, e)
     }
 
+    /// [`Self::read_record`] without decoding: the header and the stored payload.
+    pub fn read_raw_entry(&mut self, e: &IndexEntry) -> Result<RecordRead> {
+        self.read_raw(e)
+    }
+
+    /// The BLAKE3 of the file header and every record header in stream order, recomputed from
+    /// the archive: what the footer's `meta_hash` claims. Call after [`Self::check_layout`],
+    /// which makes every record between the manifest and the index one the walk meets.
+    /// An incremental names its base by this hash, so a base is never taken on its footer's
+    /// word. Calls `each` with every record header met.
+    pub fn meta_hash(&mut self, mut each: impl FnMut(&RecordHeader)) -> Result<[u8; 32]> {
+        let mut fh = [0u8; FILE_HEADER_BYTES];
+        read_at(self.input, 0, &mut fh)?;
+        let mut meta = blake3::Hasher::new();
+        meta.update(&fh);
+        let mut at = FILE_HEADER_BYTES as u64;
+        let copy = self.header.incompat_features & INCOMPAT_MANIFEST_COPY != 0;
+        let end = self.index_end;
+        let mut records = 0u64;
+        loop {
+            let mut hb = [0u8; RECORD_HEADER_BYTES];
+            read_at(self.input, at, &mut hb)?;
+            let h = RecordHeader::decode(&hb, at)?;
+            meta.update(&hb);
+            each(&h);
+            records += 1;
+            at += h.record_len();
+            if (at == end && !copy) || (at > end && h.kind == RecordKind::Manifest) {
+                break;
+            }
+            if records > self.footer.record_count || at >= self.len {
+                return Err(Error::archive(at, "records run past the footer"));
+            }
+        }
+        Ok(*meta.finalize().as_bytes())
+    }
+}
+
+/// Reads the header and raw payload of the record `e` names from `input`, checked against the
+/// entry. `Ok(Err(what))` is a damaged record; `Err` an I/O failure.
+pub fn read_raw_at(input: &mut dyn ReadSeek, e: &IndexEntry) -> Result<RecordRead> {
+    let mut hb = [0u8; RECORD_HEADER_BYTES];
+    read_at(input, e.record_offset, &mut hb)?;
+    let h = match RecordHeader::decode(&hb, e.record_offset) {
+        Ok(h) => h,
+        Err(err) => return Ok(Err(err.to_string())),
+    };
+    if h.kind != e.kind
+        || h.disk != e.disk
+        || h.offset != e.offset
+        || h.stored_len != u64::from(e.stored_len)
+        || h.raw_len != u64::from(e.raw_len)
+    {
+        return Ok(Err("record does not match its index entry".into()));
+    }
+    let mut payload = vec![0u8; h.stored_len as usize];
+    read_at(
+        input,
+        e.record_offset + RECORD_HEADER_BYTES as u64,
+        &mut payload,
+    )?;
+    Ok(Ok((h, payload)))
+}
+
+impl SeekableArchive<'_> {
     /// Reads the record `e` names and returns its header and checked plaintext (for Ref, its
     /// 12-byte payload). `Ok(Err(what))` is a damaged record; `Err` an I/O failure.
     pub fn read_record(&mut self, e: &IndexEntry) -> Result<RecordRead> {

@@ -41,6 +41,34 @@ pub struct Manifest {
     pub block_size: u32,
     /// The VMs, in archive order.
     pub vms: Vec<VmManifest>,
+    /// The archive this one is an incremental of (formats/ARCHIVE.md, "Incrementals"). Absent
+    /// in a full archive, whose manifest is then byte for byte what it was before the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseLink>,
+}
+
+/// The base an incremental's BaseRef records point into, named by an identity that no other
+/// archive can share: the base's footer `meta_hash`, which covers every record header and so
+/// every payload's BLAKE3.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseLink {
+    /// The base archive's identity, 64 hex digits.
+    pub id: String,
+    /// The base's creation time (its manifest's `created`), for messages and retention.
+    pub created: u64,
+    /// The identities of the base's own bases, oldest (the full archive) first: the whole
+    /// chain restore needs besides `id`. Empty when the base is a full archive.
+    pub lineage: Vec<String>,
+}
+
+/// Most links in a chain of incrementals (a nightly chain kept for years fits).
+pub const MAX_LINEAGE: usize = 65536;
+
+/// Whether `s` is an archive identity: 64 lowercase hex digits.
+pub fn is_archive_id(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// One VM in the manifest.
@@ -140,6 +168,10 @@ pub struct DiskMeta {
     pub ddb: Vec<(String, String)>,
     /// The snapshot chain, top layer first.
     pub chain: Vec<LayerInfo>,
+    /// The CBT change id of the state backed up, when the backup was given one (a changed-areas
+    /// list, formats/JSON.md): the `since` an incremental of this disk must start from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_id: Option<String>,
 }
 
 /// One layer of the chain a disk was collapsed from.
@@ -235,6 +267,16 @@ impl Manifest {
         if self.vms.len() > MAX_ITEMS {
             return bad(format!("{} VMs > {MAX_ITEMS}", self.vms.len()));
         }
+        if let Some(b) = &self.base {
+            if !is_archive_id(&b.id) || b.lineage.len() > MAX_LINEAGE {
+                return bad("manifest names a base that is not an archive identity".into());
+            }
+            if let Some(l) = b.lineage.iter().find(|l| !is_archive_id(l)) {
+                return bad(format!(
+                    "base lineage entry {l:?} is not an archive identity"
+                ));
+            }
+        }
         let mut next_id = 0u32;
         let mut vm_names = std::collections::HashSet::new();
         for vm in &self.vms {
@@ -296,6 +338,7 @@ mod tests {
             codec: "zstd".into(),
             level: 3,
             block_size: 0,
+            base: None,
             vms: vec![VmManifest {
                 origin: None,
                 name: "vm".into(),

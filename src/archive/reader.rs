@@ -284,8 +284,10 @@ impl<'a> StreamReader<'a> {
         }
         let manifest: Manifest = serde_json::from_slice(&json)
             .map_err(|e| Error::archive(at, format!("manifest: {e}")))?;
+        let incremental = header.incompat_features & INCOMPAT_BASE_REFS != 0;
         if manifest.format_version != header.format_version
             || manifest.block_size != header.block_size
+            || manifest.base.is_some() != incremental
         {
             return Err(Error::archive(
                 at,
@@ -416,7 +418,10 @@ impl<'a> StreamReader<'a> {
                 }
                 Ok(())
             }
-            RecordKind::Chunk | RecordKind::Ref => {
+            RecordKind::BaseRef if self.header.incompat_features & INCOMPAT_BASE_REFS == 0 => {
+                Err("base reference in an archive that is not an incremental".into())
+            }
+            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef => {
                 let cap = disk_cap()?;
                 if h.offset % m.chunk_size != 0 || h.offset >= cap {
                     return Err(format!("chunk offset {:#x} invalid", h.offset));
@@ -830,7 +835,7 @@ impl<'a> StreamReader<'a> {
         let keep = self.decode
             || matches!(
                 header.kind,
-                RecordKind::Ref | RecordKind::DiskEnd | RecordKind::Index
+                RecordKind::Ref | RecordKind::BaseRef | RecordKind::DiskEnd | RecordKind::Index
             );
         let Some(payload) = self.payload(&header, keep)? else {
             self.state = State::Truncated;
@@ -892,7 +897,7 @@ impl<'a> StreamReader<'a> {
         }
         // A payload no checksum covers (a Ref's, or any when not decoding) may have run into
         // the next record's magic when bytes went missing before its end.
-        if (!keep || header.kind == RecordKind::Ref) && self.swallowed_magic()? {
+        if (!keep || header.kind.is_reference()) && self.swallowed_magic()? {
             return Ok(Some(
                 "payload runs into the next record (bytes missing)".into(),
             ));
@@ -957,7 +962,7 @@ fn decode_keep(
     h: &RecordHeader,
     payload: Vec<u8>,
 ) -> std::result::Result<Vec<u8>, (String, Vec<u8>)> {
-    if h.kind == RecordKind::Ref {
+    if h.kind.is_reference() {
         return Ok(payload);
     }
     match decode_borrowed(h, &payload) {

@@ -182,7 +182,9 @@ fn rebuild(census: &[(u64, RecordHeader)]) -> Manifest {
     let within = |n: u64| n < MAX_ITEMS as u64;
     for (_, h) in census {
         match h.kind {
-            RecordKind::Chunk | RecordKind::Ref | RecordKind::DiskEnd if within(h.disk.into()) => {
+            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef | RecordKind::DiskEnd
+                if within(h.disk.into()) =>
+            {
                 let d = h.disk as usize;
                 if caps.len() <= d {
                     caps.resize(d + 1, (None, 0));
@@ -255,6 +257,8 @@ fn rebuild(census: &[(u64, RecordHeader)]) -> Manifest {
         level: 0,
         block_size: 0,
         vms,
+        // A rebuilt manifest cannot name a base: base references are then lost places.
+        base: None,
     }
 }
 

@@ -136,7 +136,13 @@ impl<'a> ArchiveWriter<'a> {
         };
         let header = FileHeader {
             format_version: FORMAT_VERSION,
-            incompat_features: INCOMPAT_SPARSE_CHUNKS | INCOMPAT_MANIFEST_COPY,
+            incompat_features: INCOMPAT_SPARSE_CHUNKS
+                | INCOMPAT_MANIFEST_COPY
+                | if manifest.base.is_some() {
+                    INCOMPAT_BASE_REFS
+                } else {
+                    0
+                },
             compat_features: 0,
             block_size,
         }
@@ -191,7 +197,7 @@ impl<'a> ArchiveWriter<'a> {
         self.records += 1;
         self.put(&h)?;
         self.put(payload)?;
-        if matches!(kind, RecordKind::File | RecordKind::Chunk | RecordKind::Ref) {
+        if kind == RecordKind::File || kind.is_data() {
             self.index.push(IndexEntry {
                 record_offset: at,
                 offset,
@@ -254,18 +260,38 @@ impl<'a> ArchiveWriter<'a> {
         src_disk: u32,
         src_offset: u64,
     ) -> Result<()> {
+        let src = (src_disk, src_offset);
+        self.reference(RecordKind::Ref, disk, offset, raw_len, digest, src)
+    }
+
+    /// Writes a base reference: the chunk at (`disk`, `offset`) equals the base image's chunk
+    /// at (`src_disk`, `src_offset`). Only in an archive whose manifest names a base.
+    pub fn write_base_ref(
+        &mut self,
+        disk: u32,
+        offset: u64,
+        raw_len: u64,
+        digest: [u8; 32],
+        src_disk: u32,
+        src_offset: u64,
+    ) -> Result<()> {
+        let src = (src_disk, src_offset);
+        self.reference(RecordKind::BaseRef, disk, offset, raw_len, digest, src)
+    }
+
+    fn reference(
+        &mut self,
+        kind: RecordKind,
+        disk: u32,
+        offset: u64,
+        raw_len: u64,
+        digest: [u8; 32],
+        (src_disk, src_offset): (u32, u64),
+    ) -> Result<()> {
         let mut p = [0u8; REF_PAYLOAD_BYTES as usize];
         p[0..4].copy_from_slice(&src_disk.to_le_bytes());
         p[4..12].copy_from_slice(&src_offset.to_le_bytes());
-        self.record(
-            RecordKind::Ref,
-            Codec::None,
-            disk,
-            offset,
-            raw_len,
-            digest,
-            &p,
-        )?;
+        self.record(kind, Codec::None, disk, offset, raw_len, digest, &p)?;
         Ok(())
     }
 
@@ -292,7 +318,13 @@ impl<'a> ArchiveWriter<'a> {
     }
 
     /// Writes the index, the padding and the footer, and flushes. Returns the archive's size.
-    pub fn finish(mut self) -> Result<u64> {
+    pub fn finish(self) -> Result<u64> {
+        Ok(self.finish_with_id()?.0)
+    }
+
+    /// [`Self::finish`], also returning the archive's identity (the footer's `meta_hash`),
+    /// which an incremental of it names as its base.
+    pub fn finish_with_id(mut self) -> Result<(u64, [u8; 32])> {
         let mut raw = Vec::with_capacity(self.index.len() * INDEX_ENTRY_BYTES);
         for e in &self.index {
             raw.extend_from_slice(&e.encode());
@@ -321,11 +353,12 @@ impl<'a> ArchiveWriter<'a> {
         )?;
         let pad = footer_padding(self.pos, self.block_size);
         self.put(&vec![0u8; pad as usize])?;
+        let meta_hash = *self.meta.finalize().as_bytes();
         let footer = Footer {
             index_offset,
             footer_offset: self.pos,
             record_count: self.records,
-            meta_hash: *self.meta.finalize().as_bytes(),
+            meta_hash,
         };
         self.put(&footer.encode())?;
         debug_assert!(self.out.buf.is_empty(), "footer ends on a block boundary");
@@ -334,6 +367,6 @@ impl<'a> ArchiveWriter<'a> {
             .out
             .flush()
             .map_err(|e| Error::io(name, Some(self.pos), e))?;
-        Ok(self.pos)
+        Ok((self.pos, meta_hash))
     }
 }

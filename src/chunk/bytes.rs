@@ -14,7 +14,7 @@ use super::Digest;
 pub const ZERO_BLOCK: usize = 4096;
 
 /// The bytes of one read chunk.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChunkBytes {
     /// The data runs' bytes, in chunk order, with nothing between them (the whole chunk when
     /// `zeros` is empty).

@@ -37,6 +37,11 @@ impl DedupTable {
         }
     }
 
+    /// Where `digest` was stored, if it was.
+    pub fn get(&self, digest: &Digest) -> Option<ChunkLoc> {
+        self.map.get(digest).copied()
+    }
+
     /// Whether `digest` was stored already.
     pub fn contains(&self, digest: &Digest) -> bool {
         self.map.contains_key(digest)

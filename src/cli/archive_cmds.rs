@@ -58,6 +58,7 @@ pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
         salvage: args.salvage,
         progress: Some(hook),
         cancel: super::signals::on_interrupt()?,
+        bases: super::incremental::bases(&args.base)?,
     };
     let input = archive(&args.archive)?;
     let mut created = Vec::new();
@@ -133,7 +134,8 @@ pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // Verify reads every record in order whatever the input.
-    let report = super::verify_progress::verify(archive(&args.archive)?)
+    let bases = super::incremental::bases(&args.base)?;
+    let report = super::verify_progress::verify(archive(&args.archive)?, bases)
         .map_err(|e| about_archive(e, &args.archive, false))?;
     if args.json {
         super::json::print("verify", &report)?;
@@ -186,6 +188,14 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         l.level,
         if l.complete { "" } else { " (INCOMPLETE)" }
     ))?;
+    if let Some(b) = &l.base {
+        super::stdout::line(format_args!(
+            "incremental of {} (created {}), a chain of {} archives",
+            b.id,
+            utc(b.created),
+            b.lineage.len() + 2
+        ))?;
+    }
     for vm in &l.vms {
         super::stdout::line(format_args!("vm {}", vm.name))?;
         if let Some(o) = &vm.origin {
@@ -219,8 +229,17 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
                 (Some(top), 1) => format!(" ({})", top.file),
                 (Some(top), n) => format!(" ({}, {n} layers)", top.file),
             };
+            let from_base = if l.base.is_some() {
+                format!(
+                    ", {} from the base ({} chunks)",
+                    human(d.base_bytes),
+                    d.base_refs
+                )
+            } else {
+                String::new()
+            };
             super::stdout::line(format_args!(
-                "  disk #{k} {}{chain}: {} capacity, {} chunks ({} deduplicated), {} stored from {}",
+                "  disk #{k} {}{chain}: {} capacity, {} chunks ({} deduplicated), {} stored from {}{from_base}",
                 d.name,
                 human(d.capacity),
                 d.chunks,

@@ -46,9 +46,13 @@ pub enum Command {
     /// Write the collapsed disk as raw bytes.
     Cat(CatArgs),
     /// Back up VMs (.vmx) or disks (.vmdk) into one archive.
-    Backup(BackupArgs),
+    Backup(Box<BackupArgs>),
     /// Restore an archive (file or `-`) into a directory, or (--blockmap) onto SAN LUNs.
     Restore(Box<RestoreArgs>),
+    /// Write a synthetic full archive from a full archive and its incrementals.
+    Consolidate(ConsolidateArgs),
+    /// Write the catalog of an archive (what a later `backup --base` needs of it).
+    Catalog(CatalogArgs),
     /// Check every checksum of an archive; exit 1 on damage.
     Verify(VerifyArgs),
     /// List an archive's VMs, disks, files and dedup/compression figures.
@@ -195,6 +199,31 @@ pub struct BackupArgs {
     /// Backup by VM name from vCenter or ESXi.
     #[command(flatten)]
     pub vsphere: VsphereBackupArgs,
+    /// Incremental backup.
+    #[command(flatten)]
+    pub incremental: IncrementalArgs,
+}
+
+/// `vdar backup --base`: store only what the base's image does not hold (README "Incrementals").
+#[derive(Debug, Args)]
+pub struct IncrementalArgs {
+    /// Make an incremental of this archive, or of the catalog a backup wrote beside it
+    /// (--catalog), so that the archive itself may be on tape. Changes come from
+    /// --changed-areas, else from redo logs added on top of the base's chain, else every chunk
+    /// is read and only chunks the base lacks are stored.
+    #[arg(long, value_name = "ARCHIVE|CATALOG")]
+    pub base: Option<PathBuf>,
+    /// CBT changed areas per disk since the base (formats/JSON.md "Changed areas"): only those
+    /// chunks are read.
+    #[arg(long, value_name = "FILE.json")]
+    pub changed_areas: Option<PathBuf>,
+    /// Also write the archive's catalog here (formats/CATALOG.md): a later --base can name it.
+    #[arg(long, value_name = "FILE.vcat")]
+    pub catalog: Option<PathBuf>,
+    /// Read every chunk, whatever the change list or the redo logs say; store only what the
+    /// base lacks (slower, needs no hint to be right).
+    #[arg(long, requires = "base", conflicts_with = "changed_areas")]
+    pub read_all: bool,
 }
 
 /// The vSphere server and how to trust it, for backup and restore (README "vSphere").
@@ -324,6 +353,10 @@ pub struct RestoreArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The base archives of an incremental (repeatable): every archive of its chain back to
+    /// the full one, in any order.
+    #[arg(long, value_name = "ARCHIVE")]
+    pub base: Vec<PathBuf>,
     /// SAN write-back.
     #[command(flatten)]
     pub writeback: WriteBackArgs,
@@ -400,6 +433,42 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The base archives of an incremental (repeatable): every BaseRef is read from them and
+    /// checked, so damage in a base shows, with the base named.
+    #[arg(long, value_name = "ARCHIVE")]
+    pub base: Vec<PathBuf>,
+}
+
+/// `vdar consolidate`.
+#[derive(Debug, Args)]
+pub struct ConsolidateArgs {
+    /// The chain: the full archive and its incrementals; the newest is consolidated, the
+    /// others are its bases (any order).
+    #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
+    pub archives: Vec<PathBuf>,
+    /// The synthetic full archive, or `-` for stdout.
+    #[arg(short, long, value_name = "FILE|-")]
+    pub output: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+    /// Also write the new archive's catalog here.
+    #[arg(long, value_name = "FILE.vcat")]
+    pub catalog: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vdar catalog`.
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// The archive (a file).
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: PathBuf,
+    /// The catalog to write.
+    #[arg(short, long, value_name = "FILE.vcat")]
+    pub output: PathBuf,
 }
 
 /// `vdar list`.

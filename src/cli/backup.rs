@@ -94,11 +94,13 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     };
     log_plan(&plan);
     let job::BackupPlan {
-        vms,
+        mut vms,
         capacity: total,
         excluded,
         ..
     } = plan;
+    let chunk_size_given = args.chunk_size.is_some();
+    super::incremental::plan(&args.incremental, &mut vms, &mut opts, chunk_size_given)?;
     let finish_san = || -> anyhow::Result<()> {
         if let (Some(o), Some(g)) = (&san, guard) {
             g.finish()?;
@@ -126,6 +128,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| output_error(&name, e.into()))?;
     finish_san()?;
     out.commit().map_err(|e| output_error(&name, e.into()))?;
+    super::incremental::write_catalog(args.incremental.catalog.as_deref(), &summary)?;
     let vsphere =
         super::vsphere::finish(snapshots).with_context(|| format!("{name} is complete, but"))?;
 

@@ -11,6 +11,7 @@ mod backup;
 mod blockmap;
 mod cat;
 mod generate;
+mod incremental;
 mod inspect;
 mod json;
 mod logging;
@@ -91,6 +92,8 @@ fn run_vdar(cli: Cli) -> anyhow::Result<ExitCode> {
         args::Command::Cat(a) => cat::run(&a),
         args::Command::Backup(a) => backup::run(&a),
         args::Command::Restore(a) => restore(&a),
+        args::Command::Consolidate(a) => incremental::consolidate(&a),
+        args::Command::Catalog(a) => incremental::catalog(&a),
         args::Command::Verify(a) => archive_cmds::verify(&a),
         args::Command::List(a) => archive_cmds::list(&a),
         args::Command::Blockmap(args::BlockmapCommand::Import(a)) => blockmap::import(&a),

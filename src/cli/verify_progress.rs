@@ -9,17 +9,17 @@ use super::archive_input::Archive;
 use super::progress::Meter;
 
 /// Verifies `input`, drawing progress as its bytes are read.
-pub fn verify(input: Archive) -> crate::Result<VerifyReport> {
+pub fn verify(input: Archive, bases: Option<crate::restore::Bases>) -> crate::Result<VerifyReport> {
     let meter = Meter::new();
     let (result, read) = match input {
         Archive::Stream(r) => {
             let mut c = Counted::new(r, 0, &meter);
-            (crate::verify::verify(&mut c), c.read)
+            (crate::verify::verify_with(&mut c, bases), c.read)
         }
         Archive::Seekable(f) => {
             let total = f.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
             let mut c = Counted::new(f, total, &meter);
-            (crate::verify::verify_file(&mut c), c.read)
+            (crate::verify::verify_file_with(&mut c, bases), c.read)
         }
     };
     meter.finish(|secs| detail(read, secs));

@@ -66,6 +66,16 @@ impl DiskAreas {
         })
     }
 
+    /// The areas as byte ranges `[start, end)`, in order.
+    pub fn byte_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.sectors.iter().map(|(s, e)| (s * SECTOR, e * SECTOR))
+    }
+
+    /// The disk's capacity in bytes (whole sectors).
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity * SECTOR
+    }
+
     /// Bytes inside the areas.
     pub fn bytes(&self) -> u64 {
         self.sectors.iter().map(|(s, e)| (e - s) * SECTOR).sum()

@@ -24,6 +24,7 @@ pub fn disk_meta(chain: &Chain, names: &NameTable) -> DiskMeta {
         descriptor: top.descriptor.text.clone(),
         create_type: top.descriptor.create_type.clone(),
         ddb: merged_ddb(chain),
+        change_id: None,
         chain: chain
             .layers
             .iter()

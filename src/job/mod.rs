@@ -12,6 +12,7 @@
 //! paths recorded in the manifest; a disk left out is either excluded on request (and reported)
 //! or missing from the selected snapshot (and warned about).
 
+pub mod changes;
 pub mod meta;
 pub mod names;
 pub mod select;

@@ -10,9 +10,10 @@ use std::sync::Mutex;
 use crate::archive::format::Codec;
 use crate::archive::sparse;
 use crate::archive::writer::{encode_payload_into, encode_sparse_payload_into};
+use crate::base::BaseImage;
 use crate::chunk::bytes::ZERO_BLOCK;
 use crate::chunk::dedup::DedupTable;
-use crate::chunk::{Chunk, ChunkData, ChunkPool, Digest};
+use crate::chunk::{Chunk, ChunkBytes, ChunkData, ChunkPool, Digest};
 use crate::error::Result;
 
 /// A chunk after hashing and compression.
@@ -22,6 +23,14 @@ pub enum Processed {
     Zero,
     /// Stored before: only the digest is needed.
     Known(Digest),
+    /// The base image of an incremental holds it: kept uncompressed, since the writer stores
+    /// it only in the rare case that no base place may stand for it (see `write.rs`).
+    InBase {
+        /// blake3 of the plaintext.
+        digest: Digest,
+        /// The chunk's bytes, for that rare case.
+        bytes: ChunkBytes,
+    },
     /// New data: digest, codec and payload.
     Data {
         /// blake3 of the plaintext.
@@ -43,6 +52,7 @@ pub fn process(
     chunk: &mut Chunk,
     level: i32,
     table: &Mutex<DedupTable>,
+    base: Option<&BaseImage>,
     payloads: &ChunkPool,
 ) -> Result<Processed> {
     let bytes = match &mut chunk.data {
@@ -61,6 +71,20 @@ pub fn process(
     if known {
         return Ok(Processed::Known(digest));
     }
+    if base.is_some_and(|b| b.find(&digest).is_some()) {
+        let bytes = std::mem::take(bytes);
+        return Ok(Processed::InBase { digest, bytes });
+    }
+    let (codec, payload) = encode(bytes, level, payloads)?;
+    Ok(Processed::Data {
+        digest,
+        codec,
+        payload,
+    })
+}
+
+/// Compresses a canonical chunk: whole, or as its data runs when it has zero blocks.
+pub fn encode(bytes: &ChunkBytes, level: i32, payloads: &ChunkPool) -> Result<(Codec, Vec<u8>)> {
     let mut payload = payloads.take(0, payload_capacity(bytes.len));
     let codec = if bytes.zeros.is_empty() {
         encode_payload_into(&bytes.packed, level, &mut payload)?
@@ -77,11 +101,7 @@ pub fn process(
             Codec::None
         }
     };
-    Ok(Processed::Data {
-        digest,
-        codec,
-        payload,
-    })
+    Ok((codec, payload))
 }
 
 /// Room for any payload of a `len`-byte chunk, so that a recycled buffer never grows: zstd's
@@ -94,7 +114,7 @@ fn payload_capacity(len: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::{ChunkBytes, Digest};
+    use crate::chunk::Digest;
 
     #[test]
     fn zero_runs_change_nothing_but_the_work() {
@@ -115,6 +135,7 @@ mod tests {
             &mut chunk(ChunkBytes::from_plain(&plain, &zeros)),
             3,
             &table,
+            None,
             &ChunkPool::new(0),
         )
         .unwrap();
@@ -122,6 +143,7 @@ mod tests {
             &mut chunk(ChunkBytes::dense(plain.clone())),
             3,
             &table,
+            None,
             &ChunkPool::new(0),
         )
         .unwrap();
@@ -152,6 +174,7 @@ mod tests {
             &mut chunk(ChunkBytes::dense(plain.clone())),
             3,
             &table,
+            None,
             &ChunkPool::new(0),
         )
         .unwrap()
@@ -165,7 +188,7 @@ mod tests {
         // Read data that happens to be zero is still found.
         let all_zero = ChunkBytes::from_plain(&vec![0; len], &[(0, len / 2)]);
         assert!(matches!(
-            process(&mut chunk(all_zero), 3, &table, &ChunkPool::new(0)).unwrap(),
+            process(&mut chunk(all_zero), 3, &table, None, &ChunkPool::new(0)).unwrap(),
             Processed::Zero
         ));
     }
@@ -188,9 +211,9 @@ mod tests {
         // against the same chunk through an empty pool.
         for plain in [&big[..], &small[..], &big[..]] {
             let table = Mutex::new(DedupTable::default());
-            let recycled = process(&mut chunk(plain), 3, &table, &pool).unwrap();
+            let recycled = process(&mut chunk(plain), 3, &table, None, &pool).unwrap();
             let table = Mutex::new(DedupTable::default());
-            let fresh = process(&mut chunk(plain), 3, &table, &ChunkPool::new(0)).unwrap();
+            let fresh = process(&mut chunk(plain), 3, &table, None, &ChunkPool::new(0)).unwrap();
             match (recycled, fresh) {
                 (
                     Processed::Data { codec, payload, .. },
@@ -229,7 +252,7 @@ mod tests {
             len: 8192,
             data: ChunkData::Data(bytes),
         };
-        match process(&mut c, 3, &table, &ChunkPool::new(0)).unwrap() {
+        match process(&mut c, 3, &table, None, &ChunkPool::new(0)).unwrap() {
             Processed::Data { codec, payload, .. } => {
                 // The reported 8-byte hole is no zero block: the chunk is dense, and zstd does
                 // not shrink it.

@@ -35,6 +35,9 @@ use serde::Serialize;
 use crate::archive::format::{FORMAT_VERSION, MAX_BLOCK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES};
 use crate::archive::manifest::{check_name, DiskManifest, FileManifest, Manifest, VmManifest};
 use crate::archive::writer::ArchiveWriter;
+use crate::base::image::Place;
+use crate::base::plan::{ChangedOnly, DiskPlan};
+use crate::base::BaseImage;
 use crate::blockio::ReadOptions;
 use crate::chain::VirtualDisk;
 use crate::chunk::dedup::DedupTable;
@@ -102,6 +105,19 @@ pub struct BackupOptions {
     pub read: ReadOptions,
     /// Checked between chunks: once set, the backup stops with `Error::Interrupted`.
     pub cancel: crate::cancel::Cancel,
+    /// Make an incremental of this base, with one plan per disk (in disk order).
+    pub incremental: Option<Incremental>,
+    /// Collect the archive's chunk places for its catalog ([`BackupSummary::places`]).
+    pub catalog: bool,
+}
+
+/// What an incremental backup builds on.
+#[derive(Clone, Debug)]
+pub struct Incremental {
+    /// The base image.
+    pub base: Arc<BaseImage>,
+    /// One plan per disk of the backup, in disk order.
+    pub plans: Vec<DiskPlan>,
 }
 
 impl Default for BackupOptions {
@@ -116,6 +132,8 @@ impl Default for BackupOptions {
             output_name: "-".into(),
             read: ReadOptions::default(),
             cancel: Default::default(),
+            incremental: None,
+            catalog: false,
         }
     }
 }
@@ -140,6 +158,10 @@ pub struct Progress {
     pub chunks_stored: u64,
     /// Chunks stored as references to earlier ones.
     pub chunks_dedup: u64,
+    /// Chunks stored as references to the base image (incrementals).
+    pub chunks_base: u64,
+    /// Plaintext bytes stored as references to the base image.
+    pub base_bytes: u64,
     /// Chunks that were zeros and stored as holes.
     pub chunks_zero: u64,
     /// Plaintext bytes stored as references.
@@ -182,6 +204,20 @@ pub struct BackupSummary {
     /// What the archive holds, for a catalog: its manifest's VMs (files with their BLAKE3,
     /// disks with their capacity, descriptor, ddb and chain).
     pub vms: Vec<VmManifest>,
+    /// The archive's identity (its footer's `meta_hash`, hex): what an incremental of it names.
+    pub id: String,
+    /// The base this archive is an incremental of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<crate::archive::manifest::BaseLink>,
+    /// Per disk of an incremental: its base disk and where its changes came from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<crate::base::plan::DiskChanges>,
+    /// The manifest, for a catalog.
+    #[serde(skip)]
+    pub manifest: Option<Manifest>,
+    /// Every nonzero chunk place and its digest, when [`BackupOptions::catalog`] asked.
+    #[serde(skip)]
+    pub places: Vec<Place>,
 }
 
 /// What flows from the reader through the workers to the writer.
@@ -306,6 +342,7 @@ fn build_manifest(vms: &[VmInput], opts: &BackupOptions, created: u64) -> Result
                 origin: vm.origin.clone(),
             })
             .collect(),
+        base: opts.incremental.as_ref().map(|i| i.base.link()),
     };
     for vm in vms {
         for f in &vm.files {
@@ -341,6 +378,22 @@ pub fn backup(
     check_options(opts)?;
     let created = creation_time(opts.created)?;
     let manifest = build_manifest(&vms, opts, created)?;
+    if let Some(inc) = &opts.incremental {
+        if inc.plans.len() != manifest.disk_count() {
+            return Err(Error::Usage(format!(
+                "{} disk plans for {} disks",
+                inc.plans.len(),
+                manifest.disk_count()
+            )));
+        }
+        if inc.base.manifest.chunk_size != opts.chunk_size {
+            return Err(Error::Usage(format!(
+                "the base was cut in chunks of {} bytes; an incremental of it must use the \
+                 same --chunk-size",
+                inc.base.manifest.chunk_size
+            )));
+        }
+    }
     let workers = match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -369,6 +422,13 @@ pub fn backup(
         next: 0,
         disk_records: 0,
         finished_disks: 0,
+        base: opts.incremental.as_ref().map(|i| write::BaseState {
+            image: &i.base,
+            plans: &i.plans,
+            overwritten: Default::default(),
+        }),
+        places: opts.catalog.then(Vec::new),
+        level: opts.level,
     };
     let stages = Stages {
         opts,
@@ -378,7 +438,7 @@ pub fn backup(
         payloads: &payloads,
     };
     stages.run(vms, &mut writer)?;
-    let totals = writer.finish()?;
+    let (totals, id, places) = writer.finish()?;
     Ok(BackupSummary {
         dedup_ratio: totals.dedup_ratio(),
         compression_ratio: totals.compression_ratio(),
@@ -389,6 +449,11 @@ pub fn backup(
         totals,
         created,
         vms: manifest.vms.clone(),
+        id: crate::base::id_hex(&id),
+        base: manifest.base.clone(),
+        changes: changes_of(&manifest, opts.incremental.as_ref()),
+        places,
+        manifest: Some(manifest),
     })
 }
 
@@ -409,10 +474,22 @@ impl Stages<'_> {
     /// or about to send) and the workers (sending) all end before the threads are joined.
     fn run(&self, vms: Vec<VmInput>, writer: &mut Writer<'_, '_>) -> Result<()> {
         let nvms = vms.len();
+        let plans = self.opts.incremental.as_ref().map(|i| &i.plans[..]);
         let disks: Vec<(usize, Box<dyn VirtualDisk>)> = vms
             .into_iter()
             .enumerate()
             .flat_map(|(v, vm)| vm.disks.into_iter().map(move |d| (v, d.disk)))
+            .enumerate()
+            .map(|(ordinal, (v, disk))| {
+                // Chunks outside a disk's change list are not read: the base stands for them.
+                match plans.and_then(|p| p[ordinal].changed.clone()) {
+                    Some(set) => (
+                        v,
+                        Box::new(ChangedOnly::new(disk, set)) as Box<dyn VirtualDisk>,
+                    ),
+                    None => (v, disk),
+                }
+            })
             .collect();
         let (job_tx, job_rx) = bounded::<Job>(self.credits);
         let (res_tx, res_rx) = unbounded::<Done>();
@@ -440,6 +517,7 @@ impl Stages<'_> {
                     done: res_tx.clone(),
                     level: self.opts.level,
                     table: self.table,
+                    base: self.opts.incremental.as_ref().map(|i| &*i.base),
                     pool: &pool,
                     payloads: self.payloads,
                 };
@@ -457,6 +535,23 @@ impl Stages<'_> {
             run
         })
     }
+}
+
+/// What the summary says of each disk of an incremental.
+fn changes_of(m: &Manifest, inc: Option<&Incremental>) -> Vec<crate::base::plan::DiskChanges> {
+    let Some(inc) = inc else {
+        return Vec::new();
+    };
+    m.disks()
+        .zip(&inc.plans)
+        .map(|((v, d), p)| crate::base::plan::DiskChanges {
+            disk: format!("{}/{}", m.vms[v].name, d.name),
+            base_disk: p.base_disk,
+            source: p.source,
+            changed_bytes: p.changed.as_ref().map(|s| s.bytes()),
+            fallback: p.fallback.clone(),
+        })
+        .collect()
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

@@ -9,6 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::compress::process;
 use super::{Done, Hashed, Item, Job, Worked};
+use crate::base::BaseImage;
 use crate::chunk::dedup::DedupTable;
 use crate::chunk::{ChunkData, ChunkPool};
 use crate::error::Result;
@@ -21,6 +22,8 @@ pub(super) struct Worker<'a> {
     pub level: i32,
     /// Consulted only to skip compressing chunks that will become references.
     pub table: &'a Mutex<DedupTable>,
+    /// An incremental's base image: chunks it holds are not compressed either.
+    pub base: Option<&'a BaseImage>,
     /// Where chunk buffers go back to the reader.
     pub pool: &'a ChunkPool,
     /// Payload buffers, given back by the writer once stored.
@@ -48,7 +51,7 @@ impl Worker<'_> {
             ChunkData::Zero => 0,
             ChunkData::Data(b) => b.data_len() as u64,
         };
-        let processed = process(c, self.level, self.table, self.payloads)?;
+        let processed = process(c, self.level, self.table, self.base, self.payloads)?;
         // The writer needs only the chunk's place and the processed result.
         if let ChunkData::Data(bytes) = &mut c.data {
             self.pool.give(std::mem::take(&mut bytes.packed));

@@ -2,7 +2,7 @@
 //! selection, the damage found, the files restored and the [`Ledger`] that accounts for every
 //! byte of every disk.
 
-use crate::archive::format::RecordKind;
+use crate::archive::format::{RecordHeader, RecordKind};
 use crate::archive::manifest::Manifest;
 use crate::archive::reader::StreamReader;
 use crate::error::{Error, Result};
@@ -21,6 +21,8 @@ pub(super) struct Book<'m> {
     pub report: RestoreReport,
     pub files_done: Vec<Vec<bool>>,
     pub ledger: Ledger,
+    /// The base archives BaseRef records are read from.
+    bases: Option<super::Bases>,
 }
 
 impl<'m> Book<'m> {
@@ -48,7 +50,35 @@ impl<'m> Book<'m> {
             sel,
             salvage: opts.salvage,
             report: RestoreReport::default(),
+            bases: opts.bases.clone(),
         }
+    }
+
+    /// The bytes a BaseRef record (header `h`, payload `payload`) stands for, read from the
+    /// base archives. `Ok(None)`: no bases were given (a listing), the record is taken on
+    /// trust and counted. `Ok(Some(Err(why)))`: the base cannot supply them.
+    pub fn base_chunk(
+        &mut self,
+        h: &RecordHeader,
+        payload: &[u8],
+    ) -> Result<Option<std::result::Result<Vec<u8>, String>>> {
+        let Some(bases) = &self.bases else {
+            self.report.base_refs_unchecked += 1;
+            return Ok(None);
+        };
+        let id = self
+            .manifest
+            .base
+            .as_ref()
+            .and_then(|b| crate::base::chain::parse_id(&b.id));
+        let src = (payload.len() as u64 == crate::archive::format::REF_PAYLOAD_BYTES)
+            .then(|| crate::archive::reader::decode_ref(payload))
+            .flatten();
+        let (Some(id), Some(src)) = (id, src) else {
+            return Ok(Some(Err("base reference without a base".into())));
+        };
+        let mut chain = bases.lock().expect("invariant: no panic under lock");
+        Ok(Some(chain.fetch(&id, src, h.raw_len, &h.digest)?))
     }
 
     /// Records damage; without salvage, turns it into the error.
@@ -108,7 +138,7 @@ impl<'m> Book<'m> {
     ) -> Result<()> {
         let mut d = Damage::at(at, what);
         match kind {
-            RecordKind::Chunk | RecordKind::Ref => {
+            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef => {
                 let (vm, name, _) = &self.names[disk as usize];
                 d.vm = Some(vm.clone());
                 d.disk = Some(name.clone());

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::archive::format::{IndexEntry, RecordKind};
+use crate::archive::format::IndexEntry;
 
 /// What happened to one chunk place of a disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,7 +171,7 @@ impl Ledger {
         let mut by_disk = vec![BTreeSet::new(); self.disks.len()];
         let mut last: Option<(u32, u64)> = None;
         for e in entries {
-            if !matches!(e.kind, RecordKind::Chunk | RecordKind::Ref) {
+            if !e.kind.is_data() {
                 continue;
             }
             let place = (e.disk, e.offset);
@@ -348,6 +348,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::format::RecordKind;
 
     const CS: u64 = 0x10000;
 

@@ -138,6 +138,8 @@ pub struct RestoreOptions {
     /// Checked between records: once set, the restore stops with `Error::Interrupted` and
     /// removes its unfinished outputs.
     pub cancel: crate::cancel::Cancel,
+    /// The base archives of an incremental, which its BaseRef records are read from.
+    pub bases: Option<std::sync::Arc<std::sync::Mutex<crate::base::BaseChain>>>,
 }
 
 /// A damaged record or unreadable stretch of the archive.
@@ -264,6 +266,9 @@ pub struct RestoreReport {
     pub lost: Vec<LostRange>,
     /// Records read.
     pub records: u64,
+    /// BaseRef records taken on trust because no base was given (`list`); a restore or
+    /// verify of an incremental needs its bases and reads every one.
+    pub base_refs_unchecked: u64,
 }
 
 impl RestoreReport {
@@ -461,12 +466,29 @@ fn open_target(
     opts: &RestoreOptions,
     one_pass: bool,
 ) -> Result<(FsTarget, Selection)> {
+    check_bases(manifest, opts.bases.as_deref())?;
     let sel = Selection::new(manifest, opts)?;
     let mut target = FsTarget::create(dest, manifest, &sel, opts.force, opts.format, one_pass)?;
     if let Some(h) = &opts.progress {
         target.track(progress::Tracker::new(h.clone(), manifest, &sel));
     }
     Ok((target, sel))
+}
+
+/// Refuses an incremental whose bases were not all given, before anything is written.
+fn check_bases(
+    manifest: &Manifest,
+    bases: Option<&std::sync::Mutex<crate::base::BaseChain>>,
+) -> Result<()> {
+    let Some(link) = &manifest.base else {
+        return Ok(());
+    };
+    let empty = std::sync::Mutex::new(crate::base::BaseChain::default());
+    let chain = bases
+        .unwrap_or(&empty)
+        .lock()
+        .expect("invariant: no panic under lock");
+    chain.check("the archive", link)
 }
 
 /// The one-pass restore from an opened reader; `front`: damage found before it (salvage).
@@ -522,25 +544,36 @@ pub(crate) fn check_stream(
 
 /// Verifies every checksum in one pass (the engine of `verify`). Always collects all damage.
 /// A stream whose front does not read is spooled to the temp directory and verified as a file.
-pub(crate) fn verify_stream(input: &mut dyn Read) -> Result<RestoreReport> {
+pub(crate) fn verify_stream(input: &mut dyn Read, bases: Option<Bases>) -> Result<RestoreReport> {
     salvage::read_or_spool(
         input,
         &std::env::temp_dir(),
-        (),
-        |mut reader, ()| check_stream(&mut reader, &verify_options(), verify_replay(), None),
-        |spooled, ()| verify_seekable(spooled),
+        bases,
+        |mut reader, bases| {
+            check_bases(&reader.manifest, bases.as_deref())?;
+            check_stream(&mut reader, &verify_options(bases), verify_replay(), None)
+        },
+        |spooled, bases| verify_seekable(spooled, bases),
     )
 }
 
 /// [`verify_stream`] for a file: a damaged front is read past with a recovered manifest.
-pub(crate) fn verify_seekable(input: &mut dyn ReadSeek) -> Result<RestoreReport> {
+pub(crate) fn verify_seekable(
+    input: &mut dyn ReadSeek,
+    bases: Option<Bases>,
+) -> Result<RestoreReport> {
     let (mut reader, front) = salvage::open_seekable(input, true)?;
-    check_stream(&mut reader, &verify_options(), verify_replay(), front)
+    check_bases(&reader.manifest, bases.as_deref())?;
+    check_stream(&mut reader, &verify_options(bases), verify_replay(), front)
 }
 
-fn verify_options() -> RestoreOptions {
+/// The base archives of an incremental, shared by a restore's stages.
+pub type Bases = std::sync::Arc<std::sync::Mutex<crate::base::BaseChain>>;
+
+fn verify_options(bases: Option<Bases>) -> RestoreOptions {
     RestoreOptions {
         salvage: true,
+        bases,
         ..Default::default()
     }
 }

@@ -83,7 +83,7 @@ fn record(
     if how.check_index
         && matches!(
             h.kind,
-            RecordKind::File | RecordKind::Chunk | RecordKind::Ref
+            RecordKind::File | RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef
         )
     {
         cur.seen.push(IndexEntry {
@@ -98,7 +98,9 @@ fn record(
     }
     match h.kind {
         RecordKind::File => book.place_file(target, h.disk, h.offset, &r.data)?,
-        RecordKind::Chunk | RecordKind::Ref => data_record(&r, target, book, cur)?,
+        RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef => {
+            data_record(&r, target, book, cur)?
+        }
         RecordKind::DiskEnd => {
             let count = r
                 .data
@@ -144,26 +146,28 @@ fn data_record(
     let placed = match h.kind {
         RecordKind::Chunk => {
             target.write_chunk(h.disk, h.offset, &r.data, &h.digest)?;
-            true
+            Ok(())
         }
+        RecordKind::BaseRef => match book.base_chunk(h, &r.data)? {
+            Some(Ok(data)) => {
+                target.write_chunk(h.disk, h.offset, &data, &h.digest)?;
+                Ok(())
+            }
+            Some(Err(why)) => Err(why),
+            None => Ok(()),
+        },
         _ => match ref_source(&r.data, here, book.names.len()) {
-            Some(src) => target.copy_chunk(src, here, h.raw_len, &h.digest)?,
-            None => false,
+            Some(src) if target.copy_chunk(src, here, h.raw_len, &h.digest)? => Ok(()),
+            _ => Err("referenced chunk missing or damaged".to_string()),
         },
     };
     cur.last = cur.last.max((h.disk, h.offset + h.raw_len));
-    if placed {
-        book.ledger.restored(h.disk, h.offset, &h.digest);
-        Ok(())
-    } else {
-        book.record_damage(
-            r.at,
-            h.kind,
-            h.disk,
-            h.offset,
-            h.raw_len,
-            "referenced chunk missing or damaged".into(),
-        )
+    match placed {
+        Ok(()) => {
+            book.ledger.restored(h.disk, h.offset, &h.digest);
+            Ok(())
+        }
+        Err(why) => book.record_damage(r.at, h.kind, h.disk, h.offset, h.raw_len, why),
     }
 }
 

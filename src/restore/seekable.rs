@@ -208,6 +208,14 @@ fn place(
             target.write_chunk(h.disk, h.offset, data, &h.digest)?;
             book.ledger.restored(h.disk, h.offset, &h.digest);
         }
+        RecordKind::BaseRef => match book.base_chunk(h, data)? {
+            Some(Ok(d)) => {
+                target.write_chunk(h.disk, h.offset, &d, &h.digest)?;
+                book.ledger.restored(h.disk, h.offset, &h.digest);
+            }
+            Some(Err(why)) => book.record_damage(at, h.kind, h.disk, h.offset, h.raw_len, why)?,
+            None => book.ledger.restored(h.disk, h.offset, &h.digest),
+        },
         RecordKind::Ref => {
             // Read the referenced chunk from the archive itself: its disk may not be
             // selected, and reading the archive needs no scratch space.

@@ -1,0 +1,195 @@
+//! The base archives a restore, verify or consolidate of an incremental reads BaseRefs from.
+//!
+//! Each base is a seekable archive file, opened once: its layout is checked and its identity
+//! recomputed from its record headers, so a file is taken for a base only if it is that base.
+//! A BaseRef names a place of the base's restored image; what the base holds there may itself
+//! be a Ref (followed within the base) or a BaseRef (followed into the base's base), down to
+//! the Chunk record whose bytes are checked against the digest the incremental recorded.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::{id_hex, id_short};
+use crate::archive::format::{IndexEntry, RecordHeader, RecordKind};
+use crate::archive::index::{read_raw_at, SeekableArchive};
+use crate::archive::manifest::{BaseLink, Manifest};
+use crate::archive::reader::{decode_payload, decode_ref};
+use crate::error::{Error, Result};
+
+/// Names a base record in messages: `base <id> (<file>): <what>`.
+pub type Namer = Box<dyn Fn(&str) -> String + Send>;
+
+/// One base archive, open.
+#[derive(Debug)]
+struct Opened {
+    name: PathBuf,
+    file: File,
+    manifest: Manifest,
+    /// Its data records by chunk place.
+    places: HashMap<(u32, u64), IndexEntry>,
+}
+
+/// The base archives given to a restore, by identity.
+#[derive(Debug, Default)]
+pub struct BaseChain {
+    archives: HashMap<[u8; 32], Opened>,
+}
+
+/// Parses an identity written as 64 hex digits.
+pub fn parse_id(s: &str) -> Option<[u8; 32]> {
+    if !crate::archive::manifest::is_archive_id(s) {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(id)
+}
+
+impl BaseChain {
+    /// Opens the archives at `paths`: each must be an intact seekable archive.
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut chain = BaseChain::default();
+        for p in paths {
+            chain.add(p)?;
+        }
+        Ok(chain)
+    }
+
+    fn add(&mut self, path: &Path) -> Result<()> {
+        let named = |e: Error| Error::Usage(format!("base {}: {e}", path.display()));
+        let mut file = File::open(path).map_err(|e| Error::io(path, None, e))?;
+        let mut ar = SeekableArchive::open(&mut file).map_err(named)?;
+        ar.check_layout().map_err(named)?;
+        let id = ar.meta_hash(|_| {}).map_err(named)?;
+        if id != ar.footer.meta_hash {
+            return Err(Error::Usage(format!(
+                "base {}: its record headers do not hash to the footer's identity (damaged)",
+                path.display()
+            )));
+        }
+        let places = ar
+            .index
+            .iter()
+            .filter(|e| e.kind.is_data())
+            .map(|e| ((e.disk, e.offset), *e))
+            .collect();
+        let manifest = ar.manifest.clone();
+        self.archives.insert(
+            id,
+            Opened {
+                name: path.to_path_buf(),
+                file,
+                manifest,
+                places,
+            },
+        );
+        Ok(())
+    }
+
+    /// Checks that every archive `link` needs (the base and its lineage) was given; the error
+    /// names the first one missing by identity and creation time.
+    pub fn check(&self, archive: &str, link: &BaseLink) -> Result<()> {
+        let mut need = vec![(link.id.clone(), Some(link.created))];
+        need.extend(link.lineage.iter().rev().map(|l| (l.clone(), None)));
+        for (id, created) in need {
+            let known = parse_id(&id).is_some_and(|i| self.archives.contains_key(&i));
+            if !known {
+                let when = created
+                    .map(|c| {
+                        let (y, mo, d, h, mi, s) = crate::clock::utc_fields(c);
+                        format!(" (created {y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC)")
+                    })
+                    .unwrap_or_default();
+                return Err(Error::Usage(format!(
+                    "{archive} is an incremental: it needs base archive {id}{when}; give it \
+                     with --base (every archive of the chain back to the full one)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The plaintext at `src` (disk, offset) of the restored image of base `id`, checked
+    /// against `digest` and `len`. `Ok(Err(why))`: the base cannot supply it (damaged, or
+    /// the place is not what the incremental recorded); the reason names the base.
+    pub fn fetch(
+        &mut self,
+        id: &[u8; 32],
+        src: (u32, u64),
+        len: u64,
+        digest: &[u8; 32],
+    ) -> Result<std::result::Result<Vec<u8>, String>> {
+        Ok(self
+            .fetch_raw(id, src, len, digest)?
+            .and_then(|(h, payload, what)| decode_payload(&h, payload).map_err(|w| what(&w))))
+    }
+
+    /// [`Self::fetch`] without decoding: the header and stored payload of the Chunk record
+    /// that holds the bytes (a consolidate copies it as it is), and a namer for messages about
+    /// it. The payload is not checked yet.
+    #[allow(clippy::type_complexity)]
+    pub fn fetch_raw(
+        &mut self,
+        id: &[u8; 32],
+        src: (u32, u64),
+        len: u64,
+        digest: &[u8; 32],
+    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, Namer), String>> {
+        let (mut id, mut src) = (*id, src);
+        // Each hop goes to an earlier place of the same archive or to an older archive.
+        for _ in 0..=(self.archives.len() + 1) * 2 + 1 {
+            let Some(a) = self.archives.get_mut(&id) else {
+                return Ok(Err(format!("base archive {} is not given", id_hex(&id))));
+            };
+            let what = |w: &str| format!("base {} ({}): {w}", id_short(&id), a.name.display());
+            let Some(e) = a.places.get(&src).copied() else {
+                return Ok(Err(what(&format!(
+                    "no chunk at disk {} offset {:#x}",
+                    src.0, src.1
+                ))));
+            };
+            let (h, payload) = match read_raw_at(&mut a.file, &e)? {
+                Ok(r) => r,
+                Err(w) => return Ok(Err(what(&w))),
+            };
+            if h.raw_len != len || h.digest != *digest {
+                return Ok(Err(what(&format!(
+                    "the chunk at disk {} offset {:#x} is not the one recorded",
+                    src.0, src.1
+                ))));
+            }
+            match h.kind {
+                RecordKind::Chunk => {
+                    let prefix = what("");
+                    let namer: Namer = Box::new(move |w: &str| format!("{prefix}{w}"));
+                    return Ok(Ok((h, payload, namer)));
+                }
+                RecordKind::Ref => match decode_ref(&payload).filter(|s| *s < src) {
+                    Some(s) => src = s,
+                    None => return Ok(Err(what("bad reference"))),
+                },
+                _ => {
+                    let next = a.manifest.base.as_ref().and_then(|b| parse_id(&b.id));
+                    match (next, decode_ref(&payload)) {
+                        (Some(n), Some(s)) => (id, src) = (n, s),
+                        _ => return Ok(Err(what("bad base reference"))),
+                    }
+                }
+            }
+        }
+        Ok(Err("base references loop".into()))
+    }
+
+    /// Number of archives given.
+    pub fn len(&self) -> usize {
+        self.archives.len()
+    }
+
+    /// Whether none was given.
+    pub fn is_empty(&self) -> bool {
+        self.archives.is_empty()
+    }
+}

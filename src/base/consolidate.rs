@@ -1,0 +1,243 @@
+//! Consolidate: a synthetic full archive from an incremental and its bases, written in one
+//! forward pass without the VM, byte-identical on restore to the chain it replaces (the weekly
+//! tape rotation of a forever-incremental scheme).
+//!
+//! Every chunk place of the newest archive is resolved to the Chunk record holding its bytes,
+//! in whichever archive of the chain that is; the record's stored payload is checked (decoded
+//! and hashed, on all cores) and copied as it is, so nothing is compressed again. A digest met
+//! a second time becomes a Ref, as in a backup. Any damage is an error naming the archive and
+//! the record: a consolidated archive never has holes a restore would take for zeros.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use super::chain::BaseChain;
+use crate::archive::format::{Codec, IndexEntry, RecordHeader, RecordKind};
+use crate::archive::index::{ReadSeek, SeekableArchive};
+use crate::archive::manifest::Manifest;
+use crate::archive::reader::{decode_payload, decode_ref};
+use crate::archive::writer::ArchiveWriter;
+use crate::base::image::Place;
+use crate::chunk::Digest;
+use crate::error::{Error, Result};
+
+/// Chunk records checked at once (on all cores).
+const BATCH: usize = 16;
+
+/// What a consolidate wrote.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ConsolidateSummary {
+    /// The new archive's identity.
+    pub id: String,
+    /// Its size in bytes.
+    pub bytes_written: u64,
+    /// Chunk records written.
+    pub chunks_stored: u64,
+    /// Ref records written.
+    pub chunks_dedup: u64,
+    /// Chunks whose bytes came from a base.
+    pub chunks_from_bases: u64,
+    /// The new archive's manifest and chunk places (for its catalog).
+    #[serde(skip)]
+    pub manifest: Option<Manifest>,
+    /// See `manifest`.
+    #[serde(skip)]
+    pub places: Vec<Place>,
+}
+
+/// A chunk to write: its place, digest and the record holding its bytes.
+struct Pending {
+    place: (u32, u64),
+    len: u64,
+    digest: [u8; 32],
+    /// Header and stored payload of the Chunk record, and who holds it (for messages).
+    raw: (RecordHeader, Vec<u8>),
+    from: String,
+    from_base: bool,
+}
+
+/// Writes the full archive of `top` (named `top_name`), whose bases are in `bases`, to `out`.
+pub fn consolidate(
+    top: &mut dyn ReadSeek,
+    top_name: &str,
+    bases: &mut BaseChain,
+    out: &mut dyn Write,
+    out_name: &str,
+    cancel: &crate::cancel::Cancel,
+) -> Result<ConsolidateSummary> {
+    let mut ar = SeekableArchive::open(top)?;
+    ar.check_layout()?;
+    let mut manifest = ar.manifest.clone();
+    let link = manifest.base.take();
+    if let Some(l) = &link {
+        bases.check(top_name, l)?;
+    }
+    let base_id = link.as_ref().and_then(|l| super::chain::parse_id(&l.id));
+    manifest.vdar_version = env!("CARGO_PKG_VERSION").into();
+    let mut w = ArchiveWriter::new(out, out_name, &manifest, manifest.level)?;
+    let mut s = ConsolidateSummary::default();
+    let mut table: HashMap<[u8; 32], (u32, u64)> = HashMap::new();
+    let entries = std::mem::take(&mut ar.index);
+    let mut i = 0;
+    for (v, vm) in manifest.vms.iter().enumerate() {
+        while let Some(e) = entries.get(i).filter(|e| e.kind == RecordKind::File) {
+            let (_, data) = read_checked(&mut ar, e, top_name)?;
+            w.write_file(v as u32, e.offset, &data)?;
+            i += 1;
+        }
+        for d in &vm.disks {
+            let mut count = 0u64;
+            let mut batch: Vec<Pending> = Vec::new();
+            while let Some(e) = entries
+                .get(i)
+                .filter(|e| e.kind.is_data() && e.disk == d.id)
+            {
+                cancel.check()?;
+                i += 1;
+                count += 1;
+                let (h, payload) = read_raw(&mut ar, e, top_name)?;
+                if let Some(&first) = table.get(&h.digest) {
+                    flush(&mut w, &mut batch, &mut table, &mut s)?;
+                    write_ref(&mut w, &h, first, &mut s)?;
+                    continue;
+                }
+                let p = match h.kind {
+                    RecordKind::Chunk => Pending {
+                        place: (h.disk, h.offset),
+                        len: h.raw_len,
+                        digest: h.digest,
+                        raw: (h, payload),
+                        from: top_name.to_string(),
+                        from_base: false,
+                    },
+                    RecordKind::Ref => {
+                        // A Ref names an earlier chunk of the same archive: in the batch, or
+                        // written already (then the table had it).
+                        flush(&mut w, &mut batch, &mut table, &mut s)?;
+                        match (table.get(&h.digest), decode_ref(&payload)) {
+                            (Some(&first), Some(_)) => write_ref(&mut w, &h, first, &mut s)?,
+                            _ => {
+                                let why = "reference to a chunk not in the archive";
+                                return Err(damaged(top_name, e, why));
+                            }
+                        }
+                        continue;
+                    }
+                    _ => {
+                        let src = decode_ref(&payload)
+                            .ok_or_else(|| damaged(top_name, e, "bad base reference"))?;
+                        let id = base_id
+                            .ok_or_else(|| damaged(top_name, e, "base reference without a base"))?;
+                        let (bh, bp, namer) = bases
+                            .fetch_raw(&id, src, h.raw_len, &h.digest)?
+                            .map_err(|w| damaged(top_name, e, &w))?;
+                        Pending {
+                            place: (h.disk, h.offset),
+                            len: h.raw_len,
+                            digest: h.digest,
+                            raw: (bh, bp),
+                            from: namer(""),
+                            from_base: true,
+                        }
+                    }
+                };
+                // A digest twice in one batch: the second becomes a Ref once the first is out.
+                if batch.iter().any(|b| b.digest == p.digest) {
+                    flush(&mut w, &mut batch, &mut table, &mut s)?;
+                    let first = table[&p.digest];
+                    write_ref(&mut w, &h_of(&p), first, &mut s)?;
+                    continue;
+                }
+                batch.push(p);
+                if batch.len() == BATCH {
+                    flush(&mut w, &mut batch, &mut table, &mut s)?;
+                }
+            }
+            flush(&mut w, &mut batch, &mut table, &mut s)?;
+            w.write_disk_end(d.id, d.meta.capacity, count)?;
+        }
+    }
+    let (size, id) = w.finish_with_id()?;
+    s.id = super::id_hex(&id);
+    s.bytes_written = size;
+    s.manifest = Some(manifest);
+    Ok(s)
+}
+
+/// The header a Ref for `p` is written with.
+fn h_of(p: &Pending) -> RecordHeader {
+    RecordHeader {
+        kind: RecordKind::Ref,
+        codec: Codec::None,
+        disk: p.place.0,
+        offset: p.place.1,
+        stored_len: 0,
+        raw_len: p.len,
+        digest: p.digest,
+    }
+}
+
+fn write_ref(
+    w: &mut ArchiveWriter<'_>,
+    h: &RecordHeader,
+    first: (u32, u64),
+    s: &mut ConsolidateSummary,
+) -> Result<()> {
+    w.write_ref(h.disk, h.offset, h.raw_len, h.digest, first.0, first.1)?;
+    s.chunks_dedup += 1;
+    s.places.push((h.disk, h.offset, Digest(h.digest)));
+    Ok(())
+}
+
+/// Checks the batch's payloads on all cores, then writes them in order.
+fn flush(
+    w: &mut ArchiveWriter<'_>,
+    batch: &mut Vec<Pending>,
+    table: &mut HashMap<[u8; 32], (u32, u64)>,
+    s: &mut ConsolidateSummary,
+) -> Result<()> {
+    use rayon::prelude::*;
+    let checks: Vec<std::result::Result<(), String>> = batch
+        .par_iter()
+        .map(|p| decode_payload(&p.raw.0, p.raw.1.clone()).map(|_| ()))
+        .collect();
+    for (p, ok) in batch.drain(..).zip(checks) {
+        if let Err(why) = ok {
+            return Err(Error::Usage(format!(
+                "{}: the chunk of disk {} at {:#x} is damaged ({why}); nothing was consolidated",
+                p.from, p.place.0, p.place.1
+            )));
+        }
+        let (h, payload) = &p.raw;
+        w.write_chunk(p.place.0, p.place.1, p.len, p.digest, h.codec, payload)?;
+        table.insert(p.digest, p.place);
+        s.chunks_stored += 1;
+        s.chunks_from_bases += u64::from(p.from_base);
+        s.places.push((p.place.0, p.place.1, Digest(p.digest)));
+    }
+    Ok(())
+}
+
+fn read_raw(
+    ar: &mut SeekableArchive<'_>,
+    e: &IndexEntry,
+    name: &str,
+) -> Result<(RecordHeader, Vec<u8>)> {
+    ar.read_raw_entry(e)?.map_err(|w| damaged(name, e, &w))
+}
+
+fn read_checked(
+    ar: &mut SeekableArchive<'_>,
+    e: &IndexEntry,
+    name: &str,
+) -> Result<(RecordHeader, Vec<u8>)> {
+    ar.read_record(e)?.map_err(|w| damaged(name, e, &w))
+}
+
+fn damaged(name: &str, e: &IndexEntry, what: &str) -> Error {
+    Error::Usage(format!(
+        "{name}: record at byte {} ({:?} of disk or VM {} at {:#x}): {what}; nothing was \
+         consolidated",
+        e.record_offset, e.kind, e.disk, e.offset
+    ))
+}

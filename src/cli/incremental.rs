@@ -1,0 +1,177 @@
+//! The incremental side of the command line: `backup --base`, `--base` of restore and verify,
+//! `consolidate` and `catalog`. The rules live in [`crate::base`]; this reads the files the
+//! flags name and prints what was chosen.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use crate::base::catalog;
+use crate::base::{BaseChain, BaseImage};
+use crate::job::changes::{self, ChangedAreas};
+use crate::output::{OutputSpec, StreamOut};
+use crate::pipeline::{BackupOptions, BackupSummary, Incremental, VmInput};
+
+use super::args::{CatalogArgs, ConsolidateArgs, IncrementalArgs};
+use super::stdout::output_error;
+use super::units::human;
+
+/// The base archives named by `--base`, opened; `None` without any.
+pub fn bases(paths: &[PathBuf]) -> anyhow::Result<Option<crate::restore::Bases>> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Mutex::new(BaseChain::open(paths)?))))
+}
+
+/// The image of `path`: a catalog, or an archive whose headers are read.
+pub fn base_image(path: &Path) -> anyhow::Result<BaseImage> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("base {}", path.display()))?;
+    let mut head = [0u8; 8];
+    let n = f
+        .read(&mut head)
+        .with_context(|| format!("base {}", path.display()))?;
+    if catalog::is_catalog(&head[..n]) {
+        return Ok(catalog::read(path)?);
+    }
+    let mut f = std::io::BufReader::new(f);
+    Ok(BaseImage::from_archive(&mut f, path)?)
+}
+
+/// Makes `opts` an incremental of `--base`, planning every disk of `vms`. Prints, per disk,
+/// where its changes come from, and why a hint was not used.
+pub fn plan(
+    args: &IncrementalArgs,
+    vms: &mut [VmInput],
+    opts: &mut BackupOptions,
+    chunk_size_given: bool,
+) -> anyhow::Result<()> {
+    opts.catalog = args.catalog.is_some();
+    let Some(path) = &args.base else {
+        if let Some(c) = &args.changed_areas {
+            changes::record_change_ids(vms, &ChangedAreas::read(c)?)?;
+        }
+        return Ok(());
+    };
+    let base = base_image(path)?;
+    if !chunk_size_given {
+        opts.chunk_size = base.manifest.chunk_size;
+    }
+    let cbt = args
+        .changed_areas
+        .as_deref()
+        .map(ChangedAreas::read)
+        .transpose()?;
+    let how = changes::PlanOptions {
+        chunk_size: opts.chunk_size,
+        read_all: args.read_all,
+    };
+    let plans = changes::plan(&base, vms, cbt.as_ref(), how)?;
+    let names = vms.iter().flat_map(|v| {
+        v.disks
+            .iter()
+            .map(move |d| format!("{}/{}", v.name, d.name))
+    });
+    for (name, p) in names.zip(&plans) {
+        let read = p
+            .changed
+            .as_ref()
+            .map(|s| format!(", {} to read", human(s.bytes())))
+            .unwrap_or_default();
+        log::info!(
+            "{name}: incremental of {}, changes from {}{read}",
+            crate::base::id_short(&base.id),
+            match p.source {
+                Some(crate::base::plan::ChangeSource::Cbt) => "the changed-areas list",
+                Some(crate::base::plan::ChangeSource::RedoLog) => "the redo logs on the base",
+                _ => "reading every chunk",
+            }
+        );
+        if let Some(why) = &p.fallback {
+            log::warn!("{name}: read whole: {why}");
+        }
+    }
+    opts.incremental = Some(Incremental {
+        base: Arc::new(base),
+        plans,
+    });
+    Ok(())
+}
+
+/// Writes the catalog of a finished backup, when `--catalog` asked for one.
+pub fn write_catalog(path: Option<&Path>, summary: &BackupSummary) -> anyhow::Result<()> {
+    let (Some(path), Some(m)) = (path, &summary.manifest) else {
+        return Ok(());
+    };
+    let id = crate::base::chain::parse_id(&summary.id).context("archive identity")?;
+    catalog::write(path, &id, m, &summary.places)?;
+    Ok(())
+}
+
+/// `vdar consolidate`.
+pub fn consolidate(args: &ConsolidateArgs) -> anyhow::Result<ExitCode> {
+    let (top, rest) = args.archives.split_last().context("no archive given")?;
+    let mut bases = BaseChain::open(rest)?;
+    let mut input = std::io::BufReader::new(
+        std::fs::File::open(top).with_context(|| top.display().to_string())?,
+    );
+    let spec = OutputSpec {
+        path: &args.output,
+        force: args.force,
+        what: "an archive",
+    };
+    let name = spec.name();
+    let mut out = StreamOut::open(&spec, 0)?;
+    let cancel = super::signals::on_interrupt()?;
+    let s = crate::base::consolidate::consolidate(
+        &mut input,
+        &top.display().to_string(),
+        &mut bases,
+        out.writer(),
+        &name,
+        &cancel,
+    )
+    .map_err(|e| output_error(&name, e.into()))?;
+    out.writer()
+        .flush()
+        .map_err(|e| output_error(&name, e.into()))?;
+    out.commit().map_err(|e| output_error(&name, e.into()))?;
+    if let (Some(c), Some(m)) = (&args.catalog, &s.manifest) {
+        let id = crate::base::chain::parse_id(&s.id).context("archive identity")?;
+        catalog::write(c, &id, m, &s.places)?;
+    }
+    if args.json {
+        let json = super::json::to_string("consolidate", &s)?;
+        if args.output == Path::new("-") {
+            eprintln!("{json}");
+        } else {
+            super::stdout::line(format_args!("{json}"))?;
+        }
+    } else {
+        log::info!(
+            "consolidated {} into {name}: {} chunks ({} from bases), {} references, {}",
+            top.display(),
+            s.chunks_stored,
+            s.chunks_from_bases,
+            s.chunks_dedup,
+            human(s.bytes_written)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vdar catalog`.
+pub fn catalog(args: &CatalogArgs) -> anyhow::Result<ExitCode> {
+    let img = base_image(&args.archive)?;
+    catalog::write(&args.output, &img.id, &img.manifest, &img.places())?;
+    log::info!(
+        "{}: catalog of archive {} ({} chunk places)",
+        args.output.display(),
+        crate::base::id_hex(&img.id),
+        img.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,608 @@
+//! Incrementals: a base backup, the disk changed (overwritten, zeroed, unmapped, extended with
+//! new data), an incremental by each change source (redo logs, a CBT list, none), and every
+//! way back: restore with the bases, restore from a pipe, consolidate. Each image is compared
+//! with `qemu-img convert` of the changed chain.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use vdar::fixture::cowd::write_cowd;
+use vdar::fixture::sesparse::{write_sesparse, SeSparseOptions};
+use vdar::fixture::{descriptor_text, Content, ExtentLine, Region};
+
+use crate::cowd::{data, esx_base, fill};
+use crate::util::{assert_same_file, ok, qemu_io, qemu_raw, run, s, tempdir, vdar};
+
+/// A changed-areas file for disk `disk`: `since` → `change_id`, the given byte ranges.
+fn cbt_file(path: &Path, disk: &str, since: &str, change_id: &str, areas: &[(u64, u64)]) {
+    let areas: Vec<_> = areas
+        .iter()
+        .map(|(s, l)| serde_json::json!({"start": s, "length": l}))
+        .collect();
+    let doc = serde_json::json!({"disks": [{"disk": disk, "since": since,
+        "change_id": change_id, "areas": areas}]});
+    std::fs::write(path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// The one raw image a restore report names.
+fn restored(report: &std::process::Output) -> PathBuf {
+    let v = json(report);
+    let disks = v["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), 1, "{v}");
+    assert_eq!(disks[0]["lost_bytes"], 0, "{v}");
+    PathBuf::from(disks[0]["path"].as_str().unwrap())
+}
+
+/// Restores `archive` with `bases` into a fresh directory under `d` and returns the image.
+fn restore_with(d: &Path, tag: &str, archive: &Path, bases: &[&Path]) -> PathBuf {
+    let to = d.join(format!("out-{tag}"));
+    let mut args = vec!["restore", s(archive), "--to", s(&to), "--json"];
+    for b in bases {
+        args.extend(["--base", s(b)]);
+    }
+    restored(&ok(&args))
+}
+
+/// Every check of one incremental `inc` of `full` whose disk should read as `want`.
+fn check_incremental(d: &Path, tag: &str, full: &Path, inc: &Path, want: &Path) {
+    // Seekable restore with the base.
+    assert_same_file(&restore_with(d, tag, inc, &[full]), want);
+    // One pass from a pipe (the base a file).
+    let to = d.join(format!("pipe-{tag}"));
+    let mut child = Command::new(crate::util::vdar_bin())
+        .args(["restore", "-", "--to", s(&to), "--json", "--base", s(full)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::copy(
+        &mut std::fs::File::open(inc).unwrap(),
+        child.stdin.as_mut().unwrap(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_file(&restored(&out), want);
+    // Verify reads every BaseRef from the base.
+    let v = json(&ok(&["verify", s(inc), "--base", s(full), "--json"]));
+    assert_eq!(v["ok"], true, "{v}");
+    // A synthetic full: no base needed to restore it, same bytes.
+    let cons = d.join(format!("cons-{tag}.vdar"));
+    ok(&["consolidate", s(full), s(inc), "-o", s(&cons)]);
+    let l = json(&ok(&["list", s(&cons), "--json"]));
+    assert!(l.get("base").is_none(), "{l}");
+    assert_eq!(json(&ok(&["verify", s(&cons), "--json"]))["ok"], true);
+    assert_same_file(&restore_with(d, &format!("cons-{tag}"), &cons, &[]), want);
+}
+
+/// Backs up `base_top` (full, with its catalog), then `now_top` by each change source, and
+/// checks every incremental. `changed`: the byte ranges written since, as CBT would list them.
+fn check_sources(d: &Path, base_top: &Path, now_top: &Path, changed: &[(u64, u64)]) {
+    let full = d.join("full.vdar");
+    let cat = d.join("full.vcat");
+    let disk_then = base_top.file_name().unwrap().to_str().unwrap();
+    let disk_now = now_top.file_name().unwrap().to_str().unwrap();
+    cbt_file(&d.join("cbt0.json"), disk_then, "*", "52 aa/1", &[]);
+    let c0 = d.join("cbt0.json");
+    // Small chunks, so that a change re-stores little; the incrementals take the base's size.
+    ok(&[
+        "backup",
+        s(base_top),
+        "-o",
+        s(&full),
+        "--catalog",
+        s(&cat),
+        "--changed-areas",
+        s(&c0),
+        "--chunk-size",
+        "64K",
+    ]);
+    let want = d.join("want.raw");
+    qemu_raw(now_top, &want);
+    cbt_file(
+        &d.join("cbt1.json"),
+        disk_now,
+        "52 aa/1",
+        "52 aa/2",
+        changed,
+    );
+    let c1 = d.join("cbt1.json");
+    let sources: [(&str, Vec<&str>, &str); 3] = [
+        ("redo", vec!["--base", s(&cat)], "redo-log"),
+        (
+            "cbt",
+            vec!["--base", s(&full), "--changed-areas", s(&c1)],
+            "cbt",
+        ),
+        ("dedup", vec!["--base", s(&cat), "--read-all"], "dedup"),
+    ];
+    let full_len = std::fs::metadata(&full).unwrap().len();
+    for (tag, extra, source) in sources {
+        let inc = d.join(format!("{tag}.vdar"));
+        let mut args = vec!["backup", s(now_top), "-o", s(&inc), "--json"];
+        args.extend(extra);
+        let b = json(&ok(&args));
+        assert_eq!(b["changes"][0]["source"], source, "{tag}: {b}");
+        assert!(b["changes"][0].get("fallback").is_none(), "{tag}: {b}");
+        assert!(b["chunks_base"].as_u64().unwrap() > 0, "{tag}: {b}");
+        let len = std::fs::metadata(&inc).unwrap().len();
+        assert!(
+            len < full_len,
+            "{tag}: incremental {len} B >= full {full_len} B"
+        );
+        if source != "dedup" {
+            // Only the listed chunks were read.
+            let listed = b["changes"][0]["changed_bytes"].as_u64().unwrap();
+            assert!(b["bytes_read"].as_u64().unwrap() <= listed, "{tag}: {b}");
+        }
+        check_incremental(d, tag, &full, &inc, &want);
+    }
+}
+
+/// A COWD or SEsparse child `name` over `parent` (descriptor file name, CID `parent_cid`).
+fn delta(
+    d: &Path,
+    name: &str,
+    parent: &str,
+    parent_cid: u32,
+    cid: u32,
+    se: bool,
+    cap: u64,
+) -> PathBuf {
+    let (create, kind, ext) = if se {
+        ("seSparse", "SESPARSE", format!("{name}-sesparse.vmdk"))
+    } else {
+        ("vmfsSparse", "VMFSSPARSE", format!("{name}-delta.vmdk"))
+    };
+    let text = descriptor_text(
+        create,
+        cid,
+        parent_cid,
+        Some(parent),
+        &[ExtentLine {
+            access: "RW",
+            sectors: cap,
+            kind,
+            file: Some(ext.clone()),
+            offset: None,
+        }],
+        &[("ddb.adapterType", "lsilogic"), ("ddb.uuid", "60 00 c2 9a")],
+    );
+    let path = d.join(format!("{name}.vmdk"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn write_layer(d: &Path, name: &str, se: bool, cap: u64, regions: &[Region]) {
+    if se {
+        let ext = d.join(format!("{name}-sesparse.vmdk"));
+        write_sesparse(&ext, cap, regions, &SeSparseOptions::default()).unwrap();
+    } else {
+        // Grains of one sector: qemu, the oracle, reads a zero grain (GTE 1) as the file's
+        // sector 1 onwards, which the writer keeps zero for one sector only (tests/cowd.rs).
+        write_cowd(&d.join(format!("{name}-delta.vmdk")), cap, 1, regions).unwrap();
+    }
+}
+
+/// Bytes a region covers.
+fn span(r: &Region) -> (u64, u64) {
+    (r.offset, r.byte_len())
+}
+
+/// ESX base, a first redo log (the base backup's top), a second on it with overwrites, zero
+/// grains (and for SEsparse unmapped ones) over data, and new data.
+fn redo_chain(se: bool) {
+    let dir = tempdir();
+    let d = dir.path();
+    let cap = 48 << 11; // 48 MiB in sectors
+    let cid = esx_base(d, cap, &["write -P 0xa1 0 6M", "write -P 0xb2 20M 4M"]);
+    write_layer(
+        d,
+        "s1",
+        se,
+        cap,
+        &[data(0x31, 2048, 2048), data(0x32, 60000, 512)],
+    );
+    let s1 = delta(d, "s1", "base.vmdk", cid, 0x1111, se, cap);
+    let zero = if se { Content::Unmapped } else { Content::Zero };
+    let mut r2 = vec![
+        data(0x41, 512, 64),                  // overwrite inside the base's data
+        fill(2048 + 256, 512, Content::Zero), // zero grains over s1's data
+        fill(40960, 2048, zero),              // hide the base's 20 MiB region
+        data(0x42, 80000, 1024),              // new data where all was zero
+    ];
+    if se {
+        r2.push(fill(4096, 64, Content::Zero));
+    }
+    write_layer(d, "s2", se, cap, &r2);
+    let s2 = delta(d, "s2", "s1.vmdk", 0x1111, 0x2222, se, cap);
+    let mut changed: Vec<_> = r2.iter().map(span).collect();
+    changed.sort_unstable();
+    if std::env::var_os("VDAR_KEEP").is_some() {
+        eprintln!("kept {}", dir.keep().display());
+        return;
+    }
+    check_sources(d, &s1, &s2, &changed);
+}
+
+#[test]
+fn cowd_chain_by_each_source() {
+    redo_chain(false);
+}
+
+#[test]
+fn sesparse_chain_by_each_source() {
+    redo_chain(true);
+}
+
+/// Hosted sparse layers made by qemu-img, written with qemu-io.
+#[test]
+fn hosted_sparse_chain_by_each_source() {
+    let dir = tempdir();
+    let d = dir.path();
+    let base = d.join("disk.vmdk");
+    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&base), "40M"]);
+    qemu_io(&base, &["write -P 0x11 0 8M", "write -P 0x22 20M 4M"]);
+    let s1 = d.join("disk-000001.vmdk");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-b",
+            "disk.vmdk",
+            "-F",
+            "vmdk",
+            s(&s1),
+        ],
+    );
+    qemu_io(&s1, &["write -P 0x33 1M 1M"]);
+    let s2 = d.join("disk-000002.vmdk");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-b",
+            "disk-000001.vmdk",
+            "-F",
+            "vmdk",
+            s(&s2),
+        ],
+    );
+    let changed = [
+        (1 << 20, 64 << 10),
+        (20 << 20, 4 << 20),
+        (33 << 20, 3 << 20),
+    ];
+    qemu_io(
+        &s2,
+        &[
+            "write -P 0x44 1M 64k",
+            "write -z 20M 4M",
+            "write -P 0x55 33M 3M",
+        ],
+    );
+    check_sources(d, &s1, &s2, &changed);
+}
+
+/// Full, then two incrementals: the newest needs both bases, names the one missing, and
+/// consolidates with both into the same image.
+#[test]
+fn a_chain_of_three_needs_every_base() {
+    let dir = tempdir();
+    let d = dir.path();
+    let disk = d.join("disk.vmdk");
+    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "24M"]);
+    qemu_io(&disk, &["write -P 0x11 0 8M"]);
+    let full = d.join("full.vdar");
+    ok(&["backup", s(&disk), "-o", s(&full)]);
+    qemu_io(&disk, &["write -P 0x22 4M 1M"]);
+    let inc1 = d.join("inc1.vdar");
+    let b1 = json(&ok(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&inc1),
+        "--base",
+        s(&full),
+        "--json",
+    ]));
+    assert_eq!(b1["changes"][0]["source"], "dedup", "{b1}");
+    qemu_io(&disk, &["write -P 0x33 12M 1M", "write -z 0 1M"]);
+    let inc2 = d.join("inc2.vdar");
+    let b2 = json(&ok(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&inc2),
+        "--base",
+        s(&inc1),
+        "--json",
+    ]));
+    assert_eq!(b2["base"]["id"], b1["id"], "{b2}");
+    assert_eq!(b2["base"]["lineage"][0], b1["base"]["id"], "{b2}");
+    let want = d.join("want.raw");
+    qemu_raw(&disk, &want);
+    assert_same_file(&restore_with(d, "both", &inc2, &[&inc1, &full]), &want);
+    let missing = vdar(&[
+        "restore",
+        s(&inc2),
+        "--to",
+        s(&d.join("x")),
+        "--base",
+        s(&inc1),
+    ]);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{err}");
+    assert!(err.contains(b1["base"]["id"].as_str().unwrap()), "{err}");
+    assert!(
+        !d.join("x").join("disk").exists(),
+        "nothing written without every base"
+    );
+    let cons = d.join("cons.vdar");
+    ok(&["consolidate", s(&full), s(&inc1), s(&inc2), "-o", s(&cons)]);
+    assert_same_file(&restore_with(d, "cons", &cons, &[]), &want);
+    // The consolidated full is a base like any other.
+    qemu_io(&disk, &["write -P 0x44 16M 1M"]);
+    let inc3 = d.join("inc3.vdar");
+    ok(&["backup", s(&disk), "-o", s(&inc3), "--base", s(&cons)]);
+    qemu_raw(&disk, &want);
+    assert_same_file(&restore_with(d, "inc3", &inc3, &[&cons]), &want);
+}
+
+/// A change list that does not follow on from the base, or a disk that grew, is not trusted:
+/// the disk is read whole, with the reason in the summary, and the image is still right.
+#[test]
+fn hints_that_do_not_fit_fall_back_to_reading_everything() {
+    let dir = tempdir();
+    let d = dir.path();
+    let disk = d.join("disk.vmdk");
+    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "16M"]);
+    qemu_io(&disk, &["write -P 0x11 0 4M"]);
+    let c0 = d.join("c0.json");
+    cbt_file(&c0, "disk.vmdk", "*", "id/1", &[]);
+    let full = d.join("full.vdar");
+    ok(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&full),
+        "--changed-areas",
+        s(&c0),
+    ]);
+    qemu_io(&disk, &["write -P 0x22 8M 1M"]);
+    // The list claims nothing changed, but starts from another change id.
+    let c1 = d.join("c1.json");
+    cbt_file(&c1, "disk.vmdk", "id/7", "id/8", &[]);
+    let inc = d.join("inc.vdar");
+    let b = json(&ok(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&inc),
+        "--base",
+        s(&full),
+        "--changed-areas",
+        s(&c1),
+        "--json",
+    ]));
+    let why = b["changes"][0]["fallback"].as_str().unwrap_or_default();
+    assert!(why.contains("id/7") && why.contains("id/1"), "{b}");
+    let want = d.join("want.raw");
+    qemu_raw(&disk, &want);
+    assert_same_file(&restore_with(d, "cbt", &inc, &[&full]), &want);
+    // The disk grew: same name, another size.
+    let raw = d.join("grown.raw");
+    qemu_raw(&disk, &raw);
+    let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
+    f.set_len(20 << 20).unwrap();
+    drop(f);
+    std::fs::remove_file(&disk).unwrap();
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            s(&raw),
+            s(&disk),
+        ],
+    );
+    qemu_io(&disk, &["write -P 0x33 17M 1M"]);
+    let grown = d.join("grown.vdar");
+    let b = json(&ok(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&grown),
+        "--base",
+        s(&full),
+        "--json",
+    ]));
+    let why = b["changes"][0]["fallback"].as_str().unwrap_or_default();
+    assert!(why.contains("capacity"), "{b}");
+    qemu_raw(&disk, &want);
+    assert_same_file(&restore_with(d, "grown", &grown, &[&full]), &want);
+    // A list without a base is only a full backup's change id.
+    let bad = vdar(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&d.join("y.vdar")),
+        "--changed-areas",
+        s(&c1),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--base"));
+}
+
+/// A chunk damaged in the base after the incremental was written: verify of the incremental
+/// finds it, names the base, and exits 1; without the base, verify says which archive it needs.
+#[test]
+fn damage_in_a_base_is_named_by_verify_of_the_incremental() {
+    let dir = tempdir();
+    let d = dir.path();
+    let disk = d.join("disk.vmdk");
+    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "16M"]);
+    qemu_io(&disk, &["write -P 0x11 0 4M", "write -P 0x12 8M 4M"]);
+    let full = d.join("full.vdar");
+    let cat = d.join("full.vcat");
+    let b0 = json(&ok(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&full),
+        "--catalog",
+        s(&cat),
+        "--json",
+    ]));
+    qemu_io(&disk, &["write -P 0x22 4M 1M"]);
+    let inc = d.join("inc.vdar");
+    ok(&["backup", s(&disk), "-o", s(&inc), "--base", s(&cat)]);
+    assert_eq!(
+        json(&ok(&["verify", s(&inc), "--base", s(&full), "--json"]))["ok"],
+        true
+    );
+    let alone = vdar(&["verify", s(&inc)]);
+    assert_eq!(alone.status.code(), Some(2));
+    let id = b0["id"].as_str().unwrap();
+    assert!(String::from_utf8_lossy(&alone.stderr).contains(id));
+    // Flip a byte inside the first chunk record's payload.
+    let (at, _, _) = crate::archive::chunk_record(&std::fs::read(&full).unwrap(), 0, 0);
+    let mut bytes = std::fs::read(&full).unwrap();
+    bytes[at as usize + 100] ^= 0x40;
+    std::fs::write(&full, bytes).unwrap();
+    let out = vdar(&["verify", s(&inc), "--base", s(&full), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    let what = v["damage"][0]["what"].as_str().unwrap();
+    assert!(
+        what.contains(&id[..16]) && what.contains("full.vdar"),
+        "{v}"
+    );
+    // Consolidate refuses rather than write a full archive with a hole.
+    let c = vdar(&["consolidate", s(&full), s(&inc), "-o", s(&d.join("c.vdar"))]);
+    assert_eq!(c.status.code(), Some(2));
+    assert!(!d.join("c.vdar").exists());
+}
+
+/// The catalog's bytes, pinned (formats/CATALOG.md), and a catalog read back is the image the
+/// archive describes.
+#[test]
+fn catalog_golden_bytes() {
+    use vdar::base::catalog;
+    use vdar::chunk::Digest;
+    let (ar, _) = crate::archive::make_archive(1);
+    let img = vdar::base::BaseImage::from_archive(&mut std::io::Cursor::new(&ar), Path::new("a"))
+        .unwrap();
+    let places = img.places();
+    let bytes = catalog::encode(&img.id, &img.manifest, &places);
+    assert_eq!(&bytes[..8], &catalog::CATALOG_MAGIC_V1);
+    assert_eq!(&bytes[24..56], &img.id);
+    let back = catalog::decode(&bytes, Path::new("c")).unwrap();
+    assert_eq!(back.places(), places);
+    assert_eq!(back.id, img.id);
+    let entries = &bytes[bytes.len() - 32 - places.len() * 48..bytes.len() - 32];
+    assert_eq!(&entries[16..48], &places[0].2 .0);
+    assert_eq!(places[0].2, Digest(places[0].2 .0));
+    assert_eq!(bytes.len(), CATALOG_GOLDEN_LEN, "catalog length");
+    assert_eq!(
+        blake3::hash(&bytes).to_hex().as_str(),
+        CATALOG_GOLDEN_BLAKE3
+    );
+    // Every damaged byte is refused, naming the file.
+    for at in [0, 9, 13, 20, 30, 60, bytes.len() - 40, bytes.len() - 1] {
+        let mut bad = bytes.clone();
+        bad[at] ^= 1;
+        let e = catalog::decode(&bad, Path::new("c.vcat"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.vcat"), "{at}: {e}");
+    }
+    assert!(catalog::decode(&bytes[..bytes.len() - 1], Path::new("c")).is_err());
+}
+const CATALOG_GOLDEN_LEN: usize = 2752;
+const CATALOG_GOLDEN_BLAKE3: &str =
+    "cbc022dc4a7c4f5aa81176d04d489cd5e2c07f22149079a131d5e94ccb9363b6";
+
+/// An incremental's bytes, pinned (formats/ARCHIVE.md "Incrementals"): the golden corpus backed
+/// up again against its own archive, so every chunk place is a BaseRef to the same place.
+#[test]
+fn incremental_golden_vector() {
+    use std::sync::Arc;
+    use vdar::archive::format::{RecordKind, INCOMPAT_BASE_REFS};
+    use vdar::job::changes::{plan, PlanOptions};
+    use vdar::pipeline::{backup, BackupOptions, Incremental};
+    let (base, _) = crate::archive::make_archive(1);
+    let img = vdar::base::BaseImage::from_archive(&mut std::io::Cursor::new(&base), Path::new("b"))
+        .unwrap();
+    let (mut vms, expect) = crate::archive::corpus();
+    let how = PlanOptions {
+        chunk_size: crate::archive::CS,
+        read_all: true,
+    };
+    let plans = plan(&img, &mut vms, None, how).unwrap();
+    let base_places = img.len();
+    let o = BackupOptions {
+        incremental: Some(Incremental {
+            base: Arc::new(img),
+            plans,
+        }),
+        ..crate::archive::opts(1)
+    };
+    let mut inc = Vec::new();
+    let sum = backup(vms, &o, &mut inc, None).unwrap();
+    assert_eq!(sum.totals.chunks_stored, 0, "{sum:?}");
+    let mut c = std::io::Cursor::new(&inc);
+    let a = vdar::archive::index::SeekableArchive::open(&mut c).unwrap();
+    assert_eq!(a.header.incompat_features, 0x3 | INCOMPAT_BASE_REFS);
+    let refs = a
+        .index
+        .iter()
+        .filter(|e| e.kind == RecordKind::BaseRef)
+        .count();
+    assert_eq!(refs, base_places);
+    assert_eq!(a.manifest.base.as_ref().unwrap().lineage.len(), 0);
+    // It restores to the corpus with its base, and not without.
+    let dir = tempdir();
+    let bpath = dir.path().join("base.vdar");
+    std::fs::write(&bpath, &base).unwrap();
+    let bases = vdar::base::BaseChain::open(&[bpath]).unwrap();
+    let opts = vdar::restore::RestoreOptions {
+        bases: Some(Arc::new(std::sync::Mutex::new(bases))),
+        ..Default::default()
+    };
+    let out = dir.path().join("out");
+    let r = vdar::restore::restore_seekable(&mut std::io::Cursor::new(&inc), &out, &opts).unwrap();
+    assert!(r.is_complete(), "{r:?}");
+    crate::archive::check_restored(&out, &expect);
+    let e = vdar::restore::restore_seekable(
+        &mut std::io::Cursor::new(&inc),
+        &dir.path().join("none"),
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains(&sum.base.unwrap().id), "{e}");
+    assert_eq!(inc.len(), INC_GOLDEN_LEN, "archive length");
+    assert_eq!(blake3::hash(&inc).to_hex().as_str(), INC_GOLDEN_BLAKE3);
+}
+const INC_GOLDEN_LEN: usize = 11743;
+const INC_GOLDEN_BLAKE3: &str = "45129c773dfb846791d40fa8d9c3ffa655bf2b9c57f09860c28e915391d9b9bc";
