@@ -27,8 +27,9 @@
 //!
 //! [`blockio`] reads data runs with a read-ahead pipeline (io_uring, pread fallback). [`san`]
 //! (LAN-free SAN mode) plugs into stage 1 as an [`input::SourceOpener`]: files come from a block
-//! map and are read from the datastore's LUNs. [`sniff`] names the format of a file handed to
-//! the wrong command.
+//! map and are read from the datastore's LUNs, every copy under the map's probe check
+//! ([`san::probes::guarded_copy`]). [`sniff`] names the format of a file handed to the wrong
+//! command.
 //!
 //! Layers, bottom up (tests/layout.rs keeps them, and keeps them free of import loops):
 //! `error`/`cancel`/`sniff`, `input`, `blockio`/`chain`, `san`/`chunk`, `archive`, `output`,
