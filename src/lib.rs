@@ -25,15 +25,22 @@
 //! [`job`] decides what a backup takes, for every front end: which VMs the inputs form, which
 //! disks and small files each holds and under what names, what is recorded about each disk.
 //!
+//! [`vsphere`] (feature `vsphere`, on by default) backs up a VM by name from vCenter or ESXi:
+//! a SOAP session, a backup snapshot that is always removed, the frozen disk layout handed to
+//! [`job`], the chain read over HTTPS or (transport `san`) from the LUNs; and restores onto a
+//! datastore and registers the VM.
+//!
 //! [`blockio`] reads data runs with a read-ahead pipeline (io_uring, pread fallback). [`san`]
 //! (LAN-free SAN mode) plugs into stage 1 as an [`input::SourceOpener`]: files come from a block
-//! map and are read from the datastore's LUNs. [`sniff`] names the format of a file handed to
-//! the wrong command.
+//! map and are read from the datastore's LUNs, every copy under the map's probe check
+//! ([`san::probes::guarded_copy`]). [`sniff`] names the format of a file handed to the wrong
+//! command. [`clock`] turns Unix time into UTC calendar fields and RFC 3339 strings for names
+//! and messages, never local time.
 //!
 //! Layers, bottom up (tests/layout.rs keeps them, and keeps them free of import loops):
-//! `error`/`cancel`/`sniff`, `input`, `blockio`/`chain`, `san`/`chunk`, `archive`, `output`,
-//! `pipeline`/`restore`, `list`/`verify`, and on top the front ends. The input side never
-//! imports the output side.
+//! `error`/`cancel`/`clock`/`sniff`, `input`, `blockio`/`chain`, `san`/`chunk`, `archive`,
+//! `output`, `pipeline`/`restore`, `job`, `vsphere`, `list`/`verify`, and on top the front
+//! ends. The input side never imports the output side.
 //!
 //! Front ends: [`cli`] (feature `cli`, on by default) is the command line of both binaries,
 //! `vdar` and `vdar-restore`, which are one call each into it; it turns flags into library

@@ -3,6 +3,7 @@
 //! The output (a `.partial` file renamed once complete, a device, a FIFO or a tape written in
 //! place, stdout) is the library's write path, `crate::output`.
 
+use std::cell::OnceCell;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use crate::input::LocalOpener;
 use crate::job;
 use crate::output::{OutputSpec, StreamOut};
 use crate::pipeline::{backup, BackupOptions, Progress, VmInput};
-use crate::san::probes::{GuardedOp, ProbeGuard};
+use crate::san::probes::guarded_copy;
 use anyhow::Context;
 
 use super::args::{parse_size, BackupArgs};
@@ -63,52 +64,6 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let vsphere_wanted = args.vsphere.server.vsphere.is_some();
     check_transport(args, san.is_some())?;
     let local = LocalOpener::new(args.san.read_path());
-    let mut chain_opts = ChainOptions {
-        opener: &local,
-        ignore_cid: args.chain.ignore_cid,
-    };
-    let guard = match &san {
-        Some(o) => {
-            chain_opts.opener = o;
-            Some(ProbeGuard::begin(o, GuardedOp::Copy)?)
-        }
-        None => None,
-    };
-    // Declared before the snapshots that borrow it, so it outlives them.
-    let session;
-    let mut snapshots = Vec::new();
-    let plan = if vsphere_wanted {
-        let (s, server) = super::vsphere::connect(&args.vsphere.server)?;
-        session = s;
-        snapshots = super::vsphere::prepare(&session, &server, &args.vsphere)?;
-        let chain = san.as_ref().map(|o| o as &dyn crate::input::SourceOpener);
-        crate::vsphere::plan::open(
-            &snapshots,
-            &select_options(args),
-            chain,
-            args.chain.ignore_cid,
-        )?
-    } else {
-        let selection = job::select(&args.inputs, &select_options(args))?;
-        job::open(selection, &chain_opts)?
-    };
-    log_plan(&plan);
-    let job::BackupPlan {
-        mut vms,
-        capacity: total,
-        excluded,
-        ..
-    } = plan;
-    let chunk_size_given = args.chunk_size.is_some();
-    super::incremental::plan(&args.incremental, &mut vms, &mut opts, chunk_size_given)?;
-    let finish_san = || -> anyhow::Result<()> {
-        if let (Some(o), Some(g)) = (&san, guard) {
-            g.finish()?;
-            super::san::print_notices(o.luns());
-        }
-        Ok(())
-    };
-
     let to_stdout = args.output == Path::new("-");
     let spec = OutputSpec {
         path: &args.output,
@@ -116,17 +71,52 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         what: "an archive",
     };
     let name = spec.name();
-    let mut out = StreamOut::open(&spec, opts.block_size as usize)?;
-    // The archive writer names the bytes it handed on; the buffers below may hold more: name
-    // what really went out.
-    let summary =
-        run_backup(vms, &opts, out.writer(), total).map_err(|e| output_error(&name, e))?;
-    // A stream cannot be taken back: it is flushed, and a failed probe still fails the backup
-    // (non-zero exit). A file gets its name only after the probes passed.
-    out.writer()
-        .flush()
-        .map_err(|e| output_error(&name, e.into()))?;
-    finish_san()?;
+    // Set before the snapshots that borrow it, and declared out here so it outlives them.
+    let session = OnceCell::new();
+    let ((summary, out, excluded, snapshots), notices) =
+        guarded_copy(san.as_ref(), &local, |opener| {
+            let chain_opts = ChainOptions {
+                opener,
+                ignore_cid: args.chain.ignore_cid,
+            };
+            let mut snapshots = Vec::new();
+            let plan = if vsphere_wanted {
+                let (s, server) = super::vsphere::connect(&args.vsphere.server)?;
+                let session = session.get_or_init(|| s);
+                snapshots = super::vsphere::prepare(session, &server, &args.vsphere)?;
+                let chain = san.as_ref().map(|o| o as &dyn crate::input::SourceOpener);
+                crate::vsphere::plan::open(
+                    &snapshots,
+                    &select_options(args),
+                    chain,
+                    args.chain.ignore_cid,
+                )?
+            } else {
+                let selection = job::select(&args.inputs, &select_options(args))?;
+                job::open(selection, &chain_opts)?
+            };
+            log_plan(&plan);
+            let job::BackupPlan {
+                mut vms,
+                capacity: total,
+                excluded,
+                ..
+            } = plan;
+            let chunk_size_given = args.chunk_size.is_some();
+            super::incremental::plan(&args.incremental, &mut vms, &mut opts, chunk_size_given)?;
+            let mut out = StreamOut::open(&spec, opts.block_size as usize)?;
+            // The archive writer names the bytes it handed on; the buffers below may hold
+            // more: name what really went out.
+            let summary =
+                run_backup(vms, &opts, out.writer(), total).map_err(|e| output_error(&name, e))?;
+            // A stream cannot be taken back: it is flushed, and a failed probe still fails
+            // the backup (non-zero exit). A file gets its name only after the probes passed.
+            out.writer()
+                .flush()
+                .map_err(|e| output_error(&name, e.into()))?;
+            anyhow::Ok((summary, out, excluded, snapshots))
+        })?;
+    super::san::log_notices(notices);
     out.commit().map_err(|e| output_error(&name, e.into()))?;
     super::incremental::write_catalog(args.incremental.catalog.as_deref(), &summary)?;
     let vsphere =

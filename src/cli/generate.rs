@@ -5,9 +5,9 @@
 //!
 //! They are subcommands of the shipped binaries rather than a build script or a separate
 //! generator: a build.rs would have to compile the CLI a second time (the `Cli` types live in
-//! the binaries, not the library), and a generator binary would be one more `[[bin]]` that
-//! `cargo install` puts on PATH. ripgrep ships its man page and completions the same way
-//! (`rg --generate`).
+//! the library, in `src/cli/args.rs`, and a build script runs before the library is built),
+//! and a generator binary would be one more `[[bin]]` that `cargo install` puts on PATH.
+//! ripgrep ships its man page and completions the same way (`rg --generate`).
 //!
 //! One page per binary, every command in it. clap_mangen would rather write a page per
 //! subcommand, named git-style (`vdar-backup.1`), but `vdar restore`'s page would then be

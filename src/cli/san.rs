@@ -122,7 +122,12 @@ pub fn scan(luns: &[String], direct: bool) -> anyhow::Result<LunSet> {
 
 /// Prints and clears the LUN notices.
 pub fn print_notices(set: &LunSet) {
-    for n in set.take_notices() {
+    log_notices(set.take_notices());
+}
+
+/// Prints LUN notices (skipped devices, dead paths, failovers), one warning each.
+pub fn log_notices(notices: Vec<String>) {
+    for n in notices {
         log::warn!("{n}");
     }
 }

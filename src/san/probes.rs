@@ -14,15 +14,16 @@
 //! three whitespace-separated fields are decimal offset, decimal length and 64 hex digits, and
 //! everything before them is the file name (datastore names may contain spaces). Then
 //! [`attach_probes`] hangs each probe on its mapped file, by the same name rule SAN mode uses to
-//! open files, refusing unknown or ambiguous names and ranges outside the file. The reader
-//! checks the probes against the LUNs before and after the copy
-//! ([`super::opener::BlockMapOpener::check_probes`]).
+//! open files, refusing unknown or ambiguous names and ranges outside the file. A copy checks
+//! the probes against the LUNs before and after it runs ([`guarded_copy`], over
+//! [`super::opener::BlockMapOpener::check_probes`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use super::blockmap::{file_name_of, MappedFile, Probe, MAX_PROBE_BYTES};
 use crate::error::{Error, Result};
+use crate::input::SourceOpener;
 
 /// Most probes per mapped file: each is read twice (before and after the copy), so a probe file
 /// that hashes a whole disk in 1 MiB steps is a mistake, not a stronger check.
@@ -205,6 +206,7 @@ pub enum GuardedOp {
 /// after the last, before the result is declared complete (the files must not have moved
 /// meanwhile). Start one with [`ProbeGuard::begin`] before the operation, call
 /// [`ProbeGuard::finish`] after it, and give the output its name only once `finish` is `Ok`.
+/// A copy (backup, cat) runs through [`guarded_copy`], which does all three.
 #[must_use = "the probes must be checked again with finish() once the operation is done"]
 pub struct ProbeGuard<'a> {
     opener: &'a super::BlockMapOpener,
@@ -243,6 +245,32 @@ impl<'a> ProbeGuard<'a> {
             GuardedOp::Write => Ok(self.checked),
         }
     }
+}
+
+/// Runs a copy (backup, `cat`) under the probe rule, the one sequence for every front end.
+///
+/// With a block map (`san`), its probes are checked before `copy` starts and again after it
+/// returns, and `copy` reads through `san`; without one, `copy` reads through `local` and
+/// nothing is checked. `copy` does everything that reads the files (opening the chains
+/// included: their descriptors come from the LUNs too) and ends with its output flushed but
+/// not yet named: the caller names it (`commit`) only once this returns `Ok`, so a failed
+/// probe leaves no output under its final name.
+///
+/// Returns `copy`'s result and the LUNs' notices gathered while it ran (skipped devices, dead
+/// paths, failovers) for the front end to show; an error of `copy` or of a probe is returned
+/// as it is, and the notices stay with the LUN set.
+pub fn guarded_copy<T, E: From<Error>>(
+    san: Option<&super::BlockMapOpener>,
+    local: &dyn SourceOpener,
+    copy: impl FnOnce(&dyn SourceOpener) -> std::result::Result<T, E>,
+) -> std::result::Result<(T, Vec<String>), E> {
+    let Some(opener) = san else {
+        return Ok((copy(local)?, Vec::new()));
+    };
+    let guard = ProbeGuard::begin(opener, GuardedOp::Copy)?;
+    let done = copy(opener)?;
+    guard.finish()?;
+    Ok((done, opener.luns().take_notices()))
 }
 
 #[cfg(test)]
@@ -288,6 +316,74 @@ mod tests {
         attach(&text, &mut files).unwrap();
         assert_eq!(files[0].probes.len(), 1);
         assert_eq!(files[1].probes[0].off, 1 << 20);
+    }
+
+    /// A 256 KiB flat file laid out on the two-LUN test rig and bound: the opener, the mapped
+    /// file's name and the LUN images.
+    fn rig(
+        dir: &Path,
+    ) -> (
+        super::super::BlockMapOpener,
+        String,
+        Vec<std::path::PathBuf>,
+    ) {
+        use crate::fixture::lunrig::{lay_out, RigOptions};
+        use crate::san::{BlockMapOpener, LunSet, ScanOptions};
+        let vm = dir.join("vm");
+        std::fs::create_dir(&vm).unwrap();
+        // No zero byte, and over 64 KiB: the rig maps it as data rather than embedding text.
+        let data: Vec<u8> = (0..256u32 << 10).map(|i| (i % 251) as u8 | 1).collect();
+        std::fs::write(vm.join("d-flat.vmdk"), data).unwrap();
+        let rig = lay_out(&vm, &dir.join("rig"), &RigOptions::default()).unwrap();
+        assert!(!rig.map.files[0].probes.is_empty(), "the rig takes probes");
+        let name = rig.map.files[0].path.clone();
+        let groups: Vec<Vec<_>> = rig.luns.iter().map(|l| vec![l.clone()]).collect();
+        let luns = LunSet::scan(&groups, ScanOptions { direct: false }).unwrap();
+        let opener = BlockMapOpener::new(&rig.map_path, rig.map, luns).unwrap();
+        (opener, name, rig.luns)
+    }
+
+    /// Overwrites every PE of the rig's LUNs: each file has moved, as far as the probes see.
+    fn move_files(luns: &[std::path::PathBuf]) {
+        use crate::fixture::lunrig::{RIG_DATA_OFFSET, RIG_LUN0_PART_START};
+        for (k, l) in luns.iter().enumerate() {
+            let start = RIG_DATA_OFFSET + if k == 0 { RIG_LUN0_PART_START } else { 0 };
+            let len = std::fs::metadata(l).unwrap().len();
+            let f = std::fs::OpenOptions::new().write(true).open(l).unwrap();
+            let junk = vec![0xee; (len - start) as usize];
+            std::os::unix::fs::FileExt::write_all_at(&f, &junk, start).unwrap();
+        }
+    }
+
+    #[test]
+    fn guarded_copy_checks_before_and_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (opener, name, luns) = rig(dir.path());
+        let local = crate::input::LocalOpener::new(crate::input::source::ReadPath::Buffered);
+        let mapped = Path::new(&name);
+
+        // Without a block map the copy reads locally, where the mapped name is no file.
+        let (found, notices) = guarded_copy(None, &local, |o| o.exists(mapped)).unwrap();
+        assert!(!found && notices.is_empty());
+        // With one, it reads through the map, between two passing checks.
+        let (found, _) = guarded_copy(Some(&opener), &local, |o| o.exists(mapped)).unwrap();
+        assert!(found);
+
+        // Files that move during the copy fail it once the copy is done.
+        let mut ran = false;
+        let e = guarded_copy::<_, Error>(Some(&opener), &local, |_| {
+            ran = true;
+            move_files(&luns);
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(ran && e.contains("after copy"), "{e}");
+        // Files that moved before fail it before the copy starts.
+        let e = guarded_copy::<(), Error>(Some(&opener), &local, |_| panic!("copy ran"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("before copy"), "{e}");
     }
 
     #[test]
