@@ -11,6 +11,7 @@
 #   borg create --chunker-params fixed,4194304 --compression zstd,3 (as the issue asks);
 #   restic backup --stdin (compression auto = zstd);
 #   qemu-img convert -O raw + zstd -T0 -3 (timed together, from the chain).
+# (SETUP_ONLY=1: build the chain and stop.)
 # Reported: wall-clock medians, throughput, sizes, the compression floor (allocated bytes /
 # all-core zstd -3 throughput on the same data), peak RSS, and restore vs zstd -d.
 set -euo pipefail
@@ -64,6 +65,8 @@ PY
   $F delta sesparse top mid.vmdk $TOP
   qemu-img convert -O raw top.vmdk flat.raw
 fi
+# SETUP_ONLY=1: stop once the chain exists (tools/bench-incremental.sh builds on it).
+[ "${SETUP_ONLY:-0}" = 1 ] && exit 0
 $V inspect top.vmdk
 DATA=$($V inspect --json top.vmdk | python3 -c 'import json,sys; print(json.load(sys.stdin)["disks"][0]["data_bytes"])')
 

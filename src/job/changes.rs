@@ -73,7 +73,12 @@ impl ChangedAreas {
             )));
         }
         let bytes = std::fs::read(path).map_err(io)?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        Self::parse(&bytes, path)
+    }
+
+    /// Parses the bytes of a changed-areas file named `path` in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| {
             Error::Usage(format!(
                 "{}: line {} column {}: not a changed-areas list: {e}",
                 path.display(),

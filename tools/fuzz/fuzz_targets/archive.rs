@@ -10,6 +10,8 @@ use vdar::restore::{restore_to_sink, RestoreOptions};
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = vdar::list::list_stream(&mut &data[..]);
     let _ = vdar::list::list_seekable(&mut Cursor::new(data));
+    // What an incremental backup reads of a base it is given.
+    let _ = vdar::base::BaseImage::from_archive(&mut Cursor::new(data), std::path::Path::new("b"));
     let _ = vdar::verify::verify(&mut &data[..]);
     for salvage in [false, true] {
         let opts = RestoreOptions {
