@@ -606,3 +606,127 @@ fn incremental_golden_vector() {
 }
 const INC_GOLDEN_LEN: usize = 11743;
 const INC_GOLDEN_BLAKE3: &str = "45129c773dfb846791d40fa8d9c3ffa655bf2b9c57f09860c28e915391d9b9bc";
+
+/// Runs `vdar args` with `input` on stdin; returns the output.
+fn vdar_stdin(args: &[&str], input: &Path) -> std::process::Output {
+    let mut child = Command::new(crate::util::vdar_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut f = std::fs::File::open(input).unwrap();
+    // The child may stop reading early (an error): a broken pipe here is its answer.
+    let _ = std::io::copy(&mut f, &mut stdin);
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// A chain on tape: each archive read once, from a pipe, oldest first, into a new directory,
+/// its bases being the images the pass before wrote (named by the base's catalog).
+#[test]
+fn a_chain_from_tape_restores_one_archive_at_a_time() {
+    let dir = tempdir();
+    let d = dir.path();
+    let disk = d.join("disk.vmdk");
+    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "24M"]);
+    qemu_io(&disk, &["write -P 0x11 0 8M", "write -P 0x12 16M 2M"]);
+    let a = |n: usize| d.join(format!("a{n}.vdar"));
+    let c = |n: usize| d.join(format!("a{n}.vcat"));
+    let mut wants = Vec::new();
+    let writes = [
+        "write -P 0x21 4M 64k",
+        "write -z 16M 2M",
+        "write -P 0x23 20M 1M",
+    ];
+    for (n, w) in std::iter::once("").chain(writes).enumerate() {
+        if !w.is_empty() {
+            qemu_io(&disk, &[w]);
+        }
+        let (out, cat, base) = (a(n), c(n), c(n.saturating_sub(1)));
+        let mut args = vec!["backup", s(&disk), "-o", s(&out), "--catalog", s(&cat)];
+        if n > 0 {
+            args.extend(["--base", s(&base)]);
+        } else {
+            args.extend(["--chunk-size", "64K"]);
+        }
+        ok(&args);
+        let want = d.join(format!("want{n}.raw"));
+        qemu_raw(&disk, &want);
+        wants.push(want);
+    }
+    let to = |n: usize| d.join(format!("r{n}"));
+    let (r0, a0) = (to(0), a(0));
+    let out = vdar_stdin(&["restore", "-", "--to", s(&r0), "--json"], &a0);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_file(&restored(&out), &wants[0]);
+    for (n, want) in wants.iter().enumerate().skip(1) {
+        let (prev, cat, here, input) = (to(n - 1), c(n - 1), to(n), a(n));
+        let args = [
+            "restore",
+            "-",
+            "--to",
+            s(&here),
+            "--json",
+            "--base",
+            s(&cat),
+            "--base-image",
+            s(&prev),
+        ];
+        let out = vdar_stdin(&args, &input);
+        assert!(
+            out.status.success(),
+            "{n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same_file(&restored(&out), want);
+    }
+    // An image changed since its restore is not taken for the base.
+    let (x1, x2, a1, a2, c1) = (d.join("x1"), d.join("x2"), a(1), a(2), c(1));
+    let img = restored(&ok(&[
+        "restore",
+        s(&a1),
+        "--to",
+        s(&x1),
+        "--json",
+        "--base",
+        s(&a0),
+    ]));
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"tampered", 0).unwrap();
+    let args = [
+        "restore",
+        "-",
+        "--to",
+        s(&x2),
+        "--base",
+        s(&c1),
+        "--base-image",
+        s(&x1),
+    ];
+    let out = vdar_stdin(&args, &a2);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("restored in"));
+    // A catalog alone holds no chunks.
+    let out = vdar(&[
+        "restore",
+        s(&a(1)),
+        "--to",
+        s(&d.join("x3")),
+        "--base",
+        s(&c(0)),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--base-image"));
+}

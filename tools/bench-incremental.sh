@@ -38,14 +38,21 @@ srclen = os.path.getsize(src)
 r = random.Random(100 + n)
 out = []
 # Files: 3 clusters of 12 files, each file contiguous, 256 KiB - 4 MiB.
+starts = []
 for _ in range(3):
-    at = r.randrange(0, cap - (64 << 20), 1 << 20)
+    at = r.randrange(0, cap - (192 << 20), 1 << 20)
+    starts.append(at)
     for _ in range(12):
         ln = r.randrange(256 << 10, (4 << 20) + 1, 4096)
         out.append((at, ln)); at += ln + r.randrange(0, 256 << 10, 4096)
-# Metadata: inode tables, bitmaps, directories: 4 KiB each, anywhere.
-for _ in range(300):
-    out.append((r.randrange(0, cap - 4096, 4096), 4096))
+# Metadata, 4 KiB each: ext4 keeps a file's inode, bitmaps and directory blocks in its block
+# group (128 MiB), so most land near the files; some anywhere (other directories, the journal).
+for k in range(300):
+    if k % 10:
+        near = starts[k % 3] + r.randrange(-(64 << 20), 128 << 20, 4096)
+        out.append((min(max(near, 0), cap - 4096), 4096))
+    else:
+        out.append((r.randrange(0, cap - 4096, 4096), 4096))
 out.sort()
 merged = []
 for o, l in out:
@@ -121,6 +128,10 @@ for s in redo cbt dedup; do
   cmp r/*/base.raw flat.raw.new && echo "$s incremental restores identical to qemu-img's image"
 done
 rm -rf r borg0 restic0 borg restic restic-cache
+# The same change at 1 MiB chunks (a chain is cut in its full backup's chunk size).
+$V backup top.vmdk -o full1m.vdar --catalog full1m.vcat --changed-areas cbt0.json --chunk-size 1M 2> /dev/null
+$V backup upd1.vmdk -o cbt1m.vdar --base full1m.vcat --changed-areas cbt1.json 2> /dev/null
+FULL1M=$(stat -c %s full1m.vdar); CBT1M=$(stat -c %s cbt1m.vdar); rm -f full1m.vdar full1m.vcat
 
 # A week: 7 more upgrades, an incremental (CBT) each on the previous, then restore the newest
 # with its 8 bases against a full archive of the same disk.
@@ -140,9 +151,9 @@ qemu-img convert -O raw upd8.vmdk want8.raw
 cmp r/*/base.raw want8.raw && echo "the week's chain restores identical to qemu-img's image"
 rm -rf r want8.raw
 
-python3 - "$CHANGED" "$Z_CHANGED" "$Z_CHUNKS" "$BORG_GROWTH" "$RESTIC_GROWTH" <<'PY'
+python3 - "$CHANGED" "$Z_CHANGED" "$Z_CHUNKS" "$BORG_GROWTH" "$RESTIC_GROWTH" "$FULL1M" "$CBT1M" <<'PY'
 import json, os, sys
-changed, zc, zk, bg, rg = map(int, sys.argv[1:])
+changed, zc, zk, bg, rg, f1m, c1m = map(int, sys.argv[1:])
 t = {r["command"]: r["median"] for r in json.load(open("inc.json"))["results"]}
 full = t["vdar full backup"]
 print(f"change: {changed/2**20:.1f} MiB; zstd -3 of it {zc/2**20:.1f} MiB, of the 4 MiB chunks it touches {zk/2**20:.1f} MiB")
@@ -152,6 +163,7 @@ for s in ["redo", "cbt", "dedup"]:
     n = os.path.getsize(f"{s}.vdar")
     print(f"  {s+'.vdar':<32} {n/2**20:8.1f} MiB ({n/zc:.2f}x the compressed change, {n/zk:.2f}x its chunks)")
 print(f"  borg repository growth {bg/2**20:.1f} MiB, restic {rg/2**20:.1f} MiB")
+print(f"  at 1 MiB chunks: full {f1m/2**20:.1f} MiB, CBT incremental {c1m/2**20:.1f} MiB ({c1m/zc:.2f}x the compressed change)")
 b, r = t["borg create (second run)"], t["restic backup (second run)"]
 for k in ["vdar incremental, redo log", "vdar incremental, CBT", "vdar incremental, dedup"]:
     print(f"  borg / {k}: {b/t[k]:.1f}x, restic / it: {r/t[k]:.1f}x")

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::{id_hex, id_short};
+use super::{id_hex, id_short, BaseImage};
 use crate::archive::format::{IndexEntry, RecordHeader, RecordKind};
 use crate::archive::index::{read_raw_at, SeekableArchive};
 use crate::archive::manifest::{BaseLink, Manifest};
@@ -30,10 +30,22 @@ struct Opened {
     places: HashMap<(u32, u64), IndexEntry>,
 }
 
-/// The base archives given to a restore, by identity.
+/// A base restored already: its raw images, and its catalog for the digests.
+#[derive(Debug)]
+struct Restored {
+    /// The restore directory, for messages.
+    name: PathBuf,
+    image: BaseImage,
+    /// Per disk of the base: its raw image, if restored.
+    files: Vec<Option<(PathBuf, File)>>,
+}
+
+/// The base archives given to a restore, by identity, and bases given as the raw images a
+/// restore of them wrote (a chain from tape: one pass per archive, oldest first).
 #[derive(Debug, Default)]
 pub struct BaseChain {
     archives: HashMap<[u8; 32], Opened>,
+    restored: HashMap<[u8; 32], Restored>,
 }
 
 /// Parses an identity written as 64 hex digits.
@@ -89,13 +101,37 @@ impl BaseChain {
         Ok(())
     }
 
+    /// Adds the base described by `image` (its catalog) as restored: `files` are its raw
+    /// images in disk order (`None`: a disk not restored). Every chunk read from them is checked
+    /// against the digest the incremental recorded, so an image changed since is found out.
+    pub fn add_restored(
+        &mut self,
+        dir: &Path,
+        image: BaseImage,
+        files: Vec<Option<(PathBuf, File)>>,
+    ) {
+        self.restored.insert(
+            image.id,
+            Restored {
+                name: dir.to_path_buf(),
+                image,
+                files,
+            },
+        );
+    }
+
     /// Checks that every archive `link` needs (the base and its lineage) was given; the error
-    /// names the first one missing by identity and creation time.
+    /// names the first one missing by identity and creation time. A restored base ends the
+    /// chain: its images hold everything older.
     pub fn check(&self, archive: &str, link: &BaseLink) -> Result<()> {
         let mut need = vec![(link.id.clone(), Some(link.created))];
         need.extend(link.lineage.iter().rev().map(|l| (l.clone(), None)));
         for (id, created) in need {
-            let known = parse_id(&id).is_some_and(|i| self.archives.contains_key(&i));
+            let id_bytes = parse_id(&id);
+            if id_bytes.is_some_and(|i| self.restored.contains_key(&i)) {
+                return Ok(());
+            }
+            let known = id_bytes.is_some_and(|i| self.archives.contains_key(&i));
             if !known {
                 let when = created
                     .map(|c| {
@@ -141,6 +177,9 @@ impl BaseChain {
         let (mut id, mut src) = (*id, src);
         // Each hop goes to an earlier place of the same archive or to an older archive.
         for _ in 0..=(self.archives.len() + 1) * 2 + 1 {
+            if let Some(r) = self.restored.get(&id) {
+                return r.read(src, len, digest);
+            }
             let Some(a) = self.archives.get_mut(&id) else {
                 return Ok(Err(format!("base archive {} is not given", id_hex(&id))));
             };
@@ -183,13 +222,59 @@ impl BaseChain {
         Ok(Err("base references loop".into()))
     }
 
-    /// Number of archives given.
+    /// Number of bases given.
     pub fn len(&self) -> usize {
-        self.archives.len()
+        self.archives.len() + self.restored.len()
     }
 
     /// Whether none was given.
     pub fn is_empty(&self) -> bool {
-        self.archives.is_empty()
+        self.len() == 0
+    }
+}
+
+impl Restored {
+    /// The chunk at `src` of the restored image, as a Chunk record of codec none (decoding it
+    /// checks its BLAKE3).
+    #[allow(clippy::type_complexity)]
+    fn read(
+        &self,
+        src: (u32, u64),
+        len: u64,
+        digest: &[u8; 32],
+    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, Namer), String>> {
+        let prefix = format!(
+            "base {} (restored in {}): ",
+            id_short(&self.image.id),
+            self.name.display()
+        );
+        let what = |w: String| Ok(Err(format!("{prefix}{w}")));
+        if self.image.at(src.0, src.1).map(|d| d.0) != Some(*digest)
+            || self.image.chunk_len(src.0, src.1) != len
+        {
+            return what(format!(
+                "its catalog has no such chunk at disk {} offset {:#x}",
+                src.0, src.1
+            ));
+        }
+        let Some(Some((path, f))) = self.files.get(src.0 as usize) else {
+            return what(format!("disk {} was not restored there", src.0));
+        };
+        let mut buf = vec![0u8; len as usize];
+        use std::os::unix::fs::FileExt;
+        if let Err(e) = f.read_exact_at(&mut buf, src.1) {
+            return Err(Error::io(path, Some(src.1), e));
+        }
+        let h = RecordHeader {
+            kind: RecordKind::Chunk,
+            codec: crate::archive::format::Codec::None,
+            disk: src.0,
+            offset: src.1,
+            stored_len: len,
+            raw_len: len,
+            digest: *digest,
+        };
+        let namer: Namer = Box::new(move |w: &str| format!("{prefix}{w}"));
+        Ok(Ok((h, buf, namer)))
     }
 }

@@ -58,7 +58,7 @@ pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
         salvage: args.salvage,
         progress: Some(hook),
         cancel: super::signals::on_interrupt()?,
-        bases: super::incremental::bases(&args.base)?,
+        bases: super::incremental::bases(&args.base, args.base_image.as_deref())?,
     };
     let input = archive(&args.archive)?;
     let mut created = Vec::new();
@@ -134,7 +134,7 @@ pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // Verify reads every record in order whatever the input.
-    let bases = super::incremental::bases(&args.base)?;
+    let bases = super::incremental::bases(&args.base, args.base_image.as_deref())?;
     let report = super::verify_progress::verify(archive(&args.archive)?, bases)
         .map_err(|e| about_archive(e, &args.archive, false))?;
     if args.json {

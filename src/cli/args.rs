@@ -354,9 +354,14 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub json: bool,
     /// The base archives of an incremental (repeatable): every archive of its chain back to
-    /// the full one, in any order.
-    #[arg(long, value_name = "ARCHIVE")]
+    /// the full one, in any order. With --base-image, the catalog of the base restored there.
+    #[arg(long, value_name = "ARCHIVE|CATALOG")]
     pub base: Vec<PathBuf>,
+    /// The directory where the incremental's base was restored (--format raw): its images
+    /// stand for the base and everything older (a chain from tape, one archive at a time,
+    /// oldest first). Needs the base's catalog as --base.
+    #[arg(long, value_name = "DIR")]
+    pub base_image: Option<PathBuf>,
     /// SAN write-back.
     #[command(flatten)]
     pub writeback: WriteBackArgs,
@@ -435,8 +440,11 @@ pub struct VerifyArgs {
     pub json: bool,
     /// The base archives of an incremental (repeatable): every BaseRef is read from them and
     /// checked, so damage in a base shows, with the base named.
-    #[arg(long, value_name = "ARCHIVE")]
+    #[arg(long, value_name = "ARCHIVE|CATALOG")]
     pub base: Vec<PathBuf>,
+    /// Where the base was restored (as for `restore --base-image`).
+    #[arg(long, value_name = "DIR")]
+    pub base_image: Option<PathBuf>,
 }
 
 /// `vdar consolidate`.

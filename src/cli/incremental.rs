@@ -19,12 +19,59 @@ use super::args::{CatalogArgs, ConsolidateArgs, IncrementalArgs};
 use super::stdout::output_error;
 use super::units::human;
 
-/// The base archives named by `--base`, opened; `None` without any.
-pub fn bases(paths: &[PathBuf]) -> anyhow::Result<Option<crate::restore::Bases>> {
-    if paths.is_empty() {
+/// The bases named by `--base` (archives, and the catalog of the base restored in
+/// `--base-image DIR`), opened; `None` without any.
+pub fn bases(
+    paths: &[PathBuf],
+    image_dir: Option<&Path>,
+) -> anyhow::Result<Option<crate::restore::Bases>> {
+    if paths.is_empty() && image_dir.is_none() {
         return Ok(None);
     }
-    Ok(Some(Arc::new(Mutex::new(BaseChain::open(paths)?))))
+    let (mut catalogs, mut archives) = (Vec::new(), Vec::new());
+    for p in paths {
+        let mut head = [0u8; 8];
+        let mut f = std::fs::File::open(p).with_context(|| format!("base {}", p.display()))?;
+        let n = f
+            .read(&mut head)
+            .with_context(|| format!("base {}", p.display()))?;
+        if catalog::is_catalog(&head[..n]) {
+            catalogs.push(p.clone());
+        } else {
+            archives.push(p.clone());
+        }
+    }
+    let mut chain = BaseChain::open(&archives)?;
+    match (image_dir, &catalogs[..]) {
+        (None, []) => {}
+        (None, [c, ..]) => anyhow::bail!(
+            "{}: a catalog holds no chunks; give the archive, or --base-image DIR where the \
+             archive it describes was restored",
+            c.display()
+        ),
+        (Some(dir), [c]) => {
+            let image = catalog::read(c)?;
+            let files = crate::restore::raw_image_paths(&image.manifest, dir)
+                .into_iter()
+                .map(|p| std::fs::File::open(&p).ok().map(|f| (p, f)))
+                .collect::<Vec<_>>();
+            if files.iter().all(Option::is_none) {
+                anyhow::bail!(
+                    "{}: holds no raw image of the archive {} describes (restore it there with \
+                     --format raw first)",
+                    dir.display(),
+                    c.display()
+                );
+            }
+            chain.add_restored(dir, image, files);
+        }
+        (Some(dir), _) => anyhow::bail!(
+            "--base-image {} needs exactly one --base CATALOG: the catalog of the archive \
+             restored there",
+            dir.display()
+        ),
+    }
+    Ok(Some(Arc::new(Mutex::new(chain))))
 }
 
 /// The image of `path`: a catalog, or an archive whose headers are read.

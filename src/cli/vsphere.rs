@@ -169,7 +169,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         salvage: args.salvage,
         progress: Some(hook),
         cancel: cancel.clone(),
-        bases: super::incremental::bases(&args.base)?,
+        bases: super::incremental::bases(&args.base, args.base_image.as_deref())?,
     };
     let dest = Dest::Dir(staging.0.clone());
     let report = match super::archive_input::archive(&args.archive)? {

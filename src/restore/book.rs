@@ -62,6 +62,22 @@ impl<'m> Book<'m> {
         h: &RecordHeader,
         payload: &[u8],
     ) -> Result<Option<std::result::Result<Vec<u8>, String>>> {
+        Ok(self.base_raw(h, payload)?.map(|(r, named)| {
+            r.and_then(|(ch, stored)| {
+                crate::archive::reader::decode_payload(&ch, stored).map_err(|w| named + &w)
+            })
+        }))
+    }
+
+    /// [`Self::base_chunk`] before decoding: the stored payload of the Chunk record holding
+    /// the bytes, under a Chunk header for the BaseRef's own place (so that decoding it, on
+    /// any thread, checks the bytes against the digest the incremental recorded), and the
+    /// prefix that names that base in a message about a failed decoding.
+    pub fn base_raw(
+        &mut self,
+        h: &RecordHeader,
+        payload: &[u8],
+    ) -> Result<Option<(crate::archive::index::RecordRead, String)>> {
         let Some(bases) = &self.bases else {
             self.report.base_refs_unchecked += 1;
             return Ok(None);
@@ -75,10 +91,26 @@ impl<'m> Book<'m> {
             .then(|| crate::archive::reader::decode_ref(payload))
             .flatten();
         let (Some(id), Some(src)) = (id, src) else {
-            return Ok(Some(Err("base reference without a base".into())));
+            return Ok(Some((
+                Err("base reference without a base".into()),
+                String::new(),
+            )));
         };
         let mut chain = bases.lock().expect("invariant: no panic under lock");
-        Ok(Some(chain.fetch(&id, src, h.raw_len, &h.digest)?))
+        Ok(Some(
+            match chain.fetch_raw(&id, src, h.raw_len, &h.digest)? {
+                Ok((bh, stored, namer)) => {
+                    let here = RecordHeader {
+                        kind: RecordKind::Chunk,
+                        disk: h.disk,
+                        offset: h.offset,
+                        ..bh
+                    };
+                    (Ok((here, stored)), namer(""))
+                }
+                Err(why) => (Err(why), String::new()),
+            },
+        ))
     }
 
     /// Records damage; without salvage, turns it into the error.

@@ -475,6 +475,20 @@ fn open_target(
     Ok((target, sel))
 }
 
+/// Where a raw restore of `m` into `dir` puts each disk's image, in disk order: what a later
+/// restore of an incremental of `m` reads its BaseRefs from ([`crate::base::BaseChain::add_restored`]).
+pub fn raw_image_paths(m: &Manifest, dir: &Path) -> Vec<PathBuf> {
+    m.vms
+        .iter()
+        .flat_map(|vm| {
+            let stems = vmdk::disk_stems(vm, Some(".raw"));
+            stems
+                .into_iter()
+                .map(move |s| dir.join(&vm.name).join(format!("{s}.raw")))
+        })
+        .collect()
+}
+
 /// Refuses an incremental whose bases were not all given, before anything is written.
 fn check_bases(
     manifest: &Manifest,

@@ -137,12 +137,13 @@ fn place_all(
     // decodes on the other cores while this one is written (`pending`).
     let mut ahead: HashMap<usize, RecordRead> = HashMap::new();
     let mut pending: Option<PendingBatch> = None;
+    let mut names = BaseNames::new();
     let plan = |sel: &Selection, from: usize| -> Vec<(usize, IndexEntry)> {
         entries[from..]
             .iter()
             .enumerate()
             .map(|(j, x)| (from + j, *x))
-            .filter(|(_, x)| x.kind == RecordKind::Chunk && wanted(sel, x))
+            .filter(|(_, x)| decoded_ahead(x) && wanted(sel, x))
             .take(DECODE_AHEAD_RECORDS)
             .collect()
     };
@@ -151,13 +152,13 @@ fn place_all(
             continue;
         }
         book.cancel.check()?;
-        if e.kind == RecordKind::Chunk && ahead.is_empty() {
+        if decoded_ahead(e) && ahead.is_empty() {
             match pending.take() {
                 Some(p) => ahead.extend(p.join()),
                 None => {
                     let batch = plan(&book.sel, i);
-                    let es: Vec<IndexEntry> = batch.iter().map(|(_, x)| *x).collect();
-                    for ((j, _), r) in batch.iter().zip(ar.read_records(&es)?) {
+                    let raws = read_raws(ar, book, &batch, &mut names)?;
+                    for ((j, _), r) in batch.iter().zip(crate::archive::index::decode_raws(raws)) {
                         ahead.insert(*j, r);
                     }
                 }
@@ -165,8 +166,7 @@ fn place_all(
             if let Some(&last) = ahead.keys().max() {
                 let batch = plan(&book.sel, last + 1);
                 if !batch.is_empty() {
-                    let es: Vec<IndexEntry> = batch.iter().map(|(_, x)| *x).collect();
-                    let raws = ar.read_raws(&es)?;
+                    let raws = read_raws(ar, book, &batch, &mut names)?;
                     let idx = batch.into_iter().map(|(j, _)| j).collect();
                     pending = Some(PendingBatch::spawn(idx, raws));
                 }
@@ -174,7 +174,10 @@ fn place_all(
         }
         book.report.records += 1;
         let record = match ahead.remove(&i) {
-            Some(r) => r,
+            Some(r) => {
+                let name = names.remove(&i).unwrap_or_default();
+                r.map_err(|w| name + &w)
+            }
             None => ar.read_record(e)?,
         };
         match record {
@@ -190,6 +193,43 @@ fn place_all(
         }
     }
     Ok(())
+}
+
+/// Whether a record is read ahead and decoded on the other cores: a Chunk, or a BaseRef (its
+/// bytes are a Chunk record of a base archive).
+fn decoded_ahead(e: &IndexEntry) -> bool {
+    matches!(e.kind, RecordKind::Chunk | RecordKind::BaseRef)
+}
+
+/// The raw records of `es`, not yet decoded; a BaseRef's is the base's Chunk record that
+/// holds its bytes, under a header for the BaseRef's place ([`Book::base_raw`]).
+/// Entry positions whose decoding is named after a base (its failure is the base's damage).
+type BaseNames = HashMap<usize, String>;
+
+fn read_raws(
+    ar: &mut SeekableArchive<'_>,
+    book: &mut Book<'_>,
+    batch: &[(usize, IndexEntry)],
+    names: &mut BaseNames,
+) -> Result<Vec<RecordRead>> {
+    let es: Vec<IndexEntry> = batch.iter().map(|(_, x)| *x).collect();
+    let mut out = Vec::with_capacity(es.len());
+    for ((j, e), r) in batch.iter().zip(ar.read_raws(&es)?) {
+        let r = match r {
+            Ok((h, payload)) if e.kind == RecordKind::BaseRef => {
+                match book.base_raw(&h, &payload)? {
+                    Some((r, name)) => {
+                        names.insert(*j, name);
+                        r
+                    }
+                    None => Ok((h, payload)),
+                }
+            }
+            r => r,
+        };
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// Places one good record read through the index (at archive offset `at`).
