@@ -624,18 +624,16 @@ fn vdar_stdin(args: &[&str], input: &Path) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-/// A chain on tape: each archive read once, from a pipe, oldest first, into a new directory,
-/// its bases being the images the pass before wrote (named by the base's catalog).
-#[test]
-fn a_chain_from_tape_restores_one_archive_at_a_time() {
-    let dir = tempdir();
-    let d = dir.path();
+/// A chain as tape holds it: a full backup of a 24 MiB disk in 64 KiB chunks, then three
+/// incrementals (overwritten, zeroed, new data), each with its catalog. Returns the archive
+/// and catalog of each, and the disk as qemu-img reads it at each.
+fn tape_chain(d: &Path) -> (Vec<(PathBuf, PathBuf)>, Vec<PathBuf>) {
     let disk = d.join("disk.vmdk");
     run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "24M"]);
     qemu_io(&disk, &["write -P 0x11 0 8M", "write -P 0x12 16M 2M"]);
     let a = |n: usize| d.join(format!("a{n}.vdar"));
     let c = |n: usize| d.join(format!("a{n}.vcat"));
-    let mut wants = Vec::new();
+    let (mut chain, mut wants) = (Vec::new(), Vec::new());
     let writes = [
         "write -P 0x21 4M 64k",
         "write -z 16M 2M",
@@ -656,7 +654,20 @@ fn a_chain_from_tape_restores_one_archive_at_a_time() {
         let want = d.join(format!("want{n}.raw"));
         qemu_raw(&disk, &want);
         wants.push(want);
+        chain.push((out, cat));
     }
+    (chain, wants)
+}
+
+/// A chain on tape: each archive read once, from a pipe, oldest first, into a new directory,
+/// its bases being the images the pass before wrote (named by the base's catalog).
+#[test]
+fn a_chain_from_tape_restores_one_archive_at_a_time() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (chain, wants) = tape_chain(d);
+    let a = |n: usize| chain[n].0.clone();
+    let c = |n: usize| chain[n].1.clone();
     let to = |n: usize| d.join(format!("r{n}"));
     let (r0, a0) = (to(0), a(0));
     let out = vdar_stdin(&["restore", "-", "--to", s(&r0), "--json"], &a0);
@@ -729,4 +740,69 @@ fn a_chain_from_tape_restores_one_archive_at_a_time() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--base-image"));
+}
+
+/// The same chain restored in place: the full archive into DIR, then each incremental onto
+/// DIR's images (from a pipe, and through the index), the same files updated each time.
+#[test]
+fn a_chain_from_tape_restores_in_place() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempdir();
+    let d = dir.path();
+    let (chain, wants) = tape_chain(d);
+    let r = d.join("r");
+    let img = restored(&vdar_stdin(
+        &["restore", "-", "--to", s(&r), "--json"],
+        &chain[0].0,
+    ));
+    let ino = std::fs::metadata(&img).unwrap().ino();
+    for n in 1..chain.len() {
+        let (input, base_cat) = (&chain[n].0, &chain[n - 1].1);
+        let mut args = vec!["restore", "-", "--to", s(&r), "--in-place", "--json"];
+        args.extend(["--base", s(base_cat)]);
+        let out = if n % 2 == 1 {
+            vdar_stdin(&args, input)
+        } else {
+            args[1] = s(input);
+            vdar(&args)
+        };
+        assert!(
+            out.status.success(),
+            "{n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(restored(&out), img, "{n}: the same image");
+        assert_same_file(&img, &wants[n]);
+        assert_eq!(
+            std::fs::metadata(&img).unwrap().ino(),
+            ino,
+            "{n}: updated, not replaced"
+        );
+        assert!(!r.join(vdar::restore::in_place::MARKER).exists());
+    }
+    let last = chain.len() - 1;
+    // An incremental of another base than what DIR holds is refused, DIR untouched.
+    let args = ["restore", s(&chain[1].0), "--to", s(&r), "--in-place"];
+    let out = vdar(&[&args[..], &["--base", s(&chain[last].1)]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds base"),
+        "{out:?}"
+    );
+    assert_same_file(&img, &wants[last]);
+    // An apply that did not finish leaves its marker: DIR is refused until restored anew.
+    std::fs::write(
+        r.join(vdar::restore::in_place::MARKER),
+        "the incremental x\n",
+    )
+    .unwrap();
+    let out = vdar(&[&args[..], &["--base", s(&chain[0].1)]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not finish"),
+        "{out:?}"
+    );
+    // Only raw images of every disk are updated in place.
+    let out = vdar(&[&args[..], &["--base", s(&chain[0].1), "--format", "vmdk"]].concat());
+    assert_eq!(out.status.code(), Some(2));
 }

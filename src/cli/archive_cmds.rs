@@ -49,6 +49,12 @@ fn remove_empty_dirs(dirs: &[PathBuf]) {
 
 /// `restore --to DIR|-` (`super::restore` sends `--blockmap` to the SAN write-back).
 pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
+    // In place, DIR holds the base's images: it is the base image too.
+    let image_dir = if args.in_place {
+        Some(to)
+    } else {
+        args.base_image.as_deref()
+    };
     let (hook, meter, last) = super::progress::restore_meter();
     let opts = RestoreOptions {
         format: args.format.into(),
@@ -58,7 +64,11 @@ pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
         salvage: args.salvage,
         progress: Some(hook),
         cancel: super::signals::on_interrupt()?,
-        bases: super::incremental::bases(&args.base, args.base_image.as_deref())?,
+        bases: super::incremental::bases(&args.base, image_dir)?,
+        in_place: args
+            .in_place
+            .then(|| super::incremental::in_place(&args.base, to))
+            .transpose()?,
     };
     let input = archive(&args.archive)?;
     let mut created = Vec::new();

@@ -362,6 +362,11 @@ pub struct RestoreArgs {
     /// oldest first). Needs the base's catalog as --base.
     #[arg(long, value_name = "DIR")]
     pub base_image: Option<PathBuf>,
+    /// Update the raw images in --to DIR, where the incremental's base was restored, instead
+    /// of writing new ones: only what changed is written (the base's catalog as --base).
+    /// Interrupted, the images are left partly updated, and DIR says so.
+    #[arg(long, conflicts_with_all = ["base_image", "vm", "disk", "salvage"])]
+    pub in_place: bool,
     /// SAN write-back.
     #[command(flatten)]
     pub writeback: WriteBackArgs,

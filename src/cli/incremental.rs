@@ -74,6 +74,24 @@ pub fn bases(
     Ok(Some(Arc::new(Mutex::new(chain))))
 }
 
+/// The base of `restore --in-place --to DIR`: DIR, and the catalog among `paths`.
+pub fn in_place(
+    paths: &[PathBuf],
+    dir: &Path,
+) -> anyhow::Result<Arc<crate::restore::in_place::InPlaceBase>> {
+    let [p] = paths else {
+        anyhow::bail!(
+            "--in-place needs exactly one --base CATALOG: the catalog of the archive restored \
+             in {}",
+            dir.display()
+        );
+    };
+    Ok(Arc::new(crate::restore::in_place::InPlaceBase {
+        dir: dir.to_path_buf(),
+        image: catalog::read(p)?,
+    }))
+}
+
 /// The image of `path`: a catalog, or an archive whose headers are read.
 pub fn base_image(path: &Path) -> anyhow::Result<BaseImage> {
     let mut f = std::fs::File::open(path).with_context(|| format!("base {}", path.display()))?;

@@ -170,6 +170,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         progress: Some(hook),
         cancel: cancel.clone(),
         bases: super::incremental::bases(&args.base, args.base_image.as_deref())?,
+        in_place: None,
     };
     let dest = Dest::Dir(staging.0.clone());
     let report = match super::archive_input::archive(&args.archive)? {

@@ -44,6 +44,10 @@ pub trait DiskSink {
 pub struct RawSink {
     path: PathBuf,
     out: DirectFile,
+    /// Written over an existing image (an in-place restore of an incremental): its zeros are
+    /// not holes already, so zero blocks are punched out, and `finish` syncs the file itself
+    /// (it is not one of the staged outputs the commit syncs).
+    in_place: bool,
 }
 
 impl RawSink {
@@ -52,7 +56,49 @@ impl RawSink {
         file.set_len(capacity)
             .map_err(|e| Error::io(&path, Some(capacity), e))?;
         let out = DirectFile::open(&path, file);
-        Ok(RawSink { path, out })
+        Ok(RawSink {
+            path,
+            out,
+            in_place: false,
+        })
+    }
+
+    /// Takes an existing image of `capacity` bytes to write over in place: what is not
+    /// written keeps its bytes, zeros written become holes.
+    pub fn in_place(path: PathBuf, file: File, capacity: u64) -> Result<Self> {
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(&path, None, e))?
+            .len();
+        if len != capacity {
+            return Err(Error::Usage(format!(
+                "{}: is {len} bytes, the disk {capacity}: not this disk's image",
+                path.display()
+            )));
+        }
+        let out = DirectFile::open(&path, file);
+        Ok(RawSink {
+            path,
+            out,
+            in_place: true,
+        })
+    }
+
+    /// Makes `len` bytes at `offset` read as zeros: a hole where the file system can punch
+    /// one, else written zeros.
+    fn zero_in_place(&mut self, offset: u64, len: u64) -> Result<()> {
+        use rustix::fs::{fallocate, FallocateFlags};
+        let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        if len == 0 || fallocate(self.out.buffered().as_ref(), punch, offset, len).is_ok() {
+            return Ok(());
+        }
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(ZERO_WRITE_BYTES as u64) as usize;
+            self.write_at(&ZEROS[..n], offset + at)?;
+            at += n as u64;
+        }
+        Ok(())
     }
 
     /// The open image, to read chunks back for references.
@@ -90,6 +136,9 @@ impl DiskSink for RawSink {
                 }
                 _ => {}
             }
+            if zero && self.in_place {
+                self.zero_in_place(offset + pos as u64, (end - pos) as u64)?;
+            }
             pos = end;
         }
         if let Some(s) = start {
@@ -97,13 +146,20 @@ impl DiskSink for RawSink {
         }
         Ok(())
     }
-    fn write_zero(&mut self, _: u64, _: u64) -> Result<()> {
-        // The file was created as one hole of the final size; zeros are already there.
+    fn write_zero(&mut self, offset: u64, len: u64) -> Result<()> {
+        // A created file is one hole of the final size: zeros are already there.
+        if self.in_place {
+            self.zero_in_place(offset, len)?;
+        }
         Ok(())
     }
     /// Nothing left to write: data went out with `pwrite`, zeros are holes. The restore's
-    /// commit fsyncs every output once (`staged`).
+    /// commit fsyncs every staged output once; an image written in place is synced here.
     fn finish(&mut self) -> Result<()> {
+        if self.in_place {
+            let f = self.out.buffered();
+            f.sync_all().map_err(|e| Error::io(&self.path, None, e))?;
+        }
         Ok(())
     }
     fn random_access(&self) -> bool {

@@ -23,6 +23,8 @@ pub(super) struct Book<'m> {
     pub ledger: Ledger,
     /// The base archives BaseRef records are read from.
     bases: Option<super::Bases>,
+    /// The base an in-place restore updates.
+    in_place: Option<std::sync::Arc<super::in_place::InPlaceBase>>,
 }
 
 impl<'m> Book<'m> {
@@ -51,7 +53,19 @@ impl<'m> Book<'m> {
             salvage: opts.salvage,
             report: RestoreReport::default(),
             bases: opts.bases.clone(),
+            in_place: opts.in_place.clone(),
         }
+    }
+
+    /// In an in-place restore, the base place a BaseRef (header `h`, payload `payload`)
+    /// names if it is its own place and the base's catalog has the recorded digest there:
+    /// the bytes in the image stand ([`Target::keeps`](super::Target::keeps)).
+    pub fn own_base_place(&self, h: &RecordHeader, payload: &[u8]) -> Option<(u32, u64)> {
+        let b = self.in_place.as_ref()?;
+        let src = (payload.len() as u64 == crate::archive::format::REF_PAYLOAD_BYTES)
+            .then(|| crate::archive::reader::decode_ref(payload))
+            .flatten()?;
+        (src.1 == h.offset && b.holds(src, &h.digest)).then_some(src)
     }
 
     /// The bytes a BaseRef record (header `h`, payload `payload`) stands for, read from the

@@ -34,6 +34,7 @@
 
 mod book;
 mod guest_os;
+pub mod in_place;
 mod ledger;
 pub(crate) mod ova;
 mod progress;
@@ -140,6 +141,9 @@ pub struct RestoreOptions {
     pub cancel: crate::cancel::Cancel,
     /// The base archives of an incremental, which its BaseRef records are read from.
     pub bases: Option<std::sync::Arc<std::sync::Mutex<crate::base::BaseChain>>>,
+    /// Restore the incremental over the raw images of its base in this directory
+    /// ([`in_place`]); the destination must be that directory, the format raw, every disk.
+    pub in_place: Option<std::sync::Arc<in_place::InPlaceBase>>,
 }
 
 /// A damaged record or unreadable stretch of the archive.
@@ -309,6 +313,11 @@ pub(crate) trait Target {
     ) -> Result<bool>;
     /// Flushes everything.
     fn finish(&mut self) -> Result<()>;
+    /// In-place restores ([`in_place`]): whether the base's place `src` is the place
+    /// (`disk`, `offset`) of the image being updated, whose bytes then stand as they are.
+    fn keeps(&mut self, _disk: u32, _offset: u64, _src: (u32, u64)) -> bool {
+        false
+    }
 }
 
 /// Remembers the digest of every chunk placed; writes nothing.
@@ -466,13 +475,56 @@ fn open_target(
     opts: &RestoreOptions,
     one_pass: bool,
 ) -> Result<(FsTarget, Selection)> {
-    check_bases(manifest, opts.bases.as_deref())?;
     let sel = Selection::new(manifest, opts)?;
-    let mut target = FsTarget::create(dest, manifest, &sel, opts.force, opts.format, one_pass)?;
+    // First: a DIR that holds another base is the clearer answer than a missing base.
+    let in_place = match &opts.in_place {
+        Some(b) => Some(in_place_check(b, &dest, manifest, &sel, opts)?),
+        None => None,
+    };
+    check_bases(manifest, opts.bases.as_deref())?;
+    // In place, the small files (the .vmx, the descriptors) are replaced by the newer ones.
+    let force = opts.force || in_place.is_some();
+    let mut target =
+        FsTarget::create(dest, manifest, &sel, force, opts.format, one_pass, in_place)?;
+    if let Some(b) = &opts.in_place {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(manifest.created);
+        b.mark(&format!(
+            "the incremental created {}",
+            crate::clock::rfc3339(t)
+        ))?;
+    }
     if let Some(h) = &opts.progress {
         target.track(progress::Tracker::new(h.clone(), manifest, &sel));
     }
     Ok((target, sel))
+}
+
+/// Refuses an in-place restore of what it cannot do (another directory, a format but raw, a
+/// selection, salvage), then maps the archive's disks onto the base's images.
+fn in_place_check(
+    b: &in_place::InPlaceBase,
+    dest: &Dest,
+    manifest: &Manifest,
+    sel: &Selection,
+    opts: &RestoreOptions,
+) -> Result<in_place::InPlaceMap> {
+    let same_dir = matches!(dest, Dest::Dir(d) if *d == b.dir);
+    let refuse = |why: &str| Err(Error::Usage(format!("an in-place restore {why}")));
+    if !same_dir {
+        return refuse("writes into the directory that holds its base");
+    }
+    if opts.format != Format::Raw {
+        return refuse("updates raw images (the base was restored as raw)");
+    }
+    if opts.salvage {
+        return refuse(
+            "of a damaged archive would leave the images mixed: salvage into a new directory",
+        );
+    }
+    if sel.disks.iter().any(|s| !s) || sel.vms.iter().any(|s| !s) {
+        return refuse("updates every disk: --vm and --disk do not apply");
+    }
+    b.map(manifest)
 }
 
 /// Where a raw restore of `m` into `dir` puts each disk's image, in disk order: what a later

@@ -20,6 +20,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::in_place::{InPlaceBase, InPlaceDisk, InPlaceMap};
 use super::ova::{self, HashWriter, OvaDisk};
 use super::progress::Tracker;
 use super::sparse::SparseSink;
@@ -79,6 +80,8 @@ struct DiskOut {
     out: Option<Out>,
     /// Copy of the chunks for later references (one-pass restores only).
     scratch: Option<File>,
+    /// An image updated in place: what its base held, what this restore wrote or kept.
+    in_place: Option<InPlaceDisk>,
 }
 
 /// Where an OVA goes.
@@ -115,6 +118,9 @@ pub struct FsTarget {
     /// Every file written into the directory, renamed into place by `finish`.
     staged: Staged,
     tracker: Option<Tracker>,
+    /// In-place restores: the directory whose marker `finish` removes, and per disk the
+    /// base disk whose image is updated.
+    in_place: Option<(PathBuf, Vec<u32>)>,
 }
 
 /// An unlinked file in `dir`: nothing is left behind even if the restore is killed.
@@ -133,6 +139,30 @@ fn originals_dir(files: &[crate::archive::manifest::FileManifest]) -> String {
         .chain((1..).map(|n| format!("original_{n}")))
         .find(|n| !taken(n))
         .expect("invariant: finitely many files")
+}
+
+/// Opens the image an in-place restore updates: an existing regular file (not followed if a
+/// symlink), locked against another restore writing it at the same time.
+fn open_existing(p: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(p)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Usage(format!(
+                "{}: missing (an in-place restore updates the images its base's restore wrote)",
+                p.display()
+            )),
+            _ => Error::io(p, None, e),
+        })?;
+    let regular = f.metadata().map_err(|e| Error::io(p, None, e))?.is_file();
+    if !regular {
+        return Err(Error::Usage(format!("{}: not a regular file", p.display())));
+    }
+    crate::output::staged::lock_partial(&f, p)?;
+    Ok(f)
 }
 
 /// What happens to a VM file in each format.
@@ -185,8 +215,10 @@ impl FsTarget {
         force: bool,
         format: Format,
         one_pass: bool,
+        in_place: Option<InPlaceMap>,
     ) -> Result<Self> {
         let mut c = Creating::new(dest, m, sel, force, format, one_pass)?;
+        c.in_place = in_place.is_some();
         for v in 0..m.vms.len() {
             let out = c.vm_out(v)?;
             c.vms.push(out);
@@ -198,7 +230,21 @@ impl FsTarget {
                 disks.push(c.disk_out(v, k, disks.len(), &stems)?);
             }
         }
+        let in_place = match in_place {
+            Some(map) => {
+                for (d, places) in disks.iter_mut().zip(map.base_places) {
+                    d.in_place = Some(InPlaceDisk {
+                        base_places: places,
+                        chunk_size: map.chunk_size,
+                        touched: Default::default(),
+                    });
+                }
+                c.dir.clone().map(|d| (d, map.base_disk))
+            }
+            None => None,
+        };
         Ok(FsTarget {
+            in_place,
             disks,
             vms: c.vms,
             format: c.format,
@@ -270,6 +316,8 @@ struct Creating<'m> {
     factory: Option<Box<dyn SinkFactory>>,
     /// Where unlinked scratch and spool files go.
     scratch_dir: PathBuf,
+    /// Raw images are opened where they are, not created ([`super::in_place`]).
+    in_place: bool,
     /// Dropped with its partial files and the directories it created if anything fails.
     staged: Staged,
     vms: Vec<VmOut>,
@@ -322,6 +370,7 @@ impl<'m> Creating<'m> {
             writer,
             factory,
             scratch_dir,
+            in_place: false,
             staged,
             vms: Vec::new(),
         })
@@ -413,6 +462,7 @@ impl<'m> Creating<'m> {
             capacity: cap,
             out: None,
             scratch: None,
+            in_place: None,
         };
         if !self.sel.disks[i] {
             if self.one_pass && !self.sel.disks.iter().all(|&s| s) {
@@ -477,8 +527,14 @@ impl<'m> Creating<'m> {
         let cap = disk.meta.capacity;
         let raw = format!("{stem}.raw");
         let p = self.at(v, &raw)?;
-        let (partial, f) = self.staged.create(&p, self.force)?;
-        let mut o = Out::new(Sink::Raw(RawSink::new(partial, f, cap)?), Some(p));
+        let sink = if self.in_place {
+            let f = open_existing(&p)?;
+            RawSink::in_place(p.clone(), f, cap)?
+        } else {
+            let (partial, f) = self.staged.create(&p, self.force)?;
+            RawSink::new(partial, f, cap)?
+        };
+        let mut o = Out::new(Sink::Raw(sink), Some(p));
         if check_disk(&self.m.vms[v].name, &disk.name, cap, stem).is_ok() {
             let desc = self.at(v, &format!("{stem}.vmdk"))?;
             self.reserve_new(&desc)?;
@@ -681,6 +737,9 @@ impl Target for FsTarget {
         let Some(d) = self.disks.get_mut(disk as usize) else {
             return Ok(());
         };
+        if let Some(p) = &mut d.in_place {
+            p.touched.insert(offset);
+        }
         if let Some(f) = &d.scratch {
             f.write_all_at(data, offset)
                 .map_err(|e| Error::io("restore scratch file", Some(offset), e))?;
@@ -710,10 +769,35 @@ impl Target for FsTarget {
         }
     }
 
+    fn keeps(&mut self, disk: u32, offset: u64, src: (u32, u64)) -> bool {
+        let Some((_, base_disk)) = &self.in_place else {
+            return false;
+        };
+        let Some(d) = self.disks.get_mut(disk as usize) else {
+            return false;
+        };
+        if base_disk.get(disk as usize) != Some(&src.0) || src.1 != offset {
+            return false;
+        }
+        let Some(p) = &mut d.in_place else {
+            return false;
+        };
+        p.touched.insert(offset);
+        if let Some(t) = &mut self.tracker {
+            t.chunk(disk, offset, p.chunk_size.min(d.capacity - offset));
+        }
+        true
+    }
+
     fn finish(&mut self) -> Result<()> {
         for d in &mut self.disks {
             let Some(o) = &mut d.out else { continue };
             let s = o.sink.as_dyn();
+            if let Some(p) = &d.in_place {
+                for off in p.stale() {
+                    s.write_zero(off, p.chunk_size.min(d.capacity.saturating_sub(off)))?;
+                }
+            }
             if !s.random_access() && o.pos < d.capacity {
                 s.write_zero(o.pos, d.capacity - o.pos)?;
                 o.pos = d.capacity;
@@ -763,6 +847,9 @@ impl Target for FsTarget {
             v.ova_disks.clear();
         }
         self.staged.commit()?;
+        if let Some((dir, _)) = &self.in_place {
+            InPlaceBase::unmark(dir)?;
+        }
         if let Some(t) = &mut self.tracker {
             t.finish();
         }

@@ -148,13 +148,16 @@ fn data_record(
             target.write_chunk(h.disk, h.offset, &r.data, &h.digest)?;
             Ok(())
         }
-        RecordKind::BaseRef => match book.base_chunk(h, &r.data)? {
-            Some(Ok(data)) => {
-                target.write_chunk(h.disk, h.offset, &data, &h.digest)?;
-                Ok(())
-            }
-            Some(Err(why)) => Err(why),
-            None => Ok(()),
+        RecordKind::BaseRef => match book.own_base_place(h, &r.data) {
+            Some(src) if target.keeps(h.disk, h.offset, src) => Ok(()),
+            _ => match book.base_chunk(h, &r.data)? {
+                Some(Ok(data)) => {
+                    target.write_chunk(h.disk, h.offset, &data, &h.digest)?;
+                    Ok(())
+                }
+                Some(Err(why)) => Err(why),
+                None => Ok(()),
+            },
         },
         _ => match ref_source(&r.data, here, book.names.len()) {
             Some(src) if target.copy_chunk(src, here, h.raw_len, &h.digest)? => Ok(()),

@@ -216,6 +216,12 @@ fn read_raws(
     let mut out = Vec::with_capacity(es.len());
     for ((j, e), r) in batch.iter().zip(ar.read_raws(&es)?) {
         let r = match r {
+            // Kept in place: nothing to read (see `place`).
+            Ok((h, payload))
+                if e.kind == RecordKind::BaseRef && book.own_base_place(&h, &payload).is_some() =>
+            {
+                Ok((h, payload))
+            }
             Ok((h, payload)) if e.kind == RecordKind::BaseRef => {
                 match book.base_raw(&h, &payload)? {
                     Some((r, name)) => {
@@ -246,6 +252,13 @@ fn place(
         RecordKind::File => book.place_file(target, h.disk, h.offset, data)?,
         RecordKind::Chunk => {
             target.write_chunk(h.disk, h.offset, data, &h.digest)?;
+            book.ledger.restored(h.disk, h.offset, &h.digest);
+        }
+        RecordKind::BaseRef
+            if book
+                .own_base_place(h, data)
+                .is_some_and(|src| target.keeps(h.disk, h.offset, src)) =>
+        {
             book.ledger.restored(h.disk, h.offset, &h.digest);
         }
         RecordKind::BaseRef => match book.base_chunk(h, data)? {
