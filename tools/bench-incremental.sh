@@ -96,15 +96,20 @@ Z_CHANGED=$(zstd -q -3 -c changed.bin | wc -c); Z_CHUNKS=$(zstd -q -3 -c chunks.
 rm -f changed.bin chunks.bin
 
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
-export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$PWD/restic-cache
-rm -rf borg0 restic0 && borg init -q -e none borg0
-borg create --chunker-params fixed,4194304 --compression zstd,3 borg0::a ../flat.raw
+export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$PWD/restic-cache BORG_CACHE_DIR=$PWD/borg-cache
+# borg archives a symlink as a symlink: the disk is hard-linked under one name for both runs.
+# Each second run starts from a copy of the repository and of its cache as the first left them
+# (a cache newer than its repository is refused).
+rm -rf borg0 restic0 borg-cache && borg init -e none borg0 > /dev/null
+ln -f ../flat.raw flat.raw
+borg create --chunker-params fixed,4194304 --compression zstd,3 borg0::a flat.raw
+cp -a borg-cache borg-cache0
 RESTIC_REPOSITORY=$PWD/restic0 restic init -q > /dev/null
 RESTIC_REPOSITORY=$PWD/restic0 restic backup -q --stdin --stdin-filename flat.raw < ../flat.raw
 # The second runs read the same file name as the first, as a nightly job would.
 mv flat1.raw flat.raw.new
 hyperfine --runs "$RUNS" --export-json inc.json \
-  --prepare "rm -rf o.vdar borg restic; cp -a borg0 borg; cp -a restic0 restic; ln -sf flat.raw.new flat.raw; sync" \
+  --prepare "rm -rf o.vdar borg restic borg-cache; cp -a borg0 borg; cp -a borg-cache0 borg-cache; cp -a restic0 restic; ln -f flat.raw.new flat.raw; sync" \
   -n "vdar full backup" "$V backup upd1.vmdk -o o.vdar" \
   -n "vdar incremental, redo log" "$V backup upd1.vmdk -o o.vdar --base full.vcat" \
   -n "vdar incremental, CBT" "$V backup upd1.vmdk -o o.vdar --base full.vcat --changed-areas cbt1.json" \
@@ -117,8 +122,8 @@ for s in redo cbt dedup; do
   esac
   $V backup upd1.vmdk -o "$s.vdar" --base full.vcat "${extra[@]}" 2> /dev/null
 done
-rm -rf borg restic; cp -a borg0 borg; cp -a restic0 restic
-borg create --chunker-params fixed,4194304 --compression zstd,3 borg::b flat.raw.new
+rm -rf borg restic borg-cache; cp -a borg0 borg; cp -a borg-cache0 borg-cache; cp -a restic0 restic
+borg create --chunker-params fixed,4194304 --compression zstd,3 borg::b flat.raw
 RESTIC_REPOSITORY=$PWD/restic restic backup -q --stdin --stdin-filename flat.raw < flat.raw.new
 BORG_GROWTH=$(( $(du -sb borg | cut -f1) - $(du -sb borg0 | cut -f1) ))
 RESTIC_GROWTH=$(( $(du -sb restic | cut -f1) - $(du -sb restic0 | cut -f1) ))
@@ -127,7 +132,7 @@ for s in redo cbt dedup; do
   rm -rf r && $V restore "$s.vdar" --base full.vdar --to r 2> /dev/null
   cmp r/*/base.raw flat.raw.new && echo "$s incremental restores identical to qemu-img's image"
 done
-rm -rf r borg0 restic0 borg restic restic-cache
+rm -rf r borg0 restic0 borg restic restic-cache borg-cache borg-cache0 flat.raw
 # The same change at 1 MiB chunks (a chain is cut in its full backup's chunk size).
 $V backup top.vmdk -o full1m.vdar --catalog full1m.vcat --changed-areas cbt0.json --chunk-size 1M 2> /dev/null
 $V backup upd1.vmdk -o cbt1m.vdar --base full1m.vcat --changed-areas cbt1.json 2> /dev/null
@@ -146,6 +151,23 @@ BASES=(--base full.vdar); for n in 1 2 3 4 5 6 7; do BASES+=(--base "inc$n.vdar"
 hyperfine --runs "$RUNS" --export-json chain.json --prepare "rm -rf r; sync" \
   -n "vdar restore of one full archive" "$V restore full8.vdar --to r" \
   -n "vdar restore of base + 7 incrementals" "$V restore inc8.vdar ${BASES[*]} --to r"
+# A chain from tape, in place: the full archive from a pipe, then each incremental from a pipe
+# onto the same images.
+cat > inplace.sh <<SH
+set -e
+rm -rf ip; $V restore - --to ip < full.vdar 2> /dev/null
+$V restore - --to ip --in-place --base full.vcat < inc1.vdar 2> /dev/null
+for n in 2 3 4 5 6 7 8; do
+  $V restore - --to ip --in-place --base inc\$((n - 1)).vcat < inc\$n.vdar 2> /dev/null
+done
+SH
+hyperfine --runs "$RUNS" --export-json tape.json --prepare "rm -rf ip r; sync" \
+  -n "vdar restore of one full archive from a pipe" "$V restore - --to r < full8.vdar" \
+  -n "vdar full + 8 incrementals in place, from pipes" "bash inplace.sh"
+bash inplace.sh && \
+  qemu-img convert -O raw upd8.vmdk want8.raw && cmp ip/*/base.raw want8.raw && \
+  echo "the chain applied in place is identical to qemu-img's image"
+rm -rf ip want8.raw
 $V restore inc8.vdar "${BASES[@]}" --to r 2> /dev/null
 qemu-img convert -O raw upd8.vmdk want8.raw
 cmp r/*/base.raw want8.raw && echo "the week's chain restores identical to qemu-img's image"
@@ -168,6 +190,7 @@ b, r = t["borg create (second run)"], t["restic backup (second run)"]
 for k in ["vdar incremental, redo log", "vdar incremental, CBT", "vdar incremental, dedup"]:
     print(f"  borg / {k}: {b/t[k]:.1f}x, restic / it: {r/t[k]:.1f}x")
 c = {x["command"]: x["median"] for x in json.load(open("chain.json"))["results"]}
+c.update({x["command"]: x["median"] for x in json.load(open("tape.json"))["results"]})
 for k, v in c.items():
     print(f"  {k:<40} {v:8.2f} s")
 PY
