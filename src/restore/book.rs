@@ -59,7 +59,7 @@ impl<'m> Book<'m> {
 
     /// In an in-place restore, the base place a BaseRef (header `h`, payload `payload`)
     /// names if it is its own place and the base's catalog has the recorded digest there:
-    /// the bytes in the image stand ([`Target::keeps`](super::Target::keeps)).
+    /// the bytes in the image stand ([`Target::keeps`]).
     pub fn own_base_place(&self, h: &RecordHeader, payload: &[u8]) -> Option<(u32, u64)> {
         let b = self.in_place.as_ref()?;
         let src = (payload.len() as u64 == crate::archive::format::REF_PAYLOAD_BYTES)
