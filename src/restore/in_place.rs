@@ -13,7 +13,6 @@
 //! file in DIR says so from the first write until the end, and a later in-place restore into
 //! DIR is refused while it is there.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::archive::manifest::Manifest;
@@ -32,15 +31,14 @@ pub struct InPlaceBase {
     pub image: BaseImage,
 }
 
-/// Per disk of the incremental, the base disk whose image it updates.
+/// An in-place restore's plan: per disk of the incremental, the base image it updates, and
+/// the marker to write before the first write.
 #[derive(Debug)]
 pub(crate) struct InPlaceMap {
-    /// Base disk ordinal per disk ordinal of the incremental.
-    pub base_disk: Vec<u32>,
-    /// The chunk size of both.
-    pub chunk_size: u64,
-    /// Per disk of the incremental: the chunk places its base image holds data at.
-    pub base_places: Vec<Vec<u64>>,
+    /// Per disk ordinal of the incremental.
+    pub disks: Vec<InPlaceDisk>,
+    /// The marker's text.
+    pub marker: String,
 }
 
 impl InPlaceBase {
@@ -87,10 +85,13 @@ impl InPlaceBase {
             .map(|(_, d)| d.meta.capacity)
             .collect();
         let places = self.image.places();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.created);
         let mut map = InPlaceMap {
-            chunk_size: m.chunk_size,
-            base_disk: Vec::new(),
-            base_places: Vec::new(),
+            disks: Vec::new(),
+            marker: format!(
+                "the incremental created {} onto base {want}\n",
+                crate::clock::rfc3339(t)
+            ),
         };
         for (p, (_, d)) in super::raw_image_paths(m, &self.dir).iter().zip(m.disks()) {
             let Some(j) = base_paths.iter().position(|b| b == p) else {
@@ -110,9 +111,17 @@ impl InPlaceBase {
                     base_caps[j]
                 )));
             }
-            map.base_disk.push(j as u32);
-            let held = places.iter().filter(|x| x.0 == j as u32).map(|x| x.1);
-            map.base_places.push(held.collect());
+            let chunks = d.meta.capacity.div_ceil(m.chunk_size) as usize;
+            let mut held = vec![false; chunks];
+            for x in places.iter().filter(|x| x.0 == j as u32) {
+                held[(x.1 / m.chunk_size) as usize] = true;
+            }
+            map.disks.push(InPlaceDisk {
+                base_disk: j as u32,
+                chunk_size: m.chunk_size,
+                capacity: d.meta.capacity,
+                held,
+            });
         }
         Ok(map)
     }
@@ -122,11 +131,10 @@ impl InPlaceBase {
         self.image.at(src.0, src.1).is_some_and(|d| d.0 == *digest)
     }
 
-    /// Writes the marker, naming the archive being applied (`what`).
-    pub(crate) fn mark(&self, what: &str) -> Result<()> {
-        let p = self.dir.join(MARKER);
-        std::fs::write(&p, format!("{what} onto base {}\n", id_hex(&self.image.id)))
-            .map_err(|e| Error::io(&p, None, e))
+    /// Writes the marker into `dir`.
+    pub(crate) fn mark(dir: &Path, text: &str) -> Result<()> {
+        let p = dir.join(MARKER);
+        std::fs::write(&p, text).map_err(|e| Error::io(&p, None, e))
     }
 
     /// Removes the marker once every image is updated and synced.
@@ -136,21 +144,42 @@ impl InPlaceBase {
     }
 }
 
-/// One disk updated in place: the places its base held, and the places written or kept.
-#[derive(Debug, Default)]
+/// One disk updated in place.
+#[derive(Debug)]
 pub(crate) struct InPlaceDisk {
-    pub base_places: Vec<u64>,
+    /// The base disk whose image this is.
+    pub base_disk: u32,
     /// Bytes of a chunk (the last of the disk may be shorter).
     pub chunk_size: u64,
-    pub touched: HashSet<u64>,
+    capacity: u64,
+    /// Per chunk of the disk: the base held data there and this restore has not written or
+    /// kept it yet. What is still set at the end is zero now.
+    held: Vec<bool>,
 }
 
 impl InPlaceDisk {
-    /// The base's places that this archive left without a record: zeros now.
-    pub fn stale(&self) -> impl Iterator<Item = u64> + '_ {
-        self.base_places
+    /// The chunk at `offset` is written or kept: it is not zeroed at the end.
+    pub fn placed(&mut self, offset: u64) {
+        if let Some(h) = self.held.get_mut((offset / self.chunk_size) as usize) {
+            *h = false;
+        }
+    }
+
+    /// The byte ranges the base held that this archive left without a record: zeros now.
+    pub fn stale(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let cs = self.chunk_size;
+        self.held
             .iter()
-            .copied()
-            .filter(|o| !self.touched.contains(o))
+            .enumerate()
+            .filter(|(_, &h)| h)
+            .map(move |(i, _)| {
+                let at = i as u64 * cs;
+                (at, cs.min(self.capacity - at))
+            })
+    }
+
+    /// Bytes of the chunk at `offset`.
+    pub fn chunk_len(&self, offset: u64) -> u64 {
+        self.chunk_size.min(self.capacity.saturating_sub(offset))
     }
 }

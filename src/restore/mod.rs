@@ -486,13 +486,6 @@ fn open_target(
     let force = opts.force || in_place.is_some();
     let mut target =
         FsTarget::create(dest, manifest, &sel, force, opts.format, one_pass, in_place)?;
-    if let Some(b) = &opts.in_place {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(manifest.created);
-        b.mark(&format!(
-            "the incremental created {}",
-            crate::clock::rfc3339(t)
-        ))?;
-    }
     if let Some(h) = &opts.progress {
         target.track(progress::Tracker::new(h.clone(), manifest, &sel));
     }

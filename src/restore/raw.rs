@@ -118,9 +118,8 @@ pub struct FsTarget {
     /// Every file written into the directory, renamed into place by `finish`.
     staged: Staged,
     tracker: Option<Tracker>,
-    /// In-place restores: the directory whose marker `finish` removes, and per disk the
-    /// base disk whose image is updated.
-    in_place: Option<(PathBuf, Vec<u32>)>,
+    /// In-place restores: the directory whose marker `finish` removes.
+    in_place: Option<PathBuf>,
 }
 
 /// An unlinked file in `dir`: nothing is left behind even if the restore is killed.
@@ -230,18 +229,16 @@ impl FsTarget {
                 disks.push(c.disk_out(v, k, disks.len(), &stems)?);
             }
         }
-        let in_place = match in_place {
-            Some(map) => {
-                for (d, places) in disks.iter_mut().zip(map.base_places) {
-                    d.in_place = Some(InPlaceDisk {
-                        base_places: places,
-                        chunk_size: map.chunk_size,
-                        touched: Default::default(),
-                    });
+        let in_place = match (in_place, &c.dir) {
+            (Some(map), Some(dir)) => {
+                for (d, p) in disks.iter_mut().zip(map.disks) {
+                    d.in_place = Some(p);
                 }
-                c.dir.clone().map(|d| (d, map.base_disk))
+                // Last, once every output is open: from here on the images may change.
+                InPlaceBase::mark(dir, &map.marker)?;
+                Some(dir.clone())
             }
-            None => None,
+            _ => None,
         };
         Ok(FsTarget {
             in_place,
@@ -738,7 +735,7 @@ impl Target for FsTarget {
             return Ok(());
         };
         if let Some(p) = &mut d.in_place {
-            p.touched.insert(offset);
+            p.placed(offset);
         }
         if let Some(f) = &d.scratch {
             f.write_all_at(data, offset)
@@ -770,21 +767,15 @@ impl Target for FsTarget {
     }
 
     fn keeps(&mut self, disk: u32, offset: u64, src: (u32, u64)) -> bool {
-        let Some((_, base_disk)) = &self.in_place else {
-            return false;
-        };
         let Some(d) = self.disks.get_mut(disk as usize) else {
             return false;
         };
-        if base_disk.get(disk as usize) != Some(&src.0) || src.1 != offset {
-            return false;
-        }
-        let Some(p) = &mut d.in_place else {
+        let Some(p) = d.in_place.as_mut().filter(|p| src == (p.base_disk, offset)) else {
             return false;
         };
-        p.touched.insert(offset);
+        p.placed(offset);
         if let Some(t) = &mut self.tracker {
-            t.chunk(disk, offset, p.chunk_size.min(d.capacity - offset));
+            t.chunk(disk, offset, p.chunk_len(offset));
         }
         true
     }
@@ -794,8 +785,8 @@ impl Target for FsTarget {
             let Some(o) = &mut d.out else { continue };
             let s = o.sink.as_dyn();
             if let Some(p) = &d.in_place {
-                for off in p.stale() {
-                    s.write_zero(off, p.chunk_size.min(d.capacity.saturating_sub(off)))?;
+                for (off, len) in p.stale() {
+                    s.write_zero(off, len)?;
                 }
             }
             if !s.random_access() && o.pos < d.capacity {
@@ -847,7 +838,7 @@ impl Target for FsTarget {
             v.ova_disks.clear();
         }
         self.staged.commit()?;
-        if let Some((dir, _)) = &self.in_place {
+        if let Some(dir) = &self.in_place {
             InPlaceBase::unmark(dir)?;
         }
         if let Some(t) = &mut self.tracker {
