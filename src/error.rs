@@ -86,6 +86,18 @@ pub enum Error {
         /// What was asked and what the server said.
         what: String,
     },
+    /// An object store (the S3 API) refused a request, answered something that cannot be
+    /// right (a short body, a range it was not asked for), or could not be reached. `object`
+    /// is `s3://BUCKET/KEY`; `what` names the request, the endpoint and what the server said.
+    #[error("{object}{}: {what}", fmt_offset(*offset))]
+    ObjectStore {
+        /// The object, as `s3://BUCKET/KEY`.
+        object: String,
+        /// Byte offset in the object, for reads and part uploads.
+        offset: Option<u64>,
+        /// What was asked, of which endpoint, and what happened.
+        what: String,
+    },
     /// Stopped through a [`Cancel`](crate::cancel::Cancel) flag (the value it was set to).
     #[error("interrupted")]
     Interrupted(usize),
