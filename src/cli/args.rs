@@ -161,8 +161,10 @@ pub struct BackupArgs {
         value_name = "VM.vmx|DISK.vmdk"
     )]
     pub inputs: Vec<PathBuf>,
-    /// Output archive, or `-` for stdout (a pipe: tape, object storage).
-    #[arg(short, long, value_name = "FILE|-")]
+    /// Output archive: a file, `s3://BUCKET/KEY` (a multipart upload, completed only when the
+    /// archive is; endpoint and credentials from the AWS environment or profile), or `-` for
+    /// stdout (a pipe: tape).
+    #[arg(short, long, value_name = "FILE|s3://BUCKET/KEY|-")]
     pub output: PathBuf,
     /// zstd level, 1-22 (higher: smaller and slower).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
@@ -180,7 +182,7 @@ pub struct BackupArgs {
     /// Print the final summary as JSON (to stdout, or stderr when the archive goes to stdout).
     #[arg(long)]
     pub json: bool,
-    /// Replace an existing output file.
+    /// Replace an existing output file (or object).
     #[arg(long)]
     pub force: bool,
     /// Only this disk (repeatable): its .vmx device (e.g. scsi0:1), its descriptor's file name
@@ -325,9 +327,14 @@ impl From<FormatArg> for crate::restore::Format {
 /// Options of the archive-reading commands (shared with `vdar-restore`).
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The archive, or `-` for stdin (one pass, no seeking).
+    /// The archive: a file, `s3://BUCKET/KEY` (ranged reads through its index), or `-` for
+    /// stdin (one pass, no seeking).
     #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
+    /// Read the archive in one pass, front to back, even when it could seek (a file, or an
+    /// object in object storage: fewer, larger requests, no read of the index first).
+    #[arg(long)]
+    pub stream: bool,
     /// Target directory (created if missing); nothing is written outside it. `-` writes to
     /// stdout one disk (exactly one selected) as `--format raw` (zeros included) or `stream`,
     /// or one VM as `--format ova`.
@@ -432,9 +439,13 @@ pub struct WriteBackArgs {
 /// `vdar verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The archive, or `-` for stdin.
+    /// The archive: a file, `s3://BUCKET/KEY`, or `-` for stdin.
     #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
+    /// Read the archive in one pass, front to back, even when it could seek (a file, or an
+    /// object in object storage: fewer, larger requests, no read of the index first).
+    #[arg(long)]
+    pub stream: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -454,10 +465,10 @@ pub struct ConsolidateArgs {
     /// others are its bases (any order).
     #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
     pub archives: Vec<PathBuf>,
-    /// The synthetic full archive, or `-` for stdout.
-    #[arg(short, long, value_name = "FILE|-")]
+    /// The synthetic full archive: a file, `s3://BUCKET/KEY`, or `-` for stdout.
+    #[arg(short, long, value_name = "FILE|s3://BUCKET/KEY|-")]
     pub output: PathBuf,
-    /// Replace an existing output file.
+    /// Replace an existing output file (or object).
     #[arg(long)]
     pub force: bool,
     /// Also write the new archive's catalog here.
@@ -482,9 +493,13 @@ pub struct CatalogArgs {
 /// `vdar list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The archive, or `-` for stdin.
+    /// The archive: a file, `s3://BUCKET/KEY`, or `-` for stdin.
     #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
+    /// Read the archive in one pass, front to back, even when it could seek (a file, or an
+    /// object in object storage: fewer, larger requests, no read of the index first).
+    #[arg(long)]
+    pub stream: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -541,7 +556,7 @@ pub struct CatArgs {
     /// Output file, or `-` for stdout. A regular file keeps zero runs as holes.
     #[arg(short, long, default_value = "-", value_name = "FILE|-")]
     pub output: PathBuf,
-    /// Replace an existing output file.
+    /// Replace an existing output file (or object).
     #[arg(long)]
     pub force: bool,
     /// Chain options.
