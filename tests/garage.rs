@@ -8,7 +8,7 @@
 //! Without it the tests skip with a reason. `VDAR_GARAGE` names another binary.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,6 +76,25 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Starts one node's server, its output appended to `log` beside its configuration.
+fn spawn(bin: &Path, config: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("log"))
+        .unwrap();
+    Command::new(bin)
+        .arg("-c")
+        .arg(config)
+        .arg("server")
+        .env("RUST_LOG", "garage=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start garage")
+}
+
 /// Starts a cluster with bucket `vdar`, or says why not (a failure when required).
 pub fn start() -> Option<Garage> {
     let Some(bin) = garage_bin() else {
@@ -109,17 +128,7 @@ pub fn start() -> Option<Garage> {
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(nd.join("log")).unwrap();
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(&config)
-            .arg("server")
-            .env("RUST_LOG", "garage=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start garage");
+        let child = spawn(&bin, &config);
         nodes.push(Node {
             child: Some(child),
             config,
@@ -204,6 +213,24 @@ impl Garage {
         if let Some(mut c) = self.nodes[i].child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` again, on its old data, and waits until node 0 sees all three nodes
+    /// healthy.
+    pub fn restart(&mut self, i: usize) {
+        if self.nodes[i].child.is_none() {
+            self.nodes[i].child = Some(spawn(&self.bin, &self.nodes[i].config));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.cli(0, &["status"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if out.status.success() && !text.contains("FAILED NODES") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {i} did not come back: {text}");
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
