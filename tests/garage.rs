@@ -152,7 +152,15 @@ pub fn start() -> Option<Garage> {
         let short = id.split('@').next().unwrap();
         g.until_ok(
             0,
-            &["layout", "assign", "-z", &format!("dc{i}"), "-c", "1G", short],
+            &[
+                "layout",
+                "assign",
+                "-z",
+                &format!("dc{i}"),
+                "-c",
+                "1G",
+                short,
+            ],
         );
     }
     g.until_ok(0, &["layout", "apply", "--version", "1"]);
@@ -229,7 +237,10 @@ impl Garage {
             if out.status.success() && !text.contains("FAILED NODES") {
                 return;
             }
-            assert!(Instant::now() < deadline, "node {i} did not come back: {text}");
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not come back: {text}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }

@@ -36,7 +36,10 @@ fn disks(dir: &Path, noise_mib: usize) -> Vec<PathBuf> {
         &["delta", "cowd", s(&p("a-1")), s(&p("a.vmdk")), "D:1M:1M:9"],
     );
     let mut out = vec![p("a-1.vmdk")];
-    for (name, seed) in [("b", 0x1234_5678_9abc_def1u64), ("c", 0x0fed_cba9_8765_4321)] {
+    for (name, seed) in [
+        ("b", 0x1234_5678_9abc_def1u64),
+        ("c", 0x0fed_cba9_8765_4321),
+    ] {
         let raw = p(&format!("{name}.raw"));
         std::fs::write(&raw, noise(noise_mib << 20, seed)).unwrap();
         let vmdk = p(&format!("{name}.vmdk"));
@@ -237,14 +240,22 @@ fn uploads_in_parts_read_back_at_random_and_abort_when_dropped() {
 
     let mut r = ObjectReader::open(client.clone(), obj.clone()).unwrap();
     assert_eq!(r.len(), data.len() as u64);
-    for (at, len) in [(0, 10), (1 << 20, 200_000), (3 << 20, 12345), (777, 2 << 20)] {
+    for (at, len) in [
+        (0, 10),
+        (1 << 20, 200_000),
+        (3 << 20, 12345),
+        (777, 2 << 20),
+    ] {
         let mut buf = vec![0u8; len];
         r.seek(SeekFrom::Start(at)).unwrap();
         r.read_exact(&mut buf).unwrap();
         assert!(buf == data[at as usize..at as usize + len], "{at}+{len}");
     }
     let (bytes, requests) = r.stats().get();
-    assert!(requests >= 4 && bytes < 3 << 20, "{bytes} bytes, {requests} requests");
+    assert!(
+        requests >= 4 && bytes < 3 << 20,
+        "{bytes} bytes, {requests} requests"
+    );
 
     // Smaller than one part: one PUT, no multipart upload.
     let small = ObjectUrl::parse(&g.url("small.bin")).unwrap();
@@ -278,7 +289,10 @@ fn a_node_killed_during_upload_and_restore_is_survived() {
     g.kill(2);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(mid, "the backup ended before the node could be killed mid-upload");
+    assert!(
+        mid,
+        "the backup ended before the node could be killed mid-upload"
+    );
 
     // Two nodes of three hold a quorum: the archive restores and verifies.
     let imgs = restore(&g, &url, &d.path().join("r"), &[]);
@@ -304,7 +318,9 @@ fn a_node_killed_during_upload_and_restore_is_survived() {
     };
     let out = restore_while_killing(&mut g, 1, &d.path().join("r1"));
     assert!(out.status.success(), "{}", stderr(&out));
-    let mut imgs: Vec<_> = crate::util::restored_images(&out.stdout).into_iter().collect();
+    let mut imgs: Vec<_> = crate::util::restored_images(&out.stdout)
+        .into_iter()
+        .collect();
     imgs.sort();
     for (i, (_, img)) in imgs.iter().enumerate() {
         assert_same_file(img, &d.path().join(format!("want{i}.raw")));
@@ -320,7 +336,10 @@ fn a_node_killed_during_upload_and_restore_is_survived() {
         let e = stderr(&out);
         eprintln!("restore with one node left: {e}");
         assert_eq!(out.status.code(), Some(2), "{e}");
-        assert!(e.contains("s3://vdar/k.vdar") && e.contains("quorum"), "{e}");
+        assert!(
+            e.contains("s3://vdar/k.vdar") && e.contains("quorum"),
+            "{e}"
+        );
         assert!(
             !std::fs::read_dir(&to)
                 .map(|mut r| r.any(|e| e.unwrap().path().is_dir()))
@@ -348,7 +367,10 @@ fn two_nodes_lost_during_upload_fail_cleanly_without_an_object() {
     let out = child.wait_with_output().unwrap();
     let e = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{e}");
-    assert!(e.contains("s3://vdar/q.vdar") && e.contains(&g.endpoint), "{e}");
+    assert!(
+        e.contains("s3://vdar/q.vdar") && e.contains(&g.endpoint),
+        "{e}"
+    );
     assert!(e.contains("gave up after"), "{e}");
     eprintln!("backup with one node left: {e}");
     // No object that looks complete, whatever became of the upload.
@@ -404,12 +426,20 @@ fn a_truncated_object_is_reported_with_its_name_and_offset() {
     let obj = ObjectUrl::parse(&g.url("cut.vdar")).unwrap();
     g.client().put_object(&obj, cut).unwrap();
     let out = g.run(
-        &["restore", &g.url("cut.vdar"), "--to", s(&d.path().join("r"))],
+        &[
+            "restore",
+            &g.url("cut.vdar"),
+            "--to",
+            s(&d.path().join("r")),
+        ],
         &[],
     );
     let e = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{e}");
-    assert!(e.contains("s3://vdar/cut.vdar") && e.contains("byte 0x"), "{e}");
+    assert!(
+        e.contains("s3://vdar/cut.vdar") && e.contains("byte 0x"),
+        "{e}"
+    );
     let v = g.run(&["verify", &g.url("cut.vdar")], &[]);
     assert_eq!(v.status.code(), Some(1), "{}", stderr(&v));
     assert!(String::from_utf8_lossy(&v.stdout).contains("DAMAGED"));
@@ -473,7 +503,10 @@ fn an_interrupted_backup_leaves_no_object() {
         run("kill", &[&format!("-{sig}"), &child.id().to_string()]);
         let out = child.wait_with_output().unwrap();
         assert!(!out.status.success());
-        assert!(!head(&g, key), "{key}: an interrupted backup left an object");
+        assert!(
+            !head(&g, key),
+            "{key}: an interrupted backup left an object"
+        );
         if sig == 9 {
             // Killed outright, vdar could not abort: the upload stays listed, never an object.
             assert_eq!(uploads(&g, key).len(), 1);

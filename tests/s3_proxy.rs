@@ -28,7 +28,7 @@ impl CuttingProxy {
                 let Ok(server) = TcpStream::connect(upstream) else {
                     continue;
                 };
-                let cut = (n as u64).is_multiple_of(every);
+                let cut = n as u64 % every == 0;
                 let counted = counted.clone();
                 std::thread::spawn(move || relay(client, server, cut.then_some(limit), &counted));
             }

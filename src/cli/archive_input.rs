@@ -56,7 +56,10 @@ impl Seekable {
 /// Opens `path`, in one pass when `stream` even if it could seek.
 pub(super) fn archive_with(path: &Path, stream: bool) -> anyhow::Result<Archive> {
     #[cfg(feature = "s3")]
-    if let Some(name) = path.to_str().filter(|p| crate::objstore::ObjectUrl::is_object(p)) {
+    if let Some(name) = path
+        .to_str()
+        .filter(|p| crate::objstore::ObjectUrl::is_object(p))
+    {
         return object(name, stream);
     }
     match local(path)? {

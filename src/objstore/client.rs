@@ -426,7 +426,8 @@ impl Client {
         let mut call = Call::new("POST", obj);
         call.query = vec![("uploadId", upload_id.to_string())];
         call.body = Some(doc.as_bytes());
-        call.headers.push(("content-type", "application/xml".into()));
+        call.headers
+            .push(("content-type", "application/xml".into()));
         let what = format!("CompleteMultipartUpload of {} parts", parts.len());
         let r = self.with_retries(|| {
             let mut resp = self.send(&call, None)?;
@@ -499,10 +500,7 @@ pub(crate) fn read_small(resp: &mut Response<Body>) -> Vec<u8> {
 }
 
 /// `Ok` for a 2xx; otherwise what failed, transient or not, with S3's code and message.
-pub(crate) fn check_status(
-    resp: &Response<Body>,
-    body: &[u8],
-) -> std::result::Result<(), Failure> {
+pub(crate) fn check_status(resp: &Response<Body>, body: &[u8]) -> std::result::Result<(), Failure> {
     let status = resp.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(());
@@ -515,7 +513,10 @@ pub(crate) fn check_status(
 fn classify_code(status: u16, code: &str, msg: &str) -> Failure {
     let hint = match code {
         "NoSuchBucket" => " (the bucket does not exist: create it, or check the name)",
-        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken"
+        "InvalidAccessKeyId"
+        | "SignatureDoesNotMatch"
+        | "AccessDenied"
+        | "InvalidToken"
         | "ExpiredToken" => {
             " (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE, and the key's \
              rights on the bucket)"
@@ -575,7 +576,10 @@ mod tests {
     fn path_and_virtual_hosted_addressing() {
         let (url, host, path) = client(true).locate("b", "x y/z.vdar");
         assert_eq!(url, "http://127.0.0.1:3900/b/x%20y/z.vdar");
-        assert_eq!((host.as_str(), path.as_str()), ("127.0.0.1:3900", "/b/x y/z.vdar"));
+        assert_eq!(
+            (host.as_str(), path.as_str()),
+            ("127.0.0.1:3900", "/b/x y/z.vdar")
+        );
         let (url, host, _) = client(false).locate("b", "k");
         assert_eq!(url, "http://b.127.0.0.1:3900/k");
         assert_eq!(host, "b.127.0.0.1:3900");
@@ -583,7 +587,10 @@ mod tests {
 
     #[test]
     fn statuses_are_classified_with_hints() {
-        assert!(matches!(classify_code(503, "SlowDown", ""), Failure::Transient(_)));
+        assert!(matches!(
+            classify_code(503, "SlowDown", ""),
+            Failure::Transient(_)
+        ));
         match classify_code(403, "InvalidAccessKeyId", "no such key") {
             Failure::Fatal(w) => assert!(w.contains("AWS_ACCESS_KEY_ID"), "{w}"),
             f => panic!("{f:?}"),

@@ -20,6 +20,17 @@ use super::sigv4::Credentials;
 use super::upload::PartSizes;
 use crate::error::{Error, Result};
 
+/// The environment variables read, with what each does: the man page's ENVIRONMENT section.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN", "credentials for s3:// archives; without them, the profile's in the credentials file, then in the config file"),
+    ("AWS_PROFILE", "the profile in ~/.aws/credentials and ~/.aws/config (default: default)"),
+    ("AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE", "other credentials and config files"),
+    ("AWS_REGION, AWS_DEFAULT_REGION", "the signing region (else the profile's region, else us-east-1)"),
+    ("AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL", "the S3 endpoint, http(s)://HOST[:PORT] (else the profile's endpoint_url, else AWS); requests are then path-style"),
+    ("VDAR_S3_ADDRESSING_STYLE", "path or virtual: force the addressing style"),
+    ("VDAR_S3_PART_SIZE", "bytes of the first upload parts (default 8 MiB; doubling every 1,000 parts)"),
+];
+
 /// Everything needed to talk to one store.
 #[derive(Clone, Debug)]
 pub struct S3Config {

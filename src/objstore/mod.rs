@@ -95,7 +95,13 @@ mod tests {
         assert_eq!(u.bucket, "backups");
         assert_eq!(u.key, "web01/2026-12-07.vdar");
         assert_eq!(u.to_string(), "s3://backups/web01/2026-12-07.vdar");
-        for bad in ["s3://backups", "s3://backups/", "s3://B/x", "s3://ab/x", "/tmp/x"] {
+        for bad in [
+            "s3://backups",
+            "s3://backups/",
+            "s3://B/x",
+            "s3://ab/x",
+            "/tmp/x",
+        ] {
             assert!(ObjectUrl::parse(bad).is_err(), "{bad}");
         }
         assert!(ObjectUrl::is_object("s3://a/b") && !ObjectUrl::is_object("./s3:/a"));

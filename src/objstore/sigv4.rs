@@ -210,7 +210,12 @@ mod tests {
             headers: &[],
             payload_sha256: EMPTY_SHA256,
         };
-        let h = sign(&lifecycle, &example_creds(), "us-east-1", "20130524T000000Z");
+        let h = sign(
+            &lifecycle,
+            &example_creds(),
+            "us-east-1",
+            "20130524T000000Z",
+        );
         assert!(h.last().unwrap().1.ends_with(
             "Signature=fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"
         ));

@@ -385,8 +385,8 @@ mod tests {
         assert_eq!(s.size_of(1), 8 << 20);
         assert_eq!(s.size_of(1000), 8 << 20);
         assert_eq!(s.size_of(1001), 16 << 20);
-        assert!((1..=PartSizes::MAX_PARTS).all(|n| s.size_of(n) <= PartSizes::MAX_PART_BYTES
-            && s.size_of(n) >= 5 << 20));
+        assert!((1..=PartSizes::MAX_PARTS)
+            .all(|n| s.size_of(n) <= PartSizes::MAX_PART_BYTES && s.size_of(n) >= 5 << 20));
         // What an archive of 100 GiB ends with: 64 MiB parts.
         let mut sum = 0;
         let mut n = 1;

@@ -38,9 +38,7 @@ impl OutputSpec<'_> {
 
     /// The name when it is an object in object storage (`s3://BUCKET/KEY`).
     pub fn object_name(&self) -> Option<&str> {
-        self.path
-            .to_str()
-            .filter(|p| p.starts_with("s3://"))
+        self.path.to_str().filter(|p| p.starts_with("s3://"))
     }
 
     fn is_stdout(&self) -> bool {
