@@ -257,6 +257,15 @@ fn uploads_in_parts_read_back_at_random_and_abort_when_dropped() {
         "{bytes} bytes, {requests} requests"
     );
 
+    // Replaced while it is read: the next GET is refused (If-Match), never mixed bytes.
+    client.put_object(&obj, b"another archive").unwrap();
+    r.seek(SeekFrom::Start(2 << 20)).unwrap();
+    let e = r.read(&mut [0u8; 16]).unwrap_err().to_string();
+    assert!(
+        e.contains("s3://vdar/parts.bin") && e.contains("changed"),
+        "{e}"
+    );
+
     // Smaller than one part: one PUT, no multipart upload.
     let small = ObjectUrl::parse(&g.url("small.bin")).unwrap();
     let mut up = Upload::create(client.clone(), small, false).unwrap();

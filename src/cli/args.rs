@@ -161,10 +161,9 @@ pub struct BackupArgs {
         value_name = "VM.vmx|DISK.vmdk"
     )]
     pub inputs: Vec<PathBuf>,
-    /// Output archive: a file, `s3://BUCKET/KEY` (a multipart upload, completed only when the
-    /// archive is; endpoint and credentials from the AWS environment or profile), or `-` for
-    /// stdout (a pipe: tape).
-    #[arg(short, long, value_name = "FILE|s3://BUCKET/KEY|-")]
+    /// Output archive: a file, an object (s3://BUCKET/KEY, settings as for the AWS CLI) or `-`
+    /// for stdout (a pipe: tape).
+    #[arg(short, long, value_name = "FILE|-")]
     pub output: PathBuf,
     /// zstd level, 1-22 (higher: smaller and slower).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
@@ -327,12 +326,10 @@ impl From<FormatArg> for crate::restore::Format {
 /// Options of the archive-reading commands (shared with `vdar-restore`).
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The archive: a file, `s3://BUCKET/KEY` (ranged reads through its index), or `-` for
-    /// stdin (one pass, no seeking).
+    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin (one pass).
     #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
-    /// Read the archive in one pass, front to back, even when it could seek (a file, or an
-    /// object in object storage: fewer, larger requests, no read of the index first).
+    /// Read the archive in one pass even when it could seek (a file, an object).
     #[arg(long)]
     pub stream: bool,
     /// Target directory (created if missing); nothing is written outside it. `-` writes to
@@ -439,11 +436,10 @@ pub struct WriteBackArgs {
 /// `vdar verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The archive: a file, `s3://BUCKET/KEY`, or `-` for stdin.
+    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin.
     #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
-    /// Read the archive in one pass, front to back, even when it could seek (a file, or an
-    /// object in object storage: fewer, larger requests, no read of the index first).
+    /// Read the archive in one pass even when it could seek (a file, an object).
     #[arg(long)]
     pub stream: bool,
     /// Print the report as JSON.
@@ -466,7 +462,7 @@ pub struct ConsolidateArgs {
     #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
     pub archives: Vec<PathBuf>,
     /// The synthetic full archive: a file, `s3://BUCKET/KEY`, or `-` for stdout.
-    #[arg(short, long, value_name = "FILE|s3://BUCKET/KEY|-")]
+    #[arg(short, long, value_name = "FILE|-")]
     pub output: PathBuf,
     /// Replace an existing output file (or object).
     #[arg(long)]
@@ -493,11 +489,10 @@ pub struct CatalogArgs {
 /// `vdar list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The archive: a file, `s3://BUCKET/KEY`, or `-` for stdin.
+    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin.
     #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
-    /// Read the archive in one pass, front to back, even when it could seek (a file, or an
-    /// object in object storage: fewer, larger requests, no read of the index first).
+    /// Read the archive in one pass even when it could seek (a file, an object).
     #[arg(long)]
     pub stream: bool,
     /// Print JSON.

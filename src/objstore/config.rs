@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use super::parts::PartSizes;
 use super::sigv4::Credentials;
-use super::upload::PartSizes;
 use crate::error::{Error, Result};
 
 /// The environment variables read, with what each does: the man page's ENVIRONMENT section.

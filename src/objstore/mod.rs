@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod config;
+pub mod parts;
 pub mod reader;
 pub mod sigv4;
 pub mod upload;
@@ -25,8 +26,9 @@ mod xml;
 
 pub use client::{Client, FetchStats};
 pub use config::S3Config;
+pub use parts::PartSizes;
 pub use reader::ObjectReader;
-pub use upload::{PartSizes, Upload, UploadSummary};
+pub use upload::{Upload, UploadSummary};
 
 use crate::error::{Error, Result};
 
