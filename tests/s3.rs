@@ -125,8 +125,20 @@ fn backup_to_s3_restores_like_the_file_and_qemu() {
     let mut args = backup_args(&disks, &url);
     args.push("-v");
     let out = g.ok(&args, &[EPOCH, SMALL_PARTS]);
-    // Many small parts, so several were in flight at once.
-    assert!(stderr(&out).contains("parts"), "{}", stderr(&out));
+    // Many small parts, several in flight at once.
+    let e = stderr(&out);
+    let line = e
+        .lines()
+        .find(|l| l.contains(" in flight, complete"))
+        .unwrap_or_else(|| panic!("{e}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let most: u32 = words[words.iter().position(|w| *w == "most").unwrap() + 1]
+        .parse()
+        .unwrap();
+    let parts: u32 = words[words.iter().position(|w| *w == "parts,").unwrap() - 1]
+        .parse()
+        .unwrap();
+    assert!(parts > 10 && most > 1, "{line}");
     // The same inputs give the same archive bytes, wherever they are written.
     assert!(object_bytes(&g, "vm/a.vdar") == std::fs::read(&local).unwrap());
 
@@ -237,6 +249,7 @@ fn uploads_in_parts_read_back_at_random_and_abort_when_dropped() {
     }
     let summary = up.finish().unwrap();
     assert_eq!((summary.bytes, summary.parts), (data.len() as u64, 13));
+    assert!(summary.most_in_flight > 1, "{summary:?}");
 
     let mut r = ObjectReader::open(client.clone(), obj.clone()).unwrap();
     assert_eq!(r.len(), data.len() as u64);
@@ -465,6 +478,7 @@ fn answers_cut_short_are_resumed_or_reported() {
     let upstream: std::net::SocketAddr = g.endpoint["http://".len()..].parse().unwrap();
 
     // Every other connection is cut after 100 KiB of answer: each read resumes where it broke.
+    assert!(want.len() > 9 << 20, "{} bytes", want.len());
     let proxy = crate::s3_proxy::CuttingProxy::start(upstream, 100 << 10, 2);
     let mut client = vdar::objstore::S3Config::clone(g.client().config());
     client.endpoint = proxy.url();
@@ -483,7 +497,8 @@ fn answers_cut_short_are_resumed_or_reported() {
     let mut c = vdar::objstore::Client::new(cfg);
     c.retry.first_delay = Duration::from_millis(10);
     let mut r = ObjectReader::open(std::sync::Arc::new(c), obj).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
+    // 100 KiB a try: the 64 tries a read may take, resumed ones included, do not reach 8 MiB.
+    let mut buf = vec![0u8; 8 << 20];
     r.seek(SeekFrom::Start(0)).unwrap();
     let e = r.read_exact(&mut buf).unwrap_err().to_string();
     assert!(

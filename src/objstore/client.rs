@@ -52,6 +52,15 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
+impl RetryPolicy {
+    /// The wait after the `n`-th failed try (from 1).
+    pub fn delay(&self, n: u32) -> Duration {
+        self.first_delay
+            .saturating_mul(1 << n.saturating_sub(1).min(16))
+            .min(self.max_delay)
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
@@ -260,11 +269,7 @@ impl Client {
                     if n >= attempts {
                         return Err(format!("{why} (gave up after {attempts} tries)"));
                     }
-                    let delay = self
-                        .retry
-                        .first_delay
-                        .saturating_mul(1 << (n - 1).min(16))
-                        .min(self.retry.max_delay);
+                    let delay = self.retry.delay(n);
                     log::debug!("{why}; retrying in {delay:?}");
                     std::thread::sleep(delay);
                 }

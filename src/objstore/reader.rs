@@ -29,6 +29,8 @@ pub const MIN_WINDOW_BYTES: usize = 64 << 10;
 /// The largest window for random access: what a restore of one disk may fetch past the last
 /// byte it needs.
 pub const MAX_WINDOW_BYTES: usize = 1 << 20;
+/// Most tries for one read, resumed ones included.
+pub const MAX_TRIES_PER_READ: u32 = 64;
 /// The window of a one-pass read (`--stream`): fewer, larger requests.
 pub const STREAM_WINDOW_BYTES: usize = 8 << 20;
 
@@ -99,20 +101,44 @@ impl ObjectReader {
     }
 
     /// Fills `out` with the object's bytes from `at` (the range lies inside the object).
+    ///
+    /// The client's retry rule, with one change for answers that break off: a try that
+    /// brought bytes is resumed at once and does not count against the tries (a connection
+    /// dropped mid-body says nothing about the server's load), up to
+    /// [`MAX_TRIES_PER_READ`] tries in all, so a link that always breaks still ends in an error.
     fn fetch(&self, at: u64, out: &mut [u8]) -> Result<()> {
-        let mut done = 0usize;
-        let r = self.client.with_retries(|| {
-            while done < out.len() {
-                let start = at + done as u64;
-                let end = at + out.len() as u64 - 1;
-                self.get_range(start, end, &mut out[done..], &mut done)?;
+        let policy = self.client.retry;
+        let (mut done, mut failed, mut tries) = (0usize, 0u32, 0u32);
+        while done < out.len() {
+            let (start, end) = (at + done as u64, at + out.len() as u64 - 1);
+            let before = done;
+            let why = match self.get_range(start, end, &mut out[done..], &mut done) {
+                Ok(()) => continue,
+                Err(Failure::Fatal(why)) => Some(why),
+                Err(Failure::Transient(why)) => {
+                    tries += 1;
+                    failed = if done > before { 0 } else { failed + 1 };
+                    if failed >= policy.attempts.max(1) || tries >= MAX_TRIES_PER_READ {
+                        Some(format!("{why} (gave up after {tries} tries)"))
+                    } else {
+                        log::debug!("{}: {why}; resuming at byte {}", self.obj, at + done as u64);
+                        if failed > 0 {
+                            std::thread::sleep(policy.delay(failed));
+                        }
+                        None
+                    }
+                }
+            };
+            if let Some(why) = why {
+                return Err(self.client.error(
+                    &self.obj,
+                    Some(at + done as u64),
+                    "ranged GET",
+                    why,
+                ));
             }
-            Ok(())
-        });
-        r.map_err(|why| {
-            self.client
-                .error(&self.obj, Some(at + done as u64), "ranged GET", why)
-        })
+        }
+        Ok(())
     }
 
     /// One GET of bytes `start..=end` into `out`; `done` advances by what arrived, so a retry

@@ -43,6 +43,8 @@ pub struct UploadSummary {
     pub bytes: u64,
     /// Parts (0: stored with one PUT).
     pub parts: u32,
+    /// Most parts queued or uploading at one time.
+    pub most_in_flight: u32,
 }
 
 /// One part on its way to an uploader.
@@ -57,6 +59,9 @@ struct Part {
 struct State {
     /// Bytes of parts queued or uploading.
     in_flight: u64,
+    /// Parts queued or uploading, and the most there were at once.
+    parts_in_flight: u32,
+    most_in_flight: u32,
     /// The first failure; the writer reports it at its next write, the upload is aborted.
     failed: Option<Error>,
     /// Parts stored: (number, ETag).
@@ -196,6 +201,8 @@ impl Upload {
             return Err(e);
         }
         st.in_flight += len;
+        st.parts_in_flight += 1;
+        st.most_in_flight = st.most_in_flight.max(st.parts_in_flight);
         // A buffer of the size the next part needs; smaller ones (from before a size step)
         // are dropped.
         st.free.retain(|b| b.capacity() >= next_size);
@@ -234,6 +241,7 @@ impl Upload {
             return Ok(UploadSummary {
                 bytes: self.buf.len() as u64,
                 parts: 0,
+                most_in_flight: 0,
             });
         }
         if !self.buf.is_empty() {
@@ -246,6 +254,7 @@ impl Upload {
             return Err(e);
         }
         let mut parts = std::mem::take(&mut st.done);
+        let most_in_flight = st.most_in_flight;
         drop(st);
         parts.sort();
         let want = self.part - 1;
@@ -259,10 +268,15 @@ impl Upload {
         let id = mp.id.clone();
         self.client.complete_multipart(&self.obj, &id, &parts)?;
         self.finished = true;
-        log::debug!("{}: {want} parts, {} bytes, complete", self.obj, self.pos);
+        log::debug!(
+            "{}: {} bytes in {want} parts, at most {most_in_flight} in flight, complete",
+            self.obj,
+            self.pos
+        );
         Ok(UploadSummary {
             bytes: self.pos,
             parts: want,
+            most_in_flight,
         })
     }
 }
@@ -277,6 +291,7 @@ fn upload_one(client: &Client, obj: &ObjectUrl, id: &str, p: Part, shared: &Shar
     };
     let mut st = shared.lock();
     st.in_flight -= p.data.len() as u64;
+    st.parts_in_flight -= 1;
     match r {
         Some(Ok(etag)) => st.done.push((p.n, etag)),
         Some(Err(e)) => {
