@@ -86,6 +86,18 @@ pub enum Error {
         /// What was asked and what the server said.
         what: String,
     },
+    /// An object store (the S3 API) refused a request, answered something that cannot be
+    /// right (a short body, a range it was not asked for), or could not be reached. `object`
+    /// is `s3://BUCKET/KEY`; `what` names the request, the endpoint and what the server said.
+    #[error("{object}{}: {what}", fmt_offset(*offset))]
+    ObjectStore {
+        /// The object, as `s3://BUCKET/KEY`.
+        object: String,
+        /// Byte offset in the object, for reads and part uploads.
+        offset: Option<u64>,
+        /// What was asked, of which endpoint, and what happened.
+        what: String,
+    },
     /// Stopped through a [`Cancel`](crate::cancel::Cancel) flag (the value it was set to).
     #[error("interrupted")]
     Interrupted(usize),
@@ -173,8 +185,18 @@ fn fmt_offset(offset: Option<u64>) -> String {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// An I/O error on `path` at `offset`.
+    /// An I/O error on `path` at `offset`. An object store's error that travelled through
+    /// `std::io` (a ranged reader behind `Read`, an upload behind `Write`) comes out as itself:
+    /// it already names the object and the offset, better than the layer that saw it pass.
     pub fn io(path: impl Into<PathBuf>, offset: Option<u64>, source: io::Error) -> Self {
+        if source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<Error>())
+            .is_some_and(|e| matches!(e, Error::ObjectStore { .. }))
+        {
+            let inner = source.into_inner().expect("invariant: checked above");
+            return *inner.downcast::<Error>().expect("invariant: checked above");
+        }
         Error::Io {
             path: path.into(),
             offset,

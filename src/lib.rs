@@ -30,6 +30,11 @@
 //! [`job`], the chain read over HTTPS or (transport `san`) from the LUNs; and restores onto a
 //! datastore and registers the VM.
 //!
+//! [`objstore`] (feature `s3`, on by default) is the S3 client under `-o s3://BUCKET/KEY`
+//! (a streaming multipart upload that [`output`] opens, aborted unless completed) and under
+//! archives read from object storage (ranged GETs behind `Read + Seek`, so the archive's index
+//! gives random access there too). It knows nothing of the archive format.
+//!
 //! [`blockio`] reads data runs with a read-ahead pipeline (io_uring, pread fallback). [`san`]
 //! (LAN-free SAN mode) plugs into stage 1 as an [`input::SourceOpener`]: files come from a block
 //! map and are read from the datastore's LUNs, every copy under the map's probe check
@@ -39,7 +44,7 @@
 //!
 //! Layers, bottom up (tests/layout.rs keeps them, and keeps them free of import loops):
 //! `error`/`cancel`/`clock`/`sniff`, `input`, `blockio`/`chain`, `san`/`chunk`, `archive`,
-//! `output`, `pipeline`/`restore`, `job`, `vsphere`, `list`/`verify`, and on top the front
+//! `base`, `objstore`, `output`, `pipeline`/`restore`, `job`, `vsphere`, `list`/`verify`, and on top the front
 //! ends. The input side never imports the output side.
 //!
 //! Front ends: [`cli`] (feature `cli`, on by default) is the command line of both binaries,
@@ -68,6 +73,8 @@ pub mod fixture;
 pub mod input;
 pub mod job;
 pub mod list;
+#[cfg(feature = "s3")]
+pub mod objstore;
 pub mod output;
 pub mod pipeline;
 pub mod restore;

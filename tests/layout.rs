@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["san", "chunk"],
     &["archive"],
     &["base"],
+    &["objstore"],
     &["output"],
     &["pipeline", "restore"],
     &["job"],

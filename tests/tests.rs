@@ -26,6 +26,9 @@
 //!   removed, stale snapshots refused, the network transport vs qemu-img
 //! - incremental: backups on a base by each change source (redo logs, CBT, none), restore with
 //!   the bases or from a pipe, consolidate, verify of a chain, catalogs; golden vectors
+//! - s3 (with garage, the three-node Garage cluster, and s3_proxy): object storage: backup to
+//!   and restore from s3://, bytes fetched by a one-disk restore, multipart uploads, node
+//!   failures, bad buckets and credentials, truncated objects and answers, interrupted uploads
 //! - layout: the source layout: no import loops between modules or files, no `#[path]`, the
 //!   fixture binary behind its feature
 
@@ -38,6 +41,7 @@ mod cowd;
 mod damage;
 mod esx;
 mod full_disk;
+mod garage;
 mod incremental;
 mod interrupt;
 mod layout;
@@ -47,6 +51,8 @@ mod ovf;
 mod package;
 mod read_path;
 mod real_vmdk;
+mod s3;
+mod s3_proxy;
 mod sample;
 mod san;
 mod select;

@@ -51,6 +51,17 @@ if ! python3 -c 'import pyVmomi' 2>/dev/null; then
   fi
   VDAR_PYTHON="$venv/bin/python"
 fi
+# tests/s3.rs runs against a three-node Garage cluster on loopback (S3-compatible, from
+# crates.io, pinned; built with its bundled C libraries, none from the system): installed once
+# into ~/.cargo/bin (about 7 minutes on 2 cores), then cached; required, so CI cannot skip.
+VDAR_GARAGE=$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")
+if [ ! -x "$VDAR_GARAGE" ]; then
+  echo "run-tests: installing garage"
+  cargo install -q --locked garage --version 2.5.0 --no-default-features \
+    --features bundled-libs,sqlite
+  VDAR_GARAGE="${CARGO_HOME:-$HOME/.cargo}/bin/garage"
+fi
+export VDAR_GARAGE VDAR_REQUIRE_GARAGE=1
 export VDAR_VCSIM VDAR_PYTHON VDAR_REQUIRE_VCSIM=1
 cargo test --locked
 

@@ -15,7 +15,7 @@ use crate::output::{FailedWrite, Located};
 use crate::restore::{restore_seekable_to, restore_stream_to, Dest, RestoreOptions};
 use anyhow::Context;
 
-use super::archive_input::{about_archive, archive, Archive};
+use super::archive_input::{about_archive, archive_with, Archive};
 use super::args::{ListArgs, RestoreArgs, VerifyArgs};
 use super::stdout::output_error;
 use super::units::{human, utc};
@@ -70,7 +70,7 @@ pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
             .then(|| super::incremental::in_place(&args.base, to))
             .transpose()?,
     };
-    let input = archive(&args.archive)?;
+    let input = archive_with(&args.archive, args.stream)?;
     let mut created = Vec::new();
     if to == Path::new("-") {
         crate::output::refuse_terminal("a restored image")?;
@@ -85,7 +85,11 @@ pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
     };
     let report = match input {
         Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts),
-        Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts),
+        Archive::Seekable(mut f) => {
+            let r = restore_seekable_to(&mut *f.input, dest, &opts);
+            f.log_fetched();
+            r
+        }
     };
     if report.is_err() {
         // The library removed what it created inside `to`; these are ours.
@@ -145,7 +149,7 @@ pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // Verify reads every record in order whatever the input.
     let bases = super::incremental::bases(&args.base, args.base_image.as_deref())?;
-    let report = super::verify_progress::verify(archive(&args.archive)?, bases)
+    let report = super::verify_progress::verify(archive_with(&args.archive, args.stream)?, bases)
         .map_err(|e| about_archive(e, &args.archive, false))?;
     if args.json {
         super::json::print("verify", &report)?;
@@ -175,9 +179,13 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
-    let l = match archive(&args.archive)? {
+    let l = match archive_with(&args.archive, args.stream)? {
         Archive::Stream(mut r) => crate::list::list_stream(&mut r),
-        Archive::Seekable(mut f) => crate::list::list_file(&mut f),
+        Archive::Seekable(mut f) => {
+            let l = crate::list::list_file(&mut *f.input);
+            f.log_fetched();
+            l
+        }
     }
     .map_err(|e| about_archive(e, &args.archive, false))?;
     // An incomplete archive is listed as far as it goes, and is not a success.

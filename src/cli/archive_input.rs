@@ -1,6 +1,7 @@
 //! Opening the archive a command names: `-` (stdin, a tape when it is one), a regular file
-//! (read through its index), a tape drive in whole records, or anything else in one pass; and
-//! naming that archive in errors about its bytes.
+//! (read through its index), an object `s3://BUCKET/KEY` (through its index too, with ranged
+//! GETs), a tape drive in whole records, or anything else in one pass; and naming that archive
+//! in errors about its bytes. `--stream` reads a file or an object in one pass as well.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -10,6 +11,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::archive::index::ReadSeek;
 use crate::output::records::{RecordReader, TAPE_READ_BYTES};
 
 pub(super) fn open(path: &Path) -> anyhow::Result<File> {
@@ -25,11 +27,70 @@ pub(super) enum Archive {
     /// `-`, or a file that cannot seek to its end (a tape drive, a FIFO, a block device whose
     /// end is not the archive's): read in one pass.
     Stream(Box<dyn Read>),
-    /// A regular file: the index at its end gives random access.
-    Seekable(BufReader<File>),
+    /// A regular file or an object: the index at its end gives random access.
+    Seekable(Seekable),
 }
 
+/// An archive read with random access.
+pub(super) struct Seekable {
+    /// A buffered file, or an object's ranged reader.
+    pub input: Box<dyn ReadSeek>,
+    /// Its size in bytes (for progress).
+    pub len: u64,
+    /// What an object's reader fetched, to report at `-v`.
+    #[cfg(feature = "s3")]
+    pub fetched: Option<(String, std::sync::Arc<crate::objstore::FetchStats>)>,
+}
+
+impl Seekable {
+    /// Logs (at `-v`) what was fetched from object storage.
+    pub fn log_fetched(&self) {
+        #[cfg(feature = "s3")]
+        if let Some((name, stats)) = &self.fetched {
+            let (bytes, requests) = stats.get();
+            log::debug!("{name}: fetched {bytes} bytes in {requests} requests");
+        }
+    }
+}
+
+/// Opens `path`, in one pass when `stream` even if it could seek.
+pub(super) fn archive_with(path: &Path, stream: bool) -> anyhow::Result<Archive> {
+    #[cfg(feature = "s3")]
+    if let Some(name) = path
+        .to_str()
+        .filter(|p| crate::objstore::ObjectUrl::is_object(p))
+    {
+        return object(name, stream);
+    }
+    match local(path)? {
+        Archive::Seekable(s) if stream => Ok(Archive::Stream(Box::new(s.input))),
+        a => Ok(a),
+    }
+}
+
+/// An object: a ranged reader, one pass with large requests when `stream`.
+#[cfg(feature = "s3")]
+fn object(name: &str, stream: bool) -> anyhow::Result<Archive> {
+    use crate::objstore::{Client, ObjectReader, ObjectUrl};
+    let obj = ObjectUrl::parse(name)?;
+    let client = std::sync::Arc::new(Client::from_env()?);
+    let r = ObjectReader::open(client, obj)?;
+    if stream {
+        return Ok(Archive::Stream(Box::new(r.sequential())));
+    }
+    Ok(Archive::Seekable(Seekable {
+        len: r.len(),
+        fetched: Some((name.to_string(), r.stats())),
+        input: Box::new(r),
+    }))
+}
+
+/// Opens `path` with random access where it allows it.
 pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
+    archive_with(path, false)
+}
+
+fn local(path: &Path) -> anyhow::Result<Archive> {
     if path == Path::new("-") {
         // `vdar restore - < /dev/nst0` reads a tape too.
         let tape = rustix::fs::fstat(io::stdin().as_fd()).is_ok_and(|st| {
@@ -50,7 +111,12 @@ pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
         anyhow::bail!("{}: is a directory, not an archive", path.display());
     }
     Ok(if kind.is_file() {
-        Archive::Seekable(BufReader::with_capacity(1 << 20, f))
+        Archive::Seekable(Seekable {
+            len: f.metadata().map(|m| m.len()).unwrap_or(0),
+            input: Box::new(BufReader::with_capacity(1 << 20, f)),
+            #[cfg(feature = "s3")]
+            fetched: None,
+        })
     } else if kind.is_char_device() {
         // A tape drive: every read a whole number of blocks, large enough for any record.
         Archive::Stream(Box::new(RecordReader::new(f, TAPE_READ_BYTES)))

@@ -161,7 +161,8 @@ pub struct BackupArgs {
         value_name = "VM.vmx|DISK.vmdk"
     )]
     pub inputs: Vec<PathBuf>,
-    /// Output archive, or `-` for stdout (a pipe: tape, object storage).
+    /// Output archive: a file, an object (s3://BUCKET/KEY, settings as for the AWS CLI) or `-`
+    /// for stdout (a pipe: tape).
     #[arg(short, long, value_name = "FILE|-")]
     pub output: PathBuf,
     /// zstd level, 1-22 (higher: smaller and slower).
@@ -180,7 +181,7 @@ pub struct BackupArgs {
     /// Print the final summary as JSON (to stdout, or stderr when the archive goes to stdout).
     #[arg(long)]
     pub json: bool,
-    /// Replace an existing output file.
+    /// Replace an existing output file (or object).
     #[arg(long)]
     pub force: bool,
     /// Only this disk (repeatable): its .vmx device (e.g. scsi0:1), its descriptor's file name
@@ -325,9 +326,12 @@ impl From<FormatArg> for crate::restore::Format {
 /// Options of the archive-reading commands (shared with `vdar-restore`).
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The archive, or `-` for stdin (one pass, no seeking).
+    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin (one pass).
     #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
+    /// Read the archive in one pass even when it could seek (a file, an object).
+    #[arg(long)]
+    pub stream: bool,
     /// Target directory (created if missing); nothing is written outside it. `-` writes to
     /// stdout one disk (exactly one selected) as `--format raw` (zeros included) or `stream`,
     /// or one VM as `--format ova`.
@@ -437,9 +441,12 @@ pub struct WriteBackArgs {
 /// `vdar verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The archive, or `-` for stdin.
+    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin.
     #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
+    /// Read the archive in one pass even when it could seek (a file, an object).
+    #[arg(long)]
+    pub stream: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -459,10 +466,10 @@ pub struct ConsolidateArgs {
     /// others are its bases (any order).
     #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
     pub archives: Vec<PathBuf>,
-    /// The synthetic full archive, or `-` for stdout.
+    /// The synthetic full archive: a file, `s3://BUCKET/KEY`, or `-` for stdout.
     #[arg(short, long, value_name = "FILE|-")]
     pub output: PathBuf,
-    /// Replace an existing output file.
+    /// Replace an existing output file (or object).
     #[arg(long)]
     pub force: bool,
     /// Also write the new archive's catalog here.
@@ -487,9 +494,12 @@ pub struct CatalogArgs {
 /// `vdar list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The archive, or `-` for stdin.
+    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin.
     #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
+    /// Read the archive in one pass even when it could seek (a file, an object).
+    #[arg(long)]
+    pub stream: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -546,7 +556,7 @@ pub struct CatArgs {
     /// Output file, or `-` for stdout. A regular file keeps zero runs as holes.
     #[arg(short, long, default_value = "-", value_name = "FILE|-")]
     pub output: PathBuf,
-    /// Replace an existing output file.
+    /// Replace an existing output file (or object).
     #[arg(long)]
     pub force: bool,
     /// Chain options.

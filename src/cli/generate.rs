@@ -69,6 +69,16 @@ fn render(cmd: &clap::Command, see_also: &str, w: &mut dyn io::Write) -> io::Res
         render_command(sub, w)?;
     }
     let mut roff = Roff::new();
+    #[cfg(feature = "s3")]
+    {
+        // The object store's settings live in the library, beside the code that reads them.
+        roff.control("SH", ["ENVIRONMENT"]);
+        for (var, what) in crate::objstore::config::ENVIRONMENT {
+            roff.control("TP", []);
+            roff.text([bold(*var)]);
+            roff.text([roman(*what)]);
+        }
+    }
     roff.control("SH", ["EXIT STATUS"]);
     roff.text([roman(EXIT_CODES.trim_start_matches("Exit codes: "))]);
     roff.control("SH", ["SEE ALSO"]);

@@ -16,10 +16,12 @@ pub fn verify(input: Archive, bases: Option<crate::restore::Bases>) -> crate::Re
             let mut c = Counted::new(r, 0, &meter);
             (crate::verify::verify_with(&mut c, bases), c.read)
         }
-        Archive::Seekable(f) => {
-            let total = f.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
-            let mut c = Counted::new(f, total, &meter);
-            (crate::verify::verify_file_with(&mut c, bases), c.read)
+        Archive::Seekable(mut f) => {
+            let mut c = Counted::new(&mut *f.input, f.len, &meter);
+            let r = crate::verify::verify_file_with(&mut c, bases);
+            let read = c.read;
+            f.log_fetched();
+            (r, read)
         }
     };
     meter.finish(|secs| detail(read, secs));

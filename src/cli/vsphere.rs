@@ -175,7 +175,11 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let dest = Dest::Dir(staging.0.clone());
     let report = match super::archive_input::archive(&args.archive)? {
         super::archive_input::Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts),
-        super::archive_input::Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts),
+        super::archive_input::Archive::Seekable(mut f) => {
+            let r = restore_seekable_to(&mut *f.input, dest, &opts);
+            f.log_fetched();
+            r
+        }
     };
     super::progress::finish_restore(&meter, &last);
     let report =

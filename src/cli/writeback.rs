@@ -57,7 +57,11 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let dest = Dest::Sink(Box::new(factory));
     let result = match archive(&args.archive)? {
         Archive::Stream(mut r) => restore_stream_to(&mut r, dest, &opts),
-        Archive::Seekable(mut f) => restore_seekable_to(&mut f, dest, &opts),
+        Archive::Seekable(mut f) => {
+            let r = restore_seekable_to(&mut *f.input, dest, &opts);
+            f.log_fetched();
+            r
+        }
     };
     super::progress::finish_restore(&meter, &last);
     let wrote = report.lock().unwrap_or_else(|p| p.into_inner()).clone();

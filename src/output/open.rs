@@ -36,6 +36,11 @@ impl OutputSpec<'_> {
         }
     }
 
+    /// The name when it is an object in object storage (`s3://BUCKET/KEY`).
+    pub fn object_name(&self) -> Option<&str> {
+        self.path.to_str().filter(|p| p.starts_with("s3://"))
+    }
+
     fn is_stdout(&self) -> bool {
         self.path == Path::new("-")
     }
@@ -73,8 +78,15 @@ pub fn refuse_terminal(what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Opens the output `spec` names.
+/// Opens the output `spec` names. An object name (`s3://…`) is refused here: only a byte
+/// stream ([`super::StreamOut`]) can go to object storage, an image needs random writes.
 pub fn open(spec: &OutputSpec<'_>) -> Result<Opened> {
+    if let Some(name) = spec.object_name() {
+        return Err(Error::Usage(format!(
+            "{name}: {} cannot be written to object storage; write it to a file",
+            spec.what
+        )));
+    }
     if spec.is_stdout() {
         refuse_terminal(spec.what)?;
         let fd = std::io::stdout()

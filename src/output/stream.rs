@@ -1,6 +1,7 @@
 //! A byte-stream output (the archive of a backup): a staged file through the write-behind
-//! thread, or a stream written in place: a tape drive in whole records of the archive's block
-//! size, anything else through a large buffer.
+//! thread, a stream written in place (a tape drive in whole records of the archive's block
+//! size, anything else through a large buffer), or an object, `s3://BUCKET/KEY`, as a
+//! multipart upload that only the commit completes (`crate::objstore::upload`).
 
 use std::io::{self, BufWriter, Write};
 
@@ -23,12 +24,23 @@ pub struct StreamOut {
 enum To {
     Stream(Box<dyn Write + Send>),
     File(Staged, WriteBehind),
+    /// Boxed: the upload's state is larger than the other outputs'.
+    #[cfg(feature = "s3")]
+    Object(Box<crate::objstore::Upload>),
 }
 
 impl StreamOut {
     /// Opens `spec`. `record_bytes` > 0: a character device (a tape drive) is written in writes
     /// of exactly that many bytes, since a drive in fixed-block mode refuses any other length.
+    /// An `s3://BUCKET/KEY` name is an object in the store the environment configures
+    /// (`crate::objstore::config`): refused when it exists, unless `force`.
     pub fn open(spec: &OutputSpec<'_>, record_bytes: usize) -> Result<StreamOut> {
+        if let Some(name) = spec.object_name() {
+            return Ok(StreamOut {
+                name: name.to_string(),
+                to: open_object(name, spec.force)?,
+            });
+        }
         let to = match open(spec)? {
             Opened::Stream { file, tape } => {
                 let file = Located::new(file);
@@ -55,6 +67,8 @@ impl StreamOut {
         match &mut self.to {
             To::Stream(w) => w.as_mut(),
             To::File(_, w) => w,
+            #[cfg(feature = "s3")]
+            To::Object(u) => u.as_mut(),
         }
     }
 
@@ -68,6 +82,23 @@ impl StreamOut {
                 w.finish().map_err(failed)?;
                 staged.commit()
             }
+            #[cfg(feature = "s3")]
+            To::Object(u) => u.finish().map(|_| ()),
         }
     }
+}
+
+#[cfg(feature = "s3")]
+fn open_object(name: &str, force: bool) -> Result<To> {
+    use crate::objstore::{Client, ObjectUrl, Upload};
+    let obj = ObjectUrl::parse(name)?;
+    let client = std::sync::Arc::new(Client::from_env()?);
+    Ok(To::Object(Box::new(Upload::create(client, obj, force)?)))
+}
+
+#[cfg(not(feature = "s3"))]
+fn open_object(name: &str, _force: bool) -> Result<To> {
+    Err(Error::Usage(format!(
+        "{name}: this vdar was built without object storage (feature s3)"
+    )))
 }
