@@ -16,6 +16,8 @@
 //!    strictly sequentially.
 //! 6. [`restore`], [`verify`], [`list`]: reading archives back, in one pass from a pipe or with
 //!    random access from a file; [`restore::writeback`] writes a disk back onto SAN LUNs.
+//!    [`retention`] inventories a directory or an object-store prefix of archives and prunes it
+//!    under a keep policy, never deleting a base a kept incremental needs.
 //!
 //! [`output`] is the one write path under backup, `cat`, restore and write-back: opening an
 //! output (staged `.partial` file, device or FIFO in place, stdout but never a terminal),
@@ -44,8 +46,9 @@
 //!
 //! Layers, bottom up (tests/layout.rs keeps them, and keeps them free of import loops):
 //! `error`/`cancel`/`clock`/`sniff`, `input`, `blockio`/`chain`, `san`/`chunk`, `archive`,
-//! `base`, `objstore`, `output`, `pipeline`/`restore`, `job`, `vsphere`, `list`/`verify`, and on top the front
-//! ends. The input side never imports the output side.
+//! `base`, `objstore`, `output`, `pipeline`/`restore`, `job`, `vsphere`,
+//! `list`/`verify`/`retention`, and on top the front ends. The input side never imports the
+//! output side.
 //!
 //! Front ends: [`cli`] (feature `cli`, on by default) is the command line of both binaries,
 //! `vdar` and `vdar-restore`, which are one call each into it; it turns flags into library
@@ -78,6 +81,7 @@ pub mod objstore;
 pub mod output;
 pub mod pipeline;
 pub mod restore;
+pub mod retention;
 pub mod san;
 pub mod sniff;
 pub mod verify;

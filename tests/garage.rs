@@ -275,6 +275,7 @@ impl Garage {
             },
             path_style: true,
             parts: PartSizes { first: part },
+            list_keys: None,
         });
         // Tests meet faults on purpose: give up sooner than a backup would.
         c.retry.attempts = 4;

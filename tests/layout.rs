@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["pipeline", "restore"],
     &["job"],
     &["vsphere"],
-    &["list", "verify"],
+    &["list", "verify", "retention"],
     &["fixture", "cli", "lib"],
 ];
 

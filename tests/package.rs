@@ -186,7 +186,7 @@ fn archives(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn systemd_units_back_up_verify_and_keep_14() {
+fn systemd_units_back_up_verify_and_prune() {
     require!("qemu-img");
     let dir = tempdir();
     let vm = random_vmdk(dir.path(), 1);
@@ -221,19 +221,26 @@ fn systemd_units_back_up_verify_and_keep_14() {
     let out = run_unit(&unit_script("vdar-verify.service", "ExecStart"), &env);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 
-    // The retention line: of 20 archives the 14 newest stay, and nothing else is touched
-    // (an unfinished backup's .partial file).
+    // The retention line, on 20 nightly archives of 2026-11-01 (a Sunday) to 11-20: the
+    // last 14 days (11-07 to 11-20) stay, and of the weeks before the newest of each
+    // (11-01, the newest of its ISO week; 11-08 is kept as a day already). An unfinished
+    // backup's .partial file is not touched.
     fs::remove_file(&archive).unwrap();
-    let mut names: Vec<String> = (1..=20)
-        .map(|d| format!("2026-11-{d:02}T0130.vdar"))
-        .collect();
-    for n in &names {
-        fs::write(store.join(n), b"").unwrap();
+    let nov1 = 1_793_496_600u64; // 2026-11-01T01:30:00Z
+    let name = |d: u64| format!("2026-11-{d:02}T0130.vdar");
+    for d in 1..=20u64 {
+        let out = Command::new(vdar_bin())
+            .args(["backup", "-q", vm.to_str().unwrap(), "-o"])
+            .arg(store.join(name(d)))
+            .env("SOURCE_DATE_EPOCH", (nov1 + (d - 1) * 86_400).to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
     }
     fs::write(store.join("2026-11-21T0130.vdar.partial"), b"").unwrap();
     let out = run_unit(&unit_script("vdar-backup.service", "ExecStartPost"), &env);
     assert!(out.status.success(), "{out:?}");
-    names.drain(..6);
+    let mut names: Vec<String> = std::iter::once(1).chain(7..=20).map(name).collect();
     names.push("2026-11-21T0130.vdar.partial".into());
     assert_eq!(archives(&store), names);
 }

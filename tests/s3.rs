@@ -540,3 +540,84 @@ fn an_interrupted_backup_leaves_no_object() {
         }
     }
 }
+
+/// `list` and `prune` on a prefix: three archives (a full, an incremental of it, a newer
+/// full), two catalogs, a note and an archive outside the prefix, listed two keys a page so
+/// the listing follows continuation tokens; `--keep-last 1` deletes the old chain and its
+/// catalogs and nothing else.
+#[test]
+fn prune_and_list_work_on_a_prefix() {
+    let Some(g) = garage::start() else { return };
+    let d = tempdir();
+    let disk = d.path().join("web.vmdk");
+    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "4M"]);
+    crate::util::qemu_io(&disk, &["write -P 0x11 0 1M"]);
+    let cat = |n: &str| d.path().join(format!("{n}.vcat"));
+    let day = |n: u64| (1_796_601_600 + n * 86_400).to_string();
+    let backup = |key: &str, n: u64, base: Option<&Path>| {
+        let (url, c) = (g.url(&format!("web/{key}.vdar")), cat(key));
+        let mut a = vec!["backup", s(&disk), "-o", &url, "--catalog", s(&c)];
+        if let Some(b) = base {
+            a.extend(["--base", s(b)]);
+        }
+        g.ok(&a, &[("SOURCE_DATE_EPOCH", &day(n))]);
+        let obj = ObjectUrl::parse(&g.url(&format!("web/{key}.vcat"))).unwrap();
+        g.client()
+            .put_object(&obj, &std::fs::read(&c).unwrap())
+            .unwrap();
+    };
+    backup("f0", 0, None);
+    crate::util::qemu_io(&disk, &["write -P 0x22 2M 64k"]);
+    backup("i1", 1, Some(&cat("f0")));
+    backup("f2", 2, None);
+    let put = |key: &str, bytes: &[u8]| {
+        let obj = ObjectUrl::parse(&g.url(key)).unwrap();
+        g.client().put_object(&obj, bytes).unwrap();
+    };
+    put("web/notes.txt", b"rotation: weekly\n");
+    put("other/f0.vdar", &object_bytes(&g, "web/f0.vdar"));
+
+    let page = ("VDAR_S3_LIST_KEYS", "2");
+    let prefix = g.url("web/");
+    let inv: serde_json::Value =
+        serde_json::from_slice(&g.ok(&["list", &prefix, "--json"], &[page]).stdout).unwrap();
+    assert_eq!(inv["archives"].as_array().unwrap().len(), 3, "{inv}");
+    assert_eq!(inv["catalogs"].as_array().unwrap().len(), 3, "{inv}");
+    assert_eq!(inv["others"], 1, "{inv}");
+    assert_eq!(inv["archives"][1]["base"]["id"], inv["archives"][0]["id"]);
+    assert_eq!(inv["archives"][0]["name"], g.url("web/f0.vdar"));
+
+    let dry = g.ok(
+        &["prune", &prefix, "--keep-last", "1", "--dry-run"],
+        &[page],
+    );
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        text.contains("would delete 2 archives and 2 catalogs"),
+        "{text}"
+    );
+    assert!(head(&g, "web/f0.vdar"), "a dry run deletes nothing");
+    g.ok(&["prune", &prefix, "--keep-last", "1"], &[page]);
+    let mut keys: Vec<String> = g
+        .client()
+        .list_objects(&garage_bucket(&g), "")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "other/f0.vdar",
+            "web/f2.vcat",
+            "web/f2.vdar",
+            "web/notes.txt"
+        ]
+    );
+}
+
+/// The test bucket's name (from an object name in it).
+fn garage_bucket(g: &Garage) -> String {
+    ObjectUrl::parse(&g.url("x")).unwrap().bucket
+}

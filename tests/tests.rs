@@ -29,6 +29,8 @@
 //! - s3 (with garage, the three-node Garage cluster, and s3_proxy): object storage: backup to
 //!   and restore from s3://, bytes fetched by a one-disk restore, multipart uploads, node
 //!   failures, bad buckets and credentials, truncated objects and answers, interrupted uploads
+//! - retention: `list DIR` inventories, `prune` keeps the policy and every needed base,
+//!   deletes catalogs with their archives, stops at damage
 //! - layout: the source layout: no import loops between modules or files, no `#[path]`, the
 //!   fixture binary behind its feature
 
@@ -51,6 +53,7 @@ mod ovf;
 mod package;
 mod read_path;
 mod real_vmdk;
+mod retention;
 mod s3;
 mod s3_proxy;
 mod sample;

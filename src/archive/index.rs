@@ -330,6 +330,43 @@ impl<'a> SeekableArchive<'a> {
     }
 }
 
+/// What an archive says of itself without its index: the manifest (checked against its
+/// digest at the front) and the footer, or why there is no good one (an archive still being
+/// written, or cut short). Two small reads besides the front, so that an inventory of many
+/// archives in object storage costs a few requests each.
+pub struct Peek {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The footer (its `meta_hash` is the archive's identity as the archive claims it).
+    pub footer: Result<Footer>,
+    /// The input's length in bytes.
+    pub len: u64,
+}
+
+/// Reads the front and the footer of `input` ([`Peek`]). `Err` when the front is damaged.
+pub fn peek(input: &mut dyn ReadSeek) -> Result<Peek> {
+    input.seek(SeekFrom::Start(0)).map_err(|e| io(0, e))?;
+    let manifest = StreamReader::new(&mut *input, false)?.manifest;
+    let len = input.seek(SeekFrom::End(0)).map_err(|e| io(0, e))?;
+    let footer = footer_of(input, len);
+    Ok(Peek {
+        manifest,
+        footer,
+        len,
+    })
+}
+
+fn footer_of(input: &mut dyn ReadSeek, len: u64) -> Result<Footer> {
+    let min = (FILE_HEADER_BYTES + 2 * RECORD_HEADER_BYTES + FOOTER_BYTES) as u64;
+    if len < min {
+        return Err(Error::archive(len, "archive too short for a footer"));
+    }
+    let fat = find_footer(input, len)?;
+    let mut fb = [0u8; FOOTER_BYTES];
+    read_at(input, fat, &mut fb)?;
+    Footer::decode(&fb, fat)
+}
+
 /// Reads the header and raw payload of the record `e` names from `input`, checked against the
 /// entry. `Ok(Err(what))` is a damaged record; `Err` an I/O failure.
 pub fn read_raw_at(input: &mut dyn ReadSeek, e: &IndexEntry) -> Result<RecordRead> {

@@ -66,6 +66,15 @@ pub fn is_catalog(head: &[u8]) -> bool {
     head.starts_with(&CATALOG_MAGIC_V1)
 }
 
+/// The identity of the archive a catalog describes, from its header alone (`head`: at least
+/// its first [`HEADER_BYTES`]): `None` when the header is not a catalog's or is damaged.
+pub fn id_of(head: &[u8]) -> Option<[u8; 32]> {
+    if head.len() < HEADER_BYTES || !is_catalog(head) || head[56..64] != csum8(&head[..56]) {
+        return None;
+    }
+    head[24..56].try_into().ok()
+}
+
 /// Decodes a catalog read whole from `name`. Every length is checked against the file's
 /// size before it is used, and the trailer's BLAKE3 before any entry is believed.
 pub fn decode(b: &[u8], name: &Path) -> Result<BaseImage> {

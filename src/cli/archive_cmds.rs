@@ -179,6 +179,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
+    if super::retention::is_location(&args.archive) {
+        return super::retention::list(&args.archive, args.json);
+    }
     let l = match archive_with(&args.archive, args.stream)? {
         Archive::Stream(mut r) => crate::list::list_stream(&mut r),
         Archive::Seekable(mut f) => {

@@ -55,8 +55,12 @@ pub enum Command {
     Catalog(CatalogArgs),
     /// Check every checksum of an archive; exit 1 on damage.
     Verify(VerifyArgs),
-    /// List an archive's VMs, disks, files and dedup/compression figures.
+    /// List an archive's VMs, disks, files and dedup/compression figures; or, given a
+    /// directory or s3://BUCKET/PREFIX/, every archive and catalog there.
     List(ListArgs),
+    /// Delete the archives a keep policy lets go from a directory or s3://BUCKET/PREFIX,
+    /// never one a kept incremental needs as its base.
+    Prune(PruneArgs),
     /// Block maps for SAN mode (formats/BLOCKMAP.md).
     #[command(subcommand)]
     Blockmap(BlockmapCommand),
@@ -441,8 +445,9 @@ pub struct WriteBackArgs {
 /// `vdar verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin.
-    #[arg(value_name = "ARCHIVE|-")]
+    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin. A directory or a
+    /// prefix (s3://BUCKET/ or s3://BUCKET/PREFIX/) lists the archives and catalogs in it.
+    #[arg(value_name = "ARCHIVE|-|DIR")]
     pub archive: PathBuf,
     /// Read the archive in one pass even when it could seek (a file, an object).
     #[arg(long)]
@@ -500,6 +505,38 @@ pub struct ListArgs {
     /// Read the archive in one pass even when it could seek (a file, an object).
     #[arg(long)]
     pub stream: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vdar prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Where the archives are: a directory (searched below too) or s3://BUCKET/PREFIX.
+    #[arg(value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub location: PathBuf,
+    /// Keep the newest N archives.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest archive of each of the last N hours that have one (UTC).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// Keep the newest archive of each of the last N days that have one (UTC).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// Keep the newest archive of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// Keep the newest archive of each of the last N months that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// Keep the newest archive of each of the last N years that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Say what would be deleted, and delete nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

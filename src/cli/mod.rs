@@ -16,6 +16,7 @@ mod inspect;
 mod json;
 mod logging;
 mod progress;
+mod retention;
 mod san;
 mod signals;
 mod stdout;
@@ -96,6 +97,7 @@ fn run_vdar(cli: Cli) -> anyhow::Result<ExitCode> {
         args::Command::Catalog(a) => incremental::catalog(&a),
         args::Command::Verify(a) => archive_cmds::verify(&a),
         args::Command::List(a) => archive_cmds::list(&a),
+        args::Command::Prune(a) => retention::prune(&a),
         args::Command::Blockmap(args::BlockmapCommand::Import(a)) => blockmap::import(&a),
         args::Command::Completions(a) => generate::completions(Cli::command(), &a),
         args::Command::Man => generate::man(Cli::command(), "vdar-restore"),

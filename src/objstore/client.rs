@@ -123,6 +123,19 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
 }
 
+/// One object of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Most objects one listing collects (a prefix of nightly archives kept for decades holds far
+/// fewer; the bound keeps a hostile server from growing the list without end).
+pub const MAX_LISTED: usize = 1_000_000;
+
 impl Client {
     /// A client for `cfg`.
     pub fn new(cfg: S3Config) -> Client {
@@ -485,6 +498,48 @@ impl Client {
         Ok(xml::uploads_of(&body))
     }
 
+    /// Every object in `bucket` whose key starts with `prefix`, in key order, following
+    /// ListObjectsV2's continuation tokens (at most [`MAX_LISTED`] objects).
+    pub fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>> {
+        let b = ObjectUrl {
+            bucket: bucket.to_string(),
+            key: String::new(),
+        };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut call = Call::new("GET", &b);
+            call.query = vec![("list-type", "2".into()), ("prefix", prefix.to_string())];
+            if let Some(n) = self.config().list_keys {
+                call.query.push(("max-keys", n.to_string()));
+            }
+            if let Some(t) = &token {
+                call.query.push(("continuation-token", t.clone()));
+            }
+            let (_, body) = self.call(&b, None, "ListObjectsV2", &call)?;
+            let page = xml::objects_of(&body).ok_or_else(|| {
+                self.error(&b, None, "ListObjectsV2", "answer is not a listing".into())
+            })?;
+            out.extend(
+                page.objects
+                    .into_iter()
+                    .map(|(key, size)| ListedObject { key, size }),
+            );
+            if out.len() > MAX_LISTED {
+                return Err(self.error(
+                    &b,
+                    None,
+                    "ListObjectsV2",
+                    format!("more than {MAX_LISTED} objects under {prefix:?}"),
+                ));
+            }
+            match page.next {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// Deletes the object (a missing one is not an error).
     pub fn delete_object(&self, obj: &ObjectUrl) -> Result<()> {
         self.call(obj, None, "DELETE", &Call::new("DELETE", obj))
@@ -574,6 +629,7 @@ mod tests {
             },
             path_style,
             parts: Default::default(),
+            list_keys: None,
         })
     }
 

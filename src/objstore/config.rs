@@ -10,8 +10,9 @@
 //! | endpoint | `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, the profile's `endpoint_url`, else AWS (`https://s3.REGION.amazonaws.com`) |
 //! | addressing | `VDAR_S3_ADDRESSING_STYLE=path\|virtual`, else the profile's `s3 = … addressing_style`, else path-style when an endpoint is set (MinIO, Garage, Ceph: their buckets are rarely DNS names) and virtual-hosted for AWS |
 //!
-//! vdar's own knob, for tests and tuning: `VDAR_S3_PART_SIZE` (bytes) sets the first part
-//! size of an upload (default 8 MiB; the growth rule is [`super::PartSizes`]).
+//! vdar's own knobs, for tests and tuning: `VDAR_S3_PART_SIZE` (bytes) sets the first part
+//! size of an upload (default 8 MiB; the growth rule is [`super::PartSizes`]);
+//! `VDAR_S3_LIST_KEYS` the most keys asked for per listing page (default: the server's, 1,000).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL", "the S3 endpoint, http(s)://HOST[:PORT] (else the profile's endpoint_url, else AWS); requests are then path-style"),
     ("VDAR_S3_ADDRESSING_STYLE", "path or virtual: force the addressing style"),
     ("VDAR_S3_PART_SIZE", "bytes of the first upload parts (default 8 MiB; doubling every 1,000 parts)"),
+    ("VDAR_S3_LIST_KEYS", "most keys per page when listing a prefix, 1 to 1000 (default: the server's)"),
 ];
 
 /// Everything needed to talk to one store.
@@ -44,6 +46,8 @@ pub struct S3Config {
     pub path_style: bool,
     /// Upload part sizes.
     pub parts: PartSizes,
+    /// `max-keys` of each listing page (`None`: the server's default).
+    pub list_keys: Option<u32>,
 }
 
 /// Where the settings came from, for the error that says none were found.
@@ -150,12 +154,24 @@ impl S3Config {
                     ))
                 })?;
         }
+        let list_keys = match env("VDAR_S3_LIST_KEYS") {
+            None => None,
+            Some(s) => Some(
+                s.parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        Error::Usage(format!("VDAR_S3_LIST_KEYS={s}: expected 1 to 1000"))
+                    })?,
+            ),
+        };
         Ok(S3Config {
             endpoint,
             region,
             credentials,
             path_style,
             parts,
+            list_keys,
         })
     }
 }

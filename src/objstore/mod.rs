@@ -24,7 +24,7 @@ pub mod sigv4;
 pub mod upload;
 mod xml;
 
-pub use client::{Client, FetchStats};
+pub use client::{Client, FetchStats, ListedObject};
 pub use config::S3Config;
 pub use parts::PartSizes;
 pub use reader::ObjectReader;
@@ -61,6 +61,32 @@ impl ObjectUrl {
         if key.is_empty() {
             return Err(bad("no key"));
         }
+        ObjectUrl::named(name, bucket, key)
+    }
+
+    /// Parses `s3://BUCKET` or `s3://BUCKET/PREFIX` (a place archives are listed under); the
+    /// result's key is the prefix, possibly empty.
+    pub fn parse_prefix(name: &str) -> Result<ObjectUrl> {
+        let rest = name.strip_prefix(SCHEME).ok_or_else(|| {
+            Error::Usage(format!(
+                "{name}: not an s3:// name (expected s3://BUCKET/PREFIX)"
+            ))
+        })?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        ObjectUrl::named(name, bucket, key)
+    }
+
+    /// Whether `name` names a place to list rather than one object: no key, or one ending
+    /// in `/`.
+    pub fn is_prefix(name: &str) -> bool {
+        name.strip_prefix(SCHEME).is_some_and(|rest| {
+            rest.split_once('/')
+                .is_none_or(|(_, k)| k.is_empty() || k.ends_with('/'))
+        })
+    }
+
+    fn named(name: &str, bucket: &str, key: &str) -> Result<ObjectUrl> {
+        let bad = |why: &str| Error::Usage(format!("{name}: {why} (expected s3://BUCKET/KEY)"));
         let bucket_ok = (3..=63).contains(&bucket.len())
             && bucket
                 .bytes()
@@ -107,5 +133,15 @@ mod tests {
             assert!(ObjectUrl::parse(bad).is_err(), "{bad}");
         }
         assert!(ObjectUrl::is_object("s3://a/b") && !ObjectUrl::is_object("./s3:/a"));
+        let p = ObjectUrl::parse_prefix("s3://backups").unwrap();
+        assert_eq!((p.bucket.as_str(), p.key.as_str()), ("backups", ""));
+        assert_eq!(
+            ObjectUrl::parse_prefix("s3://backups/web/").unwrap().key,
+            "web/"
+        );
+        assert!(ObjectUrl::parse_prefix("s3://B").is_err());
+        assert!(ObjectUrl::is_prefix("s3://backups") && ObjectUrl::is_prefix("s3://backups/"));
+        assert!(ObjectUrl::is_prefix("s3://backups/web/"));
+        assert!(!ObjectUrl::is_prefix("s3://backups/web/a.vdar"));
     }
 }

@@ -53,6 +53,44 @@ pub(crate) fn uploads_of(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One page of a ListObjectsV2 answer.
+pub(crate) struct ObjectPage {
+    /// The objects on it: key and size.
+    pub objects: Vec<(String, u64)>,
+    /// `NextContinuationToken` when the listing is truncated.
+    pub next: Option<String>,
+}
+
+/// The objects and continuation token of a ListObjectsV2 answer; `None` when `body` is not
+/// one, or an object's size is not a number.
+pub(crate) fn objects_of(body: &[u8]) -> Option<ObjectPage> {
+    let text = std::str::from_utf8(body).ok()?;
+    let doc = roxmltree::Document::parse(text).ok()?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "ListBucketResult" {
+        return None;
+    }
+    let child = |n: roxmltree::Node, name: &str| {
+        n.children()
+            .find(|c| c.tag_name().name() == name)
+            .map(|c| c.text().unwrap_or("").to_string())
+    };
+    let mut objects = Vec::new();
+    for c in root
+        .children()
+        .filter(|n| n.tag_name().name() == "Contents")
+    {
+        objects.push((child(c, "Key")?, child(c, "Size")?.parse().ok()?));
+    }
+    let truncated = child(root, "IsTruncated").is_some_and(|t| t == "true");
+    let next = if truncated {
+        Some(child(root, "NextContinuationToken")?)
+    } else {
+        None
+    };
+    Some(ObjectPage { objects, next })
+}
+
 /// Escapes text for an element's content.
 pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -82,5 +120,12 @@ mod tests {
             [("a".into(), "1".into()), ("b".into(), "2".into())]
         );
         assert_eq!(escape("\"a&b\""), "&quot;a&amp;b&quot;");
+        let o = br#"<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Contents><Key>w/a.vdar</Key><Size>120</Size></Contents><Contents><Key>w/b</Key><Size>0</Size></Contents><IsTruncated>true</IsTruncated><NextContinuationToken>t1</NextContinuationToken></ListBucketResult>"#;
+        let page = objects_of(o).unwrap();
+        assert_eq!(page.objects.len(), 2);
+        assert_eq!(page.objects[0], ("w/a.vdar".into(), 120));
+        assert_eq!(page.next.as_deref(), Some("t1"));
+        let bad = br#"<ListBucketResult><Contents><Key>a</Key><Size>x</Size></Contents></ListBucketResult>"#;
+        assert!(objects_of(bad).is_none() && objects_of(e).is_none());
     }
 }

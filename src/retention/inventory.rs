@@ -1,0 +1,194 @@
+//! What a store holds: every archive (its identity, time, VMs and base) and every catalog
+//! (the identity it describes), each read from a few small reads at its front and end.
+//!
+//! Identities are the footers' `meta_hash`, as each archive claims it: checking the claim
+//! means reading every record header (what `verify` does), too much for a listing of a
+//! prefix. The claim is under the footer's checksum, and a base that does not match it is
+//! refused where it matters, when a restore or consolidate reads it.
+
+use std::io::Read;
+
+use serde::Serialize;
+
+use super::store::Store;
+use crate::archive::format::ARCHIVE_MAGIC_V1;
+use crate::archive::index::peek;
+use crate::archive::manifest::BaseLink;
+use crate::base::{catalog, id_hex};
+use crate::error::Result;
+
+/// What a store holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Inventory {
+    /// The store (`/backups`, `s3://bucket/web/`).
+    pub location: String,
+    /// Its archives, oldest first.
+    pub archives: Vec<ArchiveEntry>,
+    /// Its catalogs (formats/CATALOG.md).
+    pub catalogs: Vec<CatalogEntry>,
+    /// Files that begin like an archive or a catalog but whose front cannot be read.
+    pub damaged: Vec<DamagedEntry>,
+    /// Files that are neither (left alone by every command).
+    pub others: usize,
+}
+
+/// One archive.
+#[derive(Clone, Debug, Serialize)]
+pub struct ArchiveEntry {
+    /// Its name (a path, `s3://…`).
+    pub name: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its identity as its footer claims it; absent when it has no good footer.
+    pub id: Option<String>,
+    /// Why there is no identity: an archive still being written, or cut short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
+    /// Creation time (Unix seconds, the manifest's).
+    pub created: u64,
+    /// Its VMs' names, in archive order.
+    pub vms: Vec<String>,
+    /// How many disks it holds.
+    pub disks: usize,
+    /// The sum of their capacities.
+    pub capacity: u64,
+    /// The archive it is an incremental of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseLink>,
+    /// The catalogs in the store that describe it.
+    pub catalogs: Vec<String>,
+}
+
+impl ArchiveEntry {
+    /// The set of VMs it holds, as one key: the policy is applied to each such group.
+    pub fn group(&self) -> String {
+        let mut v = self.vms.clone();
+        v.sort();
+        v.join(",")
+    }
+
+    /// Every identity it needs besides itself: its base and the base's own bases.
+    pub fn needs(&self) -> impl Iterator<Item = &str> {
+        self.base
+            .iter()
+            .flat_map(|b| b.lineage.iter().chain(std::iter::once(&b.id)))
+            .map(String::as_str)
+    }
+}
+
+/// One catalog.
+#[derive(Clone, Debug, Serialize)]
+pub struct CatalogEntry {
+    /// Its name.
+    pub name: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The identity of the archive it describes.
+    pub id: String,
+}
+
+/// A file that begins like vdar's but cannot be read.
+#[derive(Clone, Debug, Serialize)]
+pub struct DamagedEntry {
+    /// Its name.
+    pub name: String,
+    /// "archive" or "catalog".
+    pub kind: &'static str,
+    /// What is wrong, with the byte offset.
+    pub why: String,
+}
+
+/// Reads the inventory of `store`. Errors of the store itself (listing, opening) stop it;
+/// damage in one archive is recorded and the rest is read.
+pub fn read(store: &dyn Store) -> Result<Inventory> {
+    let mut inv = Inventory {
+        location: store.location(),
+        archives: Vec::new(),
+        catalogs: Vec::new(),
+        damaged: Vec::new(),
+        others: 0,
+    };
+    for e in store.entries()? {
+        let mut input = store.open(&e.name)?;
+        let mut head = [0u8; catalog::HEADER_BYTES];
+        let n = read_up_to(&mut input, &mut head, &e.name)?;
+        let head = &head[..n];
+        if head.starts_with(&ARCHIVE_MAGIC_V1) {
+            match peek(&mut input) {
+                Ok(p) => inv.archives.push(archive_entry(&e.name, p)),
+                Err(why) => inv.damaged.push(DamagedEntry {
+                    name: e.name,
+                    kind: "archive",
+                    why: why.to_string(),
+                }),
+            }
+        } else if catalog::is_catalog(head) {
+            match catalog::id_of(head) {
+                Some(id) => inv.catalogs.push(CatalogEntry {
+                    name: e.name,
+                    bytes: e.size,
+                    id: id_hex(&id),
+                }),
+                None => inv.damaged.push(DamagedEntry {
+                    name: e.name,
+                    kind: "catalog",
+                    why: "catalog header damaged (byte 0)".into(),
+                }),
+            }
+        } else {
+            inv.others += 1;
+        }
+    }
+    for a in &mut inv.archives {
+        a.catalogs = inv
+            .catalogs
+            .iter()
+            .filter(|c| a.id.as_deref() == Some(&c.id))
+            .map(|c| c.name.clone())
+            .collect();
+    }
+    inv.archives
+        .sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    Ok(inv)
+}
+
+fn archive_entry(name: &str, p: crate::archive::index::Peek) -> ArchiveEntry {
+    let m = p.manifest;
+    let (id, incomplete) = match p.footer {
+        Ok(f) => (Some(id_hex(&f.meta_hash)), None),
+        Err(why) => (None, Some(why.to_string())),
+    };
+    let disks = m.vms.iter().flat_map(|v| &v.disks);
+    ArchiveEntry {
+        name: name.to_string(),
+        bytes: p.len,
+        id,
+        incomplete,
+        created: m.created,
+        vms: m.vms.iter().map(|v| v.name.clone()).collect(),
+        disks: disks.clone().count(),
+        capacity: disks.map(|d| d.meta.capacity).sum(),
+        base: m.base,
+        catalogs: Vec::new(),
+    }
+}
+
+/// Reads as much of `buf` as the input holds.
+fn read_up_to(input: &mut dyn Read, buf: &mut [u8], name: &str) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(crate::Error::io(
+                    std::path::Path::new(name),
+                    Some(n as u64),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(n)
+}
