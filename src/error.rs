@@ -187,12 +187,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An I/O error on `path` at `offset`. An object store's error that travelled through
     /// `std::io` (a ranged reader behind `Read`, an upload behind `Write`) comes out as itself:
-    /// it already names the object and the offset, better than the layer that saw it pass.
+    /// it already names the object and the offset, better than the layer that saw it pass. So
+    /// does a refusal (`Usage`) from below `std::io`, such as a wrong volume of a set, and a
+    /// stop (`Interrupted`) seen while waiting for a drive.
     pub fn io(path: impl Into<PathBuf>, offset: Option<u64>, source: io::Error) -> Self {
         if source
             .get_ref()
             .and_then(|e| e.downcast_ref::<Error>())
-            .is_some_and(|e| matches!(e, Error::ObjectStore { .. }))
+            .is_some_and(|e| {
+                matches!(
+                    e,
+                    Error::ObjectStore { .. } | Error::Usage(_) | Error::Interrupted(_)
+                )
+            })
         {
             let inner = source.into_inner().expect("invariant: checked above");
             return *inner.downcast::<Error>().expect("invariant: checked above");

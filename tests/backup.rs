@@ -439,16 +439,15 @@ fn damage_is_named_and_salvaged_around() {
         text.contains("(INCOMPLETE)") && text.contains("vm sample"),
         "{text}"
     );
-    // A directory is named as one (it said "archive input: Is a directory").
-    for cmd in ["list", "verify"] {
-        let out = vdar(&[cmd, s(d.path())]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2));
-        assert!(
-            err.contains(&format!("{}: is a directory", s(d.path()))),
-            "{err}"
-        );
-    }
+    // A directory is named as one (it said "archive input: Is a directory"); `list` of one
+    // is its inventory (tests/retention.rs).
+    let out = vdar(&["verify", s(d.path())]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains(&format!("{}: is a directory", s(d.path()))),
+        "{err}"
+    );
     // Not an archive at all: named.
     let out = vdar(&["list", s(&vm.join("sample.vmx"))]);
     let err = String::from_utf8_lossy(&out.stderr);

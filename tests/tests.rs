@@ -31,6 +31,8 @@
 //!   failures, bad buckets and credentials, truncated objects and answers, interrupted uploads
 //! - retention: `list DIR` inventories, `prune` keeps the policy and every needed base,
 //!   deletes catalogs with their archives, stops at damage
+//! - volumes: volume sets cut at a size, on loop devices that end, wrong volumes refused;
+//!   a stream spanned by mbuffer
 //! - layout: the source layout: no import loops between modules or files, no `#[path]`, the
 //!   fixture binary behind its feature
 
@@ -62,6 +64,7 @@ mod select;
 mod sesparse;
 mod sparse;
 mod ux;
+mod volumes;
 mod vsphere;
 mod vsphere_faults;
 mod writeback;

@@ -12,6 +12,9 @@ command -v debugvmfs  >/dev/null || need+=(vmfs-tools)
 command -v zstd       >/dev/null || need+=(zstd)
 command -v xmllint    >/dev/null || need+=(libxml2-utils)
 command -v tar        >/dev/null || need+=(tar)
+# tests/volumes.rs: a stream spanned by mbuffer's volumes; loop devices (util-linux's losetup).
+command -v mbuffer    >/dev/null || need+=(mbuffer)
+command -v losetup    >/dev/null || need+=(mount)
 # tests/package.rs: the man pages render without warnings, the example units verify.
 command -v groff      >/dev/null || need+=(groff-base)
 command -v systemd-analyze >/dev/null || need+=(systemd)

@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod reader;
 pub mod recover;
 pub mod sparse;
+pub mod volume;
 pub mod writer;
 pub mod zstd_ctx;
 

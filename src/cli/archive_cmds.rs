@@ -70,7 +70,7 @@ pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
             .then(|| super::incremental::in_place(&args.base, to))
             .transpose()?,
     };
-    let input = archive_with(&args.archive, args.stream)?;
+    let input = archive_with(&args.archive, args.stream, args.next_volume.as_deref())?;
     let mut created = Vec::new();
     if to == Path::new("-") {
         crate::output::refuse_terminal("a restored image")?;
@@ -149,8 +149,11 @@ pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // Verify reads every record in order whatever the input.
     let bases = super::incremental::bases(&args.base, args.base_image.as_deref())?;
-    let report = super::verify_progress::verify(archive_with(&args.archive, args.stream)?, bases)
-        .map_err(|e| about_archive(e, &args.archive, false))?;
+    let report = super::verify_progress::verify(
+        archive_with(&args.archive, args.stream, args.next_volume.as_deref())?,
+        bases,
+    )
+    .map_err(|e| about_archive(e, &args.archive, false))?;
     if args.json {
         super::json::print("verify", &report)?;
     } else if report.ok {
@@ -182,7 +185,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     if super::retention::is_location(&args.archive) {
         return super::retention::list(&args.archive, args.json);
     }
-    let l = match archive_with(&args.archive, args.stream)? {
+    let l = match archive_with(&args.archive, args.stream, args.next_volume.as_deref())? {
         Archive::Stream(mut r) => crate::list::list_stream(&mut r),
         Archive::Seekable(mut f) => {
             let l = crate::list::list_file(&mut *f.input);

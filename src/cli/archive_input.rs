@@ -4,7 +4,7 @@
 //! in errors about its bytes. `--stream` reads a file or an object in one pass as well.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -12,6 +12,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::archive::index::ReadSeek;
+use crate::archive::volume::{is_volume, Reopen, VolumeReader};
 use crate::output::records::{RecordReader, TAPE_READ_BYTES};
 
 pub(super) fn open(path: &Path) -> anyhow::Result<File> {
@@ -53,8 +54,14 @@ impl Seekable {
     }
 }
 
-/// Opens `path`, in one pass when `stream` even if it could seek.
-pub(super) fn archive_with(path: &Path, stream: bool) -> anyhow::Result<Archive> {
+/// Opens `path`, in one pass when `stream` even if it could seek. A volume set (its first
+/// volume at `path`) is read in one pass, the next volumes loaded by `next_volume` (a shell
+/// command) or asked for at the terminal.
+pub(super) fn archive_with(
+    path: &Path,
+    stream: bool,
+    next_volume: Option<&str>,
+) -> anyhow::Result<Archive> {
     #[cfg(feature = "s3")]
     if let Some(name) = path
         .to_str()
@@ -63,9 +70,63 @@ pub(super) fn archive_with(path: &Path, stream: bool) -> anyhow::Result<Archive>
         return object(name, stream);
     }
     match local(path)? {
-        Archive::Seekable(s) if stream => Ok(Archive::Stream(Box::new(s.input))),
-        a => Ok(a),
+        Archive::Seekable(mut s) => {
+            let mut magic = [0u8; 8];
+            let n = s.input.read(&mut magic).unwrap_or(0);
+            s.input
+                .seek(io::SeekFrom::Start(0))
+                .with_context(|| format!("{}: cannot seek", path.display()))?;
+            if is_volume(&magic[..n]) {
+                return volumes(path, Box::new(s.input), next_volume);
+            }
+            Ok(if stream {
+                Archive::Stream(Box::new(s.input))
+            } else {
+                Archive::Seekable(s)
+            })
+        }
+        Archive::Stream(r) => {
+            let mut r = BufReader::with_capacity(1 << 20, r);
+            let head = r
+                .fill_buf()
+                .with_context(|| format!("{}: cannot read", path.display()))?;
+            if is_volume(head) {
+                return volumes(path, Box::new(r), next_volume);
+            }
+            Ok(Archive::Stream(Box::new(r)))
+        }
     }
+}
+
+/// A volume set whose first volume `first` is: read through [`VolumeReader`], reopening
+/// `path` for each next volume (standard input cannot be reopened: one volume only).
+fn volumes(
+    path: &Path,
+    first: Box<dyn Read>,
+    next_volume: Option<&str>,
+) -> anyhow::Result<Archive> {
+    let (reopen, changer) = if path == Path::new("-") {
+        (None, None)
+    } else {
+        let p = path.to_path_buf();
+        let reopen: Reopen = Box::new(move || reopen_volume(&p));
+        (
+            Some(reopen),
+            Some(super::volumes::changer(next_volume, path)),
+        )
+    };
+    let r = VolumeReader::open(&path.display().to_string(), first, reopen, changer)?;
+    Ok(Archive::Stream(Box::new(r)))
+}
+
+/// Opens the next volume at `path`: a tape drive in whole records, anything else buffered.
+fn reopen_volume(path: &Path) -> io::Result<Box<dyn Read>> {
+    let f = File::open(path)?;
+    Ok(if f.metadata()?.file_type().is_char_device() {
+        Box::new(RecordReader::new(f, TAPE_READ_BYTES))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, f))
+    })
 }
 
 /// An object: a ranged reader, one pass with large requests when `stream`.
@@ -87,7 +148,7 @@ fn object(name: &str, stream: bool) -> anyhow::Result<Archive> {
 
 /// Opens `path` with random access where it allows it.
 pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
-    archive_with(path, false)
+    archive_with(path, false, None)
 }
 
 fn local(path: &Path) -> anyhow::Result<Archive> {

@@ -157,6 +157,9 @@ pub enum ReadPathArg {
 /// `vdar backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    /// Volumes (tapes that run out).
+    #[command(flatten)]
+    pub volumes: VolumeArgs,
     /// VMs (.vmx) and/or disk descriptors (.vmdk); loose disks form one VM. With --vsphere,
     /// name the VMs with --vm instead.
     #[arg(
@@ -336,6 +339,10 @@ pub struct RestoreArgs {
     /// Read the archive in one pass even when it could seek (a file, an object).
     #[arg(long)]
     pub stream: bool,
+    /// A volume set: load each next volume by running this shell command (VDAR_VOLUME,
+    /// VDAR_DEVICE set) instead of asking at the terminal.
+    #[arg(long, value_name = "CMD")]
+    pub next_volume: Option<String>,
     /// Target directory (created if missing); nothing is written outside it. `-` writes to
     /// stdout one disk (exactly one selected) as `--format raw` (zeros included) or `stream`,
     /// or one VM as `--format ova`.
@@ -445,13 +452,16 @@ pub struct WriteBackArgs {
 /// `vdar verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin. A directory or a
-    /// prefix (s3://BUCKET/ or s3://BUCKET/PREFIX/) lists the archives and catalogs in it.
-    #[arg(value_name = "ARCHIVE|-|DIR")]
+    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin.
+    #[arg(value_name = "ARCHIVE|-")]
     pub archive: PathBuf,
     /// Read the archive in one pass even when it could seek (a file, an object).
     #[arg(long)]
     pub stream: bool,
+    /// A volume set: load each next volume by running this shell command (VDAR_VOLUME,
+    /// VDAR_DEVICE set) instead of asking at the terminal.
+    #[arg(long, value_name = "CMD")]
+    pub next_volume: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -499,15 +509,42 @@ pub struct CatalogArgs {
 /// `vdar list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin.
-    #[arg(value_name = "ARCHIVE|-")]
+    /// The archive: a file, an object (s3://BUCKET/KEY), or `-` for stdin. A directory or a
+    /// prefix (s3://BUCKET/ or s3://BUCKET/PREFIX/) lists the archives and catalogs in it.
+    #[arg(value_name = "ARCHIVE|-|DIR")]
     pub archive: PathBuf,
     /// Read the archive in one pass even when it could seek (a file, an object).
     #[arg(long)]
     pub stream: bool,
+    /// A volume set: load each next volume by running this shell command (VDAR_VOLUME,
+    /// VDAR_DEVICE set) instead of asking at the terminal.
+    #[arg(long, value_name = "CMD")]
+    pub next_volume: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Writing an archive across volumes.
+#[derive(Debug, Args, Clone)]
+pub struct VolumeArgs {
+    /// Write a volume set: when the medium ends (a tape's end-of-medium warning, a device's
+    /// last byte), ask for the next volume at the terminal and go on there.
+    #[arg(long)]
+    pub multi_volume: bool,
+    /// End each volume at this size (header included) even before its medium ends; a multiple
+    /// of --block-size. Implies --multi-volume.
+    #[arg(long, value_name = "SIZE")]
+    pub volume_size: Option<String>,
+    /// Load the next volume by running this shell command (an autoloader: `mtx load`, a
+    /// script), with VDAR_VOLUME (the number wanted) and VDAR_DEVICE set; a non-zero exit
+    /// stops. Implies --multi-volume.
+    #[arg(long, value_name = "CMD")]
+    pub next_volume: Option<String>,
+    /// Bytes buffered in front of a stream (stdout, a device, a volume set) so that a tape
+    /// drive keeps streaming while compression has a slow moment; 0 for none.
+    #[arg(long, value_name = "SIZE", default_value = "64M")]
+    pub drive_buffer: String,
 }
 
 /// `vdar prune`.

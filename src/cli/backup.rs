@@ -104,7 +104,13 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
             } = plan;
             let chunk_size_given = args.chunk_size.is_some();
             super::incremental::plan(&args.incremental, &mut vms, &mut opts, chunk_size_given)?;
-            let mut out = StreamOut::open(&spec, opts.block_size as usize)?;
+            let stream = super::volumes::stream_options(
+                &args.volumes,
+                &args.output,
+                opts.block_size as usize,
+                &opts.cancel,
+            )?;
+            let mut out = StreamOut::open(&spec, stream)?;
             // The archive writer names the bytes it handed on; the buffers below may hold
             // more: name what really went out.
             let summary =

@@ -189,7 +189,7 @@ pub fn consolidate(args: &ConsolidateArgs) -> anyhow::Result<ExitCode> {
         what: "an archive",
     };
     let name = spec.name();
-    let mut out = StreamOut::open(&spec, 0)?;
+    let mut out = StreamOut::open(&spec, crate::output::StreamOptions::default())?;
     let cancel = super::signals::on_interrupt()?;
     let s = crate::base::consolidate::consolidate(
         &mut input,

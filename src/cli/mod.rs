@@ -22,6 +22,7 @@ mod signals;
 mod stdout;
 mod units;
 mod verify_progress;
+mod volumes;
 mod vsphere;
 mod writeback;
 

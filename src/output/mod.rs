@@ -19,6 +19,7 @@
 
 pub mod behind;
 pub mod direct;
+pub mod drive;
 pub mod image;
 pub mod located;
 pub mod open;
@@ -27,10 +28,11 @@ pub mod records;
 pub mod sink;
 pub mod staged;
 pub mod stream;
+pub mod volumes;
 
 pub use direct::DirectFile;
 pub use image::{copy_disk, CopyStats, ImageOut};
 pub use located::{FailedWrite, Located};
 pub use open::{refuse_terminal, OutputSpec};
 pub use sink::{DiskSink, RawSink, RawStream};
-pub use stream::StreamOut;
+pub use stream::{StreamOptions, StreamOut};

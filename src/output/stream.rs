@@ -1,15 +1,19 @@
 //! A byte-stream output (the archive of a backup): a staged file through the write-behind
 //! thread, a stream written in place (a tape drive in whole records of the archive's block
 //! size, anything else through a large buffer), or an object, `s3://BUCKET/KEY`, as a
-//! multipart upload that only the commit completes (`crate::objstore::upload`).
+//! multipart upload that only the commit completes (`crate::objstore::upload`), or a volume
+//! set across media ([`super::volumes`]).
 
 use std::io::{self, BufWriter, Write};
 
 use super::behind::WriteBehind;
+pub use super::drive::DriveStats;
+use super::drive::{DriveBuffer, DEFAULT_DRIVE_BUFFER};
 use super::located::Located;
 use super::open::{open, Opened, OutputSpec};
 use super::records::RecordWriter;
 use super::staged::Staged;
+use super::volumes::{VolumeOptions, VolumeWriter};
 use crate::error::{Error, Result};
 
 /// Buffer between the producer and a stream: large writes are cheaper on a pipe.
@@ -21,8 +25,33 @@ pub struct StreamOut {
     to: To,
 }
 
+/// How a stream is written.
+pub struct StreamOptions {
+    /// > 0: a character device (a tape drive) is written in writes of exactly this many bytes.
+    pub record_bytes: usize,
+    /// A volume set ([`super::volumes`]) at the output's name.
+    pub volumes: Option<VolumeOptions>,
+    /// Bytes of the drive buffer ([`super::drive`]) in front of a stream or volume set.
+    pub drive_buffer: usize,
+    /// Stops a wait for the drive (SIGINT, SIGTERM).
+    pub cancel: crate::cancel::Cancel,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            record_bytes: 0,
+            volumes: None,
+            drive_buffer: DEFAULT_DRIVE_BUFFER,
+            cancel: crate::cancel::Cancel::default(),
+        }
+    }
+}
+
 enum To {
     Stream(Box<dyn Write + Send>),
+    /// A stream or a volume set behind its drive buffer.
+    Drive(DriveBuffer),
     File(Staged, WriteBehind),
     /// Boxed: the upload's state is larger than the other outputs'.
     #[cfg(feature = "s3")]
@@ -30,11 +59,30 @@ enum To {
 }
 
 impl StreamOut {
-    /// Opens `spec`. `record_bytes` > 0: a character device (a tape drive) is written in writes
-    /// of exactly that many bytes, since a drive in fixed-block mode refuses any other length.
-    /// An `s3://BUCKET/KEY` name is an object in the store the environment configures
-    /// (`crate::objstore::config`): refused when it exists, unless `force`.
-    pub fn open(spec: &OutputSpec<'_>, record_bytes: usize) -> Result<StreamOut> {
+    /// Opens `spec`. A character device (a tape drive) is written in records of
+    /// `opts.record_bytes` when that is > 0, since a drive in fixed-block mode refuses any
+    /// other length. An `s3://BUCKET/KEY` name is an object in the store the environment
+    /// configures (`crate::objstore::config`): refused when it exists, unless `force`. With
+    /// `opts.volumes` the stream is a volume set at the name, which must not be an object.
+    /// Streams and volume sets go through a drive buffer of `opts.drive_buffer` bytes (0: none).
+    pub fn open(spec: &OutputSpec<'_>, opts: StreamOptions) -> Result<StreamOut> {
+        let buffered = |w: Box<dyn Write + Send>| match opts.drive_buffer {
+            0 => To::Stream(w),
+            n => To::Drive(DriveBuffer::new(w, n, opts.cancel.clone())),
+        };
+        if let Some(v) = opts.volumes {
+            if spec.object_name().is_some() || spec.path == std::path::Path::new("-") {
+                return Err(Error::Usage(format!(
+                    "{}: volumes are written to a device or a file, not to stdout or an object",
+                    spec.name()
+                )));
+            }
+            let w = VolumeWriter::open(spec, opts.record_bytes, v)?;
+            return Ok(StreamOut {
+                name: spec.name(),
+                to: buffered(Box::new(w)),
+            });
+        }
         if let Some(name) = spec.object_name() {
             return Ok(StreamOut {
                 name: name.to_string(),
@@ -44,8 +92,8 @@ impl StreamOut {
         let to = match open(spec)? {
             Opened::Stream { file, tape } => {
                 let file = Located::new(file);
-                To::Stream(if record_bytes > 0 && tape {
-                    Box::new(RecordWriter::new(file, record_bytes))
+                buffered(if opts.record_bytes > 0 && tape {
+                    Box::new(RecordWriter::new(file, opts.record_bytes))
                 } else {
                     Box::new(BufWriter::with_capacity(STREAM_BUFFER_BYTES, file))
                 })
@@ -66,6 +114,7 @@ impl StreamOut {
     pub fn writer(&mut self) -> &mut (dyn Write + Send) {
         match &mut self.to {
             To::Stream(w) => w.as_mut(),
+            To::Drive(w) => w,
             To::File(_, w) => w,
             #[cfg(feature = "s3")]
             To::Object(u) => u.as_mut(),
@@ -78,6 +127,19 @@ impl StreamOut {
         let failed = |e: io::Error| Error::io(&name, None, e);
         match self.to {
             To::Stream(mut w) => w.flush().map_err(failed),
+            To::Drive(w) => {
+                let st = w.finish().map_err(failed)?;
+                log::debug!(
+                    "{name}: drive buffer: {} bytes in {:.2} s; the drive waited {} times, {:.2} s \
+                     in all; the archive writer waited {:.2} s for room",
+                    st.bytes,
+                    st.busy_secs,
+                    st.stalls,
+                    st.starved_secs,
+                    st.blocked_secs
+                );
+                Ok(())
+            }
             To::File(mut staged, w) => {
                 w.finish().map_err(failed)?;
                 staged.commit()

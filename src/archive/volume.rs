@@ -1,0 +1,397 @@
+//! Volume sets: one archive stream cut across several media (tapes, block devices, files),
+//! each starting with a volume header (formats/VOLUME.md), and read back as one stream.
+//!
+//! The header names the set (an id drawn when the backup starts), the volume's number and
+//! the stream offset its data continues from, so a restore refuses a volume of another set,
+//! a repeated one or one out of order before it believes a byte of it. A volume's data ends
+//! where its medium ends (a tape's filemark, a block device's last byte), or at its recorded
+//! size. The last volume is the one whose data ends with the archive's footer: the reader
+//! checks that at every volume end, so it never asks for a volume after the last.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use super::format::{csum8, Footer, FOOTER_BYTES};
+use crate::error::{Error, Result};
+use crate::input::source::{le_u32, le_u64};
+
+/// blake3("vdar volume v1")[..8] (checked by `tests::magic_is_derived`).
+pub const VOLUME_MAGIC_V1: [u8; 8] = [0x8d, 0xb8, 0x0c, 0x85, 0xfc, 0xde, 0x5f, 0xce];
+/// The volume header version this build writes and reads.
+pub const VOLUME_VERSION: u32 = 1;
+/// The encoded header's size; on the medium it is padded with zeros to one record
+/// ([`VolumeHeader::header_bytes`]).
+pub const HEADER_CORE_BYTES: usize = 512;
+
+/// A volume header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeHeader {
+    /// Bytes the header takes on the medium: 512, or the archive's block size when larger.
+    pub header_bytes: u32,
+    /// The volume's number, from 1.
+    pub number: u32,
+    /// The set's id: every volume of one archive carries it.
+    pub set: [u8; 16],
+    /// Archive stream bytes on the volumes before this one.
+    pub stream_offset: u64,
+    /// The volume's size, header included, when the writer cut it at a size
+    /// (`--volume-size`); 0 when it ends where its medium ends.
+    pub volume_bytes: u64,
+    /// When the backup started (Unix seconds), for messages.
+    pub created: u64,
+}
+
+impl VolumeHeader {
+    /// Encodes the header, padded to `header_bytes`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; self.header_bytes as usize];
+        b[0..8].copy_from_slice(&VOLUME_MAGIC_V1);
+        b[8..12].copy_from_slice(&VOLUME_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.header_bytes.to_le_bytes());
+        b[16..20].copy_from_slice(&self.number.to_le_bytes());
+        b[24..40].copy_from_slice(&self.set);
+        b[40..48].copy_from_slice(&self.stream_offset.to_le_bytes());
+        b[48..56].copy_from_slice(&self.volume_bytes.to_le_bytes());
+        b[56..64].copy_from_slice(&self.created.to_le_bytes());
+        let c = csum8(&b[..120]);
+        b[120..128].copy_from_slice(&c);
+        b
+    }
+
+    /// Decodes the first [`HEADER_CORE_BYTES`] of a volume read from `name`.
+    pub fn decode(b: &[u8; HEADER_CORE_BYTES], name: &str) -> Result<VolumeHeader> {
+        let bad = |at: u64, what: String| {
+            Error::Usage(format!("{name}: volume header byte {at}: {what}"))
+        };
+        if !is_volume(b) {
+            return Err(bad(0, "not a vdar volume".into()));
+        }
+        if b[120..128] != csum8(&b[..120]) {
+            return Err(bad(120, "header checksum mismatch (damaged volume)".into()));
+        }
+        let version = le_u32(b, 8);
+        if version != VOLUME_VERSION {
+            return Err(bad(
+                8,
+                format!("volume version {version} (this build reads 1)"),
+            ));
+        }
+        if b[20..24] != [0; 4] || b[64..120].iter().any(|&x| x != 0) {
+            return Err(bad(20, "reserved bytes are not zero".into()));
+        }
+        let h = VolumeHeader {
+            header_bytes: le_u32(b, 12),
+            number: le_u32(b, 16),
+            set: b[24..40].try_into().expect("len"),
+            stream_offset: le_u64(b, 40),
+            volume_bytes: le_u64(b, 48),
+            created: le_u64(b, 56),
+        };
+        let hb = h.header_bytes;
+        if !hb.is_power_of_two() || !(512..=16 << 20).contains(&hb) {
+            return Err(bad(
+                12,
+                format!("header size {hb} is not a power of two, 512 to 16M"),
+            ));
+        }
+        if h.number == 0 || (h.volume_bytes != 0 && h.volume_bytes <= u64::from(hb)) {
+            return Err(bad(
+                16,
+                "volume number 0, or a size that leaves no data".into(),
+            ));
+        }
+        Ok(h)
+    }
+
+    /// The set id as hex, for messages.
+    pub fn set_hex(&self) -> String {
+        self.set.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Whether `head` starts a volume.
+pub fn is_volume(head: &[u8]) -> bool {
+    head.starts_with(&VOLUME_MAGIC_V1)
+}
+
+/// What loads the next volume: an autoloader command, or an operator asked at a terminal.
+pub trait VolumeChanger: Send {
+    /// Makes volume `number` ready at the device; `why` says what happened to the one before
+    /// ("volume 1 is full", "that was volume 3 of another set").
+    fn next(&mut self, number: u32, why: &str) -> Result<()>;
+    /// Whether a wrong volume may be answered by asking again (an operator can fetch the
+    /// right tape; a command that loaded the wrong one would only do it again).
+    fn asks_again(&self) -> bool;
+}
+
+/// `--next-volume CMD`: runs `sh -c CMD` with `VDAR_VOLUME` (the number wanted) and
+/// `VDAR_DEVICE` (the path) in its environment, as `tar -F` and `mbuffer -A` run theirs.
+pub struct CommandChanger {
+    command: String,
+    device: PathBuf,
+}
+
+impl CommandChanger {
+    /// A changer running `command` for the volumes at `device`.
+    pub fn new(command: &str, device: &Path) -> CommandChanger {
+        CommandChanger {
+            command: command.to_string(),
+            device: device.to_path_buf(),
+        }
+    }
+}
+
+impl VolumeChanger for CommandChanger {
+    fn next(&mut self, number: u32, why: &str) -> Result<()> {
+        log::info!("{why}: running {:?} for volume {number}", self.command);
+        let status = std::process::Command::new("/bin/sh")
+            .args(["-c", &self.command])
+            .env("VDAR_VOLUME", number.to_string())
+            .env("VDAR_DEVICE", &self.device)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .map_err(|e| Error::io("/bin/sh", None, e))?;
+        if !status.success() {
+            return Err(Error::Usage(format!(
+                "{}: {why}, and the next-volume command {:?} failed ({status}) to load volume {number}",
+                self.device.display(),
+                self.command
+            )));
+        }
+        Ok(())
+    }
+
+    fn asks_again(&self) -> bool {
+        false
+    }
+}
+
+/// Opens the device (or file) the volumes are read from, again for each volume.
+pub type Reopen = Box<dyn FnMut() -> io::Result<Box<dyn Read>>>;
+
+/// The archive stream of a volume set, read volume after volume.
+pub struct VolumeReader {
+    name: String,
+    cur: Box<dyn Read>,
+    reopen: Option<Reopen>,
+    changer: Option<Box<dyn VolumeChanger>>,
+    first: VolumeHeader,
+    number: u32,
+    /// Archive bytes delivered.
+    delivered: u64,
+    /// Data bytes left in the current volume, when it was cut at a size.
+    left: Option<u64>,
+    /// The delivered bytes up to the last non-zero one (at most 2 footers' worth).
+    tail: Vec<u8>,
+    /// Zero bytes delivered after `tail`.
+    zeros: u64,
+    done: bool,
+}
+
+impl VolumeReader {
+    /// Starts reading the set whose first volume `cur` is (positioned at its start), named
+    /// `name` in messages. Without `reopen` and `changer` (standard input) a set of more than
+    /// one volume is an error naming the volume needed.
+    pub fn open(
+        name: &str,
+        mut cur: Box<dyn Read>,
+        reopen: Option<Reopen>,
+        changer: Option<Box<dyn VolumeChanger>>,
+    ) -> Result<VolumeReader> {
+        let first = read_header(&mut cur, name)?;
+        if first.number != 1 || first.stream_offset != 0 {
+            return Err(Error::Usage(format!(
+                "{name}: this is volume {} of set {}; a restore starts at volume 1",
+                first.number,
+                first.set_hex()
+            )));
+        }
+        Ok(VolumeReader {
+            name: name.to_string(),
+            cur,
+            reopen,
+            changer,
+            left: data_bytes(&first),
+            first,
+            number: 1,
+            delivered: 0,
+            tail: Vec::new(),
+            zeros: 0,
+            done: false,
+        })
+    }
+
+    /// Whether the bytes delivered end with the archive's footer (zero padding after it
+    /// allowed): then the set is whole and there is no next volume.
+    fn ends_with_footer(&self) -> bool {
+        let nonzero_end = self.delivered - self.zeros;
+        // The footer may itself end in zero bytes: try each end in the zero run.
+        (0..=self.zeros.min(FOOTER_BYTES as u64 - 1)).any(|j| {
+            let j = j as usize;
+            let need = FOOTER_BYTES - j;
+            if self.tail.len() < need {
+                return false;
+            }
+            let mut fb = [0u8; FOOTER_BYTES];
+            fb[..need].copy_from_slice(&self.tail[self.tail.len() - need..]);
+            let at = nonzero_end + j as u64 - FOOTER_BYTES as u64;
+            Footer::decode(&fb, at).is_ok()
+        })
+    }
+
+    fn note(&mut self, data: &[u8]) {
+        match data.iter().rposition(|&b| b != 0) {
+            None => self.zeros += data.len() as u64,
+            Some(i) => {
+                // Zeros between the old tail and this data's last non-zero byte join the tail.
+                let pad = self.zeros.min(2 * FOOTER_BYTES as u64) as usize;
+                self.tail.extend(std::iter::repeat_n(0, pad));
+                self.tail.extend_from_slice(&data[..=i]);
+                let keep = 2 * FOOTER_BYTES;
+                if self.tail.len() > keep {
+                    self.tail.drain(..self.tail.len() - keep);
+                }
+                self.zeros = (data.len() - i - 1) as u64;
+            }
+        }
+    }
+
+    /// Loads and checks the next volume.
+    fn next_volume(&mut self) -> Result<()> {
+        let want = self.number + 1;
+        let (Some(reopen), Some(changer)) = (self.reopen.as_mut(), self.changer.as_mut()) else {
+            return Err(Error::Usage(format!(
+                "{}: the archive continues on volume {want} of set {} (at archive byte {}); \
+                 read the set from its device, with --next-volume CMD or at a terminal",
+                self.name,
+                self.first.set_hex(),
+                self.delivered
+            )));
+        };
+        let mut why = format!("volume {} ended", self.number);
+        loop {
+            changer.next(want, &why)?;
+            let mut cur = reopen().map_err(|e| Error::io(&self.name, None, e))?;
+            let h = read_header(&mut cur, &self.name)?;
+            let wrong = if h.set != self.first.set {
+                Some(format!(
+                    "that was volume {} of another set, {}",
+                    h.number,
+                    h.set_hex()
+                ))
+            } else if h.number < want {
+                Some(format!("that was volume {} again", h.number))
+            } else if h.number > want {
+                Some(format!("that was volume {}, out of order", h.number))
+            } else if h.stream_offset != self.delivered {
+                Some(format!(
+                    "volume {want} continues from archive byte {}, but {} were read",
+                    h.stream_offset, self.delivered
+                ))
+            } else {
+                None
+            };
+            match wrong {
+                None => {
+                    self.cur = cur;
+                    self.number = want;
+                    self.left = data_bytes(&h);
+                    return Ok(());
+                }
+                Some(w) if changer.asks_again() => why = format!("{w}; volume {want} is wanted"),
+                Some(w) => {
+                    return Err(Error::Usage(format!(
+                        "{}: {w}; volume {want} of set {} is wanted",
+                        self.name,
+                        self.first.set_hex()
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn data_bytes(h: &VolumeHeader) -> Option<u64> {
+    (h.volume_bytes != 0).then(|| h.volume_bytes - u64::from(h.header_bytes))
+}
+
+/// Reads a volume's header record and skips its padding.
+fn read_header(r: &mut dyn Read, name: &str) -> Result<VolumeHeader> {
+    let mut b = [0u8; HEADER_CORE_BYTES];
+    r.read_exact(&mut b)
+        .map_err(|e| Error::io(name, Some(0), e))?;
+    let h = VolumeHeader::decode(&b, name)?;
+    let pad = u64::from(h.header_bytes) - HEADER_CORE_BYTES as u64;
+    let skipped = io::copy(&mut r.take(pad), &mut io::sink())
+        .map_err(|e| Error::io(name, Some(HEADER_CORE_BYTES as u64), e))?;
+    if skipped != pad {
+        return Err(Error::Usage(format!(
+            "{name}: volume {} ends inside its header",
+            h.number
+        )));
+    }
+    Ok(h)
+}
+
+impl Read for VolumeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.done || buf.is_empty() {
+                return Ok(0);
+            }
+            let room = self.left.map_or(buf.len(), |l| buf.len().min(l as usize));
+            let n = if room == 0 {
+                0
+            } else {
+                self.cur.read(&mut buf[..room])?
+            };
+            if n > 0 {
+                self.note(&buf[..n]);
+                self.delivered += n as u64;
+                if let Some(l) = &mut self.left {
+                    *l -= n as u64;
+                }
+                return Ok(n);
+            }
+            if self.ends_with_footer() {
+                self.done = true;
+                return Ok(0);
+            }
+            self.next_volume().map_err(io::Error::other)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic_is_derived() {
+        assert_eq!(
+            VOLUME_MAGIC_V1,
+            blake3::hash(b"vdar volume v1").as_bytes()[..8]
+        );
+    }
+
+    #[test]
+    fn headers_round_trip_and_damage_is_refused() {
+        let h = VolumeHeader {
+            header_bytes: 4096,
+            number: 2,
+            set: [7; 16],
+            stream_offset: 1 << 30,
+            volume_bytes: 1 << 31,
+            created: 1_796_601_600,
+        };
+        let b = h.encode();
+        assert_eq!(b.len(), 4096);
+        let core: [u8; 512] = b[..512].try_into().unwrap();
+        assert_eq!(VolumeHeader::decode(&core, "t").unwrap(), h);
+        for at in [8, 17, 30, 70, 125] {
+            let mut d = core;
+            d[at] ^= 1;
+            assert!(VolumeHeader::decode(&d, "t").is_err(), "byte {at}");
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Volume sets (formats/VOLUME.md): an archive larger than its media, cut at `--volume-size`
+//! into files that the next-volume command moves away, and onto loop block devices that
+//! really end (the kernel's ENOSPC at the device's last byte, as a tape drive's end of
+//! medium); read back in one pass, volume after volume, and refused when a volume is wrong.
+//! Also a stream spanned by mbuffer's own volumes (`-D`, `-A`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{assert_same_file, have, qemu_raw, random_vmdk, run, s, tempdir, vdar};
+
+/// Moves the finished volume at `$VDAR_DEVICE` to `$VDAR_DEVICE.N` (N: its number).
+const MOVE_AWAY: &str = r#"mv "$VDAR_DEVICE" "$VDAR_DEVICE.$((VDAR_VOLUME - 1))""#;
+/// Puts volume `$VDAR_VOLUME` back at `$VDAR_DEVICE`.
+const LOAD: &str = r#"cp "$VDAR_DEVICE.$VDAR_VOLUME" "$VDAR_DEVICE""#;
+
+fn vdar_ok(args: &[&str]) -> std::process::Output {
+    let out = vdar(args);
+    assert!(
+        out.status.success(),
+        "vdar {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn restored(report: &std::process::Output) -> PathBuf {
+    let v: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    PathBuf::from(v["disks"][0]["path"].as_str().unwrap())
+}
+
+#[test]
+fn a_set_cut_at_a_size_restores_and_refuses_wrong_volumes() {
+    let dir = tempdir();
+    let d = dir.path();
+    let disk = random_vmdk(d, 5);
+    let want = d.join("want.raw");
+    qemu_raw(&disk, &want);
+    let vol = d.join("vol");
+    vdar_ok(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&vol),
+        "--block-size",
+        "64K",
+        "--volume-size",
+        "2M",
+        "--next-volume",
+        MOVE_AWAY,
+    ]);
+    // The last volume stays at the name; the full ones are exactly the size asked.
+    std::fs::rename(&vol, d.join("vol.3")).unwrap();
+    for n in 1..=2 {
+        assert_eq!(
+            std::fs::metadata(d.join(format!("vol.{n}"))).unwrap().len(),
+            2 << 20
+        );
+    }
+    assert!(!d.join("vol.4").exists());
+    let last = std::fs::metadata(d.join("vol.3")).unwrap().len();
+    assert!(last > 0 && last % (64 << 10) == 0, "{last}");
+
+    let load_first = || std::fs::copy(d.join("vol.1"), &vol).unwrap();
+    load_first();
+    let to = d.join("r");
+    let out = vdar_ok(&[
+        "restore",
+        s(&vol),
+        "--to",
+        s(&to),
+        "--json",
+        "--next-volume",
+        LOAD,
+    ]);
+    assert_same_file(&restored(&out), &want);
+    load_first();
+    vdar_ok(&["verify", s(&vol), "--next-volume", LOAD]);
+
+    // Refused: volume 1 offered again, volume 3 before 2, and a restore starting at 2.
+    for (cmd, says) in [
+        (
+            r#"cp "$VDAR_DEVICE.1" "$VDAR_DEVICE""#,
+            "that was volume 1 again",
+        ),
+        (
+            r#"cp "$VDAR_DEVICE.3" "$VDAR_DEVICE""#,
+            "that was volume 3, out of order",
+        ),
+        ("exit 3", "failed"),
+    ] {
+        load_first();
+        let out = vdar(&["verify", s(&vol), "--next-volume", cmd]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(says) && err.contains("volume 2"),
+            "{cmd}: {err}"
+        );
+    }
+    std::fs::copy(d.join("vol.2"), &vol).unwrap();
+    let out = vdar(&["list", s(&vol)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("this is volume 2") && err.contains("starts at volume 1"),
+        "{err}"
+    );
+
+    // A volume of another set (the same disk backed up again) is refused by its set id.
+    let other = d.join("other");
+    std::fs::create_dir(&other).unwrap();
+    let ovol = other.join("vol");
+    vdar_ok(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&ovol),
+        "--block-size",
+        "64K",
+        "--volume-size",
+        "2M",
+        "--next-volume",
+        MOVE_AWAY,
+    ]);
+    load_first();
+    let cmd = format!("cp {} \"$VDAR_DEVICE\"", s(&other.join("vol.2")));
+    let out = vdar(&["verify", s(&vol), "--next-volume", &cmd]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("of another set"), "{err}");
+
+    // From standard input the set cannot go on: the volume wanted is named.
+    load_first();
+    let f = std::fs::File::open(&vol).unwrap();
+    let out = Command::new(crate::util::vdar_bin())
+        .args(["verify", "-"])
+        .stdin(f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("continues on volume 2"), "{err}");
+
+    // An archive that fits one volume is a set of one, read from a pipe as well.
+    let one = d.join("one");
+    vdar_ok(&["backup", s(&disk), "-o", s(&one), "--multi-volume"]);
+    let f = std::fs::File::open(&one).unwrap();
+    let out = Command::new(crate::util::vdar_bin())
+        .args(["restore", "-", "--to", s(&d.join("r1")), "--json"])
+        .stdin(f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_file(&restored(&out), &want);
+}
+
+/// Loop devices, detached when dropped.
+struct Loops(Vec<String>);
+
+impl Drop for Loops {
+    fn drop(&mut self) {
+        for dev in &self.0 {
+            let _ = Command::new("losetup").args(["-d", dev]).status();
+        }
+    }
+}
+
+/// Attaches a loop device to each file; `None` (with the reason printed) where this
+/// machine cannot.
+fn attach(files: &[PathBuf]) -> Option<Loops> {
+    let mut loops = Loops(Vec::new());
+    for f in files {
+        let out = Command::new("losetup")
+            .args(["-f", "--show", s(f)])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => loops
+                .0
+                .push(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+            other => {
+                eprintln!("skipped: losetup cannot attach a loop device here: {other:?}");
+                return None;
+            }
+        }
+    }
+    Some(loops)
+}
+
+#[test]
+fn loop_devices_that_end_carry_the_set_to_the_next_volume() {
+    if !have("losetup") {
+        eprintln!("skipped: no losetup");
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let disk = random_vmdk(d, 5);
+    let want = d.join("want.raw");
+    qemu_raw(&disk, &want);
+    // Three 2 MiB media: the archive (about 5 MiB) needs all three.
+    let media: Vec<PathBuf> = (1..=3).map(|n| d.join(format!("medium{n}"))).collect();
+    for m in &media {
+        run("truncate", &["-s", "2M", s(m)]);
+    }
+    let Some(loops) = attach(&media) else { return };
+    // The drive: a name the changer points at the next medium, as an autoloader swaps tapes.
+    let drive = d.join("drive");
+    std::os::unix::fs::symlink(&loops.0[0], &drive).unwrap();
+    let list = d.join("devices");
+    std::fs::write(&list, loops.0.join("\n") + "\n").unwrap();
+    let swap = format!(
+        r#"ln -sfn "$(sed -n "${{VDAR_VOLUME}}p" {})" "$VDAR_DEVICE""#,
+        s(&list)
+    );
+    vdar_ok(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&drive),
+        "--force",
+        "--block-size",
+        "64K",
+        "--next-volume",
+        &swap,
+    ]);
+    // The first two media were written to their last byte (ENOSPC ended them).
+    let tail = |m: &Path| {
+        let b = std::fs::read(m).unwrap();
+        b[b.len() - 4096..].iter().any(|&x| x != 0)
+    };
+    assert!(tail(&media[0]) && tail(&media[1]), "media 1 and 2 are full");
+
+    std::os::unix::fs::symlink(&loops.0[0], d.join("drive2")).unwrap();
+    std::fs::remove_file(&drive).unwrap();
+    std::fs::rename(d.join("drive2"), &drive).unwrap();
+    let out = vdar_ok(&[
+        "restore",
+        s(&drive),
+        "--to",
+        s(&d.join("r")),
+        "--json",
+        "--next-volume",
+        &swap,
+    ]);
+    assert_same_file(&restored(&out), &want);
+    drop(loops);
+}
+
+/// mbuffer spans the stream itself (`-D` volume size, `-A` autoloader): the volumes it
+/// wrote, put back together, are the archive.
+#[test]
+fn a_stream_spanned_by_mbuffer_restores_from_its_volumes() {
+    if !have("mbuffer") {
+        eprintln!("skipped: no mbuffer");
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let disk = random_vmdk(d, 5);
+    let want = d.join("want.raw");
+    qemu_raw(&disk, &want);
+    let out = d.join("tape");
+    let script = format!(
+        "{} backup {} -o - --block-size 64K | mbuffer -q -s 64k -D 2M -A 'n=$(ls {}.* 2>/dev/null | wc -l); mv {} {}.$((n + 1))' -o {}",
+        s(&crate::util::vdar_bin()),
+        s(&disk),
+        s(&out),
+        s(&out),
+        s(&out),
+        s(&out)
+    );
+    run("sh", &["-c", &script]);
+    let mut whole = Vec::new();
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("tape.")
+        })
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 2, "mbuffer spanned volumes: {parts:?}");
+    for p in parts.iter().chain(std::iter::once(&out)) {
+        whole.extend(std::fs::read(p).unwrap());
+    }
+    let joined = d.join("joined.vdar");
+    std::fs::write(&joined, whole).unwrap();
+    let r = vdar_ok(&["restore", s(&joined), "--to", s(&d.join("r")), "--json"]);
+    assert_same_file(&restored(&r), &want);
+}
+
+/// The header's bytes, pinned (formats/VOLUME.md).
+#[test]
+fn volume_header_golden_bytes() {
+    use vdar::archive::volume::{VolumeHeader, VOLUME_MAGIC_V1};
+    let h = VolumeHeader {
+        header_bytes: 1024,
+        number: 3,
+        set: *b"0123456789abcdef",
+        stream_offset: 0x1_0000_0000,
+        volume_bytes: 0,
+        created: 1_796_601_600,
+    };
+    let b = h.encode();
+    assert_eq!(b.len(), 1024);
+    assert_eq!(&b[..8], &VOLUME_MAGIC_V1);
+    assert_eq!(&b[12..16], &1024u32.to_le_bytes());
+    assert_eq!(&b[16..20], &3u32.to_le_bytes());
+    assert_eq!(&b[24..40], b"0123456789abcdef");
+    assert_eq!(&b[40..48], &0x1_0000_0000u64.to_le_bytes());
+    assert_eq!(&b[120..128], &blake3::hash(&b[..120]).as_bytes()[..8]);
+    assert!(b[20..24]
+        .iter()
+        .chain(&b[64..120])
+        .chain(&b[128..])
+        .all(|&x| x == 0));
+    assert_eq!(
+        blake3::hash(&b).to_hex().as_str(),
+        "47a5fe79058d07507d539e9dd690411aa51401d07b2dd9d158ace10a58b3e697"
+    );
+}
