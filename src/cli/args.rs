@@ -157,9 +157,6 @@ pub enum ReadPathArg {
 /// `vdar backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// Volumes (tapes that run out).
-    #[command(flatten)]
-    pub volumes: VolumeArgs,
     /// VMs (.vmx) and/or disk descriptors (.vmdk); loose disks form one VM. With --vsphere,
     /// name the VMs with --vm instead.
     #[arg(
@@ -210,6 +207,9 @@ pub struct BackupArgs {
     /// Incremental backup.
     #[command(flatten)]
     pub incremental: IncrementalArgs,
+    /// Volumes (tapes that run out).
+    #[command(flatten)]
+    pub volumes: VolumeArgs,
 }
 
 /// `vdar backup --base`: store only what the base's image does not hold (README "Incrementals").

@@ -57,6 +57,7 @@ impl DriveBuffer {
     /// stopped reading must not hold a SIGTERM up.
     pub fn new(drive: Drive, bytes: usize, cancel: Cancel) -> DriveBuffer {
         let (tx, rx) = bounded::<Vec<u8>>((bytes / PIECE_BYTES).max(1));
+        let stop = cancel.clone();
         let thread = std::thread::spawn(move || {
             let mut drive = drive;
             let mut stats = DriveStats::default();
@@ -70,6 +71,11 @@ impl DriveBuffer {
                     stats.starved_secs += w.as_secs_f64();
                 }
                 first.get_or_insert_with(Instant::now);
+                // Stopped: not another piece goes out, so what a stopped backup wrote is
+                // short of the end, as without the buffer.
+                if let Err(e) = stop.check() {
+                    return (Err(io::Error::other(e)), stats);
+                }
                 if let Err(e) = drive.write_all(&piece) {
                     return (Err(e), stats);
                 }
@@ -126,7 +132,11 @@ impl DriveBuffer {
         match self.thread.take().map(|t| t.join()) {
             Some(Ok((r, mut stats))) => {
                 stats.blocked_secs = self.blocked.as_secs_f64();
-                (r, stats)
+                // A stop before the drive took the last byte stops the backup, whoever won.
+                match self.cancel.check() {
+                    Err(e) => (Err(io::Error::other(e)), stats),
+                    Ok(()) => (r, stats),
+                }
             }
             Some(Err(_)) => (
                 Err(io::Error::other("drive writer panicked")),
