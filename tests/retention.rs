@@ -118,7 +118,7 @@ fn prune_keeps_the_policy_and_every_base_a_kept_archive_needs() {
     assert_eq!(file_name(i4["catalogs"][0].as_str().unwrap()), "i4.vcat");
     let human = String::from_utf8(crate::util::ok(&["list", s(&b)]).stdout).unwrap();
     assert!(
-        human.contains("7 archives, 5 catalogs, 1 other files"),
+        human.contains("7 archives, 5 catalogs, 0 later volumes, 1 other files"),
         "{human}"
     );
     assert!(human.contains("(archive not here)"), "{human}");
@@ -263,4 +263,97 @@ fn prune_stops_at_damage_keeps_incomplete_archives_and_needs_a_rule() {
     let err = String::from_utf8_lossy(&none.stderr);
     assert_eq!(none.status.code(), Some(2), "{err}");
     assert!(err.contains("no keep rule"), "{err}");
+}
+
+/// A copy of an archive under another name goes without its catalog while the original
+/// stays; a volume set (here an incremental across three files) is listed by its first
+/// volume, keeps its base, and its later volumes are never touched.
+#[test]
+fn copies_keep_their_catalog_and_volume_sets_keep_their_bases() {
+    let dir = tempdir();
+    let d = dir.path();
+    let b = d.join("b");
+    std::fs::create_dir(&b).unwrap();
+    let disk = d.join("d.vmdk");
+    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "4M"]);
+    crate::util::qemu_io(&disk, &["write -P 0x11 0 3M"]);
+    backup(&disk, &b.join("f.vdar"), 0, None, Some(&b.join("f.vcat")));
+    backup(&disk, &b.join("g.vdar"), 1, None, None);
+    std::fs::copy(b.join("g.vdar"), b.join("g-copy.vdar")).unwrap();
+    // 3 MiB that do not compress, so the incremental spans volumes.
+    let noise = d.join("noise");
+    std::fs::write(&noise, crate::util::noise(3 << 20, 0x1234)).unwrap();
+    crate::util::qemu_io(&disk, &[&format!("write -s {} 0 3M", s(&noise))]);
+    // The incremental of f, on 1 MiB volumes (the full ones moved away as vol.1, vol.2 …).
+    let mut c = Command::new(crate::util::vdar_bin());
+    c.args(["backup", s(&disk), "-q", "--volume-size", "1M", "-o"]);
+    c.arg(b.join("vol"));
+    c.args(["--base", s(&b.join("f.vcat")), "--next-volume"]);
+    c.arg(r#"mv "$VDAR_DEVICE" "$VDAR_DEVICE.$((VDAR_VOLUME - 1))""#);
+    c.env("SOURCE_DATE_EPOCH", (T0 + 2 * DAY).to_string());
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let volumes = 1 + std::fs::read_dir(&b)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("vol.")
+        })
+        .count();
+    assert!(volumes >= 3, "{volumes} volumes");
+    std::fs::rename(b.join("vol"), b.join(format!("vol.{volumes}"))).unwrap();
+    std::fs::copy(b.join("f.vcat"), b.join("g.vcat")).unwrap();
+
+    let inv = json(&crate::util::ok(&["list", s(&b), "--json"]));
+    let set = inv["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["volume_set"].is_string());
+    let set = set.unwrap_or_else(|| panic!("no volume set listed: {inv}"));
+    assert_eq!(file_name(set["name"].as_str().unwrap()), "vol.1");
+    assert_eq!(set["base"]["id"], inv["archives"][0]["id"], "{inv}");
+    assert_eq!(
+        inv["volumes"].as_array().unwrap().len(),
+        volumes - 1,
+        "{inv}"
+    );
+
+    // Newest per day: the set (day 2), g and its copy (day 1, the newest name of the two),
+    // and f, the set's base. The other copy of g goes, and no catalog with it.
+    let p = json(&crate::util::ok(&[
+        "prune",
+        s(&b),
+        "--keep-daily",
+        "2",
+        "--json",
+    ]));
+    let reasons = |n: &str| -> String {
+        let k = p["keep"].as_array().unwrap();
+        let d = k
+            .iter()
+            .find(|d| file_name(d["archive"]["name"].as_str().unwrap()) == n);
+        d.unwrap_or_else(|| panic!("{n} not kept: {p}"))["reasons"].to_string()
+    };
+    assert!(reasons("vol.1").contains("volume set"), "{p}");
+    assert!(reasons("f.vdar").contains("base of"), "{p}");
+    assert_eq!(names(&p, "remove").len(), 1, "{p}");
+    assert!(
+        p["deleted"]["catalogs"].as_array().unwrap().is_empty(),
+        "{p}"
+    );
+    let left = left(&b);
+    for n in ["f.vdar", "f.vcat", "g.vcat"] {
+        assert!(left.contains(&n.to_string()), "{n} deleted: {left:?}");
+    }
+    for n in 1..=volumes {
+        assert!(
+            left.contains(&format!("vol.{n}")),
+            "volume {n} deleted: {left:?}"
+        );
+    }
+    assert_eq!(left.len(), 4 + volumes, "{left:?}");
 }

@@ -4,8 +4,10 @@
 //! medium); read back in one pass, volume after volume, and refused when a volume is wrong.
 //! Also a stream spanned by mbuffer's own volumes (`-D`, `-A`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
 use std::process::Command;
+use vdar::archive::volume::VolumeHeader;
 
 use crate::util::{assert_same_file, have, qemu_raw, random_vmdk, run, s, tempdir, vdar};
 
@@ -140,9 +142,47 @@ fn a_set_cut_at_a_size_restores_and_refuses_wrong_volumes() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("continues on volume 2"), "{err}");
 
+    // A changer that loads nothing new would have volume 2 written over volume 1: refused.
+    let same = d.join("same");
+    let out = vdar(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&same),
+        "--force",
+        "--volume-size",
+        "2M",
+        "--next-volume",
+        "true",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("still holds volume 1"), "{err}");
+
+    // Volumes with little room after their header are refused before anything is written.
+    let tiny = d.join("tiny");
+    let out = vdar(&[
+        "backup",
+        s(&disk),
+        "-o",
+        s(&tiny),
+        "--block-size",
+        "1M",
+        "--volume-size",
+        "2M",
+        "--next-volume",
+        MOVE_AWAY,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("more than two headers") && !tiny.exists(),
+        "{err}"
+    );
+
     // An archive that fits one volume is a set of one, read from a pipe as well.
     let one = d.join("one");
-    vdar_ok(&["backup", s(&disk), "-o", s(&one), "--multi-volume"]);
+    vdar_ok(&["backup", s(&disk), "-o", s(&one), "--next-volume", "false"]);
     let f = std::fs::File::open(&one).unwrap();
     let out = Command::new(crate::util::vdar_bin())
         .args(["restore", "-", "--to", s(&d.join("r1")), "--json"])
@@ -202,8 +242,9 @@ fn loop_devices_that_end_carry_the_set_to_the_next_volume() {
     qemu_raw(&disk, &want);
     // Three 2 MiB media: the archive (about 5 MiB) needs all three.
     let media: Vec<PathBuf> = (1..=3).map(|n| d.join(format!("medium{n}"))).collect();
-    for m in &media {
-        run("truncate", &["-s", "2M", s(m)]);
+    // Reused media: what an earlier backup left after the data must not be read as data.
+    for (n, m) in media.iter().enumerate() {
+        std::fs::write(m, crate::util::noise(2 << 20, 0x5eed + n as u64)).unwrap();
     }
     let Some(loops) = attach(&media) else { return };
     // The drive: a name the changer points at the next medium, as an autoloader swaps tapes.
@@ -226,12 +267,12 @@ fn loop_devices_that_end_carry_the_set_to_the_next_volume() {
         "--next-volume",
         &swap,
     ]);
-    // The first two media were written to their last byte (ENOSPC ended them).
-    let tail = |m: &Path| {
+    // Each medium starts with its volume's header: the set needed all three.
+    for (n, m) in media.iter().enumerate() {
         let b = std::fs::read(m).unwrap();
-        b[b.len() - 4096..].iter().any(|&x| x != 0)
-    };
-    assert!(tail(&media[0]) && tail(&media[1]), "media 1 and 2 are full");
+        let h = VolumeHeader::decode(b[..512].try_into().unwrap(), "m").unwrap();
+        assert_eq!((h.number, h.volume_bytes), (n as u32 + 1, 0));
+    }
 
     std::os::unix::fs::symlink(&loops.0[0], d.join("drive2")).unwrap();
     std::fs::remove_file(&drive).unwrap();

@@ -5,13 +5,13 @@
 //! the stream offset its data continues from, so a restore refuses a volume of another set,
 //! a repeated one or one out of order before it believes a byte of it. A volume's data ends
 //! where its medium ends (a tape's filemark, a block device's last byte), or at its recorded
-//! size. The last volume is the one whose data ends with the archive's footer: the reader
-//! checks that at every volume end, so it never asks for a volume after the last.
+//! size. The archive ends with its footer: the reader watches for it as data passes, stops
+//! there (what follows on a reused medium is not data) and never asks for a volume after it.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::format::{csum8, Footer, FOOTER_BYTES};
+use super::format::{csum8, Footer, FOOTER_BYTES, FOOTER_MAGIC_V1};
 use crate::error::{Error, Result};
 use crate::input::source::{le_u32, le_u64};
 
@@ -181,10 +181,9 @@ pub struct VolumeReader {
     delivered: u64,
     /// Data bytes left in the current volume, when it was cut at a size.
     left: Option<u64>,
-    /// The delivered bytes up to the last non-zero one (at most 2 footers' worth).
+    /// The last bytes delivered (less than a footer), where a footer may have begun.
     tail: Vec<u8>,
-    /// Zero bytes delivered after `tail`.
-    zeros: u64,
+    /// The archive's footer has been delivered: nothing after it is data.
     done: bool,
 }
 
@@ -198,7 +197,7 @@ impl VolumeReader {
         reopen: Option<Reopen>,
         changer: Option<Box<dyn VolumeChanger>>,
     ) -> Result<VolumeReader> {
-        let first = read_header(&mut cur, name)?;
+        let first = read_header(&mut cur, name, 1)?;
         if first.number != 1 || first.stream_offset != 0 {
             return Err(Error::Usage(format!(
                 "{name}: this is volume {} of set {}; a restore starts at volume 1",
@@ -216,44 +215,34 @@ impl VolumeReader {
             number: 1,
             delivered: 0,
             tail: Vec::new(),
-            zeros: 0,
             done: false,
         })
     }
 
-    /// Whether the bytes delivered end with the archive's footer (zero padding after it
-    /// allowed): then the set is whole and there is no next volume.
-    fn ends_with_footer(&self) -> bool {
-        let nonzero_end = self.delivered - self.zeros;
-        // The footer may itself end in zero bytes: try each end in the zero run.
-        (0..=self.zeros.min(FOOTER_BYTES as u64 - 1)).any(|j| {
-            let j = j as usize;
-            let need = FOOTER_BYTES - j;
-            if self.tail.len() < need {
-                return false;
+    /// Of `data`, just read, the bytes that are archive: up to the end of the archive's
+    /// footer when it is among them (magic, checksum, and `footer_offset` at its place in the
+    /// stream), so that what follows it on a medium (a reused tape or device) is never data.
+    fn archive_part(&mut self, data: &[u8]) -> usize {
+        let mut window = std::mem::take(&mut self.tail);
+        let carried = window.len();
+        window.extend_from_slice(data);
+        let start = self.delivered - carried as u64;
+        let mut from = 0;
+        while let Some(k) = find(&window[from..], &FOOTER_MAGIC_V1) {
+            let at = from + k;
+            if at + FOOTER_BYTES > window.len() {
+                break;
             }
-            let mut fb = [0u8; FOOTER_BYTES];
-            fb[..need].copy_from_slice(&self.tail[self.tail.len() - need..]);
-            let at = nonzero_end + j as u64 - FOOTER_BYTES as u64;
-            Footer::decode(&fb, at).is_ok()
-        })
-    }
-
-    fn note(&mut self, data: &[u8]) {
-        match data.iter().rposition(|&b| b != 0) {
-            None => self.zeros += data.len() as u64,
-            Some(i) => {
-                // Zeros between the old tail and this data's last non-zero byte join the tail.
-                let pad = self.zeros.min(2 * FOOTER_BYTES as u64) as usize;
-                self.tail.extend(std::iter::repeat_n(0, pad));
-                self.tail.extend_from_slice(&data[..=i]);
-                let keep = 2 * FOOTER_BYTES;
-                if self.tail.len() > keep {
-                    self.tail.drain(..self.tail.len() - keep);
-                }
-                self.zeros = (data.len() - i - 1) as u64;
+            let fb: &[u8; FOOTER_BYTES] = window[at..at + FOOTER_BYTES].try_into().expect("len");
+            if Footer::decode(fb, start + at as u64).is_ok() {
+                self.done = true;
+                return at + FOOTER_BYTES - carried;
             }
+            from = at + 1;
         }
+        let keep = window.len().min(FOOTER_BYTES - 1);
+        self.tail = window.split_off(window.len() - keep);
+        data.len()
     }
 
     /// Loads and checks the next volume.
@@ -268,11 +257,11 @@ impl VolumeReader {
                 self.delivered
             )));
         };
-        let mut why = format!("volume {} ended", self.number);
+        let mut why = format!("volume {} ended before the archive did", self.number);
         loop {
             changer.next(want, &why)?;
             let mut cur = reopen().map_err(|e| Error::io(&self.name, None, e))?;
-            let h = read_header(&mut cur, &self.name)?;
+            let h = read_header(&mut cur, &self.name, want)?;
             let wrong = if h.set != self.first.set {
                 Some(format!(
                     "that was volume {} of another set, {}",
@@ -315,20 +304,21 @@ fn data_bytes(h: &VolumeHeader) -> Option<u64> {
     (h.volume_bytes != 0).then(|| h.volume_bytes - u64::from(h.header_bytes))
 }
 
-/// Reads a volume's header record and skips its padding.
-fn read_header(r: &mut dyn Read, name: &str) -> Result<VolumeHeader> {
+/// Reads the header record of volume `want` and skips its padding.
+fn read_header(r: &mut dyn Read, name: &str, want: u32) -> Result<VolumeHeader> {
+    let name = format!("{name} (volume {want})");
     let mut b = [0u8; HEADER_CORE_BYTES];
-    r.read_exact(&mut b)
-        .map_err(|e| Error::io(name, Some(0), e))?;
-    let h = VolumeHeader::decode(&b, name)?;
+    r.read_exact(&mut b).map_err(|e| {
+        Error::Usage(format!(
+            "{name}: no volume header in its first {HEADER_CORE_BYTES} bytes: {e}"
+        ))
+    })?;
+    let h = VolumeHeader::decode(&b, &name)?;
     let pad = u64::from(h.header_bytes) - HEADER_CORE_BYTES as u64;
     let skipped = io::copy(&mut r.take(pad), &mut io::sink())
-        .map_err(|e| Error::io(name, Some(HEADER_CORE_BYTES as u64), e))?;
+        .map_err(|e| Error::io(&name, Some(HEADER_CORE_BYTES as u64), e))?;
     if skipped != pad {
-        return Err(Error::Usage(format!(
-            "{name}: volume {} ends inside its header",
-            h.number
-        )));
+        return Err(Error::Usage(format!("{name}: ends inside its header")));
     }
     Ok(h)
 }
@@ -346,20 +336,38 @@ impl Read for VolumeReader {
                 self.cur.read(&mut buf[..room])?
             };
             if n > 0 {
-                self.note(&buf[..n]);
+                let n = self.archive_part(&buf[..n]);
                 self.delivered += n as u64;
                 if let Some(l) = &mut self.left {
                     *l -= n as u64;
                 }
                 return Ok(n);
             }
-            if self.ends_with_footer() {
-                self.done = true;
-                return Ok(0);
+            if let Some(l) = self.left.filter(|&l| l > 0) {
+                return Err(io::Error::other(Error::Usage(format!(
+                    "{}: volume {} ends {l} bytes short of the size its header records",
+                    self.name, self.number
+                ))));
             }
             self.next_volume().map_err(io::Error::other)?;
         }
     }
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8; 8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(k) = hay[from..].iter().position(|&b| b == needle[0]) {
+        let at = from + k;
+        if hay.len() - at < needle.len() {
+            return None;
+        }
+        if &hay[at..at + needle.len()] == needle {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -68,10 +68,11 @@ pub(super) fn list(location: &Path, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(code);
     }
     super::stdout::line(format_args!(
-        "{}: {} archives, {} catalogs, {} other files",
-        inv.location,
+        "{}: {} archives, {} catalogs, {} later volumes, {} other files",
+        shown(&inv.location),
         inv.archives.len(),
         inv.catalogs.len(),
+        inv.volumes.len(),
         inv.others
     ))?;
     for a in &inv.archives {
@@ -90,11 +91,24 @@ pub(super) fn list(location: &Path, json: bool) -> anyhow::Result<ExitCode> {
         super::stdout::line(format_args!(
             "catalog of {} (archive not here)  {}",
             &c.id[..16],
-            c.name
+            shown(&c.name)
         ))?;
     }
     for d in &inv.damaged {
-        super::stdout::line(format_args!("DAMAGED {} {}: {}", d.kind, d.name, d.why))?;
+        super::stdout::line(format_args!(
+            "DAMAGED {} {}: {}",
+            d.kind,
+            shown(&d.name),
+            shown(&d.why)
+        ))?;
+    }
+    for v in &inv.volumes {
+        super::stdout::line(format_args!(
+            "volume {} of set {}  {}",
+            v.number,
+            v.set,
+            shown(&v.name)
+        ))?;
     }
     Ok(code)
 }
@@ -115,9 +129,19 @@ fn archive_line(a: &ArchiveEntry) -> String {
         "{}  {id}  {kind:<23}  {:>10}  {}  {}{cat}",
         utc(a.created),
         human(a.bytes),
-        a.vms.join(","),
-        a.name
+        shown(&a.vms.join(",")),
+        shown(&a.name)
     )
+}
+
+/// A name as text output shows it: control characters (a newline, an escape) escaped, so a
+/// file name can neither forge a line of the listing nor drive the terminal.
+fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().any(char::is_control) {
+        name.escape_debug().to_string().into()
+    } else {
+        name.into()
+    }
 }
 
 /// What `prune --json` prints.

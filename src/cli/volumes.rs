@@ -87,10 +87,21 @@ fn volumes(a: &VolumeArgs, output: &Path) -> anyhow::Result<Option<VolumeOptions
     if !a.multi_volume && a.volume_size.is_none() && a.next_volume.is_none() {
         return Ok(None);
     }
+    if a.next_volume.is_none() && std::fs::File::open("/dev/tty").is_err() {
+        anyhow::bail!(
+            "{}: a volume set without --next-volume asks for each next volume at the terminal, \
+             and there is none: give --next-volume CMD",
+            output.display()
+        );
+    }
     let volume_bytes = match &a.volume_size {
         Some(s) => parse_size(s).map_err(anyhow::Error::msg)?,
         None => 0,
     };
+    anyhow::ensure!(
+        a.volume_size.is_none() || volume_bytes > 0,
+        "--volume-size 0: give a size, or leave the option out to end volumes where the media end"
+    );
     Ok(Some(VolumeOptions {
         volume_bytes,
         changer: changer(a.next_volume.as_deref(), output),

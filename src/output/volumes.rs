@@ -10,12 +10,13 @@
 //! or the autoloader may take it out as soon as it is asked.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
 use super::open::{open, Opened, OutputSpec};
 use super::staged::Staged;
-use crate::archive::volume::{VolumeChanger, VolumeHeader, HEADER_CORE_BYTES};
+use crate::archive::volume::{is_volume, VolumeChanger, VolumeHeader, HEADER_CORE_BYTES};
 use crate::error::{Error, Result};
 
 /// Record size when the archive has no block size.
@@ -104,7 +105,37 @@ impl VolumeWriter {
         self.path.display().to_string()
     }
 
+    /// Refuses a medium that still holds a volume of this set: the next-volume command did
+    /// not change it, and writing would destroy the volume before. Files and block devices
+    /// are read for it; a tape drive is not (reading would move the tape).
+    fn check_changed(&self) -> Result<()> {
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            return Ok(());
+        };
+        if !(meta.is_file() || meta.file_type().is_block_device()) {
+            return Ok(());
+        }
+        let mut b = [0u8; HEADER_CORE_BYTES];
+        let read = File::open(&self.path).and_then(|mut f| f.read_exact(&mut b));
+        if read.is_err() || !is_volume(&b) {
+            return Ok(());
+        }
+        match VolumeHeader::decode(&b, &self.name()) {
+            Ok(h) if h.set == self.header.set => Err(Error::Usage(format!(
+                "{}: still holds volume {} of this set: the next-volume command did not load \
+                 a new medium for volume {}",
+                self.name(),
+                h.number,
+                self.header.number
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn start_volume(&mut self) -> Result<()> {
+        if self.header.number > 1 {
+            self.check_changed()?;
+        }
         let spec = OutputSpec {
             path: &self.path,
             force: self.force,
@@ -192,6 +223,15 @@ impl VolumeWriter {
             self.stream_pos += n as u64;
             off += n;
             if n < take || take == 0 {
+                let empty = vol.written == u64::from(self.header.header_bytes);
+                if empty && n == 0 {
+                    return Err(Error::Usage(format!(
+                        "{}: volume {} has no room for data after its {}-byte header",
+                        self.name(),
+                        self.header.number,
+                        self.header.header_bytes
+                    )));
+                }
                 self.switch()?;
             }
         }

@@ -6,14 +6,15 @@
 //! prefix. The claim is under the footer's checksum, and a base that does not match it is
 //! refused where it matters, when a restore or consolidate reads it.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 
 use serde::Serialize;
 
 use super::store::Store;
 use crate::archive::format::ARCHIVE_MAGIC_V1;
-use crate::archive::index::peek;
+use crate::archive::index::{peek, ReadSeek};
 use crate::archive::manifest::BaseLink;
+use crate::archive::volume::{is_volume, VolumeHeader, HEADER_CORE_BYTES};
 use crate::base::{catalog, id_hex};
 use crate::error::Result;
 
@@ -28,8 +29,21 @@ pub struct Inventory {
     pub catalogs: Vec<CatalogEntry>,
     /// Files that begin like an archive or a catalog but whose front cannot be read.
     pub damaged: Vec<DamagedEntry>,
+    /// Later volumes of volume sets (never deleted: the first volume stands for the set).
+    pub volumes: Vec<VolumeEntry>,
     /// Files that are neither (left alone by every command).
     pub others: usize,
+}
+
+/// A volume after the first of a volume set.
+#[derive(Clone, Debug, Serialize)]
+pub struct VolumeEntry {
+    /// Its name.
+    pub name: String,
+    /// The set's id.
+    pub set: String,
+    /// The volume's number.
+    pub number: u32,
 }
 
 /// One archive.
@@ -57,6 +71,10 @@ pub struct ArchiveEntry {
     pub base: Option<BaseLink>,
     /// The catalogs in the store that describe it.
     pub catalogs: Vec<String>,
+    /// Set when this is volume 1 of a volume set (formats/VOLUME.md): its set id. The
+    /// footer is on the last volume, so a set of more than one has no identity here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_set: Option<String>,
 }
 
 impl ArchiveEntry {
@@ -106,14 +124,17 @@ pub fn read(store: &dyn Store) -> Result<Inventory> {
         archives: Vec::new(),
         catalogs: Vec::new(),
         damaged: Vec::new(),
+        volumes: Vec::new(),
         others: 0,
     };
     for e in store.entries()? {
         let mut input = store.open(&e.name)?;
-        let mut head = [0u8; catalog::HEADER_BYTES];
+        let mut head = [0u8; HEADER_CORE_BYTES];
         let n = read_up_to(&mut input, &mut head, &e.name)?;
         let head = &head[..n];
-        if head.starts_with(&ARCHIVE_MAGIC_V1) {
+        if is_volume(head) {
+            volume(&mut inv, e.name, head, input)?;
+        } else if head.starts_with(&ARCHIVE_MAGIC_V1) {
             match peek(&mut input) {
                 Ok(p) => inv.archives.push(archive_entry(&e.name, p)),
                 Err(why) => inv.damaged.push(DamagedEntry {
@@ -152,6 +173,74 @@ pub fn read(store: &dyn Store) -> Result<Inventory> {
     Ok(inv)
 }
 
+/// A volume of a volume set: the first stands for its archive (read from after its header),
+/// the others are listed as volumes.
+fn volume(inv: &mut Inventory, name: String, head: &[u8], input: Box<dyn ReadSeek>) -> Result<()> {
+    let damaged = |why: String| DamagedEntry {
+        name: name.clone(),
+        kind: "archive",
+        why,
+    };
+    let h = match head.try_into().map(|b| VolumeHeader::decode(b, &name)) {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            inv.damaged.push(damaged(e.to_string()));
+            return Ok(());
+        }
+        Err(_) => {
+            inv.damaged.push(damaged("volume header cut short".into()));
+            return Ok(());
+        }
+    };
+    if h.number > 1 {
+        inv.volumes.push(VolumeEntry {
+            name,
+            set: h.set_hex(),
+            number: h.number,
+        });
+        return Ok(());
+    }
+    let mut data = Skipped::new(input, u64::from(h.header_bytes));
+    match peek(&mut data) {
+        Ok(p) => {
+            let mut a = archive_entry(&name, p);
+            a.volume_set = Some(h.set_hex());
+            inv.archives.push(a);
+        }
+        Err(why) => inv.damaged.push(damaged(why.to_string())),
+    }
+    Ok(())
+}
+
+/// A reader whose start is `skip` bytes into `inner`: a volume's data after its header.
+struct Skipped {
+    inner: Box<dyn ReadSeek>,
+    skip: u64,
+}
+
+impl Skipped {
+    fn new(inner: Box<dyn ReadSeek>, skip: u64) -> Skipped {
+        Skipped { inner, skip }
+    }
+}
+
+impl Read for Skipped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Seek for Skipped {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let at = match to {
+            SeekFrom::Start(n) => self.inner.seek(SeekFrom::Start(n + self.skip))?,
+            other => self.inner.seek(other)?,
+        };
+        at.checked_sub(self.skip)
+            .ok_or_else(|| std::io::Error::other("seek before a volume's data"))
+    }
+}
+
 fn archive_entry(name: &str, p: crate::archive::index::Peek) -> ArchiveEntry {
     let m = p.manifest;
     let (id, incomplete) = match p.footer {
@@ -170,6 +259,7 @@ fn archive_entry(name: &str, p: crate::archive::index::Peek) -> ArchiveEntry {
         capacity: disks.map(|d| d.meta.capacity).sum(),
         base: m.base,
         catalogs: Vec::new(),
+        volume_set: None,
     }
 }
 

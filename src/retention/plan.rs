@@ -8,8 +8,10 @@
 //! 4. Every base a kept archive names (its base and that base's own bases) is kept, with the
 //!    archive that needs it as the reason. A base not in the store is reported, not an error:
 //!    it may be on tape.
-//! 5. The rest goes, and with each archive the catalogs in the store that describe it.
-//!    Catalogs of archives not in the store stay (their archives may be elsewhere).
+//! 5. The rest goes, and with each archive the catalogs in the store that describe it, unless
+//!    a kept copy of the same archive (same identity) stays. Catalogs of archives not in the
+//!    store stay (their archives may be elsewhere). Later volumes of volume sets are never
+//!    touched; a set of several volumes has no identity here and is kept (`volume set`).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -77,7 +79,14 @@ pub fn plan(inv: &Inventory, policy: &Policy) -> Result<PrunePlan> {
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, a) in inv.archives.iter().enumerate() {
         if a.id.is_none() {
-            reasons[i].push("incomplete".into());
+            // A volume set's footer is on its last volume; anything else without one is
+            // still being written, or cut short.
+            let why = if a.volume_set.is_some() {
+                "volume set"
+            } else {
+                "incomplete"
+            };
+            reasons[i].push(why.into());
         } else {
             groups.entry(a.group()).or_default().push(i);
         }
@@ -105,6 +114,18 @@ pub fn plan(inv: &Inventory, policy: &Policy) -> Result<PrunePlan> {
         }
     }
     remove.reverse();
+    // A catalog goes only with the last copy of its archive, and only once.
+    let kept: HashSet<&str> = keep
+        .iter()
+        .filter_map(|d| d.archive.id.as_deref())
+        .collect();
+    let mut listed: HashSet<String> = HashSet::new();
+    for d in &mut remove {
+        let held = d.archive.id.as_deref().is_some_and(|id| kept.contains(id));
+        d.archive
+            .catalogs
+            .retain(|c| !held && listed.insert(c.clone()));
+    }
     Ok(PrunePlan {
         location: inv.location.clone(),
         keep,
