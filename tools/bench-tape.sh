@@ -23,7 +23,7 @@ for buf in 1M 64M 256M; do
   log=$(mktemp)
   start=$(date +%s.%N)
   "$V" -v backup "$DIR/top.vmdk" -o - --block-size 256K --drive-buffer "$buf" 2>"$log" \
-    | mbuffer -q -m 4M -s 256k -R "$RATE" -o /dev/null
+    | mbuffer -q -m 4M -s 256k -R "$RATE" -A /bin/false -o /dev/null
   end=$(date +%s.%N)
   line=$(grep 'drive buffer:' "$log" || true)
   [ -n "$line" ] || { echo "bench-tape: no drive report"; cat "$log"; exit 1; }
