@@ -9,22 +9,21 @@ use std::path::PathBuf;
 use std::process::Command;
 use vdar::archive::volume::VolumeHeader;
 
-use crate::util::{assert_same_file, have, qemu_raw, random_vmdk, run, s, tempdir, vdar};
+use crate::util::{assert_same_file, have, ok, qemu_raw, random_vmdk, run, s, tempdir, vdar};
+
+/// Runs vdar, which must refuse with exit 2 and say `says`; returns its stderr.
+fn refused(args: &[&str], says: &str) -> String {
+    let out = vdar(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(says), "{args:?}: {err}");
+    err
+}
 
 /// Moves the finished volume at `$VDAR_DEVICE` to `$VDAR_DEVICE.N` (N: its number).
 const MOVE_AWAY: &str = r#"mv "$VDAR_DEVICE" "$VDAR_DEVICE.$((VDAR_VOLUME - 1))""#;
 /// Puts volume `$VDAR_VOLUME` back at `$VDAR_DEVICE`.
 const LOAD: &str = r#"cp "$VDAR_DEVICE.$VDAR_VOLUME" "$VDAR_DEVICE""#;
-
-fn vdar_ok(args: &[&str]) -> std::process::Output {
-    let out = vdar(args);
-    assert!(
-        out.status.success(),
-        "vdar {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn restored(report: &std::process::Output) -> PathBuf {
     let v: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
@@ -39,7 +38,7 @@ fn a_set_cut_at_a_size_restores_and_refuses_wrong_volumes() {
     let want = d.join("want.raw");
     qemu_raw(&disk, &want);
     let vol = d.join("vol");
-    vdar_ok(&[
+    ok(&[
         "backup",
         s(&disk),
         "-o",
@@ -66,7 +65,7 @@ fn a_set_cut_at_a_size_restores_and_refuses_wrong_volumes() {
     let load_first = || std::fs::copy(d.join("vol.1"), &vol).unwrap();
     load_first();
     let to = d.join("r");
-    let out = vdar_ok(&[
+    let out = ok(&[
         "restore",
         s(&vol),
         "--to",
@@ -77,7 +76,7 @@ fn a_set_cut_at_a_size_restores_and_refuses_wrong_volumes() {
     ]);
     assert_same_file(&restored(&out), &want);
     load_first();
-    vdar_ok(&["verify", s(&vol), "--next-volume", LOAD]);
+    ok(&["verify", s(&vol), "--next-volume", LOAD]);
 
     // Refused: volume 1 offered again, volume 3 before 2, and a restore starting at 2.
     for (cmd, says) in [
@@ -92,27 +91,18 @@ fn a_set_cut_at_a_size_restores_and_refuses_wrong_volumes() {
         ("exit 3", "failed"),
     ] {
         load_first();
-        let out = vdar(&["verify", s(&vol), "--next-volume", cmd]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(
-            err.contains(says) && err.contains("volume 2"),
-            "{cmd}: {err}"
-        );
+        let err = refused(&["verify", s(&vol), "--next-volume", cmd], says);
+        assert!(err.contains("volume 2"), "{cmd}: {err}");
     }
     std::fs::copy(d.join("vol.2"), &vol).unwrap();
-    let out = vdar(&["list", s(&vol)]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("this is volume 2") && err.contains("starts at volume 1"),
-        "{err}"
-    );
+    let err = refused(&["list", s(&vol)], "this is volume 2");
+    assert!(err.contains("starts at volume 1"), "{err}");
 
     // A volume of another set (the same disk backed up again) is refused by its set id.
     let other = d.join("other");
     std::fs::create_dir(&other).unwrap();
     let ovol = other.join("vol");
-    vdar_ok(&[
+    ok(&[
         "backup",
         s(&disk),
         "-o",
@@ -144,45 +134,30 @@ fn a_set_cut_at_a_size_restores_and_refuses_wrong_volumes() {
 
     // A changer that loads nothing new would have volume 2 written over volume 1: refused.
     let same = d.join("same");
-    let out = vdar(&[
-        "backup",
-        s(&disk),
-        "-o",
-        s(&same),
-        "--force",
-        "--volume-size",
-        "2M",
-        "--next-volume",
-        "true",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (disk_s, same_s, tiny) = (s(&disk), s(&same), d.join("tiny"));
+    let cut = |out: &str, block: &str, cmd: &str| -> String {
+        let a = [
+            "backup",
+            disk_s,
+            "-o",
+            out,
+            "--force",
+            "--volume-size",
+            "2M",
+        ];
+        let b = ["--block-size", block, "--next-volume", cmd];
+        refused(&[&a[..], &b[..]].concat(), "")
+    };
+    let err = cut(same_s, "512", "true");
     assert!(err.contains("still holds volume 1"), "{err}");
-
     // Volumes with little room after their header are refused before anything is written.
-    let tiny = d.join("tiny");
-    let out = vdar(&[
-        "backup",
-        s(&disk),
-        "-o",
-        s(&tiny),
-        "--block-size",
-        "1M",
-        "--volume-size",
-        "2M",
-        "--next-volume",
-        MOVE_AWAY,
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("more than two headers") && !tiny.exists(),
-        "{err}"
-    );
+    let err = cut(s(&tiny), "1M", MOVE_AWAY);
+    assert!(err.contains("more than two headers"), "{err}");
+    assert!(!tiny.exists());
 
     // An archive that fits one volume is a set of one, read from a pipe as well.
     let one = d.join("one");
-    vdar_ok(&["backup", s(&disk), "-o", s(&one), "--next-volume", "false"]);
+    ok(&["backup", s(&disk), "-o", s(&one), "--next-volume", "false"]);
     let f = std::fs::File::open(&one).unwrap();
     let out = Command::new(crate::util::vdar_bin())
         .args(["restore", "-", "--to", s(&d.join("r1")), "--json"])
@@ -256,7 +231,7 @@ fn loop_devices_that_end_carry_the_set_to_the_next_volume() {
         r#"ln -sfn "$(sed -n "${{VDAR_VOLUME}}p" {})" "$VDAR_DEVICE""#,
         s(&list)
     );
-    vdar_ok(&[
+    ok(&[
         "backup",
         s(&disk),
         "-o",
@@ -277,7 +252,7 @@ fn loop_devices_that_end_carry_the_set_to_the_next_volume() {
     std::os::unix::fs::symlink(&loops.0[0], d.join("drive2")).unwrap();
     std::fs::remove_file(&drive).unwrap();
     std::fs::rename(d.join("drive2"), &drive).unwrap();
-    let out = vdar_ok(&[
+    let out = ok(&[
         "restore",
         s(&drive),
         "--to",
@@ -332,7 +307,7 @@ fn a_stream_spanned_by_mbuffer_restores_from_its_volumes() {
     }
     let joined = d.join("joined.vdar");
     std::fs::write(&joined, whole).unwrap();
-    let r = vdar_ok(&["restore", s(&joined), "--to", s(&d.join("r")), "--json"]);
+    let r = ok(&["restore", s(&joined), "--to", s(&d.join("r")), "--json"]);
     assert_same_file(&restored(&r), &want);
 }
 

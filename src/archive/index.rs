@@ -63,14 +63,8 @@ impl<'a> SeekableArchive<'a> {
         let manifest_digest = front.manifest_digest();
         let manifest = front.manifest;
         let len = input.seek(SeekFrom::End(0)).map_err(|e| io(0, e))?;
-        let min = (FILE_HEADER_BYTES + 2 * RECORD_HEADER_BYTES + FOOTER_BYTES) as u64;
-        if len < min {
-            return Err(Error::archive(len, "archive too short for a footer"));
-        }
-        let fat = find_footer(input, len)?;
-        let mut fb = [0u8; FOOTER_BYTES];
-        read_at(input, fat, &mut fb)?;
-        let footer = Footer::decode(&fb, fat)?;
+        let footer = footer_of(input, len)?;
+        let fat = footer.footer_offset;
         let iat = footer.index_offset;
         if iat + (RECORD_HEADER_BYTES as u64) > fat {
             return Err(Error::archive(fat, "index offset outside the archive"));

@@ -223,25 +223,29 @@ impl VolumeReader {
     /// footer when it is among them (magic, checksum, and `footer_offset` at its place in the
     /// stream), so that what follows it on a medium (a reused tape or device) is never data.
     fn archive_part(&mut self, data: &[u8]) -> usize {
-        let mut window = std::mem::take(&mut self.tail);
-        let carried = window.len();
-        window.extend_from_slice(data);
-        let start = self.delivered - carried as u64;
-        let mut from = 0;
-        while let Some(k) = find(&window[from..], &FOOTER_MAGIC_V1) {
-            let at = from + k;
-            if at + FOOTER_BYTES > window.len() {
-                break;
-            }
-            let fb: &[u8; FOOTER_BYTES] = window[at..at + FOOTER_BYTES].try_into().expect("len");
-            if Footer::decode(fb, start + at as u64).is_ok() {
+        let carried = self.tail.len();
+        // A footer that began in the bytes delivered before: only the seam is copied.
+        if carried > 0 {
+            let mut seam = self.tail.clone();
+            seam.extend_from_slice(&data[..data.len().min(FOOTER_BYTES - 1)]);
+            if let Some(end) = footer_end(&seam, self.delivered - carried as u64, carried) {
                 self.done = true;
-                return at + FOOTER_BYTES - carried;
+                return end - carried;
             }
-            from = at + 1;
         }
-        let keep = window.len().min(FOOTER_BYTES - 1);
-        self.tail = window.split_off(window.len() - keep);
+        if let Some(end) = footer_end(data, self.delivered, data.len()) {
+            self.done = true;
+            return end;
+        }
+        if data.len() >= FOOTER_BYTES - 1 {
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(&data[data.len() - (FOOTER_BYTES - 1)..]);
+        } else {
+            self.tail.extend_from_slice(data);
+            let excess = self.tail.len().saturating_sub(FOOTER_BYTES - 1);
+            self.tail.drain(..excess);
+        }
         data.len()
     }
 
@@ -354,6 +358,24 @@ impl Read for VolumeReader {
     }
 }
 
+/// The end (an index into `buf`) of the first valid footer in `buf` that starts before
+/// `starts_before`, `buf[0]` being stream byte `at`.
+fn footer_end(buf: &[u8], at: u64, starts_before: usize) -> Option<usize> {
+    let mut from = 0;
+    while let Some(k) = find(&buf[from..], &FOOTER_MAGIC_V1) {
+        let i = from + k;
+        if i >= starts_before || i + FOOTER_BYTES > buf.len() {
+            return None;
+        }
+        let fb: &[u8; FOOTER_BYTES] = buf[i..i + FOOTER_BYTES].try_into().expect("len");
+        if Footer::decode(fb, at + i as u64).is_ok() {
+            return Some(i + FOOTER_BYTES);
+        }
+        from = i + 1;
+    }
+    None
+}
+
 /// Where `needle` first occurs in `hay`.
 fn find(hay: &[u8], needle: &[u8; 8]) -> Option<usize> {
     let mut from = 0;
@@ -380,6 +402,48 @@ mod tests {
             VOLUME_MAGIC_V1,
             blake3::hash(b"vdar volume v1").as_bytes()[..8]
         );
+    }
+
+    /// Hands out at most `step` bytes per read.
+    struct Trickle(std::io::Cursor<Vec<u8>>, usize);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.1);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn the_footer_ends_the_data_however_the_reads_fall() {
+        let h = VolumeHeader {
+            header_bytes: 512,
+            number: 1,
+            set: [1; 16],
+            stream_offset: 0,
+            volume_bytes: 0,
+            created: 0,
+        };
+        // Data with footer magic in it that is no footer, then the footer, then old bytes.
+        let mut archive: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        archive[300..308].copy_from_slice(&FOOTER_MAGIC_V1);
+        let footer = Footer {
+            index_offset: 0,
+            footer_offset: archive.len() as u64,
+            record_count: 2,
+            meta_hash: [9; 32],
+        };
+        archive.extend_from_slice(&footer.encode());
+        let mut medium = h.encode();
+        medium.extend_from_slice(&archive);
+        medium.extend_from_slice(&[0xc4; 300]);
+        for step in [1, 7, 95, 96, 97, 500, 4096] {
+            let src = Trickle(std::io::Cursor::new(medium.clone()), step);
+            let mut r = VolumeReader::open("t", Box::new(src), None, None).unwrap();
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).unwrap();
+            assert!(got == archive, "step {step}: {} bytes", got.len());
+        }
     }
 
     #[test]
