@@ -11,7 +11,7 @@ use vdar::fixture::sesparse::{write_sesparse, SeSparseOptions};
 use vdar::fixture::{descriptor_text, Content, ExtentLine, Region};
 
 use crate::cowd::{data, esx_base, fill};
-use crate::util::{assert_same_file, ok, qemu_io, qemu_raw, run, s, tempdir, vdar};
+use crate::util::{assert_same_file, ok, qemu_io, qemu_raw, run, s, tempdir, vdar, vdar_stdin};
 
 /// A changed-areas file for disk `disk`: `since` → `change_id`, the given byte ranges.
 fn cbt_file(path: &Path, disk: &str, since: &str, change_id: &str, areas: &[(u64, u64)]) {
@@ -606,23 +606,6 @@ fn incremental_golden_vector() {
 }
 const INC_GOLDEN_LEN: usize = 11743;
 const INC_GOLDEN_BLAKE3: &str = "45129c773dfb846791d40fa8d9c3ffa655bf2b9c57f09860c28e915391d9b9bc";
-
-/// Runs `vdar args` with `input` on stdin; returns the output.
-fn vdar_stdin(args: &[&str], input: &Path) -> std::process::Output {
-    let mut child = Command::new(crate::util::vdar_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut f = std::fs::File::open(input).unwrap();
-    // The child may stop reading early (an error): a broken pipe here is its answer.
-    let _ = std::io::copy(&mut f, &mut stdin);
-    drop(stdin);
-    child.wait_with_output().unwrap()
-}
 
 /// A chain as tape holds it: a full backup of a 24 MiB disk in 64 KiB chunks, then three
 /// incrementals (overwritten, zeroed, new data), each with its catalog. Returns the archive

@@ -338,3 +338,20 @@ pub fn ok(args: &[&str]) -> Output {
     );
     out
 }
+
+/// Runs `vdar args` with `input` on stdin; returns the output.
+pub fn vdar_stdin(args: &[&str], input: &Path) -> std::process::Output {
+    let mut child = Command::new(crate::util::vdar_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut f = std::fs::File::open(input).unwrap();
+    // The child may stop reading early (an error): a broken pipe here is its answer.
+    let _ = std::io::copy(&mut f, &mut stdin);
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}

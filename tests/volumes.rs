@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use vdar::archive::volume::VolumeHeader;
 
-use crate::util::{assert_same_file, have, ok, qemu_raw, random_vmdk, run, s, tempdir, vdar};
+use crate::util::{assert_same_file, ok, qemu_raw, random_vmdk, run, s, tempdir, vdar, vdar_stdin};
 
 /// Runs vdar, which must refuse with exit 2 and say `says`; returns its stderr.
 fn refused(args: &[&str], says: &str) -> String {
@@ -25,6 +25,15 @@ const MOVE_AWAY: &str = r#"mv "$VDAR_DEVICE" "$VDAR_DEVICE.$((VDAR_VOLUME - 1))"
 /// Puts volume `$VDAR_VOLUME` back at `$VDAR_DEVICE`.
 const LOAD: &str = r#"cp "$VDAR_DEVICE.$VDAR_VOLUME" "$VDAR_DEVICE""#;
 
+/// A 5 MiB disk of noise in `d` (about 5 MiB of archive: more than two 2 MiB volumes) and
+/// its image as qemu-img reads it.
+fn noise_disk(d: &std::path::Path) -> (PathBuf, PathBuf) {
+    let disk = random_vmdk(d, 5);
+    let want = d.join("want.raw");
+    qemu_raw(&disk, &want);
+    (disk, want)
+}
+
 fn restored(report: &std::process::Output) -> PathBuf {
     let v: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
     PathBuf::from(v["disks"][0]["path"].as_str().unwrap())
@@ -34,9 +43,7 @@ fn restored(report: &std::process::Output) -> PathBuf {
 fn a_set_cut_at_a_size_restores_and_refuses_wrong_volumes() {
     let dir = tempdir();
     let d = dir.path();
-    let disk = random_vmdk(d, 5);
-    let want = d.join("want.raw");
-    qemu_raw(&disk, &want);
+    let (disk, want) = noise_disk(d);
     let vol = d.join("vol");
     ok(&[
         "backup",
@@ -122,12 +129,7 @@ fn a_set_cut_at_a_size_restores_and_refuses_wrong_volumes() {
 
     // From standard input the set cannot go on: the volume wanted is named.
     load_first();
-    let f = std::fs::File::open(&vol).unwrap();
-    let out = Command::new(crate::util::vdar_bin())
-        .args(["verify", "-"])
-        .stdin(f)
-        .output()
-        .unwrap();
+    let out = vdar_stdin(&["verify", "-"], &vol);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("continues on volume 2"), "{err}");
@@ -158,12 +160,7 @@ fn a_set_cut_at_a_size_restores_and_refuses_wrong_volumes() {
     // An archive that fits one volume is a set of one, read from a pipe as well.
     let one = d.join("one");
     ok(&["backup", s(&disk), "-o", s(&one), "--next-volume", "false"]);
-    let f = std::fs::File::open(&one).unwrap();
-    let out = Command::new(crate::util::vdar_bin())
-        .args(["restore", "-", "--to", s(&d.join("r1")), "--json"])
-        .stdin(f)
-        .output()
-        .unwrap();
+    let out = vdar_stdin(&["restore", "-", "--to", s(&d.join("r1")), "--json"], &one);
     assert!(
         out.status.success(),
         "{}",
@@ -206,15 +203,10 @@ fn attach(files: &[PathBuf]) -> Option<Loops> {
 
 #[test]
 fn loop_devices_that_end_carry_the_set_to_the_next_volume() {
-    if !have("losetup") {
-        eprintln!("skipped: no losetup");
-        return;
-    }
+    require!("losetup");
     let dir = tempdir();
     let d = dir.path();
-    let disk = random_vmdk(d, 5);
-    let want = d.join("want.raw");
-    qemu_raw(&disk, &want);
+    let (disk, want) = noise_disk(d);
     // Three 2 MiB media: the archive (about 5 MiB) needs all three.
     let media: Vec<PathBuf> = (1..=3).map(|n| d.join(format!("medium{n}"))).collect();
     // Reused media: what an earlier backup left after the data must not be read as data.
@@ -269,15 +261,10 @@ fn loop_devices_that_end_carry_the_set_to_the_next_volume() {
 /// wrote, put back together, are the archive.
 #[test]
 fn a_stream_spanned_by_mbuffer_restores_from_its_volumes() {
-    if !have("mbuffer") {
-        eprintln!("skipped: no mbuffer");
-        return;
-    }
+    require!("mbuffer");
     let dir = tempdir();
     let d = dir.path();
-    let disk = random_vmdk(d, 5);
-    let want = d.join("want.raw");
-    qemu_raw(&disk, &want);
+    let (disk, want) = noise_disk(d);
     let out = d.join("tape");
     let script = format!(
         "{} backup {} -o - --block-size 64K | mbuffer -q -s 64k -D 2M -A 'n=$(ls {}.* 2>/dev/null | wc -l); mv {} {}.$((n + 1))' -o {}",

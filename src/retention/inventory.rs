@@ -129,9 +129,12 @@ pub fn read(store: &dyn Store) -> Result<Inventory> {
     };
     for e in store.entries()? {
         let mut input = store.open(&e.name)?;
-        let mut head = [0u8; HEADER_CORE_BYTES];
-        let n = read_up_to(&mut input, &mut head, &e.name)?;
-        let head = &head[..n];
+        let mut head = Vec::with_capacity(HEADER_CORE_BYTES);
+        (&mut input)
+            .take(HEADER_CORE_BYTES as u64)
+            .read_to_end(&mut head)
+            .map_err(|err| crate::Error::io(std::path::Path::new(&e.name), Some(0), err))?;
+        let head = &head[..];
         if is_volume(head) {
             volume(&mut inv, e.name, head, input)?;
         } else if head.starts_with(&ARCHIVE_MAGIC_V1) {
@@ -261,24 +264,4 @@ fn archive_entry(name: &str, p: crate::archive::index::Peek) -> ArchiveEntry {
         catalogs: Vec::new(),
         volume_set: None,
     }
-}
-
-/// Reads as much of `buf` as the input holds.
-fn read_up_to(input: &mut dyn Read, buf: &mut [u8], name: &str) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match input.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(crate::Error::io(
-                    std::path::Path::new(name),
-                    Some(n as u64),
-                    e,
-                ))
-            }
-        }
-    }
-    Ok(n)
 }
