@@ -164,6 +164,8 @@ fn delta(
     } else {
         ("vmfsSparse", "VMFSSPARSE", format!("{name}-delta.vmdk"))
     };
+    // Each redo log has a uuid of its own, as hosted products (and vdar-fixture) write them.
+    let uuid = format!("60 00 c2 9a {cid:08x}");
     let text = descriptor_text(
         create,
         cid,
@@ -176,7 +178,7 @@ fn delta(
             file: Some(ext.clone()),
             offset: None,
         }],
-        &[("ddb.adapterType", "lsilogic"), ("ddb.uuid", "60 00 c2 9a")],
+        &[("ddb.adapterType", "lsilogic"), ("ddb.uuid", &uuid)],
     );
     let path = d.join(format!("{name}.vmdk"));
     std::fs::write(&path, text).unwrap();

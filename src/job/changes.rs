@@ -20,8 +20,9 @@ use crate::archive::manifest::{DiskManifest, LayerInfo};
 use crate::base::image::BaseImage;
 use crate::base::plan::{ChangeSource, ChunkSet, DiskPlan};
 use crate::error::{Error, Result};
+use crate::input::descriptor::Descriptor;
 use crate::input::in_use::DiskAreas;
-use crate::pipeline::{DiskInput, VmInput};
+use crate::pipeline::{DiskInput, VmFile, VmInput};
 
 /// Largest changed-areas file read (16 bytes of area per ~40 bytes of JSON: millions of areas).
 pub const MAX_CHANGED_AREAS_BYTES: u64 = 256 << 20;
@@ -121,7 +122,8 @@ pub fn plan(
             if let Some(e) = entry {
                 d.meta.change_id = Some(e.change_id.clone());
             }
-            let mut p = plan_disk(base, &vm.name, d, entry, opts.chunk_size)?;
+            let uuids = layer_uuids(&vm.files, d);
+            let mut p = plan_disk(base, &vm.name, d, &uuids, entry, opts.chunk_size)?;
             if opts.read_all && p.changed.is_some() {
                 (p.changed, p.source) = (None, Some(ChangeSource::Dedup));
             }
@@ -136,6 +138,7 @@ fn plan_disk(
     base: &BaseImage,
     vm: &str,
     d: &mut DiskInput,
+    uuids: &[String],
     entry: Option<&ChangedDisk>,
     chunk_size: u64,
 ) -> Result<DiskPlan> {
@@ -153,7 +156,7 @@ fn plan_disk(
         source: Some(ChangeSource::Dedup),
         ..Default::default()
     };
-    if let Err(why) = same_disk(bd, capacity, &d.meta.ddb) {
+    if let Err(why) = same_disk(bd, capacity, uuids) {
         p.fallback = Some(why);
         return Ok(p);
     }
@@ -215,11 +218,41 @@ fn base_change_id(base: &BaseImage, vm: &str, bd: &DiskManifest) -> Option<Strin
         .and_then(|d| d.change_id.clone())
 }
 
-/// Whether a disk of `capacity` and `ddb` is the base's disk `bd` grown no older.
+/// Every `ddb.uuid` of disk `d`'s chain: the merged one, and each text descriptor's (kept among
+/// `files`). A redo log may carry a uuid of its own (hosted products, our fixture writer) or
+/// none (ESXi), so the disk is known by all of them.
+fn layer_uuids(files: &[VmFile], d: &DiskInput) -> Vec<String> {
+    let mut out: Vec<String> = ddb_uuid(&d.meta.ddb).into_iter().collect();
+    for layer in &d.meta.chain {
+        let Some(f) = files.iter().find(|f| f.name == layer.file) else {
+            continue;
+        };
+        let Ok(desc) = Descriptor::parse(Path::new(&layer.file), &f.bytes) else {
+            continue;
+        };
+        if let Some(u) = desc.ddb("ddb.uuid") {
+            if !out.iter().any(|o| o == u) {
+                out.push(u.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn ddb_uuid(ddb: &[(String, String)]) -> Option<String> {
+    ddb.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("ddb.uuid"))
+        .map(|(_, v)| v.clone())
+}
+
+/// Whether a disk of `capacity`, whose chain's layers carry `uuids`, is the base's disk `bd`
+/// grown no older: the base's uuid (its top layer's, or the nearest below) must be one of them,
+/// since the disk now is the base's chain with layers on top or the same base disk under newer
+/// snapshots.
 fn same_disk(
     bd: &DiskManifest,
     capacity: u64,
-    ddb: &[(String, String)],
+    uuids: &[String],
 ) -> std::result::Result<(), String> {
     if bd.meta.capacity != capacity {
         return Err(format!(
@@ -227,14 +260,10 @@ fn same_disk(
             bd.meta.capacity
         ));
     }
-    let uuid = |ddb: &[(String, String)]| {
-        ddb.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("ddb.uuid"))
-            .map(|(_, v)| v.clone())
-    };
-    match (uuid(&bd.meta.ddb), uuid(ddb)) {
-        (Some(a), Some(b)) if a != b => Err(format!(
-            "its ddb.uuid {b:?} is not the base's {a:?}: another disk"
+    match ddb_uuid(&bd.meta.ddb) {
+        Some(a) if !uuids.is_empty() && !uuids.contains(&a) => Err(format!(
+            "none of its layers has the base's ddb.uuid {a:?} (its own: {:?}): another disk",
+            uuids[0]
         )),
         _ => Ok(()),
     }
@@ -283,6 +312,7 @@ fn redo_layers(then: &[LayerInfo], now: &[LayerInfo]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::manifest::DiskMeta;
 
     fn layer(file: &str, cid: u32, parent: u32) -> LayerInfo {
         LayerInfo {
@@ -305,5 +335,52 @@ mod tests {
         written[1].cid = 7; // the frozen log was written after all
         assert_eq!(redo_layers(&base, &written), None);
         assert_eq!(redo_layers(&now, &base), None);
+    }
+
+    fn uuid_ddb(u: &str) -> Vec<(String, String)> {
+        vec![("ddb.uuid".into(), u.into())]
+    }
+
+    #[test]
+    fn a_disk_is_known_by_the_uuid_of_any_layer() {
+        let bd = DiskManifest {
+            id: 0,
+            name: "d".into(),
+            meta: DiskMeta {
+                capacity: 1 << 20,
+                ddb: uuid_ddb("aa"),
+                ..Default::default()
+            },
+        };
+        // The base's top layer now lies under a redo log that has a uuid of its own.
+        let text = "# Disk DescriptorFile\nversion=1\nCID=00000002\nparentCID=ffffffff\n\
+                    createType=\"vmfs\"\nRW 2048 VMFS \"a-flat.vmdk\"\nddb.uuid = \"aa\"\n";
+        let d = DiskInput {
+            name: "d".into(),
+            meta: DiskMeta {
+                capacity: 1 << 20,
+                ddb: uuid_ddb("bb"),
+                chain: vec![layer("a-000001.vmdk", 3, 2), layer("a.vmdk", 2, u32::MAX)],
+                ..Default::default()
+            },
+            disk: Box::new(crate::fixture::memdisk::MemDisk::new(
+                "d",
+                vec![0; 1 << 20],
+                &[],
+            )),
+        };
+        let files = [VmFile {
+            name: "a.vmdk".into(),
+            source: None,
+            bytes: text.as_bytes().to_vec(),
+        }];
+        let uuids = layer_uuids(&files, &d);
+        assert_eq!(uuids, ["bb", "aa"]);
+        assert!(same_disk(&bd, 1 << 20, &uuids).is_ok());
+        let other = same_disk(&bd, 1 << 20, &uuids[..1]).unwrap_err();
+        assert!(other.contains("another disk"), "{other}");
+        assert!(same_disk(&bd, 2 << 20, &uuids)
+            .unwrap_err()
+            .contains("capacity"));
     }
 }
