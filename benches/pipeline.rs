@@ -50,7 +50,7 @@ fn hash_compress(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("zstd3", cs >> 10), |b| {
             b.iter(|| {
                 if let Processed::Data { payload, .. } =
-                    process(black_box(&mut chunk), 3, &table, None, &pool).unwrap()
+                    process(black_box(&mut chunk), 3, &table, None, None, &pool).unwrap()
                 {
                     pool.give(payload);
                 }

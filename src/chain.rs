@@ -66,6 +66,15 @@ pub trait VirtualDisk: Send {
         let _ = layers;
         Ok(None)
     }
+    /// Drops every byte before `offset` (a sector multiple, not before the start of the run
+    /// the next call would return): the next run starts there, and what lies between is never
+    /// resolved. An incremental skips what its change list leaves out this way; mapping the
+    /// whole chain was most of the time of a small incremental. `false`: this disk cannot
+    /// skip (its runs must be read through).
+    fn skip_to(&mut self, offset: u64) -> Result<bool> {
+        let _ = offset;
+        Ok(false)
+    }
 }
 
 /// Reads `buf.len()` bytes of `run`, starting `skip` bytes into it.
@@ -386,5 +395,23 @@ impl VirtualDisk for CollapsedDisk {
 
     fn files(&self) -> &FileTable {
         &self.chain.files
+    }
+
+    fn skip_to(&mut self, offset: u64) -> Result<bool> {
+        match &mut self.pending {
+            Some(p) if p.offset + p.len > offset => {
+                let cut = offset.saturating_sub(p.offset);
+                *p = DiskRun {
+                    offset: p.offset + cut,
+                    len: p.len - cut,
+                    source: p.source_at(cut),
+                };
+            }
+            _ => {
+                self.pending = None;
+                self.pos = self.pos.max(offset / SECTOR).min(self.capacity);
+            }
+        }
+        Ok(true)
     }
 }

@@ -54,6 +54,8 @@ pub struct ArchiveListing {
     pub base: Option<crate::archive::manifest::BaseLink>,
     /// Plaintext bytes the archive takes from its base (BaseRef records).
     pub base_bytes: u64,
+    /// Payload bytes of BasePatch records (new runs over base chunks).
+    pub patch_stored_bytes: u64,
 }
 
 /// One VM in a listing.
@@ -91,6 +93,12 @@ pub struct DiskListing {
     pub base_refs: u64,
     /// Their plaintext bytes.
     pub base_bytes: u64,
+    /// Chunks that are a base chunk with some runs replaced (BasePatch records).
+    pub base_patches: u64,
+    /// Their plaintext bytes (whole chunks).
+    pub patched_bytes: u64,
+    /// Their payload bytes.
+    pub patch_stored_bytes: u64,
     /// Descriptor, ddb, chain.
     pub meta: DiskMeta,
 }
@@ -125,6 +133,9 @@ fn skeleton(m: &Manifest) -> ArchiveListing {
                         dedup_bytes: 0,
                         base_refs: 0,
                         base_bytes: 0,
+                        base_patches: 0,
+                        patched_bytes: 0,
+                        patch_stored_bytes: 0,
                         meta: d.meta.clone(),
                     })
                     .collect(),
@@ -138,6 +149,7 @@ fn skeleton(m: &Manifest) -> ArchiveListing {
         compression_ratio: 1.0,
         base: m.base.clone(),
         base_bytes: 0,
+        patch_stored_bytes: 0,
     }
 }
 
@@ -171,6 +183,12 @@ fn tally(
             dl.base_refs += 1;
             dl.base_bytes += raw;
             l.base_bytes += raw;
+        }
+        RecordKind::BasePatch => {
+            dl.base_patches += 1;
+            dl.patched_bytes += raw;
+            dl.patch_stored_bytes += stored;
+            l.patch_stored_bytes += stored;
         }
         _ => {}
     }

@@ -86,8 +86,9 @@ fn check_incremental(d: &Path, tag: &str, full: &Path, inc: &Path, want: &Path) 
 }
 
 /// Backs up `base_top` (full, with its catalog), then `now_top` by each change source, and
-/// checks every incremental. `changed`: the byte ranges written since, as CBT would list them.
-fn check_sources(d: &Path, base_top: &Path, now_top: &Path, changed: &[(u64, u64)]) {
+/// checks every incremental. `changed`: the byte ranges written since, as CBT would list them;
+/// `patches`: whether some of them cover only part of a chunk of data (base patches).
+fn check_sources(d: &Path, base_top: &Path, now_top: &Path, changed: &[(u64, u64)], patches: bool) {
     let full = d.join("full.vdar");
     let cat = d.join("full.vcat");
     let disk_then = base_top.file_name().unwrap().to_str().unwrap();
@@ -144,6 +145,11 @@ fn check_sources(d: &Path, base_top: &Path, now_top: &Path, changed: &[(u64, u64
             // Only the listed chunks were read.
             let listed = b["changes"][0]["changed_bytes"].as_u64().unwrap();
             assert!(b["bytes_read"].as_u64().unwrap() <= listed, "{tag}: {b}");
+            assert_eq!(
+                b["chunks_patched"].as_u64().unwrap() > 0,
+                patches,
+                "{tag}: {b}"
+            );
         }
         check_incremental(d, tag, &full, &inc, &want);
     }
@@ -234,7 +240,7 @@ fn redo_chain(se: bool) {
         eprintln!("kept {}", dir.keep().display());
         return;
     }
-    check_sources(d, &s1, &s2, &changed);
+    check_sources(d, &s1, &s2, &changed, true);
 }
 
 #[test]
@@ -299,7 +305,7 @@ fn hosted_sparse_chain_by_each_source() {
             "write -P 0x55 33M 3M",
         ],
     );
-    check_sources(d, &s1, &s2, &changed);
+    check_sources(d, &s1, &s2, &changed, false);
 }
 
 /// Full, then two incrementals: the newest needs both bases, names the one missing, and
@@ -550,7 +556,7 @@ const CATALOG_GOLDEN_BLAKE3: &str =
 #[test]
 fn incremental_golden_vector() {
     use std::sync::Arc;
-    use vdar::archive::format::{RecordKind, INCOMPAT_BASE_REFS};
+    use vdar::archive::format::{RecordKind, INCOMPAT_BASE_PATCHES, INCOMPAT_BASE_REFS};
     use vdar::job::changes::{plan, PlanOptions};
     use vdar::pipeline::{backup, BackupOptions, Incremental};
     let (base, _) = crate::archive::make_archive(1);
@@ -575,7 +581,10 @@ fn incremental_golden_vector() {
     assert_eq!(sum.totals.chunks_stored, 0, "{sum:?}");
     let mut c = std::io::Cursor::new(&inc);
     let a = vdar::archive::index::SeekableArchive::open(&mut c).unwrap();
-    assert_eq!(a.header.incompat_features, 0x3 | INCOMPAT_BASE_REFS);
+    assert_eq!(
+        a.header.incompat_features,
+        0x3 | INCOMPAT_BASE_REFS | INCOMPAT_BASE_PATCHES
+    );
     let refs = a
         .index
         .iter()
@@ -607,7 +616,7 @@ fn incremental_golden_vector() {
     assert_eq!(blake3::hash(&inc).to_hex().as_str(), INC_GOLDEN_BLAKE3);
 }
 const INC_GOLDEN_LEN: usize = 11743;
-const INC_GOLDEN_BLAKE3: &str = "45129c773dfb846791d40fa8d9c3ffa655bf2b9c57f09860c28e915391d9b9bc";
+const INC_GOLDEN_BLAKE3: &str = "a083f3f4c193966a67224d61e49e52d2d7bfbfbcf7473b9e2ba0e260794fc0ed";
 
 /// A chain as tape holds it: a full backup of a 24 MiB disk in 64 KiB chunks, then three
 /// incrementals (overwritten, zeroed, new data), each with its catalog. Returns the archive
@@ -619,29 +628,118 @@ fn tape_chain(d: &Path) -> (Vec<(PathBuf, PathBuf)>, Vec<PathBuf>) {
     let a = |n: usize| d.join(format!("a{n}.vdar"));
     let c = |n: usize| d.join(format!("a{n}.vcat"));
     let (mut chain, mut wants) = (Vec::new(), Vec::new());
-    let writes = [
-        "write -P 0x21 4M 64k",
-        "write -z 16M 2M",
-        "write -P 0x23 20M 1M",
+    // Each change with its CBT list. 4 KiB inside a 64 KiB chunk of data is a base patch; the
+    // third change patches the chunk the first one patched (a patch over a patch).
+    type Change<'a> = (&'a [&'a str], &'a [(u64, u64)]);
+    let writes: [Change; 3] = [
+        (&["write -P 0x21 4M 4k"], &[(4 << 20, 4096)]),
+        (&["write -z 16M 2M"], &[(16 << 20, 2 << 20)]),
+        (
+            &["write -P 0x23 20M 1M", "write -P 0x24 4100k 4k"],
+            &[((4 << 20) + 4096, 4096), (20 << 20, 1 << 20)],
+        ),
     ];
-    for (n, w) in std::iter::once("").chain(writes).enumerate() {
-        if !w.is_empty() {
-            qemu_io(&disk, &[w]);
+    for n in 0..=writes.len() {
+        let cbt = d.join(format!("cbt{n}.json"));
+        if n == 0 {
+            cbt_file(&cbt, "disk.vmdk", "*", "id/0", &[]);
+        } else {
+            let (cmds, areas) = writes[n - 1];
+            qemu_io(&disk, cmds);
+            cbt_file(
+                &cbt,
+                "disk.vmdk",
+                &format!("id/{}", n - 1),
+                &format!("id/{n}"),
+                areas,
+            );
         }
         let (out, cat, base) = (a(n), c(n), c(n.saturating_sub(1)));
         let mut args = vec!["backup", s(&disk), "-o", s(&out), "--catalog", s(&cat)];
+        args.extend(["--changed-areas", s(&cbt)]);
         if n > 0 {
             args.extend(["--base", s(&base)]);
         } else {
             args.extend(["--chunk-size", "64K"]);
         }
-        ok(&args);
+        let b = json(&ok(&[&args[..], &["--json"]].concat()));
+        if n == 1 || n == 3 {
+            assert_eq!(b["chunks_patched"], 1, "{n}: {b}");
+            let l = json(&ok(&["list", s(&out), "--json"]));
+            assert_eq!(l["vms"][0]["disks"][0]["base_patches"], 1, "{n}: {l}");
+        }
         let want = d.join(format!("want{n}.raw"));
         qemu_raw(&disk, &want);
         wants.push(want);
         chain.push((out, cat));
     }
+    // The newest restores through every base, its patch rebuilt over the older patch.
+    let bases: Vec<&str> = chain[..3]
+        .iter()
+        .flat_map(|(a, _)| ["--base", s(a)])
+        .collect();
+    let to = d.join("all");
+    let args = [
+        &["restore", s(&chain[3].0), "--to", s(&to), "--json"][..],
+        &bases,
+    ]
+    .concat();
+    assert_same_file(&restored(&ok(&args)), &wants[3]);
+    let v = json(&ok(
+        &[&["verify", s(&chain[3].0), "--json"][..], &bases].concat()
+    ));
+    assert_eq!(v["ok"], true, "{v}");
+    let cons = d.join("cons.vdar");
+    let c_args: Vec<&str> = chain.iter().map(|(a, _)| s(a)).collect();
+    ok(&[&["consolidate"][..], &c_args, &["-o", s(&cons)]].concat());
+    let to = d.join("cons");
+    assert_same_file(
+        &restored(&ok(&["restore", s(&cons), "--to", s(&to), "--json"])),
+        &wants[3],
+    );
     (chain, wants)
+}
+
+/// A change its CBT list leaves out, next to one it names in the same chunk: the chunk is a
+/// patch that does not rebuild to what was read, and verify and restore say so.
+#[test]
+fn a_change_the_list_leaves_out_of_a_patched_chunk_is_found() {
+    let dir = tempdir();
+    let d = dir.path();
+    let disk = d.join("disk.vmdk");
+    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "8M"]);
+    qemu_io(&disk, &["write -P 0x11 0 4M"]);
+    let (c0, c1) = (d.join("c0.json"), d.join("c1.json"));
+    cbt_file(&c0, "disk.vmdk", "*", "id/0", &[]);
+    let full = d.join("full.vdar");
+    let args = ["backup", s(&disk), "-o", s(&full), "--chunk-size", "64K"];
+    ok(&[&args[..], &["--changed-areas", s(&c0)]].concat());
+    qemu_io(&disk, &["write -P 0x22 1M 4k", "write -P 0x33 1056k 4k"]);
+    cbt_file(&c1, "disk.vmdk", "id/0", "id/1", &[(1 << 20, 4096)]);
+    let inc = d.join("inc.vdar");
+    let args = [
+        "backup",
+        s(&disk),
+        "-o",
+        s(&inc),
+        "--base",
+        s(&full),
+        "--json",
+    ];
+    let b = json(&ok(&[&args[..], &["--changed-areas", s(&c1)]].concat()));
+    assert_eq!(b["chunks_patched"], 1, "{b}");
+    let out = vdar(&["verify", s(&inc), "--base", s(&full), "--json"]);
+    assert_ne!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v.to_string().contains("does not hash"), "{v}");
+    let to = d.join("r");
+    let out = vdar(&["restore", s(&inc), "--base", s(&full), "--to", s(&to)]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not hash"),
+        "{out:?}"
+    );
 }
 
 /// A chain on tape: each archive read once, from a pipe, oldest first, into a new directory,

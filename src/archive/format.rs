@@ -81,9 +81,13 @@ pub const MANIFEST_COPY: u64 = 1;
 /// its base's restored image, and the manifest names the base ([`RecordKind::BaseRef`]).
 pub const INCOMPAT_BASE_REFS: u32 = 4;
 
+/// Incompatible feature bit: BasePatch records may occur ([`RecordKind::BasePatch`]); set in
+/// every incremental, with [`INCOMPAT_BASE_REFS`].
+pub const INCOMPAT_BASE_PATCHES: u32 = 8;
+
 /// Incompatible feature bits known to this build. A reader refuses unknown bits.
 pub const KNOWN_INCOMPAT_FEATURES: u32 =
-    INCOMPAT_SPARSE_CHUNKS | INCOMPAT_MANIFEST_COPY | INCOMPAT_BASE_REFS;
+    INCOMPAT_SPARSE_CHUNKS | INCOMPAT_MANIFEST_COPY | INCOMPAT_BASE_REFS | INCOMPAT_BASE_PATCHES;
 
 /// First 8 bytes of blake3(`data`), the truncated checksum used in headers and the footer.
 pub fn csum8(data: &[u8]) -> [u8; 8] {
@@ -115,6 +119,10 @@ pub enum RecordKind {
     /// A chunk equal to one of the base archive's restored image; the payload names its disk
     /// and offset there. Only in incrementals ([`INCOMPAT_BASE_REFS`]).
     BaseRef,
+    /// A chunk that is the base image's chunk at the same place with some byte runs replaced:
+    /// the payload holds the base place, the base chunk's digest and the new runs
+    /// ([`super::patch`]). Only in incrementals ([`INCOMPAT_BASE_PATCHES`]).
+    BasePatch,
 }
 
 impl RecordKind {
@@ -128,15 +136,22 @@ impl RecordKind {
             RecordKind::DiskEnd => 5,
             RecordKind::Index => 6,
             RecordKind::BaseRef => 7,
+            RecordKind::BasePatch => 8,
         }
     }
 
-    /// Whether the record stands for one chunk place of a disk (Chunk, Ref, BaseRef).
+    /// Whether the record stands for one chunk place of a disk (Chunk, Ref, BaseRef,
+    /// BasePatch).
     pub fn is_data(self) -> bool {
         matches!(
             self,
-            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef
+            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef | RecordKind::BasePatch
         )
+    }
+
+    /// Whether the record's bytes are (partly) the base image's (BaseRef, BasePatch).
+    pub fn is_from_base(self) -> bool {
+        matches!(self, RecordKind::BaseRef | RecordKind::BasePatch)
     }
 
     /// Whether the payload names another chunk instead of holding bytes (Ref, BaseRef).
@@ -154,6 +169,7 @@ impl RecordKind {
             5 => RecordKind::DiskEnd,
             6 => RecordKind::Index,
             7 => RecordKind::BaseRef,
+            8 => RecordKind::BasePatch,
             _ => return None,
         })
     }
@@ -344,8 +360,13 @@ impl RecordHeader {
                     self.stored_len, self.raw_len
                 ));
             }
-            Codec::SparseZstd if self.kind != RecordKind::Chunk => {
+            Codec::SparseZstd
+                if !matches!(self.kind, RecordKind::Chunk | RecordKind::BasePatch) =>
+            {
                 return bad(format!("{:?} record with the sparse codec", self.kind));
+            }
+            _ if self.kind == RecordKind::BasePatch && self.codec != Codec::SparseZstd => {
+                return bad(format!("base patch with codec {:?}", self.codec));
             }
             Codec::Zstd | Codec::SparseZstd if self.stored_len >= self.raw_len => {
                 return bad(format!(
@@ -358,7 +379,9 @@ impl RecordHeader {
         let max = match self.kind {
             RecordKind::Manifest => MAX_MANIFEST_BYTES,
             RecordKind::File => MAX_FILE_BYTES,
-            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef => MAX_CHUNK_BYTES,
+            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef | RecordKind::BasePatch => {
+                MAX_CHUNK_BYTES
+            }
             RecordKind::DiskEnd => DISK_END_PAYLOAD_BYTES,
             RecordKind::Index => MAX_INDEX_ENTRIES * INDEX_ENTRY_BYTES as u64,
         };
@@ -377,8 +400,9 @@ impl RecordHeader {
             RecordKind::DiskEnd if self.raw_len != DISK_END_PAYLOAD_BYTES => {
                 bad(format!("disk-end record of {} bytes", self.raw_len))
             }
-            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef if self.raw_len == 0 => {
-                bad("empty chunk record".into())
+            k if k.is_data() && self.raw_len == 0 => bad("empty chunk record".into()),
+            RecordKind::BasePatch if self.stored_len < super::patch::FIXED_BYTES as u64 => {
+                bad(format!("base patch of {} bytes", self.stored_len))
             }
             RecordKind::Index if self.raw_len % INDEX_ENTRY_BYTES as u64 != 0 => bad(format!(
                 "index of {} bytes is not a whole number of entries",

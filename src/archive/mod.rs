@@ -9,6 +9,7 @@
 pub mod format;
 pub mod index;
 pub mod manifest;
+pub mod patch;
 pub mod reader;
 pub mod recover;
 pub mod sparse;

@@ -421,7 +421,13 @@ impl<'a> StreamReader<'a> {
             RecordKind::BaseRef if self.header.incompat_features & INCOMPAT_BASE_REFS == 0 => {
                 Err("base reference in an archive that is not an incremental".into())
             }
-            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef => {
+            RecordKind::BasePatch
+                if self.header.incompat_features & INCOMPAT_BASE_PATCHES == 0
+                    || self.header.incompat_features & INCOMPAT_BASE_REFS == 0 =>
+            {
+                Err("base patch in an archive that may not hold one".into())
+            }
+            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef | RecordKind::BasePatch => {
                 let cap = disk_cap()?;
                 if h.offset % m.chunk_size != 0 || h.offset >= cap {
                     return Err(format!("chunk offset {:#x} invalid", h.offset));
@@ -964,6 +970,10 @@ fn decode_keep(
 ) -> std::result::Result<Vec<u8>, (String, Vec<u8>)> {
     if h.kind.is_reference() {
         return Ok(payload);
+    }
+    if h.kind == RecordKind::BasePatch {
+        return super::patch::decode(&payload, h.offset, h.raw_len as usize)
+            .map_err(|w| (w, payload));
     }
     match decode_borrowed(h, &payload) {
         Ok(Some(data)) => Ok(data),

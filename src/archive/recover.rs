@@ -182,9 +182,7 @@ fn rebuild(census: &[(u64, RecordHeader)]) -> Manifest {
     let within = |n: u64| n < MAX_ITEMS as u64;
     for (_, h) in census {
         match h.kind {
-            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef | RecordKind::DiskEnd
-                if within(h.disk.into()) =>
-            {
+            k if (k.is_data() || k == RecordKind::DiskEnd) && within(h.disk.into()) => {
                 let d = h.disk as usize;
                 if caps.len() <= d {
                     caps.resize(d + 1, (None, 0));

@@ -31,6 +31,16 @@ pub fn encode_into(
     out: &mut Vec<u8>,
 ) -> io::Result<()> {
     out.clear();
+    append(runs, packed, level, out)
+}
+
+/// [`encode_into`] appending to `out` (a base patch puts its fixed fields first).
+pub fn append(
+    runs: &[(usize, usize)],
+    packed: &[u8],
+    level: i32,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
     out.reserve(table_bytes(runs.len()));
     out.extend_from_slice(&(runs.len() as u32).to_le_bytes());
     for &(s, e) in runs {
@@ -40,10 +50,20 @@ pub fn encode_into(
     zstd_ctx::compress_append(packed, level, out)
 }
 
-/// Decodes a sparse payload into the `raw_len`-byte plaintext. Every table value is checked
-/// before it is used, and the frame is capped at the runs' total length, so a hostile payload
-/// allocates at most `raw_len`.
-pub fn decode(payload: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+/// A checked run table.
+#[derive(Debug)]
+pub struct RunTable {
+    /// `(start, len)` per run, ascending, not overlapping, inside the chunk.
+    pub runs: Vec<(usize, usize)>,
+    /// Bytes of the table (where the frame starts).
+    pub table_end: usize,
+    /// The runs' total length.
+    pub packed_len: usize,
+}
+
+/// Reads and checks the run table at the front of `payload`, for a chunk of `raw_len` bytes.
+/// Every value is checked before it is used.
+pub fn parse_table(payload: &[u8], raw_len: usize) -> Result<RunTable, String> {
     let count = payload
         .get(0..4)
         .map(|b| u32::from_le_bytes(b.try_into().expect("invariant: 4 bytes")) as usize)
@@ -72,24 +92,56 @@ pub fn decode(payload: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
         end = s + n;
         runs.push((s as usize, n as usize));
     }
-    let packed_len: usize = runs.iter().map(|r| r.1).sum();
-    let mut raw = vec![0u8; raw_len];
-    let got = zstd_ctx::decompress_with(&payload[table_end..], packed_len, |packed| {
-        if packed.len() == packed_len {
-            let mut at = 0;
-            for &(s, n) in &runs {
-                raw[s..s + n].copy_from_slice(&packed[at..at + n]);
-                at += n;
-            }
+    let packed_len = runs.iter().map(|r| r.1).sum();
+    Ok(RunTable {
+        runs,
+        table_end,
+        packed_len,
+    })
+}
+
+/// Decompresses the frame after `table` in `payload` and hands the packed run bytes to `put`
+/// (only when they have exactly the runs' total length). The frame is capped at that length,
+/// so a hostile payload allocates no more than the runs admit.
+fn unpack(payload: &[u8], table: &RunTable, put: impl FnOnce(&[u8])) -> Result<(), String> {
+    let want = table.packed_len;
+    let got = zstd_ctx::decompress_with(&payload[table.table_end..], want, |packed| {
+        if packed.len() == want {
+            put(packed);
         }
         packed.len()
     })
     .map_err(|e| format!("zstd: {e}"))?;
-    if got != packed_len {
+    if got != want {
         return Err(format!(
-            "sparse data decompressed to {got} bytes, the runs hold {packed_len}"
+            "sparse data decompressed to {got} bytes, the runs hold {want}"
         ));
     }
+    Ok(())
+}
+
+/// The packed run bytes of a sparse payload whose table is `table`.
+pub fn packed(payload: &[u8], table: &RunTable) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    unpack(payload, table, |p| out = p.to_vec())?;
+    Ok(out)
+}
+
+/// Places packed run bytes at their runs in `out`.
+pub fn place(table: &RunTable, packed: &[u8], out: &mut [u8]) {
+    let mut at = 0;
+    for &(s, n) in &table.runs {
+        out[s..s + n].copy_from_slice(&packed[at..at + n]);
+        at += n;
+    }
+}
+
+/// Decodes a sparse payload into the `raw_len`-byte plaintext; a hostile payload allocates at
+/// most `raw_len`.
+pub fn decode(payload: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+    let table = parse_table(payload, raw_len)?;
+    let mut raw = vec![0u8; raw_len];
+    unpack(payload, &table, |p| place(&table, p, &mut raw))?;
     Ok(raw)
 }
 

@@ -139,7 +139,7 @@ impl<'a> ArchiveWriter<'a> {
             incompat_features: INCOMPAT_SPARSE_CHUNKS
                 | INCOMPAT_MANIFEST_COPY
                 | if manifest.base.is_some() {
-                    INCOMPAT_BASE_REFS
+                    INCOMPAT_BASE_REFS | INCOMPAT_BASE_PATCHES
                 } else {
                     0
                 },
@@ -240,6 +240,29 @@ impl<'a> ArchiveWriter<'a> {
         self.record(
             RecordKind::Chunk,
             codec,
+            disk,
+            offset,
+            raw_len,
+            digest,
+            payload,
+        )?;
+        Ok(())
+    }
+
+    /// Writes a base patch ([`super::patch`], encoded by the pipeline): the chunk at (`disk`,
+    /// `offset`), of BLAKE3 `digest`, is a base chunk with some runs replaced. Only in an
+    /// archive whose manifest names a base.
+    pub fn write_patch(
+        &mut self,
+        disk: u32,
+        offset: u64,
+        raw_len: u64,
+        digest: [u8; 32],
+        payload: &[u8],
+    ) -> Result<()> {
+        self.record(
+            RecordKind::BasePatch,
+            Codec::SparseZstd,
             disk,
             offset,
             raw_len,

@@ -14,6 +14,7 @@ use super::{id_hex, id_short, BaseImage};
 use crate::archive::format::{IndexEntry, RecordHeader, RecordKind};
 use crate::archive::index::{read_raw_at, SeekableArchive};
 use crate::archive::manifest::{BaseLink, Manifest};
+use crate::archive::patch::Patch;
 use crate::archive::reader::{decode_payload, decode_ref};
 use crate::error::{Error, Result};
 
@@ -174,6 +175,20 @@ impl BaseChain {
         len: u64,
         digest: &[u8; 32],
     ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, Namer), String>> {
+        self.fetch_raw_within(id, src, len, digest, self.archives.len() + 1)
+    }
+
+    /// [`Self::fetch_raw`] following at most `patches` base patches (each goes to an older
+    /// archive, so a chain of N archives needs fewer than N).
+    #[allow(clippy::type_complexity)]
+    fn fetch_raw_within(
+        &mut self,
+        id: &[u8; 32],
+        src: (u32, u64),
+        len: u64,
+        digest: &[u8; 32],
+        patches: usize,
+    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, Namer), String>> {
         let (mut id, mut src) = (*id, src);
         // Each hop goes to an earlier place of the same archive or to an older archive.
         for _ in 0..=(self.archives.len() + 1) * 2 + 1 {
@@ -210,6 +225,11 @@ impl BaseChain {
                     Some(s) => src = s,
                     None => return Ok(Err(what("bad reference"))),
                 },
+                RecordKind::BasePatch => {
+                    let prefix = what("");
+                    let next = a.manifest.base.as_ref().and_then(|b| parse_id(&b.id));
+                    return self.rebuild(next, &h, payload, prefix, patches);
+                }
                 _ => {
                     let next = a.manifest.base.as_ref().and_then(|b| parse_id(&b.id));
                     match (next, decode_ref(&payload)) {
@@ -220,6 +240,53 @@ impl BaseChain {
             }
         }
         Ok(Err("base references loop".into()))
+    }
+
+    /// The chunk a base's BasePatch record (header `h`, stored `payload`, in the archive
+    /// `prefix` names, whose own base is `next`) stands for, rebuilt from that archive's base
+    /// and checked, as a Chunk record of codec none (as [`Restored::read`] gives it).
+    #[allow(clippy::type_complexity)]
+    fn rebuild(
+        &mut self,
+        next: Option<[u8; 32]>,
+        h: &RecordHeader,
+        payload: Vec<u8>,
+        prefix: String,
+        patches: usize,
+    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, Namer), String>> {
+        let fail = |w: String| Ok(Err(format!("{prefix}{w}")));
+        let (Some(next), Some(left)) = (next, patches.checked_sub(1)) else {
+            return fail("base patch without a base".into());
+        };
+        let decoded = match decode_payload(h, payload) {
+            Ok(d) => d,
+            Err(w) => return fail(w),
+        };
+        let patch = match Patch::parse(&decoded, h.raw_len as usize) {
+            Ok(p) => p,
+            Err(w) => return fail(w),
+        };
+        let base =
+            match self.fetch_raw_within(&next, patch.src, h.raw_len, &patch.base_digest, left)? {
+                Ok((bh, stored, namer)) => match decode_payload(&bh, stored) {
+                    Ok(b) => b,
+                    Err(w) => return Ok(Err(namer(&w))),
+                },
+                Err(w) => return Ok(Err(w)),
+            };
+        match patch.apply(base, &h.digest) {
+            Ok(bytes) => {
+                let chunk = RecordHeader {
+                    kind: RecordKind::Chunk,
+                    codec: crate::archive::format::Codec::None,
+                    stored_len: h.raw_len,
+                    ..*h
+                };
+                let namer: Namer = Box::new(move |w: &str| format!("{prefix}{w}"));
+                Ok(Ok((chunk, bytes, namer)))
+            }
+            Err(w) => fail(w),
+        }
     }
 
     /// Number of bases given.

@@ -15,11 +15,13 @@ use super::chain::BaseChain;
 use crate::archive::format::{Codec, IndexEntry, RecordHeader, RecordKind};
 use crate::archive::index::{ReadSeek, SeekableArchive};
 use crate::archive::manifest::Manifest;
+use crate::archive::patch::Patch;
 use crate::archive::reader::{decode_payload, decode_ref};
 use crate::archive::writer::ArchiveWriter;
 use crate::base::image::Place;
-use crate::chunk::Digest;
+use crate::chunk::{ChunkBytes, ChunkPool, Digest};
 use crate::error::{Error, Result};
+use crate::pipeline::compress::encode;
 
 /// Chunk records checked at once (on all cores).
 const BATCH: usize = 16;
@@ -74,7 +76,8 @@ pub fn consolidate(
     }
     let base_id = link.as_ref().and_then(|l| super::chain::parse_id(&l.id));
     manifest.vdar_version = env!("CARGO_PKG_VERSION").into();
-    let mut w = ArchiveWriter::new(out, out_name, &manifest, manifest.level)?;
+    let level = manifest.level;
+    let mut w = ArchiveWriter::new(out, out_name, &manifest, level)?;
     let mut s = ConsolidateSummary::default();
     let mut table: HashMap<[u8; 32], (u32, u64)> = HashMap::new();
     let entries = std::mem::take(&mut ar.index);
@@ -97,7 +100,7 @@ pub fn consolidate(
                 count += 1;
                 let (h, payload) = read_raw(&mut ar, e, top_name)?;
                 if let Some(&first) = table.get(&h.digest) {
-                    flush(&mut w, &mut batch, &mut table, &mut s)?;
+                    flush(&mut w, &mut batch, &mut table, &mut s, level)?;
                     write_ref(&mut w, &h, first, &mut s)?;
                     continue;
                 }
@@ -113,7 +116,7 @@ pub fn consolidate(
                     RecordKind::Ref => {
                         // A Ref names an earlier chunk of the same archive: in the batch, or
                         // written already (then the table had it).
-                        flush(&mut w, &mut batch, &mut table, &mut s)?;
+                        flush(&mut w, &mut batch, &mut table, &mut s, level)?;
                         match (table.get(&h.digest), decode_ref(&payload)) {
                             (Some(&first), Some(_)) => write_ref(&mut w, &h, first, &mut s)?,
                             _ => {
@@ -122,6 +125,26 @@ pub fn consolidate(
                             }
                         }
                         continue;
+                    }
+                    RecordKind::BasePatch => {
+                        let id = base_id
+                            .ok_or_else(|| damaged(top_name, e, "base patch without a base"))?;
+                        let bytes = rebuild(bases, &id, &h, payload)?
+                            .map_err(|w| damaged(top_name, e, &w))?;
+                        let raw = RecordHeader {
+                            kind: RecordKind::Chunk,
+                            codec: Codec::None,
+                            stored_len: h.raw_len,
+                            ..h
+                        };
+                        Pending {
+                            place: (h.disk, h.offset),
+                            len: h.raw_len,
+                            digest: h.digest,
+                            raw: (raw, bytes),
+                            from: top_name.to_string(),
+                            from_base: true,
+                        }
                     }
                     _ => {
                         let src = decode_ref(&payload)
@@ -143,17 +166,17 @@ pub fn consolidate(
                 };
                 // A digest twice in one batch: the second becomes a Ref once the first is out.
                 if batch.iter().any(|b| b.digest == p.digest) {
-                    flush(&mut w, &mut batch, &mut table, &mut s)?;
+                    flush(&mut w, &mut batch, &mut table, &mut s, level)?;
                     let first = table[&p.digest];
                     write_ref(&mut w, &h_of(&p), first, &mut s)?;
                     continue;
                 }
                 batch.push(p);
                 if batch.len() == BATCH {
-                    flush(&mut w, &mut batch, &mut table, &mut s)?;
+                    flush(&mut w, &mut batch, &mut table, &mut s, level)?;
                 }
             }
-            flush(&mut w, &mut batch, &mut table, &mut s)?;
+            flush(&mut w, &mut batch, &mut table, &mut s, level)?;
             w.write_disk_end(d.id, d.meta.capacity, count)?;
         }
     }
@@ -189,27 +212,67 @@ fn write_ref(
     Ok(())
 }
 
-/// Checks the batch's payloads on all cores, then writes them in order.
+/// A payload compressed anew: its codec and bytes.
+type Encoded = (Codec, Vec<u8>);
+
+/// The chunk the top archive's BasePatch (header `h`, stored `payload`) stands for, from the
+/// base `id` in `bases`, checked. `Ok(Err(why))`: damage.
+fn rebuild(
+    bases: &mut BaseChain,
+    id: &[u8; 32],
+    h: &RecordHeader,
+    payload: Vec<u8>,
+) -> Result<std::result::Result<Vec<u8>, String>> {
+    let decoded = match decode_payload(h, payload) {
+        Ok(d) => d,
+        Err(w) => return Ok(Err(w)),
+    };
+    let patch = match Patch::parse(&decoded, h.raw_len as usize) {
+        Ok(p) => p,
+        Err(w) => return Ok(Err(w)),
+    };
+    Ok(bases
+        .fetch(id, patch.src, h.raw_len, &patch.base_digest)?
+        .and_then(|base| patch.apply(base, &h.digest)))
+}
+
+/// Checks the batch's payloads on all cores, then writes them in order. A chunk that arrives
+/// raw is compressed as a backup would store it: a chunk rebuilt from a base patch arrives
+/// so, and one stored raw because zstd did not shrink it stays raw.
 fn flush(
     w: &mut ArchiveWriter<'_>,
     batch: &mut Vec<Pending>,
     table: &mut HashMap<[u8; 32], (u32, u64)>,
     s: &mut ConsolidateSummary,
+    level: i32,
 ) -> Result<()> {
     use rayon::prelude::*;
-    let checks: Vec<std::result::Result<(), String>> = batch
+    let checks: Vec<std::result::Result<Option<Encoded>, String>> = batch
         .par_iter()
-        .map(|p| decode_payload(&p.raw.0, p.raw.1.clone()).map(|_| ()))
+        .map(|p| {
+            let plain = decode_payload(&p.raw.0, p.raw.1.clone())?;
+            if p.raw.0.codec != Codec::None {
+                return Ok(None);
+            }
+            let mut bytes = ChunkBytes::dense(plain);
+            bytes.canonicalize();
+            encode(&bytes, level, &ChunkPool::new(0))
+                .map(Some)
+                .map_err(|e| e.to_string())
+        })
         .collect();
     for (p, ok) in batch.drain(..).zip(checks) {
-        if let Err(why) = ok {
-            return Err(Error::Usage(format!(
+        let encoded = ok.map_err(|why| {
+            Error::Usage(format!(
                 "{}: the chunk of disk {} at {:#x} is damaged ({why}); nothing was consolidated",
                 p.from, p.place.0, p.place.1
-            )));
-        }
-        let (h, payload) = &p.raw;
-        w.write_chunk(p.place.0, p.place.1, p.len, p.digest, h.codec, payload)?;
+            ))
+        })?;
+        let (codec, payload) = match &encoded {
+            Some((c, bytes)) => (*c, &bytes[..]),
+            None => (p.raw.0.codec, &p.raw.1[..]),
+        };
+        w.write_chunk(p.place.0, p.place.1, p.len, p.digest, codec, payload)?;
         table.insert(p.digest, p.place);
         s.chunks_stored += 1;
         s.chunks_from_bases += u64::from(p.from_base);

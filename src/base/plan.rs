@@ -20,10 +20,13 @@ pub enum ChangeSource {
     Dedup,
 }
 
-/// Sorted, disjoint byte ranges `[start, end)` on chunk boundaries: the chunk places to read.
+/// Sorted, disjoint byte ranges `[start, end)` on chunk boundaries: the chunk places to read;
+/// and the changed byte ranges inside them, for base patches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChunkSet {
     ranges: Vec<(u64, u64)>,
+    /// The changed bytes themselves, sorted and disjoint.
+    exact: Vec<(u64, u64)>,
 }
 
 impl ChunkSet {
@@ -36,9 +39,15 @@ impl ChunkSet {
         capacity: u64,
     ) -> Self {
         let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut exact: Vec<(u64, u64)> = Vec::new();
         for (s, e) in ranges {
+            let e = e.min(capacity);
             if e <= s {
                 continue;
+            }
+            match exact.last_mut() {
+                Some(last) if last.1 >= s => last.1 = last.1.max(e),
+                _ => exact.push((s, e)),
             }
             let s = s / chunk_size * chunk_size;
             let e = e
@@ -50,7 +59,24 @@ impl ChunkSet {
                 _ => out.push((s, e)),
             }
         }
-        ChunkSet { ranges: out }
+        ChunkSet { ranges: out, exact }
+    }
+
+    /// The changed runs inside the `len`-byte chunk at `offset`, as `[start, end)` offsets in
+    /// the chunk.
+    pub fn runs_in(&self, offset: u64, len: u64) -> Vec<(usize, usize)> {
+        let end = offset + len;
+        let i = self.exact.partition_point(|r| r.1 <= offset);
+        self.exact[i..]
+            .iter()
+            .take_while(|r| r.0 < end)
+            .map(|&(s, e)| {
+                (
+                    (s.max(offset) - offset) as usize,
+                    (e.min(end) - offset) as usize,
+                )
+            })
+            .collect()
     }
 
     /// Whether the chunk at `offset` is to be read.
@@ -107,6 +133,10 @@ pub struct ChangedOnly {
     set: ChunkSet,
     /// The rest of a run cut at a boundary of the set.
     pending: Option<DiskRun>,
+    /// Where the next run starts.
+    pos: u64,
+    /// Whether `inner` can skip what the set leaves out ([`VirtualDisk::skip_to`]).
+    skips: bool,
 }
 
 impl ChangedOnly {
@@ -116,7 +146,50 @@ impl ChangedOnly {
             inner,
             set,
             pending: None,
+            pos: 0,
+            skips: true,
         }
+    }
+
+    /// At a place outside the set: a zero run to the set's next range (or the disk's end),
+    /// skipping `inner` past it unread. `None` when inside the set or `inner` cannot skip.
+    fn skip_gap(&mut self) -> Result<Option<DiskRun>> {
+        let cap = self.inner.capacity();
+        let ranges = self.set.ranges();
+        let i = ranges.partition_point(|r| r.1 <= self.pos);
+        let next = match ranges.get(i) {
+            Some(r) if r.0 <= self.pos => return Ok(None),
+            Some(r) => r.0,
+            None => cap,
+        };
+        if !self.skips || self.pos >= cap {
+            return Ok(None);
+        }
+        match &mut self.pending {
+            // A run read already reaches into the set: keep its part from there.
+            Some(p) if p.offset + p.len > next => {
+                let cut = next - p.offset;
+                *p = DiskRun {
+                    offset: next,
+                    len: p.len - cut,
+                    source: p.source_at(cut),
+                };
+            }
+            _ => {
+                if !self.inner.skip_to(next)? {
+                    self.skips = false;
+                    return Ok(None);
+                }
+                self.pending = None;
+            }
+        }
+        let gap = DiskRun {
+            offset: self.pos,
+            len: next - self.pos,
+            source: Source::Zero,
+        };
+        self.pos = next;
+        Ok(Some(gap))
     }
 }
 
@@ -130,6 +203,9 @@ impl VirtualDisk for ChangedOnly {
     }
 
     fn next_run(&mut self) -> Result<Option<DiskRun>> {
+        if let Some(gap) = self.skip_gap()? {
+            return Ok(Some(gap));
+        }
         let run = match self.pending.take() {
             Some(r) => r,
             None => match self.inner.next_run()? {
@@ -155,6 +231,7 @@ impl VirtualDisk for ChangedOnly {
         }
         let len = cut - run.offset;
         let source = if inside { run.source } else { Source::Zero };
+        self.pos = cut;
         Ok(Some(DiskRun {
             offset: run.offset,
             len,
@@ -179,5 +256,10 @@ mod tests {
         assert!(set.contains(0) && set.contains(cs) && !set.contains(2 * cs));
         assert!(set.contains(4 * cs) && set.contains(5 * cs) && !set.contains(3 * cs));
         assert_eq!(set.bytes(), 4 * cs - 512);
+        assert_eq!(set.runs_in(0, cs), [(10, 20)]);
+        assert_eq!(set.runs_in(cs, cs), [(5, 6)]);
+        assert_eq!(set.runs_in(4 * cs, cs), [(cs as usize - 1, cs as usize)]);
+        assert_eq!(set.runs_in(5 * cs, cs - 512), [(0, 1)]);
+        assert!(set.runs_in(2 * cs, cs).is_empty());
     }
 }

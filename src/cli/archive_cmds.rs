@@ -255,9 +255,11 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
             };
             let from_base = if l.base.is_some() {
                 format!(
-                    ", {} from the base ({} chunks)",
+                    ", {} from the base ({} chunks), {} chunks patched over it ({} stored)",
                     human(d.base_bytes),
-                    d.base_refs
+                    d.base_refs,
+                    d.base_patches,
+                    human(d.patch_stored_bytes)
                 )
             } else {
                 String::new()

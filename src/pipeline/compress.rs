@@ -8,8 +8,8 @@
 use std::sync::Mutex;
 
 use crate::archive::format::Codec;
-use crate::archive::sparse;
 use crate::archive::writer::{encode_payload_into, encode_sparse_payload_into};
+use crate::archive::{patch, sparse};
 use crate::base::BaseImage;
 use crate::chunk::bytes::ZERO_BLOCK;
 use crate::chunk::dedup::DedupTable;
@@ -31,6 +31,15 @@ pub enum Processed {
         /// The chunk's bytes, for that rare case.
         bytes: ChunkBytes,
     },
+    /// A base chunk with the changed runs replaced: the payload of a BasePatch record.
+    Patch {
+        /// blake3 of the whole new chunk.
+        digest: Digest,
+        /// The encoded patch ([`crate::archive::patch`]).
+        payload: Vec<u8>,
+        /// Bytes of the runs it carries.
+        runs_bytes: u64,
+    },
     /// New data: digest, codec and payload.
     Data {
         /// blake3 of the plaintext.
@@ -41,6 +50,23 @@ pub enum Processed {
         payload: Vec<u8>,
     },
 }
+
+/// Where a chunk a change list names in part may be stored as a base patch: the base place
+/// and its digest, and the changed runs (`[start, end)` in the chunk).
+#[derive(Debug)]
+pub struct PatchHint {
+    /// The base image's place (the same offset on the base disk).
+    pub src: (u32, u64),
+    /// Its digest.
+    pub base_digest: Digest,
+    /// The runs the change list names.
+    pub runs: Vec<(usize, usize)>,
+}
+
+/// A chunk is patched only while its changed runs are at most this fraction of it (in
+/// quarters): a chunk mostly rewritten is stored whole, costing little more and needing no
+/// base to restore.
+const PATCH_MAX_QUARTERS: usize = 3;
 
 /// Hashes and compresses one chunk. `table` is consulted only to skip redundant compression.
 /// A payload is written into a buffer from `payloads` (the writer gives it back once stored).
@@ -53,6 +79,7 @@ pub fn process(
     level: i32,
     table: &Mutex<DedupTable>,
     base: Option<&BaseImage>,
+    hint: Option<PatchHint>,
     payloads: &ChunkPool,
 ) -> Result<Processed> {
     let bytes = match &mut chunk.data {
@@ -74,6 +101,15 @@ pub fn process(
     if base.is_some_and(|b| b.find(&digest).is_some()) {
         let bytes = std::mem::take(bytes);
         return Ok(Processed::InBase { digest, bytes });
+    }
+    if let Some(h) = hint {
+        if let Some((payload, runs_bytes)) = encode_patch(bytes, &h, level, payloads)? {
+            return Ok(Processed::Patch {
+                digest,
+                payload,
+                runs_bytes,
+            });
+        }
     }
     let (codec, payload) = encode(bytes, level, payloads)?;
     Ok(Processed::Data {
@@ -102,6 +138,42 @@ pub fn encode(bytes: &ChunkBytes, level: i32, payloads: &ChunkPool) -> Result<(C
         }
     };
     Ok((codec, payload))
+}
+
+/// The BasePatch payload of `bytes` over the base chunk `h` names, with the runs `h` names,
+/// and the runs' length; `None` when the runs cover too much of the chunk or the patch would
+/// not be smaller than the chunk.
+fn encode_patch(
+    bytes: &ChunkBytes,
+    h: &PatchHint,
+    level: i32,
+    payloads: &ChunkPool,
+) -> Result<Option<(Vec<u8>, u64)>> {
+    let runs_bytes: usize = h.runs.iter().map(|(s, e)| e - s).sum();
+    if runs_bytes * 4 > bytes.len * PATCH_MAX_QUARTERS {
+        return Ok(None);
+    }
+    let mut packed = vec![0u8; runs_bytes];
+    let mut at = 0;
+    for &(s, e) in &h.runs {
+        bytes.copy_plain(s, &mut packed[at..at + e - s]);
+        at += e - s;
+    }
+    let mut payload = payloads.take(0, payload_capacity(bytes.len));
+    patch::encode_into(
+        h.src,
+        &h.base_digest.0,
+        &h.runs,
+        &packed,
+        level,
+        &mut payload,
+    )
+    .map_err(|e| crate::error::Error::Usage(format!("zstd level {level}: {e}")))?;
+    if payload.len() >= bytes.len {
+        payloads.give(payload);
+        return Ok(None);
+    }
+    Ok(Some((payload, runs_bytes as u64)))
 }
 
 /// Room for any payload of a `len`-byte chunk, so that a recycled buffer never grows: zstd's
@@ -136,6 +208,7 @@ mod tests {
             3,
             &table,
             None,
+            None,
             &ChunkPool::new(0),
         )
         .unwrap();
@@ -143,6 +216,7 @@ mod tests {
             &mut chunk(ChunkBytes::dense(plain.clone())),
             3,
             &table,
+            None,
             None,
             &ChunkPool::new(0),
         )
@@ -175,6 +249,7 @@ mod tests {
             3,
             &table,
             None,
+            None,
             &ChunkPool::new(0),
         )
         .unwrap()
@@ -188,7 +263,15 @@ mod tests {
         // Read data that happens to be zero is still found.
         let all_zero = ChunkBytes::from_plain(&vec![0; len], &[(0, len / 2)]);
         assert!(matches!(
-            process(&mut chunk(all_zero), 3, &table, None, &ChunkPool::new(0)).unwrap(),
+            process(
+                &mut chunk(all_zero),
+                3,
+                &table,
+                None,
+                None,
+                &ChunkPool::new(0)
+            )
+            .unwrap(),
             Processed::Zero
         ));
     }
@@ -211,9 +294,10 @@ mod tests {
         // against the same chunk through an empty pool.
         for plain in [&big[..], &small[..], &big[..]] {
             let table = Mutex::new(DedupTable::default());
-            let recycled = process(&mut chunk(plain), 3, &table, None, &pool).unwrap();
+            let recycled = process(&mut chunk(plain), 3, &table, None, None, &pool).unwrap();
             let table = Mutex::new(DedupTable::default());
-            let fresh = process(&mut chunk(plain), 3, &table, None, &ChunkPool::new(0)).unwrap();
+            let fresh =
+                process(&mut chunk(plain), 3, &table, None, None, &ChunkPool::new(0)).unwrap();
             match (recycled, fresh) {
                 (
                     Processed::Data { codec, payload, .. },
@@ -252,7 +336,7 @@ mod tests {
             len: 8192,
             data: ChunkData::Data(bytes),
         };
-        match process(&mut c, 3, &table, None, &ChunkPool::new(0)).unwrap() {
+        match process(&mut c, 3, &table, None, None, &ChunkPool::new(0)).unwrap() {
             Processed::Data { codec, payload, .. } => {
                 // The reported 8-byte hole is no zero block: the chunk is dense, and zstd does
                 // not shrink it.

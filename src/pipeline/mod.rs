@@ -162,6 +162,10 @@ pub struct Progress {
     pub chunks_base: u64,
     /// Plaintext bytes stored as references to the base image.
     pub base_bytes: u64,
+    /// Chunks stored as base patches (their changed runs only; incrementals).
+    pub chunks_patched: u64,
+    /// Plaintext bytes of the patched chunks (whole chunks; the runs count as stored).
+    pub patched_bytes: u64,
     /// Chunks that were zeros and stored as holes.
     pub chunks_zero: u64,
     /// Plaintext bytes stored as references.
@@ -518,6 +522,7 @@ impl Stages<'_> {
                     level: self.opts.level,
                     table: self.table,
                     base: self.opts.incremental.as_ref().map(|i| &*i.base),
+                    plans: self.opts.incremental.as_ref().map(|i| &i.plans[..]),
                     pool: &pool,
                     payloads: self.payloads,
                 };

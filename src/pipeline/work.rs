@@ -7,8 +7,9 @@ use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::compress::process;
+use super::compress::{process, PatchHint};
 use super::{Done, Hashed, Item, Job, Worked};
+use crate::base::plan::DiskPlan;
 use crate::base::BaseImage;
 use crate::chunk::dedup::DedupTable;
 use crate::chunk::{ChunkData, ChunkPool};
@@ -24,6 +25,9 @@ pub(super) struct Worker<'a> {
     pub table: &'a Mutex<DedupTable>,
     /// An incremental's base image: chunks it holds are not compressed either.
     pub base: Option<&'a BaseImage>,
+    /// An incremental's plans, per disk: a chunk its change list names in part may become a
+    /// base patch.
+    pub plans: Option<&'a [DiskPlan]>,
     /// Where chunk buffers go back to the reader.
     pub pool: &'a ChunkPool,
     /// Payload buffers, given back by the writer once stored.
@@ -51,7 +55,8 @@ impl Worker<'_> {
             ChunkData::Zero => 0,
             ChunkData::Data(b) => b.data_len() as u64,
         };
-        let processed = process(c, self.level, self.table, self.base, self.payloads)?;
+        let hint = self.patch_hint(c.disk, c.offset, c.len);
+        let processed = process(c, self.level, self.table, self.base, hint, self.payloads)?;
         // The writer needs only the chunk's place and the processed result.
         if let ChunkData::Data(bytes) = &mut c.data {
             self.pool.give(std::mem::take(&mut bytes.packed));
@@ -59,6 +64,21 @@ impl Worker<'_> {
         Ok(Worked {
             item,
             hashed: Some(Hashed { processed, read }),
+        })
+    }
+
+    /// What a patch of the chunk at (`disk`, `offset`) would apply to and replace: the base
+    /// disk's chunk at the same place, when the base has data there, and the changed runs
+    /// inside the chunk.
+    fn patch_hint(&self, disk: u32, offset: u64, len: u64) -> Option<PatchHint> {
+        let plan = self.plans?.get(disk as usize)?;
+        let bd = plan.base_disk?;
+        let runs = plan.changed.as_ref()?.runs_in(offset, len);
+        let base_digest = self.base?.at(bd, offset)?;
+        (!runs.is_empty()).then_some(PatchHint {
+            src: (bd, offset),
+            base_digest,
+            runs,
         })
     }
 }

@@ -154,6 +154,17 @@ impl<'a> Writer<'a, '_> {
                 }
                 other => self.write_decided(c, digest, other)?,
             },
+            Processed::Patch {
+                digest,
+                payload,
+                runs_bytes,
+            } => {
+                match self.decide_as(c, digest, false) {
+                    Decision::Store => self.write_patch(c, digest, &payload, runs_bytes)?,
+                    other => self.write_decided(c, digest, other)?,
+                }
+                self.payloads.give(payload);
+            }
             Processed::Data {
                 digest,
                 codec,
@@ -202,6 +213,13 @@ impl<'a> Writer<'a, '_> {
     /// this archive has not changed, else stored. Enters the chunk in the dedup table when it
     /// is stored, and its base place among the changed ones unless it is unchanged.
     fn decide(&mut self, c: &Chunk, digest: Digest) -> Decision {
+        self.decide_as(c, digest, true)
+    }
+
+    /// [`Self::decide`]; a chunk stored as a base patch is not entered in the dedup table
+    /// (`enter` false), so no Ref ever names a patch: a Ref's target is always bytes of this
+    /// archive's own.
+    fn decide_as(&mut self, c: &Chunk, digest: Digest, enter: bool) -> Decision {
         let here = (c.disk, c.offset);
         let same = self
             .base_disk(c.disk)
@@ -227,11 +245,13 @@ impl<'a> Writer<'a, '_> {
         if let Some(q) = elsewhere {
             return Decision::Base(q);
         }
-        let loc = ChunkLoc {
-            disk: here.0,
-            offset: here.1,
-        };
-        table.check_insert(digest, loc);
+        if enter {
+            let loc = ChunkLoc {
+                disk: here.0,
+                offset: here.1,
+            };
+            table.check_insert(digest, loc);
+        }
         Decision::Store
     }
 
@@ -267,6 +287,23 @@ impl<'a> Writer<'a, '_> {
             .write_ref(disk, offset, len, digest.0, fd, fo)?;
         self.p.chunks_dedup += 1;
         self.p.dedup_bytes += c.len;
+        self.placed(c, digest);
+        Ok(())
+    }
+
+    fn write_patch(
+        &mut self,
+        c: &Chunk,
+        digest: Digest,
+        payload: &[u8],
+        runs_bytes: u64,
+    ) -> Result<()> {
+        self.archive
+            .write_patch(c.disk, c.offset, c.len, digest.0, payload)?;
+        self.p.chunks_patched += 1;
+        self.p.patched_bytes += c.len;
+        self.p.stored_raw_bytes += runs_bytes;
+        self.p.stored_bytes += payload.len() as u64;
         self.placed(c, digest);
         Ok(())
     }

@@ -96,11 +96,7 @@ impl<'m> Book<'m> {
             self.report.base_refs_unchecked += 1;
             return Ok(None);
         };
-        let id = self
-            .manifest
-            .base
-            .as_ref()
-            .and_then(|b| crate::base::chain::parse_id(&b.id));
+        let id = self.base_id();
         let src = (payload.len() as u64 == crate::archive::format::REF_PAYLOAD_BYTES)
             .then(|| crate::archive::reader::decode_ref(payload))
             .flatten();
@@ -125,6 +121,41 @@ impl<'m> Book<'m> {
                 Err(why) => (Err(why), String::new()),
             },
         ))
+    }
+
+    /// The chunk a BasePatch record (header `h`, decoded patch `decoded`) stands for: the
+    /// base image's chunk at the patch's place, read from the base archives (or the image an
+    /// in-place restore updates), with the runs written over it and the result checked
+    /// against `h`'s digest. `Ok(None)`: no bases were given (a listing), taken on trust.
+    pub fn patched_chunk(
+        &mut self,
+        h: &RecordHeader,
+        decoded: &[u8],
+    ) -> Result<Option<std::result::Result<Vec<u8>, String>>> {
+        let patch = match crate::archive::patch::Patch::parse(decoded, h.raw_len as usize) {
+            Ok(p) => p,
+            Err(why) => return Ok(Some(Err(why))),
+        };
+        let Some(bases) = &self.bases else {
+            self.report.base_refs_unchecked += 1;
+            return Ok(None);
+        };
+        let Some(id) = self.base_id() else {
+            return Ok(Some(Err("base patch without a base".into())));
+        };
+        let mut chain = bases.lock().expect("invariant: no panic under lock");
+        Ok(Some(
+            chain
+                .fetch(&id, patch.src, h.raw_len, &patch.base_digest)?
+                .and_then(|base| patch.apply(base, &h.digest)),
+        ))
+    }
+
+    fn base_id(&self) -> Option<[u8; 32]> {
+        self.manifest
+            .base
+            .as_ref()
+            .and_then(|b| crate::base::chain::parse_id(&b.id))
     }
 
     /// Records damage; without salvage, turns it into the error.
@@ -184,7 +215,7 @@ impl<'m> Book<'m> {
     ) -> Result<()> {
         let mut d = Damage::at(at, what);
         match kind {
-            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef => {
+            RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef | RecordKind::BasePatch => {
                 let (vm, name, _) = &self.names[disk as usize];
                 d.vm = Some(vm.clone());
                 d.disk = Some(name.clone());

@@ -83,7 +83,11 @@ fn record(
     if how.check_index
         && matches!(
             h.kind,
-            RecordKind::File | RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef
+            RecordKind::File
+                | RecordKind::Chunk
+                | RecordKind::Ref
+                | RecordKind::BaseRef
+                | RecordKind::BasePatch
         )
     {
         cur.seen.push(IndexEntry {
@@ -98,7 +102,7 @@ fn record(
     }
     match h.kind {
         RecordKind::File => book.place_file(target, h.disk, h.offset, &r.data)?,
-        RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef => {
+        RecordKind::Chunk | RecordKind::Ref | RecordKind::BaseRef | RecordKind::BasePatch => {
             data_record(&r, target, book, cur)?
         }
         RecordKind::DiskEnd => {
@@ -158,6 +162,14 @@ fn data_record(
                 Some(Err(why)) => Err(why),
                 None => Ok(()),
             },
+        },
+        RecordKind::BasePatch => match book.patched_chunk(h, &r.data)? {
+            Some(Ok(data)) => {
+                target.write_chunk(h.disk, h.offset, &data, &h.digest)?;
+                Ok(())
+            }
+            Some(Err(why)) => Err(why),
+            None => Ok(()),
         },
         _ => match ref_source(&r.data, here, book.names.len()) {
             Some(src) if target.copy_chunk(src, here, h.raw_len, &h.digest)? => Ok(()),

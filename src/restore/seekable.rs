@@ -198,7 +198,10 @@ fn place_all(
 /// Whether a record is read ahead and decoded on the other cores: a Chunk, or a BaseRef (its
 /// bytes are a Chunk record of a base archive).
 fn decoded_ahead(e: &IndexEntry) -> bool {
-    matches!(e.kind, RecordKind::Chunk | RecordKind::BaseRef)
+    matches!(
+        e.kind,
+        RecordKind::Chunk | RecordKind::BaseRef | RecordKind::BasePatch
+    )
 }
 
 /// The raw records of `es`, not yet decoded; a BaseRef's is the base's Chunk record that
@@ -262,6 +265,14 @@ fn place(
             book.ledger.restored(h.disk, h.offset, &h.digest);
         }
         RecordKind::BaseRef => match book.base_chunk(h, data)? {
+            Some(Ok(d)) => {
+                target.write_chunk(h.disk, h.offset, &d, &h.digest)?;
+                book.ledger.restored(h.disk, h.offset, &h.digest);
+            }
+            Some(Err(why)) => book.record_damage(at, h.kind, h.disk, h.offset, h.raw_len, why)?,
+            None => book.ledger.restored(h.disk, h.offset, &h.digest),
+        },
+        RecordKind::BasePatch => match book.patched_chunk(h, data)? {
             Some(Ok(d)) => {
                 target.write_chunk(h.disk, h.offset, &d, &h.digest)?;
                 book.ledger.restored(h.disk, h.offset, &h.digest);
