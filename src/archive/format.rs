@@ -60,6 +60,8 @@ pub const MAX_INDEX_ENTRIES: u64 = 1 << 28;
 pub const MAX_BLOCK_BYTES: u32 = 16 << 20;
 /// Payload size of a [`RecordKind::Ref`] record.
 pub const REF_PAYLOAD_BYTES: u64 = 12;
+/// Bytes of a [`RecordKind::BasePatch`] payload before its run table ([`super::patch`]).
+pub const PATCH_FIXED_BYTES: usize = 12 + 32 + 32;
 /// Payload size of a [`RecordKind::DiskEnd`] record.
 pub const DISK_END_PAYLOAD_BYTES: u64 = 16;
 /// `disk` field value of records that belong to no disk (manifest, index).
@@ -401,7 +403,7 @@ impl RecordHeader {
                 bad(format!("disk-end record of {} bytes", self.raw_len))
             }
             k if k.is_data() && self.raw_len == 0 => bad("empty chunk record".into()),
-            RecordKind::BasePatch if self.stored_len < super::patch::FIXED_BYTES as u64 => {
+            RecordKind::BasePatch if self.stored_len < PATCH_FIXED_BYTES as u64 => {
                 bad(format!("base patch of {} bytes", self.stored_len))
             }
             RecordKind::Index if self.raw_len % INDEX_ENTRY_BYTES as u64 != 0 => bad(format!(

@@ -15,11 +15,16 @@
 
 use std::io;
 
-use super::reader::decode_ref;
+use super::format::PATCH_FIXED_BYTES as FIXED_BYTES;
 use super::sparse::{self, RunTable};
 
-/// Bytes before the run table.
-pub const FIXED_BYTES: usize = 12 + 32 + 32;
+/// The place a patch names: `src_disk u32`, `src_offset u64` at the front of `b`.
+fn place(b: &[u8]) -> Option<(u32, u64)> {
+    let d = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?);
+    let o = u64::from_le_bytes(b.get(4..12)?.try_into().ok()?);
+    Some((d, o))
+}
+
 /// Bytes of the fixed fields a decoded patch keeps (the base place and digest).
 const DECODED_FIXED_BYTES: usize = 12 + 32;
 
@@ -58,7 +63,7 @@ pub fn decode(payload: &[u8], offset: u64, raw_len: usize) -> Result<Vec<u8>, St
     if payload.len() < FIXED_BYTES {
         return Err(format!("base patch of {} bytes", payload.len()));
     }
-    if decode_ref(&payload[..12]).map(|s| s.1) != Some(offset) {
+    if place(payload).map(|s| s.1) != Some(offset) {
         return Err("base patch of another place".into());
     }
     let body = &payload[FIXED_BYTES..];
@@ -89,7 +94,7 @@ impl<'a> Patch<'a> {
     /// Reads the decoded form [`decode`] made, for a `raw_len`-byte chunk.
     pub fn parse(decoded: &'a [u8], raw_len: usize) -> Result<Self, String> {
         let bad = || "base patch does not decode".to_string();
-        let src = decoded.get(..12).and_then(decode_ref).ok_or_else(bad)?;
+        let src = place(decoded).ok_or_else(bad)?;
         let base_digest: [u8; 32] = decoded
             .get(12..DECODED_FIXED_BYTES)
             .and_then(|d| d.try_into().ok())

@@ -93,6 +93,38 @@ pub fn encode_payload_into(raw: &[u8], level: i32, payload: &mut Vec<u8>) -> Res
     }
 }
 
+/// Compresses a canonical chunk: whole, or as its data runs when it has zero blocks.
+pub fn encode_chunk(
+    bytes: &crate::chunk::ChunkBytes,
+    level: i32,
+    payloads: &crate::chunk::ChunkPool,
+) -> Result<(Codec, Vec<u8>)> {
+    let mut payload = payloads.take(0, payload_capacity(bytes.len));
+    let codec = if bytes.zeros.is_empty() {
+        encode_payload_into(&bytes.packed, level, &mut payload)?
+    } else {
+        let runs: Vec<_> = bytes.data_runs().collect();
+        if encode_sparse_payload_into(&runs, &bytes.packed, bytes.len, level, &mut payload)? {
+            Codec::SparseZstd
+        } else {
+            // The runs alone did not shrink: the whole chunk, raw. With at least one 4 KiB zero
+            // block left out this takes a run table larger than that block; the format forbids
+            // a codec-2 payload that does not shrink, so the writer guards it anyway.
+            payload.clear();
+            payload.extend_from_slice(&bytes.to_plain());
+            Codec::None
+        }
+    };
+    Ok((codec, payload))
+}
+
+/// Room for any payload of a `len`-byte chunk, so that a recycled buffer never grows: zstd's
+/// worst case plus the largest run table (data runs alternate with zero blocks at most).
+pub fn payload_capacity(len: usize) -> usize {
+    let most_runs = len.div_ceil(crate::chunk::bytes::ZERO_BLOCK).div_ceil(2);
+    zstd::zstd_safe::compress_bound(len) + super::sparse::table_bytes(most_runs)
+}
+
 /// The sparse payload ([`super::sparse`]) of a `raw_len`-byte chunk whose data runs `runs`
 /// hold `packed` and whose other bytes are zero, written into `payload` (cleared first);
 /// `false` when it would not be smaller than the chunk (then the chunk is stored raw, whole).

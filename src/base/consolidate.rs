@@ -17,11 +17,11 @@ use crate::archive::index::{ReadSeek, SeekableArchive};
 use crate::archive::manifest::Manifest;
 use crate::archive::patch::Patch;
 use crate::archive::reader::{decode_payload, decode_ref};
+use crate::archive::writer::encode_chunk as encode;
 use crate::archive::writer::ArchiveWriter;
 use crate::base::image::Place;
 use crate::chunk::{ChunkBytes, ChunkPool, Digest};
 use crate::error::{Error, Result};
-use crate::pipeline::compress::encode;
 
 /// Chunk records checked at once (on all cores).
 const BATCH: usize = 16;

@@ -8,10 +8,9 @@
 use std::sync::Mutex;
 
 use crate::archive::format::Codec;
-use crate::archive::writer::{encode_payload_into, encode_sparse_payload_into};
-use crate::archive::{patch, sparse};
+use crate::archive::patch;
+use crate::archive::writer::{encode_chunk as encode, payload_capacity};
 use crate::base::BaseImage;
-use crate::chunk::bytes::ZERO_BLOCK;
 use crate::chunk::dedup::DedupTable;
 use crate::chunk::{Chunk, ChunkBytes, ChunkData, ChunkPool, Digest};
 use crate::error::Result;
@@ -119,27 +118,6 @@ pub fn process(
     })
 }
 
-/// Compresses a canonical chunk: whole, or as its data runs when it has zero blocks.
-pub fn encode(bytes: &ChunkBytes, level: i32, payloads: &ChunkPool) -> Result<(Codec, Vec<u8>)> {
-    let mut payload = payloads.take(0, payload_capacity(bytes.len));
-    let codec = if bytes.zeros.is_empty() {
-        encode_payload_into(&bytes.packed, level, &mut payload)?
-    } else {
-        let runs: Vec<_> = bytes.data_runs().collect();
-        if encode_sparse_payload_into(&runs, &bytes.packed, bytes.len, level, &mut payload)? {
-            Codec::SparseZstd
-        } else {
-            // The runs alone did not shrink: the whole chunk, raw. With at least one 4 KiB zero
-            // block left out this takes a run table larger than that block; the format forbids
-            // a codec-2 payload that does not shrink, so the writer guards it anyway.
-            payload.clear();
-            payload.extend_from_slice(&bytes.to_plain());
-            Codec::None
-        }
-    };
-    Ok((codec, payload))
-}
-
 /// The BasePatch payload of `bytes` over the base chunk `h` names, with the runs `h` names,
 /// and the runs' length; `None` when the runs cover too much of the chunk or the patch would
 /// not be smaller than the chunk.
@@ -174,13 +152,6 @@ fn encode_patch(
         return Ok(None);
     }
     Ok(Some((payload, runs_bytes as u64)))
-}
-
-/// Room for any payload of a `len`-byte chunk, so that a recycled buffer never grows: zstd's
-/// worst case plus the largest run table (data runs alternate with zero blocks at most).
-fn payload_capacity(len: usize) -> usize {
-    let most_runs = len.div_ceil(ZERO_BLOCK).div_ceil(2);
-    zstd::zstd_safe::compress_bound(len) + sparse::table_bytes(most_runs)
 }
 
 #[cfg(test)]

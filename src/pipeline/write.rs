@@ -10,9 +10,10 @@ use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::compress::{encode, Processed};
+use super::compress::Processed;
 use super::{Done, Hashed, Item, Progress, VmFile, Worked};
 use crate::archive::format::Codec;
+use crate::archive::writer::encode_chunk as encode;
 use crate::archive::writer::ArchiveWriter;
 use crate::base::image::Place;
 use crate::base::plan::DiskPlan;
