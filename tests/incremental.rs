@@ -689,9 +689,22 @@ fn tape_chain(d: &Path) -> (Vec<(PathBuf, PathBuf)>, Vec<PathBuf>) {
         &[&["verify", s(&chain[3].0), "--json"][..], &bases].concat()
     ));
     assert_eq!(v["ok"], true, "{v}");
+    // Given in any order, consolidate takes the newest (the one no other names as its base).
     let cons = d.join("cons.vdar");
-    let c_args: Vec<&str> = chain.iter().map(|(a, _)| s(a)).collect();
+    let c_args: Vec<&str> = [3, 0, 2, 1].iter().map(|&n| s(&chain[n].0)).collect();
     ok(&[&["consolidate"][..], &c_args, &["-o", s(&cons)]].concat());
+    let two = vdar(&[
+        "consolidate",
+        s(&chain[0].0),
+        s(&chain[2].0),
+        "-o",
+        s(&d.join("x")),
+    ]);
+    assert_eq!(two.status.code(), Some(2), "{two:?}");
+    assert!(
+        String::from_utf8_lossy(&two.stderr).contains("both the newest"),
+        "{two:?}"
+    );
     let to = d.join("cons");
     assert_same_file(
         &restored(&ok(&["restore", s(&cons), "--to", s(&to), "--json"])),
@@ -888,4 +901,95 @@ fn a_chain_from_tape_restores_in_place() {
     // Only raw images of every disk are updated in place.
     let out = vdar(&[&args[..], &["--base", s(&chain[0].1), "--format", "vmdk"]].concat());
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// A Ref may name Chunk records only: an incremental whose BaseRef is turned into a Ref to the
+/// place of its base patch (every checksum recomputed, so only the rule is broken) is refused
+/// by every reader alike.
+#[test]
+fn a_ref_to_a_base_patch_is_damage_to_every_reader() {
+    use vdar::archive::format::RecordKind;
+    use vdar::archive::index::SeekableArchive;
+    use vdar::archive::writer::ArchiveWriter;
+    let dir = tempdir();
+    let d = dir.path();
+    let disk = d.join("disk.vmdk");
+    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "1M"]);
+    qemu_io(&disk, &["write -P 0x11 0 512k"]);
+    let (c0, c1) = (d.join("c0.json"), d.join("c1.json"));
+    cbt_file(&c0, "disk.vmdk", "*", "id/0", &[]);
+    let full = d.join("full.vdar");
+    let args = ["backup", s(&disk), "-o", s(&full), "--chunk-size", "64K"];
+    ok(&[&args[..], &["--changed-areas", s(&c0)]].concat());
+    qemu_io(&disk, &["write -P 0x22 64k 4k"]);
+    cbt_file(&c1, "disk.vmdk", "id/0", "id/1", &[(64 << 10, 4096)]);
+    let inc = d.join("inc.vdar");
+    let args = ["backup", s(&disk), "-o", s(&inc), "--base", s(&full)];
+    ok(&[&args[..], &["--changed-areas", s(&c1)]].concat());
+    // Rewrite it record by record, the BaseRef after the patch made a Ref to the patch.
+    let bytes = std::fs::read(&inc).unwrap();
+    let mut cur = std::io::Cursor::new(&bytes);
+    let mut ar = SeekableArchive::open(&mut cur).unwrap();
+    let (m, entries) = (ar.manifest.clone(), ar.index.clone());
+    let mut out = Vec::new();
+    let mut w = ArchiveWriter::new(&mut out, "bad.vdar", &m, m.level).unwrap();
+    let mut patch = None;
+    let mut count = 0;
+    for e in &entries {
+        let (h, raw) = ar.read_raw_entry(e).unwrap().unwrap();
+        match h.kind {
+            RecordKind::File => {
+                let (_, plain) = ar.read_record(e).unwrap().unwrap();
+                w.write_file(h.disk, h.offset, &plain).unwrap();
+                continue;
+            }
+            RecordKind::BasePatch => {
+                w.write_patch(h.disk, h.offset, h.raw_len, h.digest, &raw)
+                    .unwrap();
+                patch = Some((h.offset, h.digest));
+            }
+            RecordKind::BaseRef if patch.is_some() && h.offset > patch.unwrap().0 => {
+                let (at, digest) = patch.take().unwrap();
+                w.write_ref(h.disk, h.offset, h.raw_len, digest, h.disk, at)
+                    .unwrap();
+            }
+            RecordKind::BaseRef => {
+                let src = vdar::archive::reader::decode_ref(&raw).unwrap();
+                w.write_base_ref(h.disk, h.offset, h.raw_len, h.digest, src.0, src.1)
+                    .unwrap();
+            }
+            k => panic!("unexpected {k:?}"),
+        }
+        count += 1;
+    }
+    assert!(patch.is_none(), "the patch was followed by a BaseRef");
+    w.write_disk_end(0, 1 << 20, count).unwrap();
+    w.finish().unwrap();
+    let bad = d.join("bad.vdar");
+    std::fs::write(&bad, &out).unwrap();
+    let why = "reference to a base patch";
+    let seekable = vdar(&[
+        "restore",
+        s(&bad),
+        "--base",
+        s(&full),
+        "--to",
+        s(&d.join("a")),
+    ]);
+    assert_eq!(seekable.status.code(), Some(2), "{seekable:?}");
+    let piped = vdar_stdin(
+        &["restore", "-", "--base", s(&full), "--to", s(&d.join("b"))],
+        &bad,
+    );
+    assert_eq!(piped.status.code(), Some(2), "{piped:?}");
+    assert!(
+        String::from_utf8_lossy(&piped.stderr).contains(why),
+        "{piped:?}"
+    );
+    let v = vdar(&["verify", s(&bad), "--base", s(&full), "--json"]);
+    assert_ne!(v.status.code(), Some(0), "{v:?}");
+    assert!(String::from_utf8_lossy(&v.stdout).contains(why), "{v:?}");
+    let c = vdar(&["consolidate", s(&full), s(&bad), "-o", s(&d.join("c.vdar"))]);
+    assert_eq!(c.status.code(), Some(2), "{c:?}");
+    assert!(String::from_utf8_lossy(&c.stderr).contains(why), "{c:?}");
 }

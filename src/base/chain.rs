@@ -190,6 +190,8 @@ impl BaseChain {
         patches: usize,
     ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, Namer), String>> {
         let (mut id, mut src) = (*id, src);
+        // A Ref names a Chunk record only (formats/ARCHIVE.md, "Base patches").
+        let mut via_ref = false;
         // Each hop goes to an earlier place of the same archive or to an older archive.
         for _ in 0..=(self.archives.len() + 1) * 2 + 1 {
             if let Some(r) = self.restored.get(&id) {
@@ -222,9 +224,12 @@ impl BaseChain {
                     return Ok(Ok((h, payload, namer)));
                 }
                 RecordKind::Ref => match decode_ref(&payload).filter(|s| *s < src) {
-                    Some(s) => src = s,
+                    Some(s) => (src, via_ref) = (s, true),
                     None => return Ok(Err(what("bad reference"))),
                 },
+                RecordKind::BasePatch if via_ref => {
+                    return Ok(Err(what("reference to a base patch")));
+                }
                 RecordKind::BasePatch => {
                     let prefix = what("");
                     let next = a.manifest.base.as_ref().and_then(|b| parse_id(&b.id));
@@ -233,7 +238,7 @@ impl BaseChain {
                 _ => {
                     let next = a.manifest.base.as_ref().and_then(|b| parse_id(&b.id));
                     match (next, decode_ref(&payload)) {
-                        (Some(n), Some(s)) => (id, src) = (n, s),
+                        (Some(n), Some(s)) => (id, src, via_ref) = (n, s, false),
                         _ => return Ok(Err(what("bad base reference"))),
                     }
                 }

@@ -80,6 +80,8 @@ pub fn consolidate(
     let mut w = ArchiveWriter::new(out, out_name, &manifest, level)?;
     let mut s = ConsolidateSummary::default();
     let mut table: HashMap<[u8; 32], (u32, u64)> = HashMap::new();
+    // The top archive's BasePatch places: a Ref may not name them.
+    let mut patched: std::collections::HashSet<(u32, u64)> = Default::default();
     let entries = std::mem::take(&mut ar.index);
     let mut i = 0;
     for (v, vm) in manifest.vms.iter().enumerate() {
@@ -99,6 +101,14 @@ pub fn consolidate(
                 i += 1;
                 count += 1;
                 let (h, payload) = read_raw(&mut ar, e, top_name)?;
+                if h.kind == RecordKind::Ref
+                    && decode_ref(&payload).is_some_and(|s| patched.contains(&s))
+                {
+                    return Err(damaged(top_name, e, "reference to a base patch"));
+                }
+                if h.kind == RecordKind::BasePatch {
+                    patched.insert((h.disk, h.offset));
+                }
                 if let Some(&first) = table.get(&h.digest) {
                     flush(&mut w, &mut batch, &mut table, &mut s, level)?;
                     write_ref(&mut w, &h, first, &mut s)?;
@@ -185,6 +195,41 @@ pub fn consolidate(
     s.bytes_written = size;
     s.manifest = Some(manifest);
     Ok(s)
+}
+
+/// Which of `paths`, a chain given in any order, is the newest: the one no other names as its
+/// base (by the identity its footer claims; opening the bases checks the claims). An error
+/// when they are not one chain: two archives that none names, or none at all.
+pub fn newest(paths: &[std::path::PathBuf]) -> Result<usize> {
+    let mut ids = Vec::with_capacity(paths.len());
+    let mut named = std::collections::HashSet::new();
+    for p in paths {
+        let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, None, e))?;
+        let peek = crate::archive::index::peek(&mut f)
+            .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
+        let footer = peek
+            .footer
+            .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
+        if let Some(b) = &peek.manifest.base {
+            named.insert(b.id.clone());
+        }
+        ids.push(super::id_hex(&footer.meta_hash));
+    }
+    let tops: Vec<usize> = (0..paths.len())
+        .filter(|&i| !named.contains(&ids[i]))
+        .collect();
+    match tops[..] {
+        [top] => Ok(top),
+        [] => Err(Error::Usage(
+            "every archive given is the base of another: they are not one chain".into(),
+        )),
+        [a, b, ..] => Err(Error::Usage(format!(
+            "{} and {} are both the newest (no archive given names either as its base): \
+             consolidate takes one chain",
+            paths[a].display(),
+            paths[b].display()
+        ))),
+    }
 }
 
 /// The header a Ref for `p` is written with.

@@ -178,8 +178,12 @@ pub fn write_catalog(path: Option<&Path>, summary: &BackupSummary) -> anyhow::Re
 
 /// `vdar consolidate`.
 pub fn consolidate(args: &ConsolidateArgs) -> anyhow::Result<ExitCode> {
-    let (top, rest) = args.archives.split_last().context("no archive given")?;
-    let mut bases = BaseChain::open(rest)?;
+    anyhow::ensure!(!args.archives.is_empty(), "no archive given");
+    let newest = crate::base::consolidate::newest(&args.archives)?;
+    let top = &args.archives[newest];
+    let mut rest = args.archives.clone();
+    rest.remove(newest);
+    let mut bases = BaseChain::open(&rest)?;
     let mut input = std::io::BufReader::new(
         std::fs::File::open(top).with_context(|| top.display().to_string())?,
     );

@@ -25,6 +25,9 @@ struct Cursor {
     /// arrives too late to be placed.
     last: (u32, u64),
     seen: Vec<IndexEntry>,
+    /// Places restored from a BasePatch record: a Ref may not name them (formats/ARCHIVE.md),
+    /// which the seekable path enforces by looking Ref targets up among Chunk records only.
+    patched: std::collections::HashSet<(u32, u64)>,
 }
 
 /// Reads every event and places chunks through `target`. Returns the stream offset where
@@ -38,6 +41,7 @@ pub(super) fn replay(
     let mut cur = Cursor {
         last: (0, 0),
         seen: Vec::new(),
+        patched: Default::default(),
     };
     while let Some(ev) = reader.next_event()? {
         book.cancel.check()?;
@@ -166,12 +170,19 @@ fn data_record(
         RecordKind::BasePatch => match book.patched_chunk(h, &r.data)? {
             Some(Ok(data)) => {
                 target.write_chunk(h.disk, h.offset, &data, &h.digest)?;
+                cur.patched.insert(here);
                 Ok(())
             }
             Some(Err(why)) => Err(why),
-            None => Ok(()),
+            None => {
+                cur.patched.insert(here);
+                Ok(())
+            }
         },
         _ => match ref_source(&r.data, here, book.names.len()) {
+            Some(src) if cur.patched.contains(&src) => {
+                Err("reference to a base patch (a Ref names Chunk records only)".to_string())
+            }
             Some(src) if target.copy_chunk(src, here, h.raw_len, &h.digest)? => Ok(()),
             _ => Err("referenced chunk missing or damaged".to_string()),
         },
