@@ -97,42 +97,49 @@ rm -f changed.bin chunks.bin
 
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$PWD/restic-cache BORG_CACHE_DIR=$PWD/borg-cache
+# borg's security directory remembers the newest manifest it saw per repository id: it, too, is
+# restored with each repository copy, or the next run takes the copy for a rolled-back repo.
+export BORG_SECURITY_DIR=$PWD/borg-security
 # borg archives a symlink as a symlink: the disk is hard-linked under one name for both runs.
 # Each second run starts from a copy of the repository and of its cache as the first left them
 # (a cache newer than its repository is refused).
-rm -rf borg0 restic0 borg-cache && borg init -e none borg0 > /dev/null
+rm -rf borg0 restic0 borg-cache borg-security && borg init -e none borg0 > /dev/null
 ln -f ../flat.raw flat.raw
 borg create --chunker-params fixed,4194304 --compression zstd,3 borg0::a flat.raw
-cp -a borg-cache borg-cache0
+cp -a borg-cache borg-cache0; cp -a borg-security borg-security0
 RESTIC_REPOSITORY=$PWD/restic0 restic init -q > /dev/null
 RESTIC_REPOSITORY=$PWD/restic0 restic backup -q --stdin --stdin-filename flat.raw < ../flat.raw
 # The second runs read the same file name as the first, as a nightly job would.
 mv flat1.raw flat.raw.new
 hyperfine --runs "$RUNS" --export-json inc.json \
-  --prepare "rm -rf o.vdar borg restic borg-cache; cp -a borg0 borg; cp -a borg-cache0 borg-cache; cp -a restic0 restic; ln -f flat.raw.new flat.raw; sync" \
+  --prepare "rm -rf o.vdar borg restic borg-cache borg-security; cp -a borg0 borg; cp -a borg-cache0 borg-cache; cp -a borg-security0 borg-security; cp -a restic0 restic; ln -f flat.raw.new flat.raw; sync" \
   -n "vdar full backup" "$V backup upd1.vmdk -o o.vdar" \
   -n "vdar incremental, redo log" "$V backup upd1.vmdk -o o.vdar --base full.vcat" \
   -n "vdar incremental, CBT" "$V backup upd1.vmdk -o o.vdar --base full.vcat --changed-areas cbt1.json" \
   -n "vdar incremental, dedup" "$V backup upd1.vmdk -o o.vdar --base full.vcat --read-all" \
+  -n "vdar incremental, dedup from the base archive" "$V backup upd1.vmdk -o o.vdar --base full.vdar --read-all" \
   -n "borg create (second run)" "borg create --chunker-params fixed,4194304 --compression zstd,3 borg::b flat.raw" \
   -n "restic backup (second run)" "RESTIC_REPOSITORY=$PWD/restic restic backup -q --stdin --stdin-filename flat.raw < flat.raw"
-for s in redo cbt dedup; do
+for s in redo cbt dedup dedup-archive; do
+  base=full.vcat
   case $s in
     redo) extra=() ;; cbt) extra=(--changed-areas cbt1.json) ;; dedup) extra=(--read-all) ;;
+    dedup-archive) extra=(--read-all); base=full.vdar ;;
   esac
-  $V backup upd1.vmdk -o "$s.vdar" --base full.vcat "${extra[@]}" 2> /dev/null
+  $V backup upd1.vmdk -o "$s.vdar" --base "$base" "${extra[@]}" 2> /dev/null
 done
-rm -rf borg restic borg-cache; cp -a borg0 borg; cp -a borg-cache0 borg-cache; cp -a restic0 restic
+rm -rf borg restic borg-cache borg-security; cp -a borg0 borg; cp -a borg-cache0 borg-cache
+cp -a borg-security0 borg-security; cp -a restic0 restic
 borg create --chunker-params fixed,4194304 --compression zstd,3 borg::b flat.raw
 RESTIC_REPOSITORY=$PWD/restic restic backup -q --stdin --stdin-filename flat.raw < flat.raw.new
 BORG_GROWTH=$(( $(du -sb borg | cut -f1) - $(du -sb borg0 | cut -f1) ))
 RESTIC_GROWTH=$(( $(du -sb restic | cut -f1) - $(du -sb restic0 | cut -f1) ))
 # Every incremental restores to the changed disk.
-for s in redo cbt dedup; do
+for s in redo cbt dedup dedup-archive; do
   rm -rf r && $V restore "$s.vdar" --base full.vdar --to r 2> /dev/null
   cmp r/*/base.raw flat.raw.new && echo "$s incremental restores identical to qemu-img's image"
 done
-rm -rf r borg0 restic0 borg restic restic-cache borg-cache borg-cache0 flat.raw
+rm -rf r borg0 restic0 borg restic restic-cache borg-cache borg-cache0 borg-security borg-security0 flat.raw
 # The same change at 1 MiB chunks (a chain is cut in its full backup's chunk size).
 $V backup top.vmdk -o full1m.vdar --catalog full1m.vcat --changed-areas cbt0.json --chunk-size 1M 2> /dev/null
 $V backup upd1.vmdk -o cbt1m.vdar --base full1m.vcat --changed-areas cbt1.json 2> /dev/null
@@ -181,13 +188,14 @@ full = t["vdar full backup"]
 print(f"change: {changed/2**20:.1f} MiB; zstd -3 of it {zc/2**20:.1f} MiB, of the 4 MiB chunks it touches {zk/2**20:.1f} MiB")
 for k, v in t.items():
     print(f"  {k:<32} {v:8.2f} s  ({100*v/full:5.1f}% of the full backup)")
-for s in ["redo", "cbt", "dedup"]:
+for s in ["redo", "cbt", "dedup", "dedup-archive"]:
     n = os.path.getsize(f"{s}.vdar")
     print(f"  {s+'.vdar':<32} {n/2**20:8.1f} MiB ({n/zc:.2f}x the compressed change, {n/zk:.2f}x its chunks)")
 print(f"  borg repository growth {bg/2**20:.1f} MiB, restic {rg/2**20:.1f} MiB")
 print(f"  at 1 MiB chunks: full {f1m/2**20:.1f} MiB, CBT incremental {c1m/2**20:.1f} MiB ({c1m/zc:.2f}x the compressed change)")
 b, r = t["borg create (second run)"], t["restic backup (second run)"]
-for k in ["vdar incremental, redo log", "vdar incremental, CBT", "vdar incremental, dedup"]:
+for k in ["vdar incremental, redo log", "vdar incremental, CBT", "vdar incremental, dedup",
+          "vdar incremental, dedup from the base archive"]:
     print(f"  borg / {k}: {b/t[k]:.1f}x, restic / it: {r/t[k]:.1f}x")
 c = {x["command"]: x["median"] for x in json.load(open("chain.json"))["results"]}
 c.update({x["command"]: x["median"] for x in json.load(open("tape.json"))["results"]})

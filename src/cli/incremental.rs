@@ -92,16 +92,22 @@ pub fn in_place(
     }))
 }
 
-/// The image of `path`: a catalog, or an archive whose headers are read.
-pub fn base_image(path: &Path) -> anyhow::Result<BaseImage> {
+/// Whether `path` is a catalog (else an archive).
+fn is_catalog(path: &Path) -> anyhow::Result<bool> {
     let mut f = std::fs::File::open(path).with_context(|| format!("base {}", path.display()))?;
     let mut head = [0u8; 8];
     let n = f
         .read(&mut head)
         .with_context(|| format!("base {}", path.display()))?;
-    if catalog::is_catalog(&head[..n]) {
+    Ok(catalog::is_catalog(&head[..n]))
+}
+
+/// The image of `path`: a catalog, or an archive whose headers are read.
+pub fn base_image(path: &Path) -> anyhow::Result<BaseImage> {
+    if is_catalog(path)? {
         return Ok(catalog::read(path)?);
     }
+    let f = std::fs::File::open(path).with_context(|| format!("base {}", path.display()))?;
     let mut f = std::io::BufReader::new(f);
     Ok(BaseImage::from_archive(&mut f, path)?)
 }
@@ -159,9 +165,20 @@ pub fn plan(
             log::warn!("{name}: read whole: {why}");
         }
     }
+    // A dedup incremental made from the base archive itself (not its catalog) patches the
+    // blocks that differ from the base's chunk, read from the archive.
+    let dedup = plans
+        .iter()
+        .any(|p| p.changed.is_none() && p.base_disk.is_some());
+    let bytes = if dedup && !is_catalog(path)? {
+        Some(Arc::new(Mutex::new(BaseChain::open(std::slice::from_ref(path))?)))
+    } else {
+        None
+    };
     opts.incremental = Some(Incremental {
         base: Arc::new(base),
         plans,
+        bytes,
     });
     Ok(())
 }

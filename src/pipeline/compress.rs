@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use crate::archive::format::Codec;
 use crate::archive::patch;
 use crate::archive::writer::{encode_chunk as encode, payload_capacity};
-use crate::base::BaseImage;
+use crate::base::{BaseChain, BaseImage};
+use crate::chunk::bytes::ZERO_BLOCK;
 use crate::chunk::dedup::DedupTable;
 use crate::chunk::{Chunk, ChunkBytes, ChunkData, ChunkPool, Digest};
 use crate::error::Result;
@@ -50,16 +51,26 @@ pub enum Processed {
     },
 }
 
-/// Where a chunk a change list names in part may be stored as a base patch: the base place
-/// and its digest, and the changed runs (`[start, end)` in the chunk).
+/// Where a chunk may be stored as a base patch: the base place and its digest, and how the
+/// changed runs are found.
 #[derive(Debug)]
-pub struct PatchHint {
+pub struct PatchHint<'a> {
     /// The base image's place (the same offset on the base disk).
     pub src: (u32, u64),
     /// Its digest.
     pub base_digest: Digest,
-    /// The runs the change list names.
-    pub runs: Vec<(usize, usize)>,
+    /// Where the runs come from.
+    pub runs: PatchRuns<'a>,
+}
+
+/// How a [`PatchHint`]'s runs are found.
+#[derive(Debug)]
+pub enum PatchRuns<'a> {
+    /// The runs a change list names (`[start, end)` in the chunk).
+    Listed(Vec<(usize, usize)>),
+    /// No change list: the 4 KiB blocks that differ from the base chunk, read from the base
+    /// archive (identity `.1`) in the chain `.0`.
+    FromBase(&'a Mutex<BaseChain>, [u8; 32]),
 }
 
 /// A chunk is patched only while its changed runs are at most this fraction of it (in
@@ -78,7 +89,7 @@ pub fn process(
     level: i32,
     table: &Mutex<DedupTable>,
     base: Option<&BaseImage>,
-    hint: Option<PatchHint>,
+    hint: Option<PatchHint<'_>>,
     payloads: &ChunkPool,
 ) -> Result<Processed> {
     let bytes = match &mut chunk.data {
@@ -118,40 +129,76 @@ pub fn process(
     })
 }
 
-/// The BasePatch payload of `bytes` over the base chunk `h` names, with the runs `h` names,
-/// and the runs' length; `None` when the runs cover too much of the chunk or the patch would
-/// not be smaller than the chunk.
+/// The BasePatch payload of `bytes` over the base chunk `h` names, with the runs `h` names
+/// or finds, and the runs' length; `None` when the runs cannot be found (the base chunk cannot
+/// be read), cover too much of the chunk, or the patch would not be smaller than the chunk.
 fn encode_patch(
     bytes: &ChunkBytes,
-    h: &PatchHint,
+    h: &PatchHint<'_>,
     level: i32,
     payloads: &ChunkPool,
 ) -> Result<Option<(Vec<u8>, u64)>> {
-    let runs_bytes: usize = h.runs.iter().map(|(s, e)| e - s).sum();
-    if runs_bytes * 4 > bytes.len * PATCH_MAX_QUARTERS {
+    let found;
+    let runs = match &h.runs {
+        PatchRuns::Listed(r) => r,
+        PatchRuns::FromBase(chain, id) => {
+            let base = chain
+                .lock()
+                .expect("invariant: no panic under lock")
+                .fetch(id, h.src, bytes.len as u64, &h.base_digest.0)?;
+            match base {
+                Ok(base) => {
+                    found = differing_blocks(bytes, &base);
+                    &found
+                }
+                // A base chunk that cannot be had costs only size: the chunk is stored whole.
+                Err(why) => {
+                    log::debug!("chunk at {:#x} stored whole: {why}", h.src.1);
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    let runs_bytes: usize = runs.iter().map(|(s, e)| e - s).sum();
+    if runs.is_empty() || runs_bytes * 4 > bytes.len * PATCH_MAX_QUARTERS {
         return Ok(None);
     }
     let mut packed = vec![0u8; runs_bytes];
     let mut at = 0;
-    for &(s, e) in &h.runs {
+    for &(s, e) in runs {
         bytes.copy_plain(s, &mut packed[at..at + e - s]);
         at += e - s;
     }
     let mut payload = payloads.take(0, payload_capacity(bytes.len));
-    patch::encode_into(
-        h.src,
-        &h.base_digest.0,
-        &h.runs,
-        &packed,
-        level,
-        &mut payload,
-    )
-    .map_err(|e| crate::error::Error::Usage(format!("zstd level {level}: {e}")))?;
+    patch::encode_into(h.src, &h.base_digest.0, runs, &packed, level, &mut payload)
+        .map_err(|e| crate::error::Error::Usage(format!("zstd level {level}: {e}")))?;
     if payload.len() >= bytes.len {
         payloads.give(payload);
         return Ok(None);
     }
     Ok(Some((payload, runs_bytes as u64)))
+}
+
+/// The [`ZERO_BLOCK`]-sized blocks of `bytes` (counted from the chunk's start) that differ
+/// from `base`, as merged `[start, end)` runs.
+fn differing_blocks(bytes: &ChunkBytes, base: &[u8]) -> Vec<(usize, usize)> {
+    let plain = bytes.to_plain();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, (new, old)) in plain
+        .chunks(ZERO_BLOCK)
+        .zip(base.chunks(ZERO_BLOCK))
+        .enumerate()
+    {
+        if new == old {
+            continue;
+        }
+        let (s, e) = (i * ZERO_BLOCK, i * ZERO_BLOCK + new.len());
+        match runs.last_mut() {
+            Some(last) if last.1 == s => last.1 = e,
+            _ => runs.push((s, e)),
+        }
+    }
+    runs
 }
 
 #[cfg(test)]

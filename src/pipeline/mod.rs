@@ -118,6 +118,10 @@ pub struct Incremental {
     pub base: Arc<BaseImage>,
     /// One plan per disk of the backup, in disk order.
     pub plans: Vec<DiskPlan>,
+    /// The base archive, when the backup was given it (not only its catalog): a chunk of a
+    /// disk without a change list that differs from the base's is stored as a base patch of
+    /// the 4 KiB blocks that differ, the base's chunk read from here.
+    pub bytes: Option<Arc<std::sync::Mutex<crate::base::BaseChain>>>,
 }
 
 impl Default for BackupOptions {
@@ -523,6 +527,11 @@ impl Stages<'_> {
                     table: self.table,
                     base: self.opts.incremental.as_ref().map(|i| &*i.base),
                     plans: self.opts.incremental.as_ref().map(|i| &i.plans[..]),
+                    base_bytes: self
+                        .opts
+                        .incremental
+                        .as_ref()
+                        .and_then(|i| i.bytes.as_deref()),
                     pool: &pool,
                     payloads: self.payloads,
                 };

@@ -7,10 +7,10 @@ use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::compress::{process, PatchHint};
+use super::compress::{process, PatchHint, PatchRuns};
 use super::{Done, Hashed, Item, Job, Worked};
 use crate::base::plan::DiskPlan;
-use crate::base::BaseImage;
+use crate::base::{BaseChain, BaseImage};
 use crate::chunk::dedup::DedupTable;
 use crate::chunk::{ChunkData, ChunkPool};
 use crate::error::Result;
@@ -28,13 +28,16 @@ pub(super) struct Worker<'a> {
     /// An incremental's plans, per disk: a chunk its change list names in part may become a
     /// base patch.
     pub plans: Option<&'a [DiskPlan]>,
+    /// The base archive itself, when the backup has it: a changed chunk of a disk without a
+    /// change list may then become a base patch of the blocks that differ.
+    pub base_bytes: Option<&'a Mutex<BaseChain>>,
     /// Where chunk buffers go back to the reader.
     pub pool: &'a ChunkPool,
     /// Payload buffers, given back by the writer once stored.
     pub payloads: &'a ChunkPool,
 }
 
-impl Worker<'_> {
+impl<'a> Worker<'a> {
     /// Works until the reader's queue closes or the writer stops listening.
     pub fn run(self) {
         for (seq, item) in &self.jobs {
@@ -68,14 +71,19 @@ impl Worker<'_> {
     }
 
     /// What a patch of the chunk at (`disk`, `offset`) would apply to and replace: the base
-    /// disk's chunk at the same place, when the base has data there, and the changed runs
-    /// inside the chunk.
-    fn patch_hint(&self, disk: u32, offset: u64, len: u64) -> Option<PatchHint> {
+    /// disk's chunk at the same place, when the base has data there; and the changed runs
+    /// inside the chunk, from its disk's change list, else from the base archive's bytes.
+    fn patch_hint(&self, disk: u32, offset: u64, len: u64) -> Option<PatchHint<'a>> {
         let plan = self.plans?.get(disk as usize)?;
         let bd = plan.base_disk?;
-        let runs = plan.changed.as_ref()?.runs_in(offset, len);
-        let base_digest = self.base?.at(bd, offset)?;
-        (!runs.is_empty()).then_some(PatchHint {
+        let base = self.base?;
+        let base_digest = base.at(bd, offset)?;
+        let runs = match (&plan.changed, self.base_bytes) {
+            (Some(set), _) => PatchRuns::Listed(set.runs_in(offset, len)),
+            (None, Some(chain)) => PatchRuns::FromBase(chain, base.id),
+            (None, None) => return None,
+        };
+        Some(PatchHint {
             src: (bd, offset),
             base_digest,
             runs,
