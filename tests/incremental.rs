@@ -997,3 +997,68 @@ fn a_ref_to_a_base_patch_is_damage_to_every_reader() {
     assert_eq!(c.status.code(), Some(2), "{c:?}");
     assert!(String::from_utf8_lossy(&c.stderr).contains(why), "{c:?}");
 }
+
+/// Loose disks are a VM named after the top descriptor, which each snapshot changes: an
+/// in-place restore of the next incremental renames the VM's directory and updates its image.
+#[test]
+fn in_place_follows_a_vm_whose_name_changed() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempdir();
+    let d = dir.path();
+    let a = d.join("a.vmdk");
+    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&a), "4M"]);
+    qemu_io(&a, &["write -P 0x11 0 2M"]);
+    let (full, cat) = (d.join("full.vdar"), d.join("full.vcat"));
+    let args = ["backup", s(&a), "-o", s(&full), "--catalog", s(&cat)];
+    ok(&[&args[..], &["--chunk-size", "64K"]].concat());
+    let b = d.join("b.vmdk");
+    let create = [
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-b",
+        "a.vmdk",
+        "-F",
+        "vmdk",
+        s(&b),
+    ];
+    run("qemu-img", &create);
+    qemu_io(&b, &["write -P 0x22 1M 4k"]);
+    let inc = d.join("inc.vdar");
+    ok(&["backup", s(&b), "-o", s(&inc), "--base", s(&cat)]);
+    let r = d.join("r");
+    let img = restored(&vdar_stdin(
+        &["restore", "-", "--to", s(&r), "--json"],
+        &full,
+    ));
+    assert!(img.starts_with(r.join("a")), "{}", img.display());
+    let ino = std::fs::metadata(&img).unwrap().ino();
+    let args = [
+        "restore",
+        "-",
+        "--to",
+        s(&r),
+        "--in-place",
+        "--json",
+        "--base",
+        s(&cat),
+    ];
+    let out = vdar_stdin(&args, &inc);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let now = restored(&out);
+    assert!(now.starts_with(r.join("b")), "{}", now.display());
+    assert!(!r.join("a").exists());
+    assert_eq!(
+        std::fs::metadata(&now).unwrap().ino(),
+        ino,
+        "updated, not replaced"
+    );
+    let want = d.join("want.raw");
+    qemu_raw(&b, &want);
+    assert_same_file(&now, &want);
+}

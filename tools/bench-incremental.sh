@@ -158,10 +158,24 @@ BASES=(--base full.vdar); for n in 1 2 3 4 5 6 7; do BASES+=(--base "inc$n.vdar"
 hyperfine --runs "$RUNS" --export-json chain.json --prepare "rm -rf r; sync" \
   -n "vdar restore of one full archive" "$V restore full8.vdar --to r" \
   -n "vdar restore of base + 7 incrementals" "$V restore inc8.vdar ${BASES[*]} --to r"
-# Not timed: the chain from tape applied in place. Loose disks form a VM named after the top
-# descriptor (top, upd1, upd2, ...), and `restore --in-place` updates DIR/<vm>/ only when the
-# incremental's VM has its base's name (a .vmx VM keeps its name); tests/incremental.rs
-# checks the in-place chain on a disk whose name stays.
+# A chain from tape, in place: the full archive from a pipe, then each incremental from a pipe
+# onto the same images (each renames the VM's directory: loose disks are named after the top
+# descriptor, upd1, upd2, ...).
+cat > inplace.sh <<SH
+set -e
+rm -rf ip; $V restore - --to ip < full.vdar 2> /dev/null
+$V restore - --to ip --in-place --base full.vcat < inc1.vdar 2> /dev/null
+for n in 2 3 4 5 6 7 8; do
+  $V restore - --to ip --in-place --base inc\$((n - 1)).vcat < inc\$n.vdar 2> /dev/null
+done
+SH
+hyperfine --runs "$RUNS" --export-json tape.json --prepare "rm -rf ip r; sync" \
+  -n "vdar restore of one full archive from a pipe" "$V restore - --to r < full8.vdar" \
+  -n "vdar full + 8 incrementals in place, from pipes" "bash inplace.sh"
+bash inplace.sh && \
+  qemu-img convert -O raw upd8.vmdk want8.raw && cmp ip/*/base.raw want8.raw && \
+  echo "the chain applied in place is identical to qemu-img's image"
+rm -rf ip want8.raw
 $V restore inc8.vdar "${BASES[@]}" --to r 2> /dev/null
 qemu-img convert -O raw upd8.vmdk want8.raw
 cmp r/*/base.raw want8.raw && echo "the week's chain restores identical to qemu-img's image"
@@ -185,6 +199,7 @@ for k in ["vdar incremental, redo log", "vdar incremental, CBT", "vdar increment
           "vdar incremental, dedup from the base archive"]:
     print(f"  borg / {k}: {b/t[k]:.1f}x, restic / it: {r/t[k]:.1f}x")
 c = {x["command"]: x["median"] for x in json.load(open("chain.json"))["results"]}
+c.update({x["command"]: x["median"] for x in json.load(open("tape.json"))["results"]})
 for k, v in c.items():
     print(f"  {k:<40} {v:8.2f} s")
 PY

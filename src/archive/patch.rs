@@ -113,18 +113,22 @@ impl<'a> Patch<'a> {
         })
     }
 
-    /// Writes the runs over `base` (the base chunk's bytes) and checks the result against the
-    /// new chunk's `digest`: a change list that left a change out of a patched chunk, or a base
-    /// that is not the one recorded, shows up here.
-    pub fn apply(&self, mut base: Vec<u8>, digest: &[u8; 32]) -> Result<Vec<u8>, String> {
-        if blake3::hash(&base).as_bytes() != &self.base_digest {
-            return Err("the base chunk under the patch is not the one recorded".into());
-        }
-        sparse::place(&self.table, self.packed, &mut base);
-        if blake3::hash(&base).as_bytes() != digest {
+    /// Writes the runs over `base` (the base chunk's bytes, already checked against
+    /// [`Self::base_digest`] by whoever fetched them) and checks the result against the new
+    /// chunk's `digest`: a change list that left a change out of a patched chunk shows up here.
+    pub fn apply(&self, base: Vec<u8>, digest: &[u8; 32]) -> Result<Vec<u8>, String> {
+        let out = self.overlay(base);
+        if blake3::hash(&out).as_bytes() != digest {
             return Err("the patched chunk does not hash to its digest".into());
         }
-        Ok(base)
+        Ok(out)
+    }
+
+    /// Writes the runs over `base`, unchecked: for a caller that checks the result itself (a
+    /// chunk rebuilt inside a base chain is decoded, and so hashed, as a Chunk record).
+    pub fn overlay(&self, mut base: Vec<u8>) -> Vec<u8> {
+        sparse::place(&self.table, self.packed, &mut base);
+        base
     }
 
     /// Bytes of new data the patch carries.
@@ -173,8 +177,12 @@ mod tests {
         assert!(p
             .apply(other, &digest)
             .unwrap_err()
-            .contains("not the one recorded"));
-        assert!(p.apply(base, &bd).unwrap_err().contains("does not hash"));
+            .contains("does not hash"));
+        assert!(p
+            .apply(base.clone(), &bd)
+            .unwrap_err()
+            .contains("does not hash"));
+        assert_eq!(p.overlay(base), want);
         // A flipped byte anywhere (place, base digest, checksum, table, frame) is found
         // without the base.
         for at in [2, 20, 50, 80, stored.len() - 1] {

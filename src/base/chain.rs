@@ -249,7 +249,8 @@ impl BaseChain {
 
     /// The chunk a base's BasePatch record (header `h`, stored `payload`, in the archive
     /// `prefix` names, whose own base is `next`) stands for, rebuilt from that archive's base
-    /// and checked, as a Chunk record of codec none (as [`Restored::read`] gives it).
+    /// and unchecked: a Chunk record of codec none (as [`Restored::read`] gives it), whose
+    /// decoding checks the rebuilt bytes against the record's digest.
     #[allow(clippy::type_complexity)]
     fn rebuild(
         &mut self,
@@ -279,19 +280,16 @@ impl BaseChain {
                 },
                 Err(w) => return Ok(Err(w)),
             };
-        match patch.apply(base, &h.digest) {
-            Ok(bytes) => {
-                let chunk = RecordHeader {
-                    kind: RecordKind::Chunk,
-                    codec: crate::archive::format::Codec::None,
-                    stored_len: h.raw_len,
-                    ..*h
-                };
-                let namer: Namer = Box::new(move |w: &str| format!("{prefix}{w}"));
-                Ok(Ok((chunk, bytes, namer)))
-            }
-            Err(w) => fail(w),
-        }
+        // Checked as the Chunk record it is returned as, when it is decoded.
+        let bytes = patch.overlay(base);
+        let chunk = RecordHeader {
+            kind: RecordKind::Chunk,
+            codec: crate::archive::format::Codec::None,
+            stored_len: h.raw_len,
+            ..*h
+        };
+        let namer: Namer = Box::new(move |w: &str| format!("{prefix}{w}"));
+        Ok(Ok((chunk, bytes, namer)))
     }
 
     /// Number of bases given.

@@ -171,7 +171,9 @@ pub fn plan(
         .iter()
         .any(|p| p.changed.is_none() && p.base_disk.is_some());
     let bytes = if dedup && !is_catalog(path)? {
-        Some(Arc::new(Mutex::new(BaseChain::open(std::slice::from_ref(path))?)))
+        Some(Arc::new(Mutex::new(BaseChain::open(
+            std::slice::from_ref(path),
+        )?)))
     } else {
         None
     };

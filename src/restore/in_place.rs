@@ -39,12 +39,30 @@ pub(crate) struct InPlaceMap {
     pub disks: Vec<InPlaceDisk>,
     /// The marker's text.
     pub marker: String,
+    /// The VM directory to rename before anything is written (`follow_vm_name`).
+    rename: Option<(PathBuf, PathBuf)>,
+}
+
+impl InPlaceMap {
+    /// Renames the VM directory, if the VM's name changed since the base: the last step before
+    /// the images are opened, once everything else was checked.
+    pub(crate) fn follow_rename(&mut self) -> Result<()> {
+        if let Some((from, to)) = self.rename.take() {
+            if to.symlink_metadata().is_ok() {
+                return Err(Error::Usage(format!("{} appeared meanwhile", to.display())));
+            }
+            std::fs::rename(&from, &to).map_err(|e| Error::io(&from, None, e))?;
+        }
+        Ok(())
+    }
 }
 
 impl InPlaceBase {
     /// Maps every disk of the incremental `m` onto the base image of the same file in DIR,
     /// refusing what cannot be updated in place: another base, a disk the base lacks, a
-    /// capacity that changed, or an earlier in-place restore that did not finish.
+    /// capacity that changed, or an earlier in-place restore that did not finish. A single VM
+    /// whose name changed since the base has its directory renamed first
+    /// ([`Self::follow_vm_name`]).
     pub(crate) fn map(&self, m: &Manifest) -> Result<InPlaceMap> {
         let marker = self.dir.join(MARKER);
         if let Ok(text) = std::fs::read_to_string(&marker) {
@@ -77,7 +95,8 @@ impl InPlaceBase {
                 m.chunk_size, self.image.manifest.chunk_size
             )));
         }
-        let base_paths = super::raw_image_paths(&self.image.manifest, &self.dir);
+        let (base_manifest, rename) = self.follow_vm_name(m)?;
+        let base_paths = super::raw_image_paths(&base_manifest, &self.dir);
         let base_caps: Vec<u64> = self
             .image
             .manifest
@@ -92,6 +111,7 @@ impl InPlaceBase {
                 "the incremental created {} onto base {want}\n",
                 crate::clock::rfc3339(t)
             ),
+            rename: None,
         };
         for (p, (_, d)) in super::raw_image_paths(m, &self.dir).iter().zip(m.disks()) {
             let Some(j) = base_paths.iter().position(|b| b == p) else {
@@ -123,7 +143,29 @@ impl InPlaceBase {
                 held,
             });
         }
+        map.rename = rename;
         Ok(map)
+    }
+
+    /// A VM whose name changed since the base (loose disks are named after their top
+    /// descriptor, which every snapshot changes; a VM renamed in vSphere): the base's images
+    /// are still in `DIR/<old name>/`, where `DIR/<new name>/` is wanted. With one VM on each
+    /// side, the base's manifest as if its VM had the new name, and the directory rename to
+    /// make once every check has passed; `DIR/<new name>` must not exist yet.
+    fn follow_vm_name(&self, m: &Manifest) -> Result<(Manifest, Option<(PathBuf, PathBuf)>)> {
+        let mut base = self.image.manifest.clone();
+        let ([old], [new]) = (&mut base.vms[..], &m.vms[..]) else {
+            return Ok((base, None));
+        };
+        if old.name == new.name {
+            return Ok((base, None));
+        }
+        let (from, to) = (self.dir.join(&old.name), self.dir.join(&new.name));
+        if !from.is_dir() || to.symlink_metadata().is_ok() {
+            return Ok((base, None));
+        }
+        old.name = new.name.clone();
+        Ok((base, Some((from, to))))
     }
 
     /// Whether the base image holds `digest` at `src` (its catalog says so).

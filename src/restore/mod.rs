@@ -477,11 +477,14 @@ fn open_target(
 ) -> Result<(FsTarget, Selection)> {
     let sel = Selection::new(manifest, opts)?;
     // First: a DIR that holds another base is the clearer answer than a missing base.
-    let in_place = match &opts.in_place {
+    let mut in_place = match &opts.in_place {
         Some(b) => Some(in_place_check(b, &dest, manifest, &sel, opts)?),
         None => None,
     };
     check_bases(manifest, opts.bases.as_deref())?;
+    if let Some(m) = &mut in_place {
+        m.follow_rename()?;
+    }
     // In place, the small files (the .vmx, the descriptors) are replaced by the newer ones.
     let force = opts.force || in_place.is_some();
     let mut target =
