@@ -717,20 +717,28 @@ fn tape_chain(d: &Path) -> (Vec<(PathBuf, PathBuf)>, Vec<PathBuf>) {
     (chain, wants)
 }
 
+/// `DIR/disk.vmdk` of `size` with `write` done, and its full backup in 64 KiB chunks with the
+/// change id `id/0`: the start of a CBT chain. Returns the disk and the archive.
+fn cbt_full_backup(d: &Path, size: &str, write: &str) -> (PathBuf, PathBuf) {
+    let disk = d.join("disk.vmdk");
+    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), size]);
+    qemu_io(&disk, &[write]);
+    let c0 = d.join("c0.json");
+    cbt_file(&c0, "disk.vmdk", "*", "id/0", &[]);
+    let full = d.join("full.vdar");
+    let args = ["backup", s(&disk), "-o", s(&full), "--chunk-size", "64K"];
+    ok(&[&args[..], &["--changed-areas", s(&c0)]].concat());
+    (disk, full)
+}
+
 /// A change its CBT list leaves out, next to one it names in the same chunk: the chunk is a
 /// patch that does not rebuild to what was read, and verify and restore say so.
 #[test]
 fn a_change_the_list_leaves_out_of_a_patched_chunk_is_found() {
     let dir = tempdir();
     let d = dir.path();
-    let disk = d.join("disk.vmdk");
-    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "8M"]);
-    qemu_io(&disk, &["write -P 0x11 0 4M"]);
-    let (c0, c1) = (d.join("c0.json"), d.join("c1.json"));
-    cbt_file(&c0, "disk.vmdk", "*", "id/0", &[]);
-    let full = d.join("full.vdar");
-    let args = ["backup", s(&disk), "-o", s(&full), "--chunk-size", "64K"];
-    ok(&[&args[..], &["--changed-areas", s(&c0)]].concat());
+    let (disk, full) = cbt_full_backup(d, "8M", "write -P 0x11 0 4M");
+    let c1 = d.join("c1.json");
     qemu_io(&disk, &["write -P 0x22 1M 4k", "write -P 0x33 1056k 4k"]);
     cbt_file(&c1, "disk.vmdk", "id/0", "id/1", &[(1 << 20, 4096)]);
     let inc = d.join("inc.vdar");
@@ -917,14 +925,8 @@ fn a_ref_to_a_base_patch_is_damage_to_every_reader() {
     use vdar::archive::writer::ArchiveWriter;
     let dir = tempdir();
     let d = dir.path();
-    let disk = d.join("disk.vmdk");
-    run("qemu-img", &["create", "-q", "-f", "vmdk", s(&disk), "1M"]);
-    qemu_io(&disk, &["write -P 0x11 0 512k"]);
-    let (c0, c1) = (d.join("c0.json"), d.join("c1.json"));
-    cbt_file(&c0, "disk.vmdk", "*", "id/0", &[]);
-    let full = d.join("full.vdar");
-    let args = ["backup", s(&disk), "-o", s(&full), "--chunk-size", "64K"];
-    ok(&[&args[..], &["--changed-areas", s(&c0)]].concat());
+    let (disk, full) = cbt_full_backup(d, "1M", "write -P 0x11 0 512k");
+    let c1 = d.join("c1.json");
     qemu_io(&disk, &["write -P 0x22 64k 4k"]);
     cbt_file(&c1, "disk.vmdk", "id/0", "id/1", &[(64 << 10, 4096)]);
     let inc = d.join("inc.vdar");
