@@ -278,7 +278,8 @@ fn rebuild(
     };
     Ok(bases
         .fetch(id, patch.src, h.raw_len, &patch.base_digest)?
-        .and_then(|base| patch.apply(base, &h.digest)))
+        // Unchecked here: `flush` decodes it as a raw Chunk record, which checks its digest.
+        .map(|base| patch.overlay(base)))
 }
 
 /// Checks the batch's payloads on all cores, then writes them in order. A chunk that arrives

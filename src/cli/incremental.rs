@@ -30,12 +30,7 @@ pub fn bases(
     }
     let (mut catalogs, mut archives) = (Vec::new(), Vec::new());
     for p in paths {
-        let mut head = [0u8; 8];
-        let mut f = std::fs::File::open(p).with_context(|| format!("base {}", p.display()))?;
-        let n = f
-            .read(&mut head)
-            .with_context(|| format!("base {}", p.display()))?;
-        if catalog::is_catalog(&head[..n]) {
+        if is_catalog(p)? {
             catalogs.push(p.clone());
         } else {
             archives.push(p.clone());
