@@ -25,6 +25,13 @@ fn place(b: &[u8]) -> Option<(u32, u64)> {
     Some((d, o))
 }
 
+/// The base place and base chunk digest a stored patch names, read without decoding it (to
+/// find its base before the patch is checked; [`decode`] checks these bytes too).
+pub fn base_of(stored: &[u8]) -> Option<((u32, u64), [u8; 32])> {
+    let digest = stored.get(12..DECODED_FIXED_BYTES)?.try_into().ok()?;
+    Some((place(stored)?, digest))
+}
+
 /// Bytes of the fixed fields a decoded patch keeps (the base place and digest).
 const DECODED_FIXED_BYTES: usize = 12 + 32;
 

@@ -14,12 +14,11 @@ use super::{id_hex, id_short, BaseImage};
 use crate::archive::format::{IndexEntry, RecordHeader, RecordKind};
 use crate::archive::index::{read_raw_at, SeekableArchive};
 use crate::archive::manifest::{BaseLink, Manifest};
-use crate::archive::patch::Patch;
-use crate::archive::reader::{decode_payload, decode_ref};
-use crate::error::{Error, Result};
+use crate::archive::reader::decode_ref;
 
-/// Names a base record in messages: `base <id> (<file>): <what>`.
-pub type Namer = Box<dyn Fn(&str) -> String + Send>;
+use super::recipe::Layer;
+pub use super::recipe::Recipe;
+use crate::error::{Error, Result};
 
 /// One base archive, open.
 #[derive(Debug)]
@@ -160,35 +159,65 @@ impl BaseChain {
         digest: &[u8; 32],
     ) -> Result<std::result::Result<Vec<u8>, String>> {
         Ok(self
-            .fetch_raw(id, src, len, digest)?
-            .and_then(|(h, payload, what)| decode_payload(&h, payload).map_err(|w| what(&w))))
+            .recipe(id, src, len, digest)?
+            .and_then(Recipe::into_bytes))
     }
 
-    /// [`Self::fetch`] without decoding: the header and stored payload of the Chunk record
-    /// that holds the bytes (a consolidate copies it as it is), and a namer for messages about
-    /// it. The payload is not checked yet.
-    #[allow(clippy::type_complexity)]
-    pub fn fetch_raw(
+    /// [`Self::fetch`] without decoding: the records that hold the bytes, as stored. Nothing
+    /// is checked yet; [`Recipe::into_bytes`] checks the bytes against `digest`.
+    pub fn recipe(
         &mut self,
         id: &[u8; 32],
         src: (u32, u64),
         len: u64,
         digest: &[u8; 32],
-    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, Namer), String>> {
-        self.fetch_raw_within(id, src, len, digest, self.archives.len() + 1)
+    ) -> Result<std::result::Result<Recipe, String>> {
+        let mut layers = Vec::new();
+        let (mut id, mut src, mut digest) = (*id, src, *digest);
+        // Each patch goes to an older archive, so a chain of N archives holds fewer than N.
+        for _ in 0..=self.archives.len() {
+            let (h, stored, prefix, next) = match self.record(&id, src, len, &digest)? {
+                Ok(r) => r,
+                Err(why) => return Ok(Err(why)),
+            };
+            if h.kind == RecordKind::Chunk {
+                layers.reverse();
+                return Ok(Ok(Recipe {
+                    bottom: h,
+                    stored,
+                    prefix,
+                    layers,
+                }));
+            }
+            let fail = |w: &str| Ok(Err(format!("{prefix}{w}")));
+            let Some((base_src, base_digest)) = crate::archive::patch::base_of(&stored) else {
+                return fail("base patch does not decode");
+            };
+            let Some(next) = next else {
+                return fail("base patch without a base");
+            };
+            layers.push(Layer {
+                header: h,
+                stored,
+                prefix,
+            });
+            (id, src, digest) = (next, base_src, base_digest);
+        }
+        Ok(Err("base patches loop".into()))
     }
 
-    /// [`Self::fetch_raw`] following at most `patches` base patches (each goes to an older
-    /// archive, so a chain of N archives needs fewer than N).
+    /// The Chunk or BasePatch record that holds the `len` bytes `digest` at `src` of the
+    /// restored image of base `id`, following Refs within an archive and BaseRefs into older
+    /// ones; with the prefix naming its archive in messages and that archive's own base.
     #[allow(clippy::type_complexity)]
-    fn fetch_raw_within(
+    fn record(
         &mut self,
         id: &[u8; 32],
         src: (u32, u64),
         len: u64,
         digest: &[u8; 32],
-        patches: usize,
-    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, Namer), String>> {
+    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, String, Option<[u8; 32]>), String>>
+    {
         let (mut id, mut src) = (*id, src);
         // A Ref names a Chunk record only (formats/ARCHIVE.md, "Base patches").
         let mut via_ref = false;
@@ -200,7 +229,8 @@ impl BaseChain {
             let Some(a) = self.archives.get_mut(&id) else {
                 return Ok(Err(format!("base archive {} is not given", id_hex(&id))));
             };
-            let what = |w: &str| format!("base {} ({}): {w}", id_short(&id), a.name.display());
+            let prefix = format!("base {} ({}): ", id_short(&id), a.name.display());
+            let what = |w: &str| format!("{prefix}{w}");
             let Some(e) = a.places.get(&src).copied() else {
                 return Ok(Err(what(&format!(
                     "no chunk at disk {} offset {:#x}",
@@ -217,12 +247,9 @@ impl BaseChain {
                     src.0, src.1
                 ))));
             }
+            let next = a.manifest.base.as_ref().and_then(|b| parse_id(&b.id));
             match h.kind {
-                RecordKind::Chunk => {
-                    let prefix = what("");
-                    let namer: Namer = Box::new(move |w: &str| format!("{prefix}{w}"));
-                    return Ok(Ok((h, payload, namer)));
-                }
+                RecordKind::Chunk => return Ok(Ok((h, payload, prefix, next))),
                 RecordKind::Ref => match decode_ref(&payload).filter(|s| *s < src) {
                     Some(s) => (src, via_ref) = (s, true),
                     None => return Ok(Err(what("bad reference"))),
@@ -230,66 +257,14 @@ impl BaseChain {
                 RecordKind::BasePatch if via_ref => {
                     return Ok(Err(what("reference to a base patch")));
                 }
-                RecordKind::BasePatch => {
-                    let prefix = what("");
-                    let next = a.manifest.base.as_ref().and_then(|b| parse_id(&b.id));
-                    return self.rebuild(next, &h, payload, prefix, patches);
-                }
-                _ => {
-                    let next = a.manifest.base.as_ref().and_then(|b| parse_id(&b.id));
-                    match (next, decode_ref(&payload)) {
-                        (Some(n), Some(s)) => (id, src, via_ref) = (n, s, false),
-                        _ => return Ok(Err(what("bad base reference"))),
-                    }
-                }
+                RecordKind::BasePatch => return Ok(Ok((h, payload, prefix, next))),
+                _ => match (next, decode_ref(&payload)) {
+                    (Some(n), Some(s)) => (id, src, via_ref) = (n, s, false),
+                    _ => return Ok(Err(what("bad base reference"))),
+                },
             }
         }
         Ok(Err("base references loop".into()))
-    }
-
-    /// The chunk a base's BasePatch record (header `h`, stored `payload`, in the archive
-    /// `prefix` names, whose own base is `next`) stands for, rebuilt from that archive's base
-    /// and unchecked: a Chunk record of codec none (as [`Restored::read`] gives it), whose
-    /// decoding checks the rebuilt bytes against the record's digest.
-    #[allow(clippy::type_complexity)]
-    fn rebuild(
-        &mut self,
-        next: Option<[u8; 32]>,
-        h: &RecordHeader,
-        payload: Vec<u8>,
-        prefix: String,
-        patches: usize,
-    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, Namer), String>> {
-        let fail = |w: String| Ok(Err(format!("{prefix}{w}")));
-        let (Some(next), Some(left)) = (next, patches.checked_sub(1)) else {
-            return fail("base patch without a base".into());
-        };
-        let decoded = match decode_payload(h, payload) {
-            Ok(d) => d,
-            Err(w) => return fail(w),
-        };
-        let patch = match Patch::parse(&decoded, h.raw_len as usize) {
-            Ok(p) => p,
-            Err(w) => return fail(w),
-        };
-        let base =
-            match self.fetch_raw_within(&next, patch.src, h.raw_len, &patch.base_digest, left)? {
-                Ok((bh, stored, namer)) => match decode_payload(&bh, stored) {
-                    Ok(b) => b,
-                    Err(w) => return Ok(Err(namer(&w))),
-                },
-                Err(w) => return Ok(Err(w)),
-            };
-        // Checked as the Chunk record it is returned as, when it is decoded.
-        let bytes = patch.overlay(base);
-        let chunk = RecordHeader {
-            kind: RecordKind::Chunk,
-            codec: crate::archive::format::Codec::None,
-            stored_len: h.raw_len,
-            ..*h
-        };
-        let namer: Namer = Box::new(move |w: &str| format!("{prefix}{w}"));
-        Ok(Ok((chunk, bytes, namer)))
     }
 
     /// Number of bases given.
@@ -312,7 +287,8 @@ impl Restored {
         src: (u32, u64),
         len: u64,
         digest: &[u8; 32],
-    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, Namer), String>> {
+    ) -> Result<std::result::Result<(RecordHeader, Vec<u8>, String, Option<[u8; 32]>), String>>
+    {
         let prefix = format!(
             "base {} (restored in {}): ",
             id_short(&self.image.id),
@@ -344,7 +320,7 @@ impl Restored {
             raw_len: len,
             digest: *digest,
         };
-        let namer: Namer = Box::new(move |w: &str| format!("{prefix}{w}"));
-        Ok(Ok((h, buf, namer)))
+        // A restored image holds everything older: the chain ends here.
+        Ok(Ok((h, buf, prefix, None)))
     }
 }

@@ -12,11 +12,11 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use super::chain::BaseChain;
+use super::recipe::Recipe;
 use crate::archive::format::{Codec, IndexEntry, RecordHeader, RecordKind};
 use crate::archive::index::{ReadSeek, SeekableArchive};
 use crate::archive::manifest::Manifest;
-use crate::archive::patch::Patch;
-use crate::archive::reader::{decode_payload, decode_ref};
+use crate::archive::reader::decode_ref;
 use crate::archive::writer::encode_chunk as encode;
 use crate::archive::writer::ArchiveWriter;
 use crate::base::image::Place;
@@ -52,8 +52,9 @@ struct Pending {
     place: (u32, u64),
     len: u64,
     digest: [u8; 32],
-    /// Header and stored payload of the Chunk record, and who holds it (for messages).
-    raw: (RecordHeader, Vec<u8>),
+    /// The records holding its bytes (their messages name the base they are in).
+    raw: Recipe,
+    /// The archive consolidated, for messages.
     from: String,
     from_base: bool,
 }
@@ -119,7 +120,7 @@ pub fn consolidate(
                         place: (h.disk, h.offset),
                         len: h.raw_len,
                         digest: h.digest,
-                        raw: (h, payload),
+                        raw: Recipe::plain(h, payload, String::new()),
                         from: top_name.to_string(),
                         from_base: false,
                     },
@@ -139,19 +140,17 @@ pub fn consolidate(
                     RecordKind::BasePatch => {
                         let id = base_id
                             .ok_or_else(|| damaged(top_name, e, "base patch without a base"))?;
-                        let bytes = rebuild(bases, &id, &h, payload)?
+                        let (src, base_digest) = crate::archive::patch::base_of(&payload)
+                            .ok_or_else(|| damaged(top_name, e, "base patch does not decode"))?;
+                        let mut raw = bases
+                            .recipe(&id, src, h.raw_len, &base_digest)?
                             .map_err(|w| damaged(top_name, e, &w))?;
-                        let raw = RecordHeader {
-                            kind: RecordKind::Chunk,
-                            codec: Codec::None,
-                            stored_len: h.raw_len,
-                            ..h
-                        };
+                        raw.patch(h, payload, String::new());
                         Pending {
                             place: (h.disk, h.offset),
                             len: h.raw_len,
                             digest: h.digest,
-                            raw: (raw, bytes),
+                            raw,
                             from: top_name.to_string(),
                             from_base: true,
                         }
@@ -161,15 +160,15 @@ pub fn consolidate(
                             .ok_or_else(|| damaged(top_name, e, "bad base reference"))?;
                         let id = base_id
                             .ok_or_else(|| damaged(top_name, e, "base reference without a base"))?;
-                        let (bh, bp, namer) = bases
-                            .fetch_raw(&id, src, h.raw_len, &h.digest)?
+                        let raw = bases
+                            .recipe(&id, src, h.raw_len, &h.digest)?
                             .map_err(|w| damaged(top_name, e, &w))?;
                         Pending {
                             place: (h.disk, h.offset),
                             len: h.raw_len,
                             digest: h.digest,
-                            raw: (bh, bp),
-                            from: namer(""),
+                            raw,
+                            from: top_name.to_string(),
                             from_base: true,
                         }
                     }
@@ -260,28 +259,6 @@ fn write_ref(
 /// A payload compressed anew: its codec and bytes.
 type Encoded = (Codec, Vec<u8>);
 
-/// The chunk the top archive's BasePatch (header `h`, stored `payload`) stands for, from the
-/// base `id` in `bases`, checked. `Ok(Err(why))`: damage.
-fn rebuild(
-    bases: &mut BaseChain,
-    id: &[u8; 32],
-    h: &RecordHeader,
-    payload: Vec<u8>,
-) -> Result<std::result::Result<Vec<u8>, String>> {
-    let decoded = match decode_payload(h, payload) {
-        Ok(d) => d,
-        Err(w) => return Ok(Err(w)),
-    };
-    let patch = match Patch::parse(&decoded, h.raw_len as usize) {
-        Ok(p) => p,
-        Err(w) => return Ok(Err(w)),
-    };
-    Ok(bases
-        .fetch(id, patch.src, h.raw_len, &patch.base_digest)?
-        // Unchecked here: `flush` decodes it as a raw Chunk record, which checks its digest.
-        .map(|base| patch.overlay(base)))
-}
-
 /// Checks the batch's payloads on all cores, then writes them in order. A chunk that arrives
 /// raw is compressed as a backup would store it: a chunk rebuilt from a base patch arrives
 /// so, and one stored raw because zstd did not shrink it stays raw.
@@ -296,8 +273,8 @@ fn flush(
     let checks: Vec<std::result::Result<Option<Encoded>, String>> = batch
         .par_iter()
         .map(|p| {
-            let plain = decode_payload(&p.raw.0, p.raw.1.clone())?;
-            if p.raw.0.codec != Codec::None {
+            let plain = p.raw.clone().into_bytes()?;
+            if p.raw.is_plain() && p.raw.bottom.codec != Codec::None {
                 return Ok(None);
             }
             let mut bytes = ChunkBytes::dense(plain);
@@ -316,7 +293,7 @@ fn flush(
         })?;
         let (codec, payload) = match &encoded {
             Some((c, bytes)) => (*c, &bytes[..]),
-            None => (p.raw.0.codec, &p.raw.1[..]),
+            None => (p.raw.bottom.codec, &p.raw.stored[..]),
         };
         w.write_chunk(p.place.0, p.place.1, p.len, p.digest, codec, payload)?;
         table.insert(p.digest, p.place);

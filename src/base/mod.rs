@@ -20,6 +20,7 @@ pub mod chain;
 pub mod consolidate;
 pub mod image;
 pub mod plan;
+pub mod recipe;
 
 pub use chain::BaseChain;
 pub use image::BaseImage;

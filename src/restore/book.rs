@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 
 use super::ledger::Ledger;
 use super::{Damage, LostRange, RestoreOptions, RestoreReport, RestoredDisk, Selection, Target};
+use crate::base::recipe::Recipe;
 
 /// See the module docs.
 pub(super) struct Book<'m> {
@@ -76,22 +77,23 @@ impl<'m> Book<'m> {
         h: &RecordHeader,
         payload: &[u8],
     ) -> Result<Option<std::result::Result<Vec<u8>, String>>> {
-        Ok(self.base_raw(h, payload)?.map(|(r, named)| {
-            r.and_then(|(ch, stored)| {
-                crate::archive::reader::decode_payload(&ch, stored).map_err(|w| named + &w)
-            })
-        }))
+        Ok(self
+            .base_recipe(h, payload)?
+            .map(|r| r.and_then(Recipe::into_bytes)))
     }
 
-    /// [`Self::base_chunk`] before decoding: the stored payload of the Chunk record holding
-    /// the bytes, under a Chunk header for the BaseRef's own place (so that decoding it, on
-    /// any thread, checks the bytes against the digest the incremental recorded), and the
-    /// prefix that names that base in a message about a failed decoding.
-    pub fn base_raw(
+    /// Whether base archives (or images) were given to read BaseRefs and base patches from.
+    pub fn has_bases(&self) -> bool {
+        self.bases.is_some()
+    }
+
+    /// [`Self::base_chunk`] before decoding: the records holding the bytes, found in the
+    /// bases; decoding them, on any thread, checks the bytes against `h`'s digest.
+    pub fn base_recipe(
         &mut self,
         h: &RecordHeader,
         payload: &[u8],
-    ) -> Result<Option<(crate::archive::index::RecordRead, String)>> {
+    ) -> Result<Option<std::result::Result<Recipe, String>>> {
         let Some(bases) = &self.bases else {
             self.report.base_refs_unchecked += 1;
             return Ok(None);
@@ -101,26 +103,37 @@ impl<'m> Book<'m> {
             .then(|| crate::archive::reader::decode_ref(payload))
             .flatten();
         let (Some(id), Some(src)) = (id, src) else {
-            return Ok(Some((
-                Err("base reference without a base".into()),
-                String::new(),
-            )));
+            return Ok(Some(Err("base reference without a base".into())));
         };
         let mut chain = bases.lock().expect("invariant: no panic under lock");
-        Ok(Some(
-            match chain.fetch_raw(&id, src, h.raw_len, &h.digest)? {
-                Ok((bh, stored, namer)) => {
-                    let here = RecordHeader {
-                        kind: RecordKind::Chunk,
-                        disk: h.disk,
-                        offset: h.offset,
-                        ..bh
-                    };
-                    (Ok((here, stored)), namer(""))
-                }
-                Err(why) => (Err(why), String::new()),
+        Ok(Some(chain.recipe(&id, src, h.raw_len, &h.digest)?))
+    }
+
+    /// The records a BasePatch record (header `h`, payload `stored` as the archive holds it)
+    /// stands for: its base chunk, found in the bases, with the patch over it; decoding them
+    /// checks the patch and the patched chunk. `Ok(None)`: no bases were given.
+    pub fn patch_recipe(
+        &mut self,
+        h: &RecordHeader,
+        stored: &[u8],
+    ) -> Result<Option<std::result::Result<Recipe, String>>> {
+        let Some(bases) = &self.bases else {
+            self.report.base_refs_unchecked += 1;
+            return Ok(None);
+        };
+        let Some(id) = self.base_id() else {
+            return Ok(Some(Err("base patch without a base".into())));
+        };
+        let Some((src, base_digest)) = crate::archive::patch::base_of(stored) else {
+            return Ok(Some(Err(format!("base patch of {} bytes", stored.len()))));
+        };
+        let mut chain = bases.lock().expect("invariant: no panic under lock");
+        Ok(Some(chain.recipe(&id, src, h.raw_len, &base_digest)?.map(
+            |mut r| {
+                r.patch(*h, stored.to_vec(), String::new());
+                r
             },
-        ))
+        )))
     }
 
     /// The chunk a BasePatch record (header `h`, decoded patch `decoded`) stands for: the

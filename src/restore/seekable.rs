@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::archive::format::{IndexEntry, RecordKind};
+use crate::archive::format::{IndexEntry, RecordHeader, RecordKind};
 use crate::archive::index::{ReadSeek, RecordRead, SeekableArchive};
+use crate::archive::reader::decode_payload;
+use crate::base::recipe::Recipe;
 use crate::error::Result;
 
 use super::book::Book;
@@ -21,6 +23,28 @@ use super::{Selection, Target};
 /// plaintext per batch, two batches in flight.
 const DECODE_AHEAD_RECORDS: usize = 8;
 
+/// A record read through the index, not yet decoded.
+enum Raw {
+    /// Decoded as it is.
+    Record(RecordRead),
+    /// A BaseRef or BasePatch: the records holding its bytes, in the bases, and the Chunk
+    /// header its bytes are placed under.
+    Rebuilt(RecordHeader, Recipe),
+}
+
+/// Decodes a batch on all cores.
+fn decode_all(raws: Vec<Raw>) -> Vec<RecordRead> {
+    use rayon::prelude::*;
+    raws.into_par_iter()
+        .map(|r| match r {
+            Raw::Record(r) => {
+                r.and_then(|(h, payload)| decode_payload(&h, payload).map(|d| (h, d)))
+            }
+            Raw::Rebuilt(h, recipe) => recipe.into_bytes().map(|d| (h, d)),
+        })
+        .collect()
+}
+
 /// A batch of raw chunk records being decoded on another thread.
 struct PendingBatch {
     idx: Vec<usize>,
@@ -28,8 +52,8 @@ struct PendingBatch {
 }
 
 impl PendingBatch {
-    fn spawn(idx: Vec<usize>, raws: Vec<RecordRead>) -> Self {
-        let handle = std::thread::spawn(move || crate::archive::index::decode_raws(raws));
+    fn spawn(idx: Vec<usize>, raws: Vec<Raw>) -> Self {
+        let handle = std::thread::spawn(move || decode_all(raws));
         PendingBatch { idx, handle }
     }
 
@@ -137,7 +161,6 @@ fn place_all(
     // decodes on the other cores while this one is written (`pending`).
     let mut ahead: HashMap<usize, RecordRead> = HashMap::new();
     let mut pending: Option<PendingBatch> = None;
-    let mut names = BaseNames::new();
     let plan = |sel: &Selection, from: usize| -> Vec<(usize, IndexEntry)> {
         entries[from..]
             .iter()
@@ -157,8 +180,8 @@ fn place_all(
                 Some(p) => ahead.extend(p.join()),
                 None => {
                     let batch = plan(&book.sel, i);
-                    let raws = read_raws(ar, book, &batch, &mut names)?;
-                    for ((j, _), r) in batch.iter().zip(crate::archive::index::decode_raws(raws)) {
+                    let raws = read_raws(ar, book, &batch)?;
+                    for ((j, _), r) in batch.iter().zip(decode_all(raws)) {
                         ahead.insert(*j, r);
                     }
                 }
@@ -166,7 +189,7 @@ fn place_all(
             if let Some(&last) = ahead.keys().max() {
                 let batch = plan(&book.sel, last + 1);
                 if !batch.is_empty() {
-                    let raws = read_raws(ar, book, &batch, &mut names)?;
+                    let raws = read_raws(ar, book, &batch)?;
                     let idx = batch.into_iter().map(|(j, _)| j).collect();
                     pending = Some(PendingBatch::spawn(idx, raws));
                 }
@@ -174,10 +197,7 @@ fn place_all(
         }
         book.report.records += 1;
         let record = match ahead.remove(&i) {
-            Some(r) => {
-                let name = names.remove(&i).unwrap_or_default();
-                r.map_err(|w| name + &w)
-            }
+            Some(r) => r,
             None => ar.read_record(e)?,
         };
         match record {
@@ -204,41 +224,55 @@ fn decoded_ahead(e: &IndexEntry) -> bool {
     )
 }
 
-/// The raw records of `es`, not yet decoded; a BaseRef's is the base's Chunk record that
-/// holds its bytes, under a header for the BaseRef's place ([`Book::base_raw`]).
-/// Entry positions whose decoding is named after a base (its failure is the base's damage).
-type BaseNames = HashMap<usize, String>;
-
+/// The raw records of `batch`, not yet decoded; a BaseRef's or BasePatch's are the base
+/// records that hold its bytes ([`Book::base_recipe`], [`Book::patch_recipe`]), to be placed
+/// under a Chunk header for its place.
 fn read_raws(
     ar: &mut SeekableArchive<'_>,
     book: &mut Book<'_>,
     batch: &[(usize, IndexEntry)],
-    names: &mut BaseNames,
-) -> Result<Vec<RecordRead>> {
+) -> Result<Vec<Raw>> {
     let es: Vec<IndexEntry> = batch.iter().map(|(_, x)| *x).collect();
     let mut out = Vec::with_capacity(es.len());
-    for ((j, e), r) in batch.iter().zip(ar.read_raws(&es)?) {
-        let r = match r {
-            // Kept in place: nothing to read (see `place`).
-            Ok((h, payload))
-                if e.kind == RecordKind::BaseRef && book.own_base_place(&h, &payload).is_some() =>
-            {
-                Ok((h, payload))
-            }
-            Ok((h, payload)) if e.kind == RecordKind::BaseRef => {
-                match book.base_raw(&h, &payload)? {
-                    Some((r, name)) => {
-                        names.insert(*j, name);
-                        r
-                    }
-                    None => Ok((h, payload)),
+    for (e, r) in es.iter().zip(ar.read_raws(&es)?) {
+        let rebuilt = match r {
+            Ok((h, payload)) if book.has_bases() && e.kind == RecordKind::BaseRef => {
+                // Kept in place: nothing to read (see `place`).
+                let found = match book.own_base_place(&h, &payload) {
+                    Some(_) => None,
+                    None => book.base_recipe(&h, &payload)?,
+                };
+                match found {
+                    Some(r) => rebuilt(h, r),
+                    None => Raw::Record(Ok((h, payload))),
                 }
             }
-            r => r,
+            Ok((h, payload)) if book.has_bases() && e.kind == RecordKind::BasePatch => {
+                match book.patch_recipe(&h, &payload)? {
+                    Some(r) => rebuilt(h, r),
+                    None => Raw::Record(Ok((h, payload))),
+                }
+            }
+            r => Raw::Record(r),
         };
-        out.push(r);
+        out.push(rebuilt);
     }
     Ok(out)
+}
+
+/// The [`Raw`] for a base record found (or not) in the bases, placed under a Chunk header at
+/// `h`'s place.
+fn rebuilt(h: RecordHeader, r: std::result::Result<Recipe, String>) -> Raw {
+    let here = RecordHeader {
+        kind: RecordKind::Chunk,
+        codec: crate::archive::format::Codec::None,
+        stored_len: h.raw_len,
+        ..h
+    };
+    match r {
+        Ok(recipe) => Raw::Rebuilt(here, recipe),
+        Err(why) => Raw::Record(Err(why)),
+    }
 }
 
 /// Places one good record read through the index (at archive offset `at`).
