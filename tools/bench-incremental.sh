@@ -111,13 +111,16 @@ RESTIC_REPOSITORY=$PWD/restic0 restic init -q > /dev/null
 RESTIC_REPOSITORY=$PWD/restic0 restic backup -q --stdin --stdin-filename flat.raw < ../flat.raw
 # The second runs read the same file name as the first, as a nightly job would.
 mv flat1.raw flat.raw.new
-hyperfine --runs "$RUNS" --export-json inc.json \
-  --prepare "rm -rf o.vdar borg restic borg-cache borg-security; cp -a borg0 borg; cp -a borg-cache0 borg-cache; cp -a borg-security0 borg-security; cp -a restic0 restic; ln -f flat.raw.new flat.raw; sync" \
+# vdar's runs need only their output removed; the peers' need their repositories copied back,
+# which would leave vdar's runs behind a page cache full of dirty copies.
+hyperfine --runs "$RUNS" --export-json inc.json --prepare "rm -f o.vdar; sync" \
   -n "vdar full backup" "$V backup upd1.vmdk -o o.vdar" \
   -n "vdar incremental, redo log" "$V backup upd1.vmdk -o o.vdar --base full.vcat" \
   -n "vdar incremental, CBT" "$V backup upd1.vmdk -o o.vdar --base full.vcat --changed-areas cbt1.json" \
   -n "vdar incremental, dedup" "$V backup upd1.vmdk -o o.vdar --base full.vcat --read-all" \
-  -n "vdar incremental, dedup from the base archive" "$V backup upd1.vmdk -o o.vdar --base full.vdar --read-all" \
+  -n "vdar incremental, dedup from the base archive" "$V backup upd1.vmdk -o o.vdar --base full.vdar --read-all"
+hyperfine --runs "$RUNS" --export-json peers.json \
+  --prepare "rm -rf borg restic borg-cache borg-security; cp -a borg0 borg; cp -a borg-cache0 borg-cache; cp -a borg-security0 borg-security; cp -a restic0 restic; ln -f flat.raw.new flat.raw; sync" \
   -n "borg create (second run)" "borg create --chunker-params fixed,4194304 --compression zstd,3 borg::b flat.raw" \
   -n "restic backup (second run)" "RESTIC_REPOSITORY=$PWD/restic restic backup -q --stdin --stdin-filename flat.raw < flat.raw"
 for s in redo cbt dedup dedup-archive; do
@@ -184,7 +187,7 @@ rm -rf r want8.raw
 python3 - "$CHANGED" "$Z_CHANGED" "$Z_CHUNKS" "$BORG_GROWTH" "$RESTIC_GROWTH" "$FULL1M" "$CBT1M" <<'PY'
 import json, os, sys
 changed, zc, zk, bg, rg, f1m, c1m = map(int, sys.argv[1:])
-t = {r["command"]: r["median"] for r in json.load(open("inc.json"))["results"]}
+t = {r["command"]: r["median"] for f in ["inc.json", "peers.json"] for r in json.load(open(f))["results"]}
 full = t["vdar full backup"]
 print(f"change: {changed/2**20:.1f} MiB; zstd -3 of it {zc/2**20:.1f} MiB, of the 4 MiB chunks it touches {zk/2**20:.1f} MiB")
 for k, v in t.items():
