@@ -929,13 +929,19 @@ fn decode_borrowed(
     h: &RecordHeader,
     payload: &[u8],
 ) -> std::result::Result<Option<Vec<u8>>, String> {
+    let d = plaintext(h, payload)?;
+    if blake3::hash(d.as_deref().unwrap_or(payload)).as_bytes() != &h.digest {
+        return Err("checksum mismatch".into());
+    }
+    Ok(d)
+}
+
+/// A Chunk record's plaintext, not checked against its digest: for a caller that checks what
+/// it makes of it (a chunk base patches are laid over). `Ok(None)`: the payload is the
+/// plaintext (codec None).
+pub fn plaintext(h: &RecordHeader, payload: &[u8]) -> std::result::Result<Option<Vec<u8>>, String> {
     match h.codec {
-        Codec::None => {
-            if blake3::hash(payload).as_bytes() != &h.digest {
-                return Err("checksum mismatch".into());
-            }
-            Ok(None)
-        }
+        Codec::None => Ok(None),
         Codec::Zstd => {
             // The declared plaintext size (already bounded by MAX_*) caps the output buffer, so
             // a decompression bomb cannot allocate more than the header admitted.
@@ -948,18 +954,9 @@ fn decode_borrowed(
                     h.raw_len
                 ));
             }
-            if blake3::hash(&d).as_bytes() != &h.digest {
-                return Err("checksum mismatch".into());
-            }
             Ok(Some(d))
         }
-        Codec::SparseZstd => {
-            let d = super::sparse::decode(payload, h.raw_len as usize)?;
-            if blake3::hash(&d).as_bytes() != &h.digest {
-                return Err("checksum mismatch".into());
-            }
-            Ok(Some(d))
-        }
+        Codec::SparseZstd => super::sparse::decode(payload, h.raw_len as usize).map(Some),
     }
 }
 
