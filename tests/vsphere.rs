@@ -807,6 +807,117 @@ fn change_tracking_skips_a_thin_base_and_reads_the_same() {
     );
 }
 
+/// The change id the second client sees on DC0_H0_VM0's disk.
+fn disk_change_id(py: &str, sim: &Vcsim) -> String {
+    let seen = show(py, sim, "DC0_H0_VM0");
+    seen["disks"][0]["change_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no change id on the disk: {seen}"))
+        .to_string()
+}
+
+/// `vdar backup --vsphere ... --base BASE -o INC`: its report and its log.
+fn incremental_vm0(sim: &Vcsim, base: &Path, inc: &Path) -> (serde_json::Value, String) {
+    let out = backup_vm0(
+        &sim.url,
+        inc,
+        &["--base", base.to_str().unwrap(), "--force"],
+    );
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    (succeeded(out), log)
+}
+
+#[test]
+fn an_incremental_by_vm_name_reads_what_the_server_says_changed() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    let (_, _) = vm_with_chain(&py, &sim, dir.path());
+    client(&py, &sim, &["cbt", "DC0_H0_VM0", "on"]);
+    let (full, catalog) = (dir.path().join("full.vdar"), dir.path().join("full.vcat"));
+    let c = catalog.to_str().unwrap();
+    succeeded(backup_vm0(
+        &sim.url,
+        &full,
+        &["--chunk-size", "64K", "--catalog", c],
+    ));
+    let first = disk_change_id(&py, &sim);
+    let list = crate::util::ok(&["list", full.to_str().unwrap(), "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(
+        list["vms"][0]["origin"]["disks"][0]["change_id"],
+        first.as_str()
+    );
+
+    // A night's writes: the next snapshot freezes a new layer over the chain. qemu-img fills
+    // the grains the two writes touch (64 KiB each), which is what the server reports.
+    let folder = sim.datastore.join("chainvm");
+    let upd = folder.join("upd.vmdk");
+    crate::util::run(
+        "qemu-img",
+        &["create", "-q", "-f", "vmdk", "-b", "top.vmdk", "-F", "vmdk"]
+            .into_iter()
+            .chain([upd.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    crate::util::qemu_io(&upd, &["write -P 0x77 3M 16k", "write -z 1M 4k"]);
+    std::fs::write(folder.join("upd-flat.vmdk"), b"").unwrap();
+    client(
+        &py,
+        &sim,
+        &[
+            "attach",
+            "DC0_H0_VM0",
+            "[LocalDS_0] chainvm/upd.vmdk",
+            "4194304",
+        ],
+    );
+    let want = dir.path().join("want.raw");
+    qemu_raw(&upd, &want);
+    let want = std::fs::read(want).unwrap();
+
+    let inc = dir.path().join("inc.vdar");
+    let (report, log) = incremental_vm0(&sim, &catalog, &inc);
+    let changes = &report["changes"][0];
+    assert_eq!(changes["source"], "cbt", "{report}\n{log}");
+    assert_eq!(changes["changed_bytes"], 128 << 10, "{report}");
+    assert!(log.contains("changed since change id"), "{log}");
+    // The new state's change id is recorded, and it is the one the server gives the disk.
+    let second = disk_change_id(&py, &sim);
+    assert_ne!(first, second);
+    let list = crate::util::ok(&["list", inc.to_str().unwrap(), "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(
+        list["vms"][0]["origin"]["disks"][0]["change_id"],
+        second.as_str()
+    );
+    let to = dir.path().join("restored");
+    let out = crate::util::ok(&[
+        "restore",
+        inc.to_str().unwrap(),
+        "--base",
+        full.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+        "--json",
+    ]);
+    let images = crate::util::restored_images(&out.stdout);
+    let image = &images[&("DC0_H0_VM0".to_string(), "scsi0:0".to_string())];
+    assert!(
+        std::fs::read(image).unwrap() == want,
+        "the incremental restores differently from qemu-img's reading of the chain"
+    );
+
+    // Change tracking off: the server cannot say, the redo logs on the base's chain do.
+    client(&py, &sim, &["cbt", "DC0_H0_VM0", "off"]);
+    let (report, log) = incremental_vm0(&sim, &catalog, &inc);
+    assert_eq!(
+        report["changes"][0]["source"], "redo-log",
+        "{report}\n{log}"
+    );
+    assert!(log.contains("change tracking is off now"), "{log}");
+}
+
 #[test]
 fn the_san_transport_reads_the_chain_the_api_names_from_the_luns() {
     let Some(sim) = start() else { return };

@@ -80,9 +80,11 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
                 ignore_cid: args.chain.ignore_cid,
             };
             let mut snapshots = Vec::new();
+            let mut asked = None;
             let plan = if vsphere_wanted {
                 let (s, server) = super::vsphere::connect(&args.vsphere.server)?;
                 let session = session.get_or_init(|| s);
+                asked = Some(session);
                 snapshots = super::vsphere::prepare(session, &server, &args.vsphere)?;
                 let chain = san.as_ref().map(|o| o as &dyn crate::input::SourceOpener);
                 crate::vsphere::plan::open(
@@ -103,7 +105,16 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<ExitCode> {
                 ..
             } = plan;
             let chunk_size_given = args.chunk_size.is_some();
-            super::incremental::plan(&args.incremental, &mut vms, &mut opts, chunk_size_given)?;
+            let server = |base: &crate::base::BaseImage| {
+                asked.map(|s| super::vsphere::changed_since(s, &snapshots, base))
+            };
+            super::incremental::plan(
+                &args.incremental,
+                &mut vms,
+                &mut opts,
+                chunk_size_given,
+                &server,
+            )?;
             let stream = super::volumes::stream_options(
                 &args.volumes,
                 &args.output,

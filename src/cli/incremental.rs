@@ -108,12 +108,14 @@ pub fn base_image(path: &Path) -> anyhow::Result<BaseImage> {
 }
 
 /// Makes `opts` an incremental of `--base`, planning every disk of `vms`. Prints, per disk,
-/// where its changes come from, and why a hint was not used.
+/// where its changes come from, and why a hint was not used. Without `--changed-areas`, the
+/// list is asked of `server` (a vSphere backup's), given the base.
 pub fn plan(
     args: &IncrementalArgs,
     vms: &mut [VmInput],
     opts: &mut BackupOptions,
     chunk_size_given: bool,
+    server: &dyn Fn(&BaseImage) -> Option<ChangedAreas>,
 ) -> anyhow::Result<()> {
     opts.catalog = args.catalog.is_some();
     let Some(path) = &args.base else {
@@ -126,11 +128,12 @@ pub fn plan(
     if !chunk_size_given {
         opts.chunk_size = base.manifest.chunk_size;
     }
-    let cbt = args
-        .changed_areas
-        .as_deref()
-        .map(ChangedAreas::read)
-        .transpose()?;
+    let cbt = match &args.changed_areas {
+        Some(p) => Some(ChangedAreas::read(p)?),
+        // A dedup incremental reads every chunk whatever a list says.
+        None if args.read_all => None,
+        None => server(&base),
+    };
     let how = changes::PlanOptions {
         chunk_size: opts.chunk_size,
         read_all: args.read_all,

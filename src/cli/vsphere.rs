@@ -109,6 +109,31 @@ pub fn prepare<'s>(
     Ok(out)
 }
 
+/// The changed-areas list of an incremental, asked of the server for every disk of
+/// `prepared` since the state `base` recorded; each disk left out is logged with the reason.
+pub fn changed_since(
+    session: &Session,
+    prepared: &[PreparedVm<'_>],
+    base: &crate::base::BaseImage,
+) -> crate::job::changes::ChangedAreas {
+    let (list, warnings) = vsphere::changed_since(session, prepared, base);
+    for w in warnings {
+        log::warn!("{w}; not from CBT");
+    }
+    for d in &list.disks {
+        let bytes: u64 = d.areas.iter().map(|a| a.length).sum();
+        log::info!(
+            "VM {:?} disk {}: {} changed since change id {:?} ({} areas)",
+            d.vm.as_deref().unwrap_or_default(),
+            d.disk,
+            super::units::human(bytes),
+            d.since,
+            d.areas.len()
+        );
+    }
+    list
+}
+
 /// Removes the snapshots (every one is tried) and reports them; an error names each that is
 /// still there.
 pub fn finish(prepared: Vec<PreparedVm<'_>>) -> anyhow::Result<Vec<VmOutcome>> {

@@ -205,6 +205,12 @@ pub fn record_change_ids(vms: &mut [VmInput], cbt: &ChangedAreas) -> Result<()> 
     Ok(())
 }
 
+/// The change id the base recorded for disk `disk` of VM `vm` (the base disk matched by VM
+/// and disk name): what to ask a server for the changes since.
+pub fn recorded_change_id(base: &BaseImage, vm: &str, disk: &str) -> Option<String> {
+    base_change_id(base, vm, base.disk_for(vm, disk, None)?)
+}
+
 /// The change id the base recorded for disk `bd` of VM `vm`: its own, or its vSphere origin's.
 fn base_change_id(base: &BaseImage, vm: &str, bd: &DiskManifest) -> Option<String> {
     if let Some(c) = &bd.meta.change_id {

@@ -1,5 +1,6 @@
-//! A disk's areas in use, from `QueryChangedDiskAreas` with change id `*`: what VADP backup
-//! tools read of a thin disk instead of its whole flat file (see [`crate::input::in_use`]).
+//! `QueryChangedDiskAreas`: with change id `*`, a disk's areas in use, what VADP backup tools
+//! read of a thin disk instead of its whole flat file (see [`crate::input::in_use`]); with the
+//! change id a base recorded, what changed since (an incremental's changed-areas list).
 //!
 //! The server answers one page at a time: `startOffset` (the offset asked for), `length` (how
 //! far the page covers) and the `changedArea`s inside it; the next call starts where the page
@@ -18,6 +19,19 @@ const MAX_PAGES: usize = 1 << 16;
 
 /// The areas in use of `disk` as `snapshot` (of `vm`) froze it.
 pub fn in_use(soap: &Soap, vm: &MoRef, snapshot: &MoRef, disk: &DiskOrigin) -> Result<DiskAreas> {
+    let areas = changed(soap, vm, snapshot, disk, "*")?;
+    DiskAreas::from_bytes(disk.capacity, areas).map_err(|why| bad(soap, disk, why))
+}
+
+/// The areas (start, length in bytes) of `disk` that changed between the state `since`
+/// names and `snapshot` (of `vm`), as the server lists them: every page followed and checked.
+pub fn changed(
+    soap: &Soap,
+    vm: &MoRef,
+    snapshot: &MoRef,
+    disk: &DiskOrigin,
+    since: &str,
+) -> Result<Vec<(u64, u64)>> {
     let capacity = disk.capacity;
     let mut areas: Vec<(u64, u64)> = Vec::new();
     let mut start = 0u64;
@@ -32,7 +46,7 @@ pub fn in_use(soap: &Soap, vm: &MoRef, snapshot: &MoRef, disk: &DiskOrigin) -> R
             snapshot.xml("snapshot"),
             el("deviceKey", &disk.key.to_string()),
             el("startOffset", &start.to_string()),
-            el("changeId", "*")
+            el("changeId", since)
         );
         let answer = soap.call("QueryChangedDiskAreas", vm, &args, true)?;
         let doc = answer.doc()?;
@@ -73,7 +87,7 @@ pub fn in_use(soap: &Soap, vm: &MoRef, snapshot: &MoRef, disk: &DiskOrigin) -> R
         }
         start = end;
     }
-    DiskAreas::from_bytes(capacity, areas).map_err(|why| bad(soap, disk, why))
+    Ok(areas)
 }
 
 fn bad(soap: &Soap, disk: &DiskOrigin, why: String) -> Error {

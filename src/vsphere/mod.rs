@@ -30,10 +30,12 @@ pub mod tls;
 pub mod vm;
 
 use crate::archive::manifest::VmOrigin;
+use crate::base::image::BaseImage;
 use crate::error::Result;
 use crate::input::in_use::DiskAreas;
 use crate::input::vm::{VmDisk, VmSelection};
 use crate::input::SourceOpener;
+use crate::job::changes::{Area, ChangedAreas, ChangedDisk};
 
 pub use datastore::DatastoreFiles;
 pub use http::RetryPolicy;
@@ -192,6 +194,53 @@ pub fn prepare<'s>(
         report,
         in_use_bytes,
     })
+}
+
+/// What changed on each disk of `vms` since the state `base` recorded for it, asked of the
+/// server (`QueryChangedDiskAreas` with that change id): the list `--changed-areas` takes. A
+/// disk the server cannot answer for (change tracking off, no change id in the base, an id the
+/// server no longer knows, as after a change tracking reset) is left out, with the reason
+/// among the warnings; the incremental then takes the next best source for it.
+pub fn changed_since(
+    session: &Session,
+    vms: &[PreparedVm<'_>],
+    base: &BaseImage,
+) -> (ChangedAreas, Vec<String>) {
+    let mut list = ChangedAreas { disks: Vec::new() };
+    let mut warnings = Vec::new();
+    for p in vms {
+        let o = &p.origin;
+        let vm = soap::MoRef {
+            kind: "VirtualMachine".into(),
+            value: o.moref.clone(),
+        };
+        for d in &o.disks {
+            let named = |why: &str| format!("VM {:?} disk {}: {why}", o.vm, d.device);
+            let Some(since) = crate::job::changes::recorded_change_id(base, &o.vm, &d.device)
+            else {
+                warnings.push(named("the base recorded no CBT change id"));
+                continue;
+            };
+            let Some(now) = &d.change_id else {
+                warnings.push(named("change tracking is off now"));
+                continue;
+            };
+            match cbt::changed(&session.soap, &vm, &p.snapshot.info.moref, d, &since) {
+                Ok(areas) => list.disks.push(ChangedDisk {
+                    vm: Some(o.vm.clone()),
+                    disk: d.device.clone(),
+                    since,
+                    change_id: now.clone(),
+                    areas: areas
+                        .into_iter()
+                        .map(|(start, length)| Area { start, length })
+                        .collect(),
+                }),
+                Err(e) => warnings.push(named(&format!("no changed areas since {since:?} ({e})"))),
+            }
+        }
+    }
+    (list, warnings)
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 // QueryChangedDiskAreas for vcsim, which lacks it (the call faults with MethodNotFound).
 //
-// Only change id "*" is answered, as ESX answers it: the areas of the disk that are in use, so a
-// backup of a thin disk can skip what was never written. vcsim keeps no record of writes, so
-// any other change id faults with InvalidArgument, as ESX does for a change id it cannot serve.
+// Change id "*" is answered as ESX answers it: the areas of the disk that are in use, so a
+// backup of a thin disk can skip what was never written. Any other change id must be one this
+// server stamped on a disk at a snapshot (changeid.go); the answer is then what changed since
+// that state. An id it never gave out faults with InvalidArgument, as ESX does for a change id
+// it cannot serve (after a change tracking reset, say).
 //
 // The areas come from `qemu-img map` of each layer of the chain the snapshot's device points
-// at: every range a layer holds itself, less a flat base's holes. Answers are cut into pages of at most -cbt-page areas, like
-// ESX's, so clients must follow startOffset + length.
+// at: every range a layer holds itself, less a flat base's holes. Answers are cut into pages
+// of at most -cbt-page areas, like ESX's, so clients must follow startOffset + length.
 //
 // The call is caught in front of vcsim's own /sdk handler, which still checks the session: the
 // request's cookie is first replayed on a CurrentTime call, and a refusal is passed through.
@@ -20,7 +22,6 @@ import (
 	"io/ioutil"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -64,6 +65,7 @@ func withChangedAreas(inner http.Handler, sdkPath string, page int) http.Handler
 			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
+		stampChangeIDs(body)
 		var req cbtRequest
 		if !bytes.Contains(body, []byte("QueryChangedDiskAreas")) ||
 			xml.Unmarshal(body, &req) != nil || req.Body.Call == nil {
@@ -135,8 +137,13 @@ func changedAreas(vmRef types.ManagedObjectReference, snap *types.ManagedObjectR
 		}
 		simulator.Map.WithLock(s, func() { devices = s.Config.Hardware.Device })
 	}
+	var since *chainState
 	if changeID != "*" {
-		return nil, "InvalidArgument", "change id " + changeID + " is not known (only \"*\" is served)"
+		st, ok := stateOf(changeID)
+		if !ok {
+			return nil, "InvalidArgument", "change id " + changeID + " is not known"
+		}
+		since = st
 	}
 	var disk *types.VirtualDisk
 	for _, d := range devices {
@@ -163,7 +170,16 @@ func changedAreas(vmRef types.ManagedObjectReference, snap *types.ManagedObjectR
 	if err != nil {
 		return nil, "FileFault", err.Error()
 	}
-	all, err := inUse(path)
+	now, err := chainOf(vmRef.Value, key, path)
+	if err != nil {
+		return nil, "FileFault", err.Error()
+	}
+	var all []area
+	if since == nil {
+		all, err = inUse(now)
+	} else if all, err = changedSince(since, now); err != nil {
+		return nil, "InvalidArgument", fmt.Sprintf("change id %s: %v", changeID, err)
+	}
 	if err != nil {
 		return nil, "FileFault", err.Error()
 	}
@@ -200,53 +216,57 @@ func localPath(name string, ds *types.ManagedObjectReference) (string, error) {
 }
 
 // inUse lists the disk's ranges in use, merged and in order: the union over the chain's layers
-// of what each layer holds itself, so a flat base's holes are left out. Answers are cached per
-// chain state (each layer's size and modification time): qemu-img walks a COWD log sector by
-// sector, seconds for a large one, where ESX reads its change tracking file.
-func inUse(path string) ([]area, error) {
-	dir, top := filepath.Dir(path), filepath.Base(path)
-	var chain []struct {
-		Filename string `json:"filename"`
-	}
-	if err := qemuJSON(dir, &chain, "info", "--backing-chain", "--output=json", "-f", "vmdk", top); err != nil {
-		return nil, err
-	}
-	var key strings.Builder
-	for _, l := range chain {
-		st, err := os.Stat(filepath.Join(dir, l.Filename))
+// of what each layer holds itself, so a flat base's holes are left out.
+func inUse(c *chainState) ([]area, error) {
+	var all []area
+	for _, l := range c.layers {
+		a, err := layerAreas(c.dir, l)
 		if err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(&key, "%s:%d:%d;", st.Name(), st.Size(), st.ModTime().UnixNano())
+		all = append(all, a...)
 	}
-	k := path + "|" + key.String()
+	return merge(all), nil
+}
+
+// layerAreas lists what one layer holds itself. Answers are cached per layer state (size and
+// modification time): qemu-img walks a COWD log sector by sector, seconds for a large one,
+// where ESX reads its change tracking file.
+func layerAreas(dir string, l layer) ([]area, error) {
+	k := fmt.Sprintf("%s|%s:%d:%d", dir, l.name, l.size, l.mtime)
 	cache.Lock()
 	hit, ok := cache.areas[k]
 	cache.Unlock()
 	if ok {
 		return hit, nil
 	}
-	var all []area
-	for _, l := range chain {
-		// The layer alone: without its backing, what it does not hold is "present": false.
-		alone := fmt.Sprintf(`json:{"driver":"vmdk","file":{"driver":"file","filename":%q},"backing":null}`, l.Filename)
-		var entries []struct {
-			Start   int64 `json:"start"`
-			Length  int64 `json:"length"`
-			Present bool  `json:"present"`
-			Zero    bool  `json:"zero"`
-			Data    bool  `json:"data"`
-		}
-		if err := qemuJSON(dir, &entries, "map", "--output=json", alone); err != nil {
-			return nil, err
-		}
-		for _, e := range entries {
-			// "zero" with "data" is a hole in a raw extent: never written.
-			if e.Present && !(e.Zero && e.Data) {
-				all = append(all, area{e.Start, e.Length})
-			}
+	// The layer alone: without its backing, what it does not hold is "present": false.
+	alone := fmt.Sprintf(`json:{"driver":"vmdk","file":{"driver":"file","filename":%q},"backing":null}`, l.name)
+	var entries []struct {
+		Start   int64 `json:"start"`
+		Length  int64 `json:"length"`
+		Present bool  `json:"present"`
+		Zero    bool  `json:"zero"`
+		Data    bool  `json:"data"`
+	}
+	if err := qemuJSON(dir, &entries, "map", "--output=json", alone); err != nil {
+		return nil, err
+	}
+	var out []area
+	for _, e := range entries {
+		// "zero" with "data" is a hole in a raw extent: never written.
+		if e.Present && !(e.Zero && e.Data) {
+			out = append(out, area{e.Start, e.Length})
 		}
 	}
+	cache.Lock()
+	cache.areas[k] = out
+	cache.Unlock()
+	return out, nil
+}
+
+// merge sorts areas and joins those that touch or overlap.
+func merge(all []area) []area {
 	sort.Slice(all, func(i, j int) bool { return all[i].start < all[j].start })
 	var merged []area
 	for _, a := range all {
@@ -258,10 +278,7 @@ func inUse(path string) ([]area, error) {
 		}
 		merged = append(merged, a)
 	}
-	cache.Lock()
-	cache.areas[k] = merged
-	cache.Unlock()
-	return merged, nil
+	return merged
 }
 
 var cache = struct {
