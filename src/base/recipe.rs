@@ -61,7 +61,7 @@ impl Recipe {
     ///
     /// With patches, only the result is hashed: it is what a restore writes, and a change a
     /// patch overwrote may be damaged below without harm. When the result is wrong, every
-    /// record is checked in turn to name the damaged one ([`Self::into_checked`]).
+    /// record is checked in turn to name the damaged one.
     pub fn into_bytes(self) -> Result<Vec<u8>, String> {
         if self.layers.is_empty() {
             return decode_payload(&self.bottom, self.stored)
