@@ -1000,6 +1000,68 @@ fn a_ref_to_a_base_patch_is_damage_to_every_reader() {
     assert!(String::from_utf8_lossy(&c.stderr).contains(why), "{c:?}");
 }
 
+/// A patch names its base chunk in its first bytes: damage there must be found in the patch
+/// (its own digest) before it sends a reader to another place of the base, so that every reader
+/// names the incremental, not the intact base.
+#[test]
+fn damage_where_a_patch_names_its_base_is_the_patch_archives() {
+    use vdar::archive::format::{RecordKind, RECORD_HEADER_BYTES};
+    use vdar::archive::index::SeekableArchive;
+    let dir = tempdir();
+    let d = dir.path();
+    let (disk, full) = cbt_full_backup(d, "1M", "write -P 0x11 0 512k");
+    let c1 = d.join("c1.json");
+    qemu_io(&disk, &["write -P 0x22 64k 4k"]);
+    cbt_file(&c1, "disk.vmdk", "id/0", "id/1", &[(64 << 10, 4096)]);
+    let inc = d.join("inc.vdar");
+    let args = ["backup", s(&disk), "-o", s(&inc), "--base", s(&full)];
+    ok(&[&args[..], &["--changed-areas", s(&c1)]].concat());
+    let bytes = std::fs::read(&inc).unwrap();
+    let at = {
+        let mut cur = std::io::Cursor::new(&bytes);
+        let ar = SeekableArchive::open(&mut cur).unwrap();
+        let e = ar
+            .index
+            .iter()
+            .find(|e| e.kind == RecordKind::BasePatch)
+            .unwrap();
+        e.record_offset as usize + RECORD_HEADER_BYTES
+    };
+    // Byte 20 of the payload is inside base_digest; byte 5 inside src_offset.
+    for (field, off) in [("base digest", 20), ("base offset", 5)] {
+        let mut bad_bytes = bytes.clone();
+        bad_bytes[at + off] ^= 0x40;
+        let bad = d.join("bad.vdar");
+        std::fs::write(&bad, &bad_bytes).unwrap();
+        let blames = |o: &std::process::Output| {
+            let e = String::from_utf8_lossy(&o.stderr).to_string()
+                + &String::from_utf8_lossy(&o.stdout);
+            assert!(
+                e.contains("base patch")
+                    && !e.contains("not the one recorded")
+                    && !e.contains("no chunk at"),
+                "{field}: {e}"
+            );
+        };
+        let to = |n: &str| d.join(format!("{n}-{off}"));
+        let seekable = vdar(&["restore", s(&bad), "--base", s(&full), "--to", s(&to("a"))]);
+        assert_eq!(seekable.status.code(), Some(2), "{seekable:?}");
+        blames(&seekable);
+        let piped = vdar_stdin(
+            &["restore", "-", "--base", s(&full), "--to", s(&to("b"))],
+            &bad,
+        );
+        assert_eq!(piped.status.code(), Some(2), "{piped:?}");
+        blames(&piped);
+        let v = vdar(&["verify", s(&bad), "--base", s(&full), "--json"]);
+        assert_ne!(v.status.code(), Some(0), "{v:?}");
+        blames(&v);
+        let c = vdar(&["consolidate", s(&full), s(&bad), "-o", s(&to("c.vdar"))]);
+        assert_eq!(c.status.code(), Some(2), "{c:?}");
+        blames(&c);
+    }
+}
+
 /// Loose disks are a VM named after the top descriptor, which each snapshot changes: an
 /// in-place restore of the next incremental renames the VM's directory and updates its image.
 #[test]

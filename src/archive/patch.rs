@@ -25,11 +25,21 @@ fn place(b: &[u8]) -> Option<(u32, u64)> {
     Some((d, o))
 }
 
-/// The base place and base chunk digest a stored patch names, read without decoding it (to
-/// find its base before the patch is checked; [`decode`] checks these bytes too).
-pub fn base_of(stored: &[u8]) -> Option<((u32, u64), [u8; 32])> {
-    let digest = stored.get(12..DECODED_FIXED_BYTES)?.try_into().ok()?;
-    Some((place(stored)?, digest))
+/// The base place and base chunk digest the stored patch of the `raw_len`-byte chunk at
+/// `offset` names, once the patch is checked ([`decode`]): a damaged patch is found in its own
+/// archive, before it sends a reader to some place of its base.
+pub fn checked_base(
+    stored: &[u8],
+    offset: u64,
+    raw_len: usize,
+) -> Result<((u32, u64), [u8; 32]), String> {
+    decode(stored, offset, raw_len)?;
+    let bad = || "base patch does not decode".to_string();
+    let digest = stored
+        .get(12..DECODED_FIXED_BYTES)
+        .and_then(|d| d.try_into().ok())
+        .ok_or_else(bad)?;
+    Ok((place(stored).ok_or_else(bad)?, digest))
 }
 
 /// Bytes of the fixed fields a decoded patch keeps (the base place and digest).

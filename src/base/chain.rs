@@ -1,7 +1,8 @@
 //! The base archives a restore, verify or consolidate of an incremental reads BaseRefs from.
 //!
-//! Each base is a seekable archive file, opened once: its layout is checked and its identity
-//! recomputed from its record headers, so a file is taken for a base only if it is that base.
+//! Each base is a seekable archive (a file, or an object read with ranged GETs), opened once:
+//! its layout is checked and its identity recomputed from its record headers, so an archive is
+//! taken for a base only if it is that base.
 //! A BaseRef names a place of the base's restored image; what the base holds there may itself
 //! be a Ref (followed within the base) or a BaseRef (followed into the base's base), down to
 //! the Chunk record whose bytes are checked against the digest the incremental recorded.
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::{id_hex, id_short, BaseImage};
 use crate::archive::format::{IndexEntry, RecordHeader, RecordKind};
-use crate::archive::index::{read_raw_at, SeekableArchive};
+use crate::archive::index::{read_raw_at, ReadSeek, SeekableArchive};
 use crate::archive::manifest::{BaseLink, Manifest};
 use crate::archive::reader::decode_ref;
 
@@ -21,13 +22,21 @@ pub use super::recipe::Recipe;
 use crate::error::{Error, Result};
 
 /// One base archive, open.
-#[derive(Debug)]
 struct Opened {
     name: PathBuf,
-    file: File,
+    input: Box<dyn ReadSeek + Send>,
     manifest: Manifest,
     /// Its data records by chunk place.
     places: HashMap<(u32, u64), IndexEntry>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("name", &self.name)
+            .field("places", &self.places.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A base restored already: its raw images, and its catalog for the digests.
@@ -71,15 +80,21 @@ impl BaseChain {
     }
 
     fn add(&mut self, path: &Path) -> Result<()> {
-        let named = |e: Error| Error::Usage(format!("base {}: {e}", path.display()));
-        let mut file = File::open(path).map_err(|e| Error::io(path, None, e))?;
-        let mut ar = SeekableArchive::open(&mut file).map_err(named)?;
+        let file = File::open(path).map_err(|e| Error::io(path, None, e))?;
+        self.add_archive(path, Box::new(file))
+    }
+
+    /// Adds the base archive `input`, named `name` in messages. Its layout is checked and its
+    /// identity recomputed from its record headers (every header is read).
+    pub fn add_archive(&mut self, name: &Path, mut input: Box<dyn ReadSeek + Send>) -> Result<()> {
+        let named = |e: Error| Error::Usage(format!("base {}: {e}", name.display()));
+        let mut ar = SeekableArchive::open(&mut *input).map_err(named)?;
         ar.check_layout().map_err(named)?;
         let id = ar.meta_hash(|_| {}).map_err(named)?;
         if id != ar.footer.meta_hash {
             return Err(Error::Usage(format!(
                 "base {}: its record headers do not hash to the footer's identity (damaged)",
-                path.display()
+                name.display()
             )));
         }
         let places = ar
@@ -92,8 +107,8 @@ impl BaseChain {
         self.archives.insert(
             id,
             Opened {
-                name: path.to_path_buf(),
-                file,
+                name: name.to_path_buf(),
+                input,
                 manifest,
                 places,
             },
@@ -190,8 +205,10 @@ impl BaseChain {
                 }));
             }
             let fail = |w: &str| Ok(Err(format!("{prefix}{w}")));
-            let Some((base_src, base_digest)) = crate::archive::patch::base_of(&stored) else {
-                return fail("base patch does not decode");
+            let checked = crate::archive::patch::checked_base(&stored, h.offset, len as usize);
+            let (base_src, base_digest) = match checked {
+                Ok(b) => b,
+                Err(w) => return fail(&w),
             };
             let Some(next) = next else {
                 return fail("base patch without a base");
@@ -237,7 +254,7 @@ impl BaseChain {
                     src.0, src.1
                 ))));
             };
-            let (h, payload) = match read_raw_at(&mut a.file, &e)? {
+            let (h, payload) = match read_raw_at(&mut *a.input, &e)? {
                 Ok(r) => r,
                 Err(w) => return Ok(Err(what(&w))),
             };

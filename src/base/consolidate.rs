@@ -140,8 +140,12 @@ pub fn consolidate(
                     RecordKind::BasePatch => {
                         let id = base_id
                             .ok_or_else(|| damaged(top_name, e, "base patch without a base"))?;
-                        let (src, base_digest) = crate::archive::patch::base_of(&payload)
-                            .ok_or_else(|| damaged(top_name, e, "base patch does not decode"))?;
+                        let (src, base_digest) = crate::archive::patch::checked_base(
+                            &payload,
+                            h.offset,
+                            h.raw_len as usize,
+                        )
+                        .map_err(|w| damaged(top_name, e, &w))?;
                         let mut raw = bases
                             .recipe(&id, src, h.raw_len, &base_digest)?
                             .map_err(|w| damaged(top_name, e, &w))?;
@@ -196,15 +200,14 @@ pub fn consolidate(
     Ok(s)
 }
 
-/// Which of `paths`, a chain given in any order, is the newest: the one no other names as its
-/// base (by the identity its footer claims; opening the bases checks the claims). An error
-/// when they are not one chain: two archives that none names, or none at all.
-pub fn newest(paths: &[std::path::PathBuf]) -> Result<usize> {
-    let mut ids = Vec::with_capacity(paths.len());
+/// Which of `inputs` (name, archive), a chain given in any order, is the newest: the one no
+/// other names as its base (by the identity its footer claims; opening the bases checks the
+/// claims). An error when they are not one chain: two archives that none names, or none at all.
+pub fn newest(inputs: &mut [(std::path::PathBuf, Box<dyn ReadSeek + Send>)]) -> Result<usize> {
+    let mut ids = Vec::with_capacity(inputs.len());
     let mut named = std::collections::HashSet::new();
-    for p in paths {
-        let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, None, e))?;
-        let peek = crate::archive::index::peek(&mut f)
+    for (p, input) in inputs.iter_mut() {
+        let peek = crate::archive::index::peek(&mut **input)
             .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
         let footer = peek
             .footer
@@ -214,7 +217,7 @@ pub fn newest(paths: &[std::path::PathBuf]) -> Result<usize> {
         }
         ids.push(super::id_hex(&footer.meta_hash));
     }
-    let tops: Vec<usize> = (0..paths.len())
+    let tops: Vec<usize> = (0..inputs.len())
         .filter(|&i| !named.contains(&ids[i]))
         .collect();
     match tops[..] {
@@ -225,8 +228,8 @@ pub fn newest(paths: &[std::path::PathBuf]) -> Result<usize> {
         [a, b, ..] => Err(Error::Usage(format!(
             "{} and {} are both the newest (no archive given names either as its base): \
              consolidate takes one chain",
-            paths[a].display(),
-            paths[b].display()
+            inputs[a].0.display(),
+            inputs[b].0.display()
         ))),
     }
 }

@@ -80,6 +80,18 @@ impl Recipe {
         }
     }
 
+    /// [`Self::into_bytes`] with the decoded patch `top` laid over last, its result checked
+    /// against `digest`: for a reader that decoded the newest archive's patch itself (one pass).
+    pub fn under(self, top: &Patch<'_>, digest: &[u8; 32]) -> Result<Vec<u8>, String> {
+        if let Ok(b) = self.laid() {
+            let b = top.overlay(b);
+            if hash_is(&b, digest) {
+                return Ok(b);
+            }
+        }
+        top.apply(self.into_checked()?, digest)
+    }
+
     /// The patches laid over the bottom chunk, unchecked but for each patch's own digest.
     fn laid(&self) -> Result<Vec<u8>, String> {
         let mut bytes = match plaintext(&self.bottom, &self.stored)? {

@@ -124,9 +124,11 @@ impl<'m> Book<'m> {
         let Some(id) = self.base_id() else {
             return Ok(Some(Err("base patch without a base".into())));
         };
-        let Some((src, base_digest)) = crate::archive::patch::base_of(stored) else {
-            return Ok(Some(Err(format!("base patch of {} bytes", stored.len()))));
-        };
+        let (src, base_digest) =
+            match crate::archive::patch::checked_base(stored, h.offset, h.raw_len as usize) {
+                Ok(b) => b,
+                Err(why) => return Ok(Some(Err(why))),
+            };
         let mut chain = bases.lock().expect("invariant: no panic under lock");
         Ok(Some(chain.recipe(&id, src, h.raw_len, &base_digest)?.map(
             |mut r| {
@@ -159,8 +161,8 @@ impl<'m> Book<'m> {
         let mut chain = bases.lock().expect("invariant: no panic under lock");
         Ok(Some(
             chain
-                .fetch(&id, patch.src, h.raw_len, &patch.base_digest)?
-                .and_then(|base| patch.apply(base, &h.digest)),
+                .recipe(&id, patch.src, h.raw_len, &patch.base_digest)?
+                .and_then(|base| base.under(&patch, &h.digest)),
         ))
     }
 
