@@ -146,6 +146,22 @@ fn object(name: &str, stream: bool) -> anyhow::Result<Archive> {
     }))
 }
 
+/// A base archive or catalog, or a consolidate input, with random access: a file, or an object
+/// `s3://BUCKET/KEY` read with ranged GETs.
+pub(super) fn seekable(path: &Path) -> anyhow::Result<Box<dyn ReadSeek + Send>> {
+    #[cfg(feature = "s3")]
+    if let Some(name) = path
+        .to_str()
+        .filter(|p| crate::objstore::ObjectUrl::is_object(p))
+    {
+        use crate::objstore::{Client, ObjectReader, ObjectUrl};
+        let obj = ObjectUrl::parse(name)?;
+        let client = std::sync::Arc::new(Client::from_env()?);
+        return Ok(Box::new(ObjectReader::open(client, obj)?));
+    }
+    Ok(Box::new(open(path)?))
+}
+
 /// Opens `path` with random access where it allows it.
 pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
     archive_with(path, false, None)

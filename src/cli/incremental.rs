@@ -36,7 +36,10 @@ pub fn bases(
             archives.push(p.clone());
         }
     }
-    let mut chain = BaseChain::open(&archives)?;
+    let mut chain = BaseChain::default();
+    for p in &archives {
+        chain.add_archive(p, super::archive_input::seekable(p)?)?;
+    }
     match (image_dir, &catalogs[..]) {
         (None, []) => {}
         (None, [c, ..]) => anyhow::bail!(
@@ -45,7 +48,7 @@ pub fn bases(
             c.display()
         ),
         (Some(dir), [c]) => {
-            let image = catalog::read(c)?;
+            let image = read_catalog(c)?;
             let files = crate::restore::raw_image_paths(&image.manifest, dir)
                 .into_iter()
                 .map(|p| std::fs::File::open(&p).ok().map(|f| (p, f)))
@@ -83,28 +86,50 @@ pub fn in_place(
     };
     Ok(Arc::new(crate::restore::in_place::InPlaceBase {
         dir: dir.to_path_buf(),
-        image: catalog::read(p)?,
+        image: read_catalog(p)?,
     }))
 }
 
-/// Whether `path` is a catalog (else an archive).
+/// Whether `path` (a file or an object) is a catalog (else an archive).
 fn is_catalog(path: &Path) -> anyhow::Result<bool> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("base {}", path.display()))?;
+    let mut input = super::archive_input::seekable(path)?;
     let mut head = [0u8; 8];
-    let n = f
-        .read(&mut head)
-        .with_context(|| format!("base {}", path.display()))?;
+    let mut n = 0;
+    while n < head.len() {
+        match input.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(e).with_context(|| format!("base {}", path.display())),
+        }
+    }
     Ok(catalog::is_catalog(&head[..n]))
 }
 
-/// The image of `path`: a catalog, or an archive whose headers are read.
+/// Largest catalog read (about 48 bytes per chunk: millions of chunks).
+const MAX_CATALOG_BYTES: u64 = 1 << 30;
+
+/// The catalog at `path`, a file or an object.
+fn read_catalog(path: &Path) -> anyhow::Result<BaseImage> {
+    let mut bytes = Vec::new();
+    super::archive_input::seekable(path)?
+        .take(MAX_CATALOG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("base {}", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_CATALOG_BYTES,
+        "base {}: larger than a catalog can be ({MAX_CATALOG_BYTES} bytes)",
+        path.display()
+    );
+    Ok(catalog::decode(&bytes, path)?)
+}
+
+/// The image of `path` (a file or an object): a catalog, or an archive whose headers are read.
 pub fn base_image(path: &Path) -> anyhow::Result<BaseImage> {
     if is_catalog(path)? {
-        return Ok(catalog::read(path)?);
+        return read_catalog(path);
     }
-    let f = std::fs::File::open(path).with_context(|| format!("base {}", path.display()))?;
-    let mut f = std::io::BufReader::new(f);
-    Ok(BaseImage::from_archive(&mut f, path)?)
+    let mut input = super::archive_input::seekable(path)?;
+    Ok(BaseImage::from_archive(&mut *input, path)?)
 }
 
 /// Makes `opts` an incremental of `--base`, planning every disk of `vms`. Prints, per disk,
@@ -169,9 +194,9 @@ pub fn plan(
         .iter()
         .any(|p| p.changed.is_none() && p.base_disk.is_some());
     let bytes = if dedup && !is_catalog(path)? {
-        Some(Arc::new(Mutex::new(BaseChain::open(
-            std::slice::from_ref(path),
-        )?)))
+        let mut chain = BaseChain::default();
+        chain.add_archive(path, super::archive_input::seekable(path)?)?;
+        Some(Arc::new(Mutex::new(chain)))
     } else {
         None
     };
@@ -196,14 +221,17 @@ pub fn write_catalog(path: Option<&Path>, summary: &BackupSummary) -> anyhow::Re
 /// `vdar consolidate`.
 pub fn consolidate(args: &ConsolidateArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!args.archives.is_empty(), "no archive given");
-    let newest = crate::base::consolidate::newest(&args.archives)?;
-    let top = &args.archives[newest];
-    let mut rest = args.archives.clone();
-    rest.remove(newest);
-    let mut bases = BaseChain::open(&rest)?;
-    let mut input = std::io::BufReader::new(
-        std::fs::File::open(top).with_context(|| top.display().to_string())?,
-    );
+    let mut inputs = args
+        .archives
+        .iter()
+        .map(|p| Ok((p.clone(), super::archive_input::seekable(p)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let newest = crate::base::consolidate::newest(&mut inputs)?;
+    let (top, mut input) = inputs.remove(newest);
+    let mut bases = BaseChain::default();
+    for (p, r) in inputs {
+        bases.add_archive(&p, r)?;
+    }
     let spec = OutputSpec {
         path: &args.output,
         force: args.force,
@@ -213,7 +241,7 @@ pub fn consolidate(args: &ConsolidateArgs) -> anyhow::Result<ExitCode> {
     let mut out = StreamOut::open(&spec, crate::output::StreamOptions::default())?;
     let cancel = super::signals::on_interrupt()?;
     let s = crate::base::consolidate::consolidate(
-        &mut input,
+        &mut *input,
         &top.display().to_string(),
         &mut bases,
         out.writer(),
