@@ -916,6 +916,30 @@ fn an_incremental_by_vm_name_reads_what_the_server_says_changed() {
         "{report}\n{log}"
     );
     assert!(log.contains("change tracking is off now"), "{log}");
+
+    // Another server (the same inventory names and ids): the base's change id is not one it
+    // gave out, so every chunk is read.
+    let Some(other) = start() else { return };
+    let dir2 = tempdir();
+    let (_, want2) = vm_with_chain(&py, &other, dir2.path());
+    client(&py, &other, &["cbt", "DC0_H0_VM0", "on"]);
+    let inc2 = dir2.path().join("inc.vdar");
+    let (report, log) = incremental_vm0(&other, &catalog, &inc2);
+    assert_ne!(report["changes"][0]["source"], "cbt", "{report}\n{log}");
+    assert!(log.contains("is not known"), "{log}");
+    let to = dir2.path().join("restored");
+    let out = crate::util::ok(&[
+        "restore",
+        inc2.to_str().unwrap(),
+        "--base",
+        full.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+        "--json",
+    ]);
+    let images = crate::util::restored_images(&out.stdout);
+    let image = &images[&("DC0_H0_VM0".to_string(), "scsi0:0".to_string())];
+    assert!(std::fs::read(image).unwrap() == want2);
 }
 
 #[test]

@@ -107,8 +107,8 @@ pub struct PlanOptions {
     pub read_all: bool,
 }
 
-/// The plan of every disk of `vms` (in disk order) against `base`; records each CBT entry's
-/// `change_id` in its disk's meta. `chunk_size`: the backup's (and the base's).
+/// The plan of every disk of `vms` (in disk order) against `base`; records the `change_id` of
+/// each CBT entry it takes in its disk's meta. `chunk_size`: the backup's (and the base's).
 pub fn plan(
     base: &BaseImage,
     vms: &mut [VmInput],
@@ -119,11 +119,13 @@ pub fn plan(
     for vm in vms.iter_mut() {
         for d in &mut vm.disks {
             let entry = cbt.and_then(|c| c.entry(&vm.name, &d.name));
-            if let Some(e) = entry {
-                d.meta.change_id = Some(e.change_id.clone());
-            }
             let uuids = layer_uuids(&vm.files, d);
             let mut p = plan_disk(base, &vm.name, d, &uuids, entry, opts.chunk_size)?;
+            // Only a list that follows on from the base says which state this is: a refused
+            // one's change id would send the next incremental after a state never backed up.
+            if let (Some(e), Some(ChangeSource::Cbt)) = (entry, p.source) {
+                d.meta.change_id = Some(e.change_id.clone());
+            }
             if opts.read_all && p.changed.is_some() {
                 (p.changed, p.source) = (None, Some(ChangeSource::Dedup));
             }

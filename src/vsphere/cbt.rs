@@ -73,6 +73,9 @@ pub fn changed(
         };
         for a in children(page, "changedArea") {
             let (s, l) = (num(a, "start")?, num(a, "length")?);
+            if l == 0 {
+                return Err(bad(soap, disk, format!("an empty area at byte {s}")));
+            }
             if s < from || s.checked_add(l).is_none_or(|e| e > end) {
                 return Err(bad(
                     soap,

@@ -214,6 +214,18 @@ pub fn changed_since(
             kind: "VirtualMachine".into(),
             value: o.moref.clone(),
         };
+        // A change id is only known to the disk that gave it out: a base of another VM of the
+        // same name (another server, a VM recreated) has no changes since to ask for.
+        let then = base.manifest.vms.iter().find(|v| v.name == o.vm);
+        if let Some(t) = then.and_then(|v| v.origin.as_ref()) {
+            if t.instance_uuid != o.instance_uuid {
+                warnings.push(format!(
+                    "VM {:?}: the base was taken of another VM (instance UUID {}, now {})",
+                    o.vm, t.instance_uuid, o.instance_uuid
+                ));
+                continue;
+            }
+        }
         for d in &o.disks {
             let named = |why: &str| format!("VM {:?} disk {}: {why}", o.vm, d.device);
             let Some(since) = crate::job::changes::recorded_change_id(base, &o.vm, &d.device)

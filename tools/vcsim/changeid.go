@@ -12,6 +12,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/xml"
 	"fmt"
 	"hash/fnv"
@@ -75,6 +76,15 @@ func chainOf(vm string, key int32, path string) (*chainState, error) {
 	return s, nil
 }
 
+// epoch tells this process's change ids from another's.
+var epoch = func() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return fmt.Sprintf("%x", b)
+}()
+
 // idFor names state `s`: the id it had, or a new one ("52 <disk's 8 bytes>/<sequence>", the
 // shape of ESX's ids).
 func idFor(s *chainState) string {
@@ -86,6 +96,10 @@ func idFor(s *chainState) string {
 	}
 	disk := fmt.Sprintf("%s|%d", s.vm, s.key)
 	h := fnv.New64a()
+	// ESX's ids start with a UUID the disk's tracking gets when it is switched on: ids of two
+	// servers (or of one disk before and after a reset) never match. The process's epoch
+	// stands in for it, as vcsim's morefs and UUIDs repeat from one run to the next.
+	_, _ = h.Write([]byte(epoch))
 	_, _ = h.Write([]byte(disk))
 	sum := h.Sum64()
 	var uuid bytes.Buffer
