@@ -13,7 +13,7 @@
 #   dedup     vdar backup upd.vmdk --base full.vcat --read-all (reads everything)
 #   borg / restic: a second `create`/`backup` of the flattened changed disk into a repository
 #   holding the first (restored from a copy before each run).
-# Then 7 more such changes, an incremental each, and the restore of the base + 7 incrementals
+# Then 7 more such changes, an incremental each, and the restore of the base + 8 incrementals
 # against the restore of one full archive of the same disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -160,7 +160,7 @@ $V backup upd8.vmdk -o full8.vdar 2> /dev/null
 BASES=(--base full.vdar); for n in 1 2 3 4 5 6 7; do BASES+=(--base "inc$n.vdar"); done
 hyperfine --runs "$RUNS" --export-json chain.json --prepare "rm -rf r; sync" \
   -n "vdar restore of one full archive" "$V restore full8.vdar --to r" \
-  -n "vdar restore of base + 7 incrementals" "$V restore inc8.vdar ${BASES[*]} --to r"
+  -n "vdar restore of base + 8 incrementals" "$V restore inc8.vdar ${BASES[*]} --to r"
 # A chain from tape, in place: the full archive from a pipe, then each incremental from a pipe
 # onto the same images (each renames the VM's directory: loose disks are named after the top
 # descriptor, upd1, upd2, ...).
