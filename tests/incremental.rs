@@ -918,13 +918,9 @@ fn a_chain_from_tape_restores_in_place() {
 /// A Ref may name Chunk records only: an incremental whose BaseRef is turned into a Ref to the
 /// place of its base patch (every checksum recomputed, so only the rule is broken) is refused
 /// by every reader alike.
-#[test]
-fn a_ref_to_a_base_patch_is_damage_to_every_reader() {
-    use vdar::archive::format::RecordKind;
-    use vdar::archive::index::SeekableArchive;
-    use vdar::archive::writer::ArchiveWriter;
-    let dir = tempdir();
-    let d = dir.path();
+/// A full backup of a 1 MiB disk in `d` and a CBT incremental holding one base patch (a
+/// 4 KiB write at 64 KiB): (full, incremental).
+fn one_patch_incremental(d: &Path) -> (PathBuf, PathBuf) {
     let (disk, full) = cbt_full_backup(d, "1M", "write -P 0x11 0 512k");
     let c1 = d.join("c1.json");
     qemu_io(&disk, &["write -P 0x22 64k 4k"]);
@@ -932,6 +928,17 @@ fn a_ref_to_a_base_patch_is_damage_to_every_reader() {
     let inc = d.join("inc.vdar");
     let args = ["backup", s(&disk), "-o", s(&inc), "--base", s(&full)];
     ok(&[&args[..], &["--changed-areas", s(&c1)]].concat());
+    (full, inc)
+}
+
+#[test]
+fn a_ref_to_a_base_patch_is_damage_to_every_reader() {
+    use vdar::archive::format::RecordKind;
+    use vdar::archive::index::SeekableArchive;
+    use vdar::archive::writer::ArchiveWriter;
+    let dir = tempdir();
+    let d = dir.path();
+    let (full, inc) = one_patch_incremental(d);
     // Rewrite it record by record, the BaseRef after the patch made a Ref to the patch.
     let bytes = std::fs::read(&inc).unwrap();
     let mut cur = std::io::Cursor::new(&bytes);
@@ -1009,13 +1016,7 @@ fn damage_where_a_patch_names_its_base_is_the_patch_archives() {
     use vdar::archive::index::SeekableArchive;
     let dir = tempdir();
     let d = dir.path();
-    let (disk, full) = cbt_full_backup(d, "1M", "write -P 0x11 0 512k");
-    let c1 = d.join("c1.json");
-    qemu_io(&disk, &["write -P 0x22 64k 4k"]);
-    cbt_file(&c1, "disk.vmdk", "id/0", "id/1", &[(64 << 10, 4096)]);
-    let inc = d.join("inc.vdar");
-    let args = ["backup", s(&disk), "-o", s(&inc), "--base", s(&full)];
-    ok(&[&args[..], &["--changed-areas", s(&c1)]].concat());
+    let (full, inc) = one_patch_incremental(d);
     let bytes = std::fs::read(&inc).unwrap();
     let at = {
         let mut cur = std::io::Cursor::new(&bytes);

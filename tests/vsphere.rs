@@ -816,6 +816,21 @@ fn disk_change_id(py: &str, sim: &Vcsim) -> String {
         .to_string()
 }
 
+/// `vdar restore INC --base BASE --to TO` (raw): the image of DC0_H0_VM0's disk scsi0:0.
+fn restored_incremental(inc: &Path, base: &Path, to: &Path) -> Vec<u8> {
+    let out = crate::util::ok(&[
+        "restore",
+        inc.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+        "--json",
+    ]);
+    let images = crate::util::restored_images(&out.stdout);
+    std::fs::read(&images[&("DC0_H0_VM0".to_string(), "scsi0:0".to_string())]).unwrap()
+}
+
 /// `vdar backup --vsphere ... --base BASE -o INC`: its report and its log.
 fn incremental_vm0(sim: &Vcsim, base: &Path, inc: &Path) -> (serde_json::Value, String) {
     let out = backup_vm0(
@@ -891,20 +906,8 @@ fn an_incremental_by_vm_name_reads_what_the_server_says_changed() {
         list["vms"][0]["origin"]["disks"][0]["change_id"],
         second.as_str()
     );
-    let to = dir.path().join("restored");
-    let out = crate::util::ok(&[
-        "restore",
-        inc.to_str().unwrap(),
-        "--base",
-        full.to_str().unwrap(),
-        "--to",
-        to.to_str().unwrap(),
-        "--json",
-    ]);
-    let images = crate::util::restored_images(&out.stdout);
-    let image = &images[&("DC0_H0_VM0".to_string(), "scsi0:0".to_string())];
     assert!(
-        std::fs::read(image).unwrap() == want,
+        restored_incremental(&inc, &full, &dir.path().join("restored")) == want,
         "the incremental restores differently from qemu-img's reading of the chain"
     );
 
@@ -927,19 +930,7 @@ fn an_incremental_by_vm_name_reads_what_the_server_says_changed() {
     let (report, log) = incremental_vm0(&other, &catalog, &inc2);
     assert_ne!(report["changes"][0]["source"], "cbt", "{report}\n{log}");
     assert!(log.contains("is not known"), "{log}");
-    let to = dir2.path().join("restored");
-    let out = crate::util::ok(&[
-        "restore",
-        inc2.to_str().unwrap(),
-        "--base",
-        full.to_str().unwrap(),
-        "--to",
-        to.to_str().unwrap(),
-        "--json",
-    ]);
-    let images = crate::util::restored_images(&out.stdout);
-    let image = &images[&("DC0_H0_VM0".to_string(), "scsi0:0".to_string())];
-    assert!(std::fs::read(image).unwrap() == want2);
+    assert!(restored_incremental(&inc2, &full, &dir2.path().join("restored")) == want2);
 }
 
 #[test]
