@@ -551,6 +551,74 @@ fn restore_onto_a_datastore_uploads_and_registers_the_vm() {
 }
 
 #[test]
+fn restore_by_nfc_imports_the_vm_and_streams_its_disks() {
+    let kept = tempdir();
+    let Some(sim) = start_with(&["-nfc-dir", kept.path().to_str().unwrap()]) else {
+        return;
+    };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    let archive = dir.path().join("vm.vdar");
+    let want = backed_up_vm(&py, &sim, dir.path(), &archive);
+
+    let args = ["--name", "nfc01", "--upload", "nfc", "--json"];
+    let report = succeeded(restore_onto(&sim.url, &archive, &args));
+    let seen = show(&py, &sim, "nfc01");
+    assert_eq!(seen["moref"], report["vsphere"]["moref"], "{seen}");
+    assert_eq!(seen["vmx"], report["vsphere"]["vmx"], "{seen}");
+    let disks = seen["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), 1, "{seen}");
+    // vcsim's import sets the capacity in KiB only, as older ESX versions answer.
+    assert_eq!(disks[0]["capacity_kb"], want.len() as u64 / 1024, "{seen}");
+
+    // What went over the lease: one stream-optimized VMDK, posted as one, that qemu-img
+    // reads as the original chain.
+    let sent: Vec<PathBuf> = walk(kept.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "vmdk"))
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let kind = std::fs::read_to_string(sent[0].with_extension("vmdk.content-type")).unwrap();
+    assert_eq!(kind, "application/x-vnd.vmware-streamVmdk");
+    assert_eq!(
+        report["vsphere"]["bytes_uploaded"],
+        std::fs::metadata(&sent[0]).unwrap().len(),
+        "{report}"
+    );
+    let info = crate::util::run("qemu-img", &["info", sent[0].to_str().unwrap()]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("streamOptimized"), "{info}");
+    let got = dir.path().join("got.raw");
+    qemu_raw(&sent[0], &got);
+    assert!(
+        std::fs::read(&got).unwrap() == want,
+        "imported disk differs"
+    );
+
+    let out = restore_onto(&sim.url, &archive, &args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already registered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every file under `dir`, depth first.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
 fn restore_registers_in_the_folder_and_pool_given() {
     let Some(sim) = start() else { return };
     let Some(py) = pyvmomi() else { return };

@@ -21,6 +21,8 @@ struct Faults {
     fail_quiesced_snapshot: bool,
     /// Fail `RegisterVM_Task`.
     fail_register: bool,
+    /// Answer NFC uploads with 500.
+    fail_nfc: bool,
     /// Answer `QueryChangedDiskAreas`: with a fault (`Some(true)`, as ESX does after a CBT
     /// reset) or with a page that starts elsewhere than asked (`Some(false)`).
     cbt_answer_bad: Option<bool>,
@@ -180,6 +182,11 @@ fn serve(mut conn: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std::io
                 page.len()
             );
             return conn.write_all(answer.as_bytes());
+        }
+        if f.fail_nfc && head.starts_with("POST /nfc/") {
+            return conn.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
         }
         if f.fail_register && body_text.contains("<RegisterVM_Task") {
             return soap_fault(
@@ -397,6 +404,27 @@ fn a_failed_registration_removes_what_the_restore_uploaded() {
     assert_eq!(left, ["restored03.nvram", "vmware.log"], "{}", stderr(&out));
     let registered = crate::vsphere::client(&py, &sim, &["exists", "restored03"]);
     assert_eq!(registered.trim(), "false");
+}
+
+#[test]
+fn a_failed_nfc_upload_leaves_no_vm() {
+    let Some(sim) = start() else { return };
+    let Some(py) = pyvmomi() else { return };
+    let dir = tempdir();
+    let archive = dir.path().join("a.vdar");
+    crate::vsphere::backed_up_vm(&py, &sim, dir.path(), &archive);
+    let proxy = Proxy::start(&sim);
+    proxy.set(|f| f.fail_nfc = true);
+    let args = ["--name", "nfc03", "--upload", "nfc"];
+    let out = crate::vsphere::restore_onto(&proxy.url, &archive, &args);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("HTTP 500") && stderr(&out).contains("nfc03"),
+        "{}",
+        stderr(&out)
+    );
+    let registered = crate::vsphere::client(&py, &sim, &["exists", "nfc03"]);
+    assert_eq!(registered.trim(), "false", "{}", stderr(&out));
 }
 
 #[test]

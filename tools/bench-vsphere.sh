@@ -2,7 +2,8 @@
 # vSphere backups against govmomi's simulator on loopback, same chain, same run:
 #   - `vdar backup` of the chain's files read locally (the baseline);
 #   - `vdar backup --vsphere --vm` over the network transport (ranged GETs on /folder);
-#   - the orchestration alone (login, snapshot, layout, remove) on a VM with a 1 MiB disk.
+#   - the orchestration alone (login, snapshot, layout, remove) on a VM with a 1 MiB disk;
+#   - restores of the backup onto the datastore, `--upload files` against `--upload nfc`.
 # The chain is tools/bench-chain.sh's ESX chain (flat base, COWD, SEsparse) at $SIZE (8G; at least 4G),
 # linked into the simulated datastore; its thin flat base is a sparse file. The network backup
 # runs with change tracking on (vdar asks QueryChangedDiskAreas "*" and reads the base only
@@ -43,6 +44,9 @@ qemu-img create -q -f vmdk "$DS/tiny/tiny.vmdk" 1M
 : > "$DS/tiny/tiny-flat.vmdk"
 "$PY" tools/vcsim/client.py "$URL" attach DC0_H0_VM0 "[LocalDS_0] bench/top.vmdk" \
   "$(numfmt --from=iec "$SIZE")"
+# A .vmx that names the disk, as ESX keeps it (vcsim's is empty), for the restores below.
+printf 'displayName = "DC0_H0_VM0"\nscsi0.virtualDev = "pvscsi"\nscsi0:0.fileName = "%s"\n' \
+  "/vmfs/volumes/LocalDS_0/bench/top.vmdk" > "$DS/DC0_H0_VM0/DC0_H0_VM0.vmx"
 "$PY" tools/vcsim/client.py "$URL" attach DC0_H0_VM1 "[LocalDS_0] tiny/tiny.vmdk" 1048576
 cbt() { "$PY" tools/vcsim/client.py "$URL" cbt DC0_H0_VM0 "$1"; }
 
@@ -91,6 +95,23 @@ net_cpu=$(echo "($(sim_cpu) - $c0) / $RUNS" | bc -l)
 fetched=$("${net[@]}" --json | python3 -c 'import json,sys; v=json.load(sys.stdin)["vsphere"][0]; print(v["fetched_bytes"], v["fetch_requests"])')
 orch_s=$(timed none "$V" backup --vsphere "$URL" --vm DC0_H0_VM1 -o "$out" --force)
 tiny_local_s=$(timed none "$V" backup "$DS/tiny/tiny.vmdk" -o "$out" --force)
+# Restore of that backup onto the datastore, once each way (each run needs a new VM name).
+# vcsim's RegisterVM wants NAME.nvram and vmware.log beside the .vmx (ESX makes them); its
+# NFC endpoint reads each disk stream and throws it away, where ESX would write a thin disk.
+restore_onto() {
+  mkdir -p "$DS/$2"
+  : > "$DS/$2/$2.nvram"
+  : > "$DS/$2/vmware.log"
+  local t0 t1 sent
+  t0=$(date +%s.%N)
+  sent=$("$V" restore "$out" --vsphere "$URL" --datastore LocalDS_0 --name "$2" --upload "$1" \
+    --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["vsphere"]["bytes_uploaded"])')
+  t1=$(date +%s.%N)
+  rm -rf "${DS:?}/$2"
+  echo "$(echo "$t1 - $t0" | bc) $sent"
+}
+read -r files_s files_sent <<<"$(restore_onto files r-files)"
+read -r nfc_s nfc_sent <<<"$(restore_onto nfc r-nfc)"
 apparent=$(cd "$DIR" && du -cbL "${LAYERS[@]}" | tail -1 | cut -f1)
 allocated=$(cd "$DIR" && du -cL --block-size=1 "${LAYERS[@]}" | tail -1 | cut -f1)
 rm -f "$out"
@@ -112,5 +133,7 @@ report() {
     if (u != "") printf " (server reported %.0f bytes in use)", u
     printf "\n" }'
 }
+printf '%-44s %8.2fs  %s bytes uploaded\n' "vdar restore --vsphere --upload files" "$files_s" "$files_sent"
+printf '%-44s %8.2fs  %s bytes uploaded\n' "vdar restore --vsphere --upload nfc" "$nfc_s" "$nfc_sent"
 report "CBT" "$cbt_fetched"
 report "no CBT" "$fetched"

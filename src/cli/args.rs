@@ -413,6 +413,20 @@ pub struct DatastoreRestoreArgs {
     /// for the VM's allocated bytes.
     #[arg(long, value_name = "DIR", requires = "vsphere")]
     pub staging: Option<PathBuf>,
+    /// How the VM goes up: `files` (the .vmx and descriptor + flat extent over the datastore
+    /// file access, the VM as it was, holes sent as zeros) or `nfc` (an OVF import: the
+    /// server builds the VM from the OVF, the disks go stream-optimized into thin disks).
+    #[arg(long, value_enum, default_value_t = UploadArg::Files, requires = "vsphere")]
+    pub upload: UploadArg,
+}
+
+/// `restore --vsphere --upload`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum UploadArg {
+    /// The VM's own files over the datastore file access, then RegisterVM_Task.
+    Files,
+    /// An OVF import through an NFC lease (ImportVApp).
+    Nfc,
 }
 
 /// `vdar restore --blockmap`: SAN write-back of one disk into a pre-created eager-zeroed thick

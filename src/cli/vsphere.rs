@@ -14,7 +14,9 @@ use crate::vsphere::{
 };
 use anyhow::Context;
 
-use super::args::{FormatArg, QuiesceArg, RestoreArgs, VsphereBackupArgs, VsphereServerArgs};
+use super::args::{
+    FormatArg, QuiesceArg, RestoreArgs, UploadArg, VsphereBackupArgs, VsphereServerArgs,
+};
 
 /// Connects and logs in as the flags say.
 pub fn connect(a: &VsphereServerArgs) -> anyhow::Result<(Session, ServerOptions)> {
@@ -186,8 +188,13 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let cancel = super::signals::on_interrupt()?;
     let staging = Staging::create(a.staging.as_deref())?;
     let (hook, meter, last) = super::progress::restore_meter();
+    let nfc = a.upload == UploadArg::Nfc;
     let opts = RestoreOptions {
-        format: crate::restore::Format::Vmdk,
+        format: if nfc {
+            crate::restore::Format::Ova
+        } else {
+            crate::restore::Format::Vmdk
+        },
         vm: args.vm.clone(),
         disk: args.disk.clone(),
         force: false,
@@ -218,14 +225,19 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         force: args.force,
     };
     let dir = staging.0.join(&vm);
-    let vmx = vsphere::restore::find_vmx(&dir).with_context(|| {
-        format!(
-            "VM {vm:?} has no .vmx in the archive (a backup of loose disks): restore it with \
-             --to and create the VM around the disks"
-        )
-    })?;
-    let staged = StagedVm { dir, vmx };
-    let restored = vsphere::restore::restore_vm(&session, &server, &target, &staged, &cancel)?;
+    let restored = if nfc {
+        let ova = staged_ova(&dir)?;
+        vsphere::restore::import_vm(&session, &target, &ova, &cancel)?
+    } else {
+        let vmx = vsphere::restore::find_vmx(&dir).with_context(|| {
+            format!(
+                "VM {vm:?} has no .vmx in the archive (a backup of loose disks): restore it \
+                 with --to and create the VM around the disks, or give --upload nfc"
+            )
+        })?;
+        let staged = StagedVm { dir, vmx };
+        vsphere::restore::restore_vm(&session, &server, &target, &staged, &cancel)?
+    };
     session.logout();
     if args.json {
         super::json::print(
@@ -266,6 +278,16 @@ fn staged_vm(staging: &Path) -> anyhow::Result<String> {
             many.join(", ")
         ),
     }
+}
+
+/// The OVA a restore in OVA format staged in `dir`.
+fn staged_ova(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "ova"))
+        .with_context(|| format!("{}: the restore staged no OVA", dir.display()))
 }
 
 /// A private directory for the local restore, removed with everything in it on drop.

@@ -19,6 +19,8 @@ pub mod cbt;
 pub mod datastore;
 pub mod http;
 pub mod layout;
+pub mod nfc;
+pub mod ova_file;
 pub mod plan;
 pub mod props;
 pub mod register;

@@ -30,6 +30,8 @@ pub struct ServiceContent {
     pub session_manager: MoRef,
     /// The file manager (deleting datastore files), when the server has one.
     pub file_manager: Option<MoRef>,
+    /// The OVF manager (import specs for NFC restores), when the server has one.
+    pub ovf_manager: Option<MoRef>,
     /// `about.fullName`, for messages and the manifest.
     pub about: String,
     /// `about.apiType`: `VirtualCenter` or `HostAgent` (a standalone ESXi).
@@ -58,6 +60,7 @@ pub fn service_content(soap: &Soap) -> Result<ServiceContent> {
         search_index: moref("searchIndex")?,
         session_manager: moref("sessionManager")?,
         file_manager: moref("fileManager").ok(),
+        ovf_manager: moref("ovfManager").ok(),
         about: about
             .and_then(|a| super::soap::text(a, "fullName"))
             .unwrap_or_default(),

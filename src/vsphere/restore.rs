@@ -99,20 +99,7 @@ pub fn restore_vm(
     staged: &StagedVm,
     cancel: &Cancel,
 ) -> Result<RestoredVm> {
-    let props = session.props();
-    let at = register::placement(
-        &props,
-        &target.datastore,
-        target.folder.as_deref(),
-        target.pool.as_deref(),
-    )?;
-    if register::vm_exists(&props, &target.name)? {
-        return Err(Error::Usage(format!(
-            "a VM named {:?} is already registered: restore under another --name, or remove \
-             that VM in vSphere first (--force replaces files, never a registered VM)",
-            target.name
-        )));
-    }
+    let at = placement_for_new(session, target)?;
     let files = DatastoreFiles::new(
         session.soap.agent().clone(),
         session.soap.url(),
@@ -170,6 +157,38 @@ pub fn restore_vm(
     };
     done.registered = None;
     Ok(restored)
+}
+
+/// Imports the staged OVA at `ova` as `target` says, through an NFC lease ([`super::nfc`]):
+/// the server creates the VM from the OVF and takes the disks stream-optimized.
+pub fn import_vm(
+    session: &Session,
+    target: &DatastoreTarget,
+    ova: &Path,
+    cancel: &Cancel,
+) -> Result<RestoredVm> {
+    let at = placement_for_new(session, target)?;
+    let ova = super::ova_file::OvaFile::open(ova)?;
+    super::nfc::import_ova(session, &at, &target.name, &ova, cancel)
+}
+
+/// Where `target` goes, once it is known that no VM of its name is registered.
+fn placement_for_new(session: &Session, target: &DatastoreTarget) -> Result<Placement> {
+    let props = session.props();
+    let at = register::placement(
+        &props,
+        &target.datastore,
+        target.folder.as_deref(),
+        target.pool.as_deref(),
+    )?;
+    if register::vm_exists(&props, &target.name)? {
+        return Err(Error::Usage(format!(
+            "a VM named {:?} is already registered: restore under another --name, or remove \
+             that VM in vSphere first (--force replaces files, never a registered VM)",
+            target.name
+        )));
+    }
+    Ok(at)
 }
 
 /// The files to upload, with their names on the datastore: every file of the staged

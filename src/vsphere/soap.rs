@@ -249,6 +249,44 @@ impl Soap {
     }
 }
 
+const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+const XSD: &str = "http://www.w3.org/2001/XMLSchema";
+
+/// Writes `n` (an element of an answer) as request XML named `tag`: element names in the
+/// request's default namespace, `xsi:type` and its value's `xsd:` prefix under the prefixes
+/// our envelope declares. A copy of the answer's text would not do: servers declare the
+/// prefixes where they please (vcsim on the element itself, under another name), and a
+/// fragment cut out of the answer loses them.
+pub fn write_element(n: roxmltree::Node<'_, '_>, tag: &str, out: &mut String) {
+    out.push('<');
+    out.push_str(tag);
+    for a in n.attributes() {
+        if a.namespace() == Some(XSI) && a.name() == "type" {
+            let value = match a.value().split_once(':') {
+                Some((prefix, local)) if n.lookup_namespace_uri(Some(prefix)) == Some(XSD) => {
+                    format!("xsd:{local}")
+                }
+                Some((_, local)) => local.to_string(),
+                None => a.value().to_string(),
+            };
+            out.push_str(&format!(" xsi:type=\"{}\"", esc(&value)));
+        } else if a.namespace().is_none() {
+            out.push_str(&format!(" {}=\"{}\"", a.name(), esc(a.value())));
+        }
+    }
+    out.push('>');
+    for c in n.children() {
+        if c.is_element() {
+            write_element(c, c.tag_name().name(), out);
+        } else if let Some(t) = c.text().filter(|_| c.is_text()) {
+            out.push_str(&esc(t));
+        }
+    }
+    out.push_str("</");
+    out.push_str(tag);
+    out.push('>');
+}
+
 /// The session id in a `Set-Cookie` header, if it sets the session cookie.
 fn session_cookie(header: &str) -> Option<String> {
     let first = header.split(';').next()?.trim();
@@ -285,6 +323,20 @@ mod tests {
         let t = r#"<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>Login failure</faultstring><detail><InvalidLoginFault xmlns="urn:vim25" xsi:type="InvalidLogin"></InvalidLoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#;
         assert_eq!(fault(t).as_deref(), Some("InvalidLogin: Login failure"));
         assert_eq!(fault("<a/>"), None);
+    }
+
+    #[test]
+    fn elements_are_rewritten_under_our_prefixes() {
+        let t = r#"<r xmlns="urn:vim25" xmlns:xs="http://www.w3.org/2001/XMLSchema"><importSpec xmlns:X="http://www.w3.org/2001/XMLSchema-instance" X:type="VirtualMachineImportSpec"><a X:type="xs:string">1 &lt; 2</a><ds type="Datastore">d-1</ds></importSpec></r>"#;
+        let doc = roxmltree::Document::parse(t).unwrap();
+        let spec = doc.descendants().find(|n| is(n, "importSpec")).unwrap();
+        let mut out = String::new();
+        write_element(spec, "spec", &mut out);
+        assert_eq!(
+            out,
+            "<spec xsi:type=\"VirtualMachineImportSpec\"><a xsi:type=\"xsd:string\">1 &lt; 2</a>\
+             <ds type=\"Datastore\">d-1</ds></spec>"
+        );
     }
 
     #[test]

@@ -110,6 +110,7 @@ def show(si, name):
         "pool": props["resourcePool"]._moId if props.get("resourcePool") else None,
         "snapshots": snaps,
         "disks": [{"file": d.backing.fileName, "capacity": d.capacityInBytes,
+                   "capacity_kb": d.capacityInKB,
                    "controller_key": d.controllerKey, "unit": d.unitNumber,
                    "change_id": getattr(d.backing, "changeId", None)}
                   for d in disks(props["config.hardware.device"])],

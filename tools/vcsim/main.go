@@ -103,6 +103,7 @@ func main() {
 	trace := flag.Bool("trace", false, "write every SOAP request and response to stderr")
 	stdinWatch := flag.Bool("stdin-watch", true, "exit when stdin reaches EOF")
 	cbtPage := flag.Int("cbt-page", 1000, "most areas in one QueryChangedDiskAreas answer (see cbt.go)")
+	nfcDir := flag.String("nfc-dir", "", "keep every NFC upload under this directory (see nfc.go)")
 	flag.Parse()
 
 	log.SetPrefix("vcsim: ")
@@ -154,6 +155,7 @@ func main() {
 		log.Fatalf("-cbt-page must be at least 1")
 	}
 	s.Config.Handler = withChangedAreas(s.Config.Handler, s.URL.Path, *cbtPage)
+	s.Config.Handler = withKeptUploads(s.Config.Handler, *nfcDir)
 
 	cleanup := func() {
 		s.Close()
