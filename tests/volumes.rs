@@ -328,3 +328,124 @@ fn volume_header_golden_bytes() {
         "47a5fe79058d07507d539e9dd690411aa51401d07b2dd9d158ace10a58b3e697"
     );
 }
+
+/// A next-volume command that writes its shell's pid and that of a `sleep` it started to
+/// `pids`, then waits on the sleep: an autoloader that hangs.
+fn hanging_changer(pids: &std::path::Path) -> String {
+    let p = pids.display();
+    format!(r#"sleep 600 & echo "$$ $!" > "{p}.tmp" && mv "{p}.tmp" "{p}"; wait"#)
+}
+
+/// Whether `pid` runs (a zombie waiting for its reaper does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Starts vdar with `args`, waits until its changer wrote `pids`, sends `sig`, and returns
+/// vdar's output and the changer's pids.
+fn stopped_while_changing(
+    args: &[&str],
+    pids: &std::path::Path,
+    sig: &str,
+) -> (std::process::Output, Vec<u32>) {
+    let mut child = Command::new(crate::util::vdar_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !pids.exists() {
+        assert!(
+            started.elapsed().as_secs() < 60 && child.try_wait().unwrap().is_none(),
+            "the changer never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let changer: Vec<u32> = std::fs::read_to_string(pids)
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    run("sh", &["-c", &format!("kill -{sig} {}", child.id())]);
+    let stopped = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if stopped.elapsed().as_secs() > 20 {
+            let _ = child.kill();
+            panic!("vdar still waits for its changer 20 s after SIG{sig}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child.wait_with_output().unwrap(), changer)
+}
+
+#[test]
+fn a_stop_ends_the_next_volume_command_and_what_it_started() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (disk, want) = noise_disk(d);
+    let vol = d.join("vol");
+
+    // A backup stopped while the autoloader hangs.
+    let pids = d.join("backup.pids");
+    let changer = hanging_changer(&pids);
+    let args = ["backup", s(&disk), "-o", s(&vol), "--volume-size", "2M"];
+    let args = [&args[..], &["--next-volume", &changer]].concat();
+    let (out, changer_pids) = stopped_while_changing(&args, &pids, "TERM");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted by signal 15"), "{err}");
+    assert_eq!(changer_pids.len(), 2);
+    for pid in changer_pids {
+        assert!(!running(pid), "changer process {pid} left running: {err}");
+    }
+    // What was written is no archive a reader takes as whole.
+    assert!(!vdar(&["verify", s(&vol)]).status.success());
+
+    // A restore stopped the same way, from a good set.
+    for f in std::fs::read_dir(d).unwrap().flatten() {
+        if f.file_name().to_string_lossy().starts_with("vol") {
+            std::fs::remove_file(f.path()).unwrap();
+        }
+    }
+    let backup = ["backup", s(&disk), "-o", s(&vol), "--volume-size", "2M"];
+    ok(&[&backup[..], &["--next-volume", MOVE_AWAY]].concat());
+    // The last volume stays at the name.
+    std::fs::rename(&vol, d.join("vol.3")).unwrap();
+    std::fs::copy(d.join("vol.1"), &vol).unwrap();
+    let pids = d.join("restore.pids");
+    let changer = hanging_changer(&pids);
+    let to = d.join("r");
+    let args = [
+        "restore",
+        s(&vol),
+        "--to",
+        s(&to),
+        "--next-volume",
+        &changer,
+    ];
+    let (out, changer_pids) = stopped_while_changing(&args, &pids, "INT");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    for pid in changer_pids {
+        assert!(!running(pid), "changer process {pid} left running: {err}");
+    }
+    assert!(!to.exists(), "a stopped restore left {to:?}");
+    // The set itself is good: read with a changer that loads, it restores.
+    std::fs::copy(d.join("vol.1"), &vol).unwrap();
+    let out = ok(&[
+        "restore",
+        s(&vol),
+        "--to",
+        s(&to),
+        "--json",
+        "--next-volume",
+        LOAD,
+    ]);
+    assert_same_file(&restored(&out), &want);
+}

@@ -88,14 +88,8 @@ c0=$(sim_cpu)
 cbt_s=$(timed evict "${net[@]}")
 cbt_cpu=$(echo "($(sim_cpu) - $c0) / $RUNS" | bc -l)
 cbt_fetched=$("${net[@]}" --json | python3 -c 'import json,sys; v=json.load(sys.stdin)["vsphere"][0]; print(v["fetched_bytes"], v["fetch_requests"], v["in_use_bytes"][0])' 2>/dev/null)
-cbt off
-c0=$(sim_cpu)
-net_s=$(timed evict "${net[@]}")
-net_cpu=$(echo "($(sim_cpu) - $c0) / $RUNS" | bc -l)
-fetched=$("${net[@]}" --json | python3 -c 'import json,sys; v=json.load(sys.stdin)["vsphere"][0]; print(v["fetched_bytes"], v["fetch_requests"])')
-orch_s=$(timed none "$V" backup --vsphere "$URL" --vm DC0_H0_VM1 -o "$out" --force)
-tiny_local_s=$(timed none "$V" backup "$DS/tiny/tiny.vmdk" -o "$out" --force)
-# Restore of that backup onto the datastore, once each way (each run needs a new VM name).
+# Restore of the CBT backup (the archive the line above left) onto the datastore, once each
+# way (each run needs a new VM name).
 # vcsim's RegisterVM wants NAME.nvram and vmware.log beside the .vmx (ESX makes them); its
 # NFC endpoint reads each disk stream and throws it away, where ESX would write a thin disk.
 restore_onto() {
@@ -105,13 +99,20 @@ restore_onto() {
   local t0 t1 sent
   t0=$(date +%s.%N)
   sent=$("$V" restore "$out" --vsphere "$URL" --datastore LocalDS_0 --name "$2" --upload "$1" \
-    --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["vsphere"]["bytes_uploaded"])')
+    --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["vsphere"]["bytes_uploaded"])')
   t1=$(date +%s.%N)
   rm -rf "${DS:?}/$2"
   echo "$(echo "$t1 - $t0" | bc) $sent"
 }
 read -r files_s files_sent <<<"$(restore_onto files r-files)"
 read -r nfc_s nfc_sent <<<"$(restore_onto nfc r-nfc)"
+cbt off
+c0=$(sim_cpu)
+net_s=$(timed evict "${net[@]}")
+net_cpu=$(echo "($(sim_cpu) - $c0) / $RUNS" | bc -l)
+fetched=$("${net[@]}" --json | python3 -c 'import json,sys; v=json.load(sys.stdin)["vsphere"][0]; print(v["fetched_bytes"], v["fetch_requests"])')
+orch_s=$(timed none "$V" backup --vsphere "$URL" --vm DC0_H0_VM1 -o "$out" --force)
+tiny_local_s=$(timed none "$V" backup "$DS/tiny/tiny.vmdk" -o "$out" --force)
 apparent=$(cd "$DIR" && du -cbL "${LAYERS[@]}" | tail -1 | cut -f1)
 allocated=$(cd "$DIR" && du -cL --block-size=1 "${LAYERS[@]}" | tail -1 | cut -f1)
 rm -f "$out"

@@ -9,9 +9,16 @@
 //! there (what follows on a reused medium is not data) and never asks for a volume after it.
 
 use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
 
 use super::format::{csum8, Footer, FOOTER_BYTES, FOOTER_MAGIC_V1};
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::input::source::{le_u32, le_u64};
 
@@ -122,35 +129,124 @@ pub trait VolumeChanger: Send {
     /// Whether a wrong volume may be answered by asking again (an operator can fetch the
     /// right tape; a command that loaded the wrong one would only do it again).
     fn asks_again(&self) -> bool;
+    /// `Err(Error::Interrupted)` once the reading should stop (a changer that can be told to
+    /// stop is told by the same flag): checked before every read of a volume.
+    fn stopped(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// `--next-volume CMD`: runs `sh -c CMD` with `VDAR_VOLUME` (the number wanted) and
 /// `VDAR_DEVICE` (the path) in its environment, as `tar -F` and `mbuffer -A` run theirs.
+///
+/// The command runs in a process group of its own, and a stop (SIGINT/SIGTERM, through
+/// `cancel`) ends the whole group: TERM, then KILL after [`CHANGER_GRACE`]. An autoloader
+/// script that hangs, or the `sleep` or `mtx` it runs, is neither waited for nor left behind.
+/// The group is also why a terminal's Ctrl-C reaches only vdar, which passes it on.
 pub struct CommandChanger {
     command: String,
     device: PathBuf,
+    cancel: Cancel,
 }
 
+/// How long a stopped changer command may take to exit after TERM before it is killed.
+pub const CHANGER_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a running changer command is looked at.
+const CHANGER_POLL: Duration = Duration::from_millis(50);
+
 impl CommandChanger {
-    /// A changer running `command` for the volumes at `device`.
-    pub fn new(command: &str, device: &Path) -> CommandChanger {
+    /// A changer running `command` for the volumes at `device`, stopped by `cancel`.
+    pub fn new(command: &str, device: &Path, cancel: Cancel) -> CommandChanger {
         CommandChanger {
             command: command.to_string(),
             device: device.to_path_buf(),
+            cancel,
+        }
+    }
+
+    /// Waits for `child`; on a stop, ends its process group and says so.
+    fn wait(&self, child: &mut Child, number: u32) -> Result<ExitStatus> {
+        let io = |e| Error::io("/bin/sh", None, e);
+        loop {
+            if let Some(status) = child.try_wait().map_err(io)? {
+                return Ok(status);
+            }
+            if let Err(stop) = self.cancel.check() {
+                end_child(child);
+                log::warn!(
+                    "{}: stopped while the next-volume command {:?} loaded volume {number};                      ended it",
+                    self.device.display(),
+                    self.command
+                );
+                return Err(stop);
+            }
+            std::thread::sleep(CHANGER_POLL);
         }
     }
 }
 
+/// The process group of the changer command running now. The thread that waits for it may
+/// not be the one that ends the process: [`end_running_changer`] lets that one end it too.
+static RUNNING: Mutex<Option<Pid>> = Mutex::new(None);
+
+fn running() -> std::sync::MutexGuard<'static, Option<Pid>> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ends the changer command still running, if any, with all it started: for a process about
+/// to exit (a stop seen by another thread first), so that nothing is left behind.
+pub fn end_running_changer() {
+    if let Some(group) = running().take() {
+        end_group(group, || false);
+    }
+}
+
+/// TERM to process group `group`, KILL to what is left of it after the grace time. `reap`
+/// reaps the group's leader when it has exited (its zombie keeps the group alive).
+fn end_group(group: Pid, mut reap: impl FnMut() -> bool) {
+    let _ = rustix::process::kill_process_group(group, Signal::TERM);
+    let deadline = Instant::now() + CHANGER_GRACE;
+    let mut reaped = false;
+    while Instant::now() < deadline {
+        reaped = reaped || reap();
+        if rustix::process::test_kill_process_group(group).is_err() {
+            return;
+        }
+        std::thread::sleep(CHANGER_POLL);
+    }
+    let _ = rustix::process::kill_process_group(group, Signal::KILL);
+    if !reaped {
+        reap();
+    }
+}
+
+/// Ends `child`'s process group (see [`end_group`]) and reaps it.
+fn end_child(child: &mut Child) {
+    running().take();
+    let Some(group) = Pid::from_raw(child.id() as i32) else {
+        return;
+    };
+    end_group(group, || matches!(child.try_wait(), Ok(Some(_))));
+    let _ = child.wait();
+}
+
 impl VolumeChanger for CommandChanger {
     fn next(&mut self, number: u32, why: &str) -> Result<()> {
+        self.cancel.check()?;
         log::info!("{why}: running {:?} for volume {number}", self.command);
-        let status = std::process::Command::new("/bin/sh")
+        let mut child = std::process::Command::new("/bin/sh")
             .args(["-c", &self.command])
             .env("VDAR_VOLUME", number.to_string())
             .env("VDAR_DEVICE", &self.device)
             .stdin(std::process::Stdio::null())
-            .status()
+            .process_group(0)
+            .spawn()
             .map_err(|e| Error::io("/bin/sh", None, e))?;
+        *running() = Pid::from_raw(child.id() as i32);
+        let status = self.wait(&mut child, number);
+        running().take();
+        let status = status?;
         if !status.success() {
             return Err(Error::Usage(format!(
                 "{}: {why}, and the next-volume command {:?} failed ({status}) to load volume {number}",
@@ -163,6 +259,10 @@ impl VolumeChanger for CommandChanger {
 
     fn asks_again(&self) -> bool {
         false
+    }
+
+    fn stopped(&self) -> Result<()> {
+        self.cancel.check()
     }
 }
 
@@ -332,6 +432,9 @@ impl Read for VolumeReader {
         loop {
             if self.done || buf.is_empty() {
                 return Ok(0);
+            }
+            if let Some(c) = &self.changer {
+                c.stopped().map_err(io::Error::other)?;
             }
             let room = self.left.map_or(buf.len(), |l| buf.len().min(l as usize));
             let n = if room == 0 {

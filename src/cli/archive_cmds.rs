@@ -70,7 +70,12 @@ pub fn restore(args: &RestoreArgs, to: &Path) -> anyhow::Result<ExitCode> {
             .then(|| super::incremental::in_place(&args.base, to))
             .transpose()?,
     };
-    let input = archive_with(&args.archive, args.stream, args.next_volume.as_deref())?;
+    let input = archive_with(
+        &args.archive,
+        args.stream,
+        args.next_volume.as_deref(),
+        Some(&opts.cancel),
+    )?;
     let mut created = Vec::new();
     if to == Path::new("-") {
         crate::output::refuse_terminal("a restored image")?;
@@ -150,7 +155,12 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // Verify reads every record in order whatever the input.
     let bases = super::incremental::bases(&args.base, args.base_image.as_deref())?;
     let report = super::verify_progress::verify(
-        archive_with(&args.archive, args.stream, args.next_volume.as_deref())?,
+        archive_with(
+            &args.archive,
+            args.stream,
+            args.next_volume.as_deref(),
+            None,
+        )?,
         bases,
     )
     .map_err(|e| about_archive(e, &args.archive, false))?;
@@ -185,7 +195,12 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     if super::retention::is_location(&args.archive) {
         return super::retention::list(&args.archive, args.json);
     }
-    let l = match archive_with(&args.archive, args.stream, args.next_volume.as_deref())? {
+    let l = match archive_with(
+        &args.archive,
+        args.stream,
+        args.next_volume.as_deref(),
+        None,
+    )? {
         Archive::Stream(mut r) => crate::list::list_stream(&mut r),
         Archive::Seekable(mut f) => {
             let l = crate::list::list_file(&mut *f.input);

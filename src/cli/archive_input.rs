@@ -13,6 +13,7 @@ use anyhow::Context;
 
 use crate::archive::index::ReadSeek;
 use crate::archive::volume::{is_volume, Reopen, VolumeReader};
+use crate::cancel::Cancel;
 use crate::output::records::{RecordReader, TAPE_READ_BYTES};
 
 pub(super) fn open(path: &Path) -> anyhow::Result<File> {
@@ -56,11 +57,13 @@ impl Seekable {
 
 /// Opens `path`, in one pass when `stream` even if it could seek. A volume set (its first
 /// volume at `path`) is read in one pass, the next volumes loaded by `next_volume` (a shell
-/// command) or asked for at the terminal.
+/// command) or asked for at the terminal; `cancel` stops the command (without it, a set read
+/// through a command installs the signal handlers that set one).
 pub(super) fn archive_with(
     path: &Path,
     stream: bool,
     next_volume: Option<&str>,
+    cancel: Option<&Cancel>,
 ) -> anyhow::Result<Archive> {
     #[cfg(feature = "s3")]
     if let Some(name) = path
@@ -77,7 +80,7 @@ pub(super) fn archive_with(
                 .seek(io::SeekFrom::Start(0))
                 .with_context(|| format!("{}: cannot seek", path.display()))?;
             if is_volume(&magic[..n]) {
-                return volumes(path, Box::new(s.input), next_volume);
+                return volumes(path, Box::new(s.input), next_volume, cancel);
             }
             Ok(if stream {
                 Archive::Stream(Box::new(s.input))
@@ -91,7 +94,7 @@ pub(super) fn archive_with(
                 .fill_buf()
                 .with_context(|| format!("{}: cannot read", path.display()))?;
             if is_volume(head) {
-                return volumes(path, Box::new(r), next_volume);
+                return volumes(path, Box::new(r), next_volume, cancel);
             }
             Ok(Archive::Stream(Box::new(r)))
         }
@@ -104,15 +107,23 @@ fn volumes(
     path: &Path,
     first: Box<dyn Read>,
     next_volume: Option<&str>,
+    cancel: Option<&Cancel>,
 ) -> anyhow::Result<Archive> {
     let (reopen, changer) = if path == Path::new("-") {
         (None, None)
     } else {
         let p = path.to_path_buf();
         let reopen: Reopen = Box::new(move || reopen_volume(&p));
+        // verify and list stop at the first signal like any process, unless a changer
+        // command runs: that one must be ended, not left behind.
+        let cancel = match (cancel, next_volume) {
+            (Some(c), _) => c.clone(),
+            (None, Some(_)) => super::signals::on_interrupt()?,
+            (None, None) => Cancel::default(),
+        };
         (
             Some(reopen),
-            Some(super::volumes::changer(next_volume, path)),
+            Some(super::volumes::changer(next_volume, path, &cancel)),
         )
     };
     let r = VolumeReader::open(&path.display().to_string(), first, reopen, changer)?;
@@ -164,7 +175,7 @@ pub(super) fn seekable(path: &Path) -> anyhow::Result<Box<dyn ReadSeek + Send>> 
 
 /// Opens `path` with random access where it allows it.
 pub(super) fn archive(path: &Path) -> anyhow::Result<Archive> {
-    archive_with(path, false, None)
+    archive_with(path, false, None, None)
 }
 
 fn local(path: &Path) -> anyhow::Result<Archive> {

@@ -59,6 +59,8 @@ fn ui(a: args::UiArgs) {
 
 /// Prints an error once, as `PROGRAM: error: CHAIN`; an interrupt has its own exit code.
 fn exit_code(program: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
+    // A stop can end the run while another thread still waits for an autoloader command.
+    crate::archive::volume::end_running_changer();
     result.unwrap_or_else(|e| {
         signals::interrupted(&e, program).unwrap_or_else(|| {
             eprintln!("{program}: error: {e:#}");

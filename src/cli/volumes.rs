@@ -51,10 +51,15 @@ impl VolumeChanger for TtyChanger {
     }
 }
 
-/// The changer for volumes at `device`: the command when given, else the terminal.
-pub(super) fn changer(next_volume: Option<&str>, device: &Path) -> Box<dyn VolumeChanger> {
+/// The changer for volumes at `device`: the command when given (ended when `cancel` is
+/// set), else the terminal.
+pub(super) fn changer(
+    next_volume: Option<&str>,
+    device: &Path,
+    cancel: &crate::cancel::Cancel,
+) -> Box<dyn VolumeChanger> {
     match next_volume {
-        Some(cmd) => Box::new(CommandChanger::new(cmd, device)),
+        Some(cmd) => Box::new(CommandChanger::new(cmd, device, cancel.clone())),
         None => Box::new(TtyChanger {
             device: device.display().to_string(),
         }),
@@ -76,14 +81,18 @@ pub(super) fn stream_options(
     );
     Ok(StreamOptions {
         record_bytes,
-        volumes: volumes(a, output)?,
+        volumes: volumes(a, output, cancel)?,
         drive_buffer: drive_buffer as usize,
         cancel: cancel.clone(),
     })
 }
 
 /// The volume set asked for: `None` for a single stream.
-fn volumes(a: &VolumeArgs, output: &Path) -> anyhow::Result<Option<VolumeOptions>> {
+fn volumes(
+    a: &VolumeArgs,
+    output: &Path,
+    cancel: &crate::cancel::Cancel,
+) -> anyhow::Result<Option<VolumeOptions>> {
     if !a.multi_volume && a.volume_size.is_none() && a.next_volume.is_none() {
         return Ok(None);
     }
@@ -104,6 +113,6 @@ fn volumes(a: &VolumeArgs, output: &Path) -> anyhow::Result<Option<VolumeOptions
     );
     Ok(Some(VolumeOptions {
         volume_bytes,
-        changer: changer(a.next_volume.as_deref(), output),
+        changer: changer(a.next_volume.as_deref(), output, cancel),
     }))
 }
