@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ova_file::{OvaFile, OvaMember};
-use super::props::string;
+use super::props::{fault_text, string};
 use super::register::Placement;
 use super::restore::RestoredVm;
 use super::session::Session;
-use super::soap::{child, children, el, returnvals, text, write_element, xsi_type, MoRef};
+use super::soap::{child, children, el, returnvals, text, write_element, MoRef};
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 
@@ -130,17 +130,6 @@ fn import_spec(session: &Session, at: &Placement, name: &str, ovf: &str) -> Resu
         })
         .collect();
     Ok(ImportSpec { spec_xml, files })
-}
-
-/// A `LocalizedMethodFault` as `Type: message`.
-fn fault_text(n: roxmltree::Node<'_, '_>) -> String {
-    let kind = child(n, "fault")
-        .and_then(|f| xsi_type(&f).map(str::to_string))
-        .unwrap_or_else(|| "fault".into());
-    match text(n, "localizedMessage").filter(|m| !m.is_empty()) {
-        Some(m) => format!("{kind}: {m}"),
-        None => kind,
-    }
 }
 
 fn import_vapp(session: &Session, at: &Placement, spec: &ImportSpec) -> Result<Lease> {

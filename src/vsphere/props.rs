@@ -228,7 +228,7 @@ impl<'s> Props<'s> {
                 |_, path, val| match path {
                     "info.state" => state = val.text().unwrap_or("").trim().to_string(),
                     "info.result" => result = MoRef::from_node(val),
-                    "info.error" => error = Some(task_fault(val)),
+                    "info.error" => error = Some(fault_text(val)),
                     _ => {}
                 },
             )?;
@@ -254,8 +254,8 @@ impl<'s> Props<'s> {
     }
 }
 
-/// A task's `LocalizedMethodFault` as `Type: message`.
-fn task_fault(val: roxmltree::Node<'_, '_>) -> String {
+/// A `LocalizedMethodFault` (a task's error, an import spec's) as `Type: message`.
+pub fn fault_text(val: roxmltree::Node<'_, '_>) -> String {
     let kind = child(val, "fault")
         .and_then(|f| xsi_type(&f).map(str::to_string))
         .unwrap_or_else(|| "fault".into());
