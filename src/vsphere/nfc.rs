@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::ova_file::{OvaFile, OvaMember};
 use super::props::{fault_text, string};
-use super::register::Placement;
-use super::restore::RestoredVm;
+use super::register::{Placement, RestoredVm};
 use super::session::Session;
 use super::soap::{child, children, el, returnvals, text, write_element, MoRef};
 use crate::cancel::Cancel;

@@ -8,6 +8,21 @@ use super::session::Session;
 use super::soap::{el, returnvals, MoRef};
 use crate::error::{Error, Result};
 
+/// What the restore did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoredVm {
+    /// The registered VM's name.
+    pub name: String,
+    /// Its managed object id.
+    pub moref: String,
+    /// Its .vmx as a datastore path.
+    pub vmx: String,
+    /// The files uploaded, as datastore paths, in upload order.
+    pub files: Vec<String>,
+    /// Bytes uploaded.
+    pub bytes_uploaded: u64,
+}
+
 /// Where to register a VM.
 #[derive(Clone, Debug)]
 pub struct Placement {

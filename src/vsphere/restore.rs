@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub use super::register::RestoredVm;
 use super::register::{self, Placement};
 use super::{DatastoreFiles, ServerOptions, Session};
 use crate::cancel::Cancel;
@@ -38,21 +39,6 @@ pub struct StagedVm {
     pub dir: PathBuf,
     /// The .vmx's file name in it.
     pub vmx: String,
-}
-
-/// What the restore did.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RestoredVm {
-    /// The registered VM's name.
-    pub name: String,
-    /// Its managed object id.
-    pub moref: String,
-    /// Its .vmx as a datastore path.
-    pub vmx: String,
-    /// The files uploaded, as datastore paths, in upload order.
-    pub files: Vec<String>,
-    /// Bytes uploaded.
-    pub bytes_uploaded: u64,
 }
 
 /// The .vmx keys that tie a VM to its old identity or place, dropped so that the server gives
